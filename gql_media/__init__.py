@@ -1,0 +1,3 @@
+"""gql_media: a GraphQL service that turns requests into media."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,4 @@
+from gql_media.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Job events over Redis pub/sub: workers publish snapshots, each api process fans them out.
+
+One pub/sub connection per process feeds every local subscriber. Subscribers hold bounded
+queues that keep only the newest snapshot of each job, so a slow client never blocks the
+dispatcher and never makes Redis buffer for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gql_media import keys
+from gql_media.domain import JobSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """Publishes a job's snapshot after each committed change."""
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self._redis = redis
+        self._channel = keys.events_channel(namespace)
+
+    async def publish(self, snapshot: JobSnapshot) -> None:
+        # A lost event costs nothing lasting: subscribers re-read snapshots on reconnect.
+        try:
+            await self._redis.publish(self._channel, orjson.dumps(snapshot.to_dict()))
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish event for job %s: %s", snapshot.id, exc)
+
+
+class Resync:
+    """Marker delivered when events may have been missed (Redis reconnected)."""
+
+
+RESYNC = Resync()
+
+
+class Subscriber:
+    """One subscription's inbox: newest snapshot per job, oldest job first, bounded."""
+
+    def __init__(self, maxsize: int, predicate: Callable[[JobSnapshot], bool] | None) -> None:
+        self._pending: OrderedDict[str, JobSnapshot] = OrderedDict()
+        self._maxsize = maxsize
+        self._predicate = predicate
+        self._ready = asyncio.Event()
+        self._resync = False
+        self.dropped = 0
+
+    def offer(self, snapshot: JobSnapshot) -> None:
+        if self._predicate is not None and not self._predicate(snapshot):
+            return
+        current = self._pending.get(snapshot.id)
+        if current is not None:
+            if current.version >= snapshot.version:
+                return
+            self._pending[snapshot.id] = snapshot
+        else:
+            if len(self._pending) >= self._maxsize:
+                self._pending.popitem(last=False)
+                self.dropped += 1
+            self._pending[snapshot.id] = snapshot
+        self._ready.set()
+
+    def request_resync(self) -> None:
+        self._resync = True
+        self._ready.set()
+
+    async def get(self) -> JobSnapshot | Resync:
+        while not self._pending and not self._resync:
+            self._ready.clear()
+            await self._ready.wait()
+        if self._resync:
+            self._resync = False
+            return RESYNC
+        _, snapshot = self._pending.popitem(last=False)
+        return snapshot
+
+
+class EventHub:
+    """The process-wide pub/sub reader; ``subscribe`` hands out local subscribers."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str,
+        queue_size: int = 256,
+        reconnect_max_delay: float = 5.0,
+    ) -> None:
+        self._redis = redis
+        self._channel = keys.events_channel(namespace)
+        self._queue_size = queue_size
+        self._reconnect_max_delay = reconnect_max_delay
+        self._by_job: dict[str, set[Subscriber]] = {}
+        self._all: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self.connected = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gql-media-event-hub")
+
+    async def wait_listening(self) -> None:
+        """Wait until the channel subscription is active (used at start-up and in tests)."""
+        await self._listening.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._all) + sum(len(s) for s in self._by_job.values())
+
+    def subscribe(
+        self, job_id: str | None, predicate: Callable[[JobSnapshot], bool] | None = None
+    ) -> Subscriber:
+        """A subscriber for one job, or for all jobs matching ``predicate`` when job_id is None."""
+        subscriber = Subscriber(self._queue_size, predicate)
+        if job_id is None:
+            self._all.add(subscriber)
+        else:
+            self._by_job.setdefault(job_id, set()).add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, job_id: str | None, subscriber: Subscriber) -> None:
+        if job_id is None:
+            self._all.discard(subscriber)
+            return
+        subscribers = self._by_job.get(job_id)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._by_job[job_id]
+
+    def dispatch(self, snapshot: JobSnapshot) -> None:
+        for subscriber in self._by_job.get(snapshot.id, ()):
+            subscriber.offer(snapshot)
+        for subscriber in self._all:
+            subscriber.offer(snapshot)
+
+    def _resync_all(self) -> None:
+        for subscriber in self._all:
+            subscriber.request_resync()
+        for subscribers in self._by_job.values():
+            for subscriber in subscribers:
+                subscriber.request_resync()
+
+    async def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            try:
+                await self._listen(resync=not first)
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    delay = 0.1
+                log.warning("event hub lost Redis (%s); reconnecting in %.1fs", exc, delay)
+            self.connected = False
+            first = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._reconnect_max_delay)
+
+    async def _listen(self, resync: bool) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+            self.connected = True
+            self._listening.set()
+            if resync:
+                self._resync_all()
+            async for message in pubsub.listen():
+                self._handle(message)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        try:
+            snapshot = JobSnapshot.from_dict(orjson.loads(message["data"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("dropping malformed job event: %s", exc)
+            return
+        self.dispatch(snapshot)

@@ -1,0 +1,13 @@
+"""Which providers this process can run, built from settings."""
+
+from __future__ import annotations
+
+from gql_media.adapters.providers import ImageProvider
+from gql_media.adapters.providers.local import LocalProvider
+from gql_media.settings import Settings
+
+
+def build_providers(settings: Settings) -> dict[str, ImageProvider]:
+    return {
+        "local": LocalProvider(steps=settings.local_steps, step_delay=settings.local_step_delay),
+    }

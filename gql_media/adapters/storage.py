@@ -1,0 +1,57 @@
+"""Media storage on a local directory, with keys that can never leave the root."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from gql_media.errors import ErrorCode, UserError
+
+
+class LocalStorage:
+    """Stores blobs under ``root`` by key (``jobs/<id>/0.png``); writes are atomic renames."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path_for(self, key: str) -> Path:
+        """The file of ``key``; raises for keys that are absolute or climb out of the root."""
+        pure = PurePosixPath(key)
+        if not key or pure.is_absolute() or ".." in pure.parts or "\\" in key or "\0" in key:
+            raise UserError(ErrorCode.INVALID_ARGUMENT, f"invalid storage key {key!r}", "key")
+        path = (self.root / pure).resolve()
+        if not path.is_relative_to(self.root):
+            raise UserError(ErrorCode.INVALID_ARGUMENT, f"invalid storage key {key!r}", "key")
+        return path
+
+    async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put, self.path_for(key), data)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path_for(key).unlink, missing_ok=True)
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self.path_for(key).is_file)
+
+    async def check(self) -> None:
+        """Raise unless the root is a writable directory."""
+        await asyncio.to_thread(self._check)
+
+    def _check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise OSError(f"storage root {self.root} is not writable")
+
+    @staticmethod
+    def _put(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,1 @@
+"""The GraphQL api: Strawberry on Starlette. The only layer that imports strawberry."""

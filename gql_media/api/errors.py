@@ -1,0 +1,67 @@
+"""Stable codes on every top-level GraphQL error, and masking of the unexpected ones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from gql_media.errors import ErrorCode, GqlMediaError
+
+log = logging.getLogger(__name__)
+
+_MESSAGE_CODES = (
+    ("exceeds maximum operation depth", ErrorCode.QUERY_TOO_DEEP),
+    ("aliases found", ErrorCode.TOO_MANY_ALIASES),
+    ("tokens", ErrorCode.TOO_MANY_TOKENS),
+    ("Syntax Error", ErrorCode.GRAPHQL_PARSE_FAILED),
+)
+
+
+def graphql_error(code: ErrorCode, message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": code.value})
+
+
+def classify(error: GraphQLError, debug: bool) -> GraphQLError:
+    """The error with ``extensions.code`` set; unexpected errors are masked unless debugging."""
+    if error.extensions and "code" in error.extensions:
+        return error
+    original = error.original_error
+    if isinstance(original, GqlMediaError):
+        return _with_code(error, original.code, original.message)
+    if original is None:
+        code = next(
+            (c for text, c in _MESSAGE_CODES if text in error.message),
+            ErrorCode.GRAPHQL_VALIDATION_FAILED,
+        )
+        return _with_code(error, code, error.message)
+    log.error("unexpected error in %s", error.path, exc_info=original)
+    message = f"{type(original).__name__}: {original}" if debug else "Internal server error."
+    return _with_code(error, ErrorCode.INTERNAL_ERROR, message)
+
+
+def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions={**(error.extensions or {}), "code": code.value},
+    )
+
+
+def error_codes(debug: bool) -> type[SchemaExtension]:
+    """A schema extension class that gives every error a code (and masks outside debug)."""
+
+    class ErrorCodes(SchemaExtension):
+        def on_operation(self) -> Iterator[None]:
+            yield
+            result = self.execution_context.result
+            if result is not None and result.errors:
+                result.errors = [classify(e, debug) for e in result.errors]
+
+    return ErrorCodes

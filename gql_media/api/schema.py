@@ -1,0 +1,201 @@
+"""Query, Mutation and Subscription: resolvers translate and delegate to services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
+
+from gql_media.adapters.events import Resync
+from gql_media.api.context import Context
+from gql_media.api.errors import error_codes, graphql_error
+from gql_media.api.types import (
+    GenerateImageInput,
+    GenerateImagePayload,
+    Job,
+    JobConnection,
+    JobEdge,
+    JobFilter,
+    JobPayload,
+    PageInfo,
+    UserError,
+    job_from_snapshot,
+)
+from gql_media.domain import JobSnapshot, JobStatus
+from gql_media.errors import ErrorCode, InvalidInput
+from gql_media.errors import UserError as DomainUserError
+from gql_media.services import jobs as job_service
+from gql_media.settings import Settings
+
+Info = strawberry.Info[Context, None]
+IdArgument = Annotated[strawberry.ID, strawberry.argument(name="id")]
+FilterArgument = Annotated[JobFilter | None, strawberry.argument(name="filter")]
+InputArgument = Annotated[GenerateImageInput, strawberry.argument(name="input")]
+
+
+def _job(info: Info, snapshot: JobSnapshot) -> Job:
+    return job_from_snapshot(snapshot, info.context.media_url)
+
+
+def _user_errors(error: DomainUserError | InvalidInput) -> list[UserError]:
+    errors = error.errors if isinstance(error, InvalidInput) else [error]
+    return [UserError.from_domain(e) for e in errors]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A job by id; null when the id is unknown or malformed.")
+    async def job(self, info: Info, job_id: IdArgument) -> Job | None:
+        snapshot = await job_service.get_job(info.context.deps, job_id)
+        return _job(info, snapshot) if snapshot is not None else None
+
+    @strawberry.field(description="Jobs, newest first, cursor-paginated.")
+    async def jobs(
+        self,
+        info: Info,
+        job_filter: FilterArgument = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> JobConnection:
+        domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
+        try:
+            page = await job_service.list_jobs(info.context.deps, domain_filter, first, after)
+        except DomainUserError as exc:
+            raise graphql_error(exc.code, exc.message) from exc
+        edges = [
+            JobEdge(cursor=cursor, node=_job(info, snapshot))
+            for cursor, snapshot in zip(page.cursors, page.jobs, strict=True)
+        ]
+        return JobConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=after is not None,
+                start_cursor=page.cursors[0] if page.cursors else None,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+            ),
+            total_count=page.total_count,
+        )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Queue an image generation job.")
+    async def generate_image(self, info: Info, data: InputArgument) -> GenerateImagePayload:
+        new_job = job_service.NewImageJob(
+            prompt=data.prompt,
+            negative_prompt=data.negative_prompt,
+            provider=data.provider,
+            model=data.model,
+            width=data.width,
+            height=data.height,
+            num_outputs=data.num_outputs,
+            seed=data.seed,
+            output_format=data.output_format,
+            extra=_extra(data.extra),
+            idempotency_key=data.idempotency_key,
+        )
+        try:
+            snapshot = await job_service.create_image_job(info.context.deps, new_job)
+        except (DomainUserError, InvalidInput) as exc:
+            return GenerateImagePayload(job=None, user_errors=_user_errors(exc))
+        return GenerateImagePayload(job=_job(info, snapshot), user_errors=[])
+
+    @strawberry.mutation(description="Cancel a QUEUED or RUNNING job.")
+    async def cancel_job(self, info: Info, job_id: IdArgument) -> JobPayload:
+        try:
+            snapshot = await job_service.cancel_job(info.context.deps, job_id)
+        except DomainUserError as exc:
+            return JobPayload(job=None, user_errors=_user_errors(exc))
+        return JobPayload(job=_job(info, snapshot), user_errors=[])
+
+    @strawberry.mutation(description="Queue a FAILED or CANCELED job again.")
+    async def retry_job(self, info: Info, job_id: IdArgument) -> JobPayload:
+        try:
+            snapshot = await job_service.retry_job(info.context.deps, job_id)
+        except DomainUserError as exc:
+            return JobPayload(job=None, user_errors=_user_errors(exc))
+        return JobPayload(job=_job(info, snapshot), user_errors=[])
+
+
+def _extra(value: object) -> dict[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise graphql_error(ErrorCode.INVALID_ARGUMENT, "extra must be a JSON object")
+    return value
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="The job now, then every change; completes after a terminal state."
+    )
+    async def job_updated(self, info: Info, job_id: IdArgument) -> AsyncGenerator[Job, None]:
+        ctx = info.context
+        subscriber = ctx.hub.subscribe(job_id)  # listen first: no change is lost
+        try:
+            snapshot = await job_service.get_job(ctx.deps, job_id)
+            if snapshot is None:
+                raise graphql_error(ErrorCode.NOT_FOUND, "job not found")
+            yield _job(info, snapshot)
+            while not snapshot.status.terminal:
+                item = await subscriber.get()
+                if isinstance(item, Resync):
+                    fresh = await job_service.get_job(ctx.deps, job_id)
+                    if fresh is None:
+                        return
+                    item = fresh
+                if item.version > snapshot.version:
+                    snapshot = item
+                    yield _job(info, snapshot)
+        finally:
+            ctx.hub.unsubscribe(job_id, subscriber)
+
+    @strawberry.subscription(description="Every change of every job matching the filter.")
+    async def job_events(
+        self, info: Info, job_filter: FilterArgument = None
+    ) -> AsyncGenerator[Job, None]:
+        ctx = info.context
+        domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
+        subscriber = ctx.hub.subscribe(None, domain_filter.matches)
+        seen: dict[str, int] = {}
+        try:
+            while True:
+                item = await subscriber.get()
+                if isinstance(item, Resync):
+                    active = job_service.JobFilter(
+                        statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
+                        kind=domain_filter.kind,
+                        provider=domain_filter.provider,
+                    )
+                    page = await job_service.list_jobs(ctx.deps, active, None, None)
+                    candidates = [j for j in page.jobs if domain_filter.matches(j)]
+                else:
+                    candidates = [item]
+                for snapshot in candidates:
+                    if snapshot.version > seen.get(snapshot.id, 0):
+                        if len(seen) > 10_000:
+                            seen.clear()
+                        seen[snapshot.id] = snapshot.version
+                        yield _job(info, snapshot)
+        finally:
+            ctx.hub.unsubscribe(None, subscriber)
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        config=StrawberryConfig(),
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+            error_codes(settings.debug),
+        ],
+    )

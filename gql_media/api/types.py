@@ -1,0 +1,182 @@
+"""GraphQL types, converted from domain snapshots at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from gql_media import domain
+from gql_media.errors import UserError as DomainUserError
+from gql_media.services.jobs import JobFilter as DomainJobFilter
+
+# Registered once for their GraphQL definitions; fields below use the domain enums directly.
+strawberry.enum(domain.JobStatus, description="Where a job is in its lifecycle.")
+strawberry.enum(domain.JobKind, description="What a job does.")
+strawberry.enum(domain.OutputFormat, description="Encoding of generated images.")
+JobStatus = domain.JobStatus
+JobKind = domain.JobKind
+OutputFormat = domain.OutputFormat
+
+
+@strawberry.type(description="An expected problem with a request; `code` is stable.")
+class UserError:
+    field: str | None
+    code: str
+    message: str
+
+    @classmethod
+    def from_domain(cls, error: DomainUserError) -> UserError:
+        return cls(field=error.field, code=error.code.value, message=error.message)
+
+
+@strawberry.type(description="Why a job failed, or why its last attempt failed.")
+class JobError:
+    code: str
+    message: str
+    retryable: bool
+
+
+@strawberry.type(description="A stored media file.")
+class MediaAsset:
+    id: strawberry.ID
+    url: str
+    content_type: str
+    width: int | None
+    height: int | None
+    byte_size: int
+    sha256: str
+
+
+@strawberry.type(description="A unit of work: generating or processing media.")
+class Job:
+    id: strawberry.ID
+    kind: JobKind
+    status: JobStatus
+    progress: float = strawberry.field(description="0 to 1.")
+    version: int = strawberry.field(description="Rises with every change of the job.")
+    prompt: str | None
+    provider: str
+    model: str | None
+    parameters: JSON
+    attempts: int
+    max_attempts: int
+    error: JobError | None
+    outputs: list[MediaAsset]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], str]) -> Job:
+    error = snapshot.error
+    return Job(
+        id=strawberry.ID(snapshot.id),
+        kind=snapshot.kind,
+        status=snapshot.status,
+        progress=snapshot.progress,
+        version=snapshot.version,
+        prompt=snapshot.prompt,
+        provider=snapshot.provider,
+        model=snapshot.model,
+        parameters=cast(JSON, snapshot.parameters),
+        attempts=snapshot.attempts,
+        max_attempts=snapshot.max_attempts,
+        error=JobError(code=error.code, message=error.message, retryable=error.retryable)
+        if error
+        else None,
+        outputs=[
+            MediaAsset(
+                id=strawberry.ID(a.id),
+                url=media_url(a.key),
+                content_type=a.content_type,
+                width=a.width,
+                height=a.height,
+                byte_size=a.byte_size,
+                sha256=a.sha256,
+            )
+            for a in snapshot.outputs
+        ],
+        created_at=snapshot.created_at,
+        started_at=snapshot.started_at,
+        finished_at=snapshot.finished_at,
+        updated_at=snapshot.updated_at,
+    )
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class JobEdge:
+    cursor: str
+    node: Job
+
+
+@strawberry.type(description="A page of jobs, newest first.")
+class JobConnection:
+    edges: list[JobEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.input(description="Which jobs to list or follow; all given conditions must hold.")
+class JobFilter:
+    status: list[JobStatus] | None = None
+    kind: JobKind | None = None
+    provider: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def to_domain(self) -> DomainJobFilter:
+        return DomainJobFilter(
+            statuses=tuple(self.status or ()),
+            kind=self.kind,
+            provider=self.provider,
+            created_after=self.created_after,
+            created_before=self.created_before,
+        )
+
+
+@strawberry.input(description="What to generate.")
+class GenerateImageInput:
+    prompt: str
+    negative_prompt: str | None = None
+    provider: str | None = strawberry.field(
+        default=None, description="Provider name; the server's default when omitted."
+    )
+    model: str | None = None
+    width: int = 512
+    height: int = 512
+    num_outputs: int = strawberry.field(default=1, description="1 to 4.")
+    seed: int | None = strawberry.field(
+        default=None, description="0 to 2147483647; random when omitted."
+    )
+    output_format: OutputFormat = domain.OutputFormat.PNG
+    extra: JSON | None = strawberry.field(
+        default=None, description="Provider-specific input passed through unchanged."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Repeating a request with the same key returns the same job."
+    )
+
+
+@strawberry.type
+class GenerateImagePayload:
+    job: Job | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class JobPayload:
+    job: Job | None
+    user_errors: list[UserError]

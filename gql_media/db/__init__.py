@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy rows, the async engine and migrations."""

@@ -1,0 +1,201 @@
+"""Pure domain: statuses, transitions, backoff, ids and the job snapshot.
+
+Nothing here does I/O; every other layer may import it.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class JobKind(StrEnum):
+    GENERATE_IMAGE = "GENERATE_IMAGE"
+
+
+class OutputFormat(StrEnum):
+    PNG = "PNG"
+    JPEG = "JPEG"
+    WEBP = "WEBP"
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.value.lower()}"
+
+    @property
+    def extension(self) -> str:
+        return {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}[self.value]
+
+
+TRANSITIONS: frozenset[tuple[JobStatus, JobStatus]] = frozenset(
+    {
+        (JobStatus.QUEUED, JobStatus.RUNNING),
+        (JobStatus.QUEUED, JobStatus.CANCELED),
+        (JobStatus.RUNNING, JobStatus.SUCCEEDED),
+        (JobStatus.RUNNING, JobStatus.FAILED),
+        (JobStatus.RUNNING, JobStatus.QUEUED),
+        (JobStatus.RUNNING, JobStatus.CANCELED),
+        (JobStatus.FAILED, JobStatus.QUEUED),
+        (JobStatus.CANCELED, JobStatus.QUEUED),
+    }
+)
+
+
+def can_transition(source: JobStatus, target: JobStatus) -> bool:
+    """Whether the lifecycle of DESIGN.md allows ``source → target``."""
+    return (source, target) in TRANSITIONS
+
+
+def backoff_delay(
+    attempt: int,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff with full jitter for ``attempt`` (1-based), at least ``retry_after``."""
+    ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
+    delay = (rng or random).uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+# Opaque ids: a prefix keeps ids of different types apart and malformed ids detectable.
+JOB_ID_PREFIX = "job_"
+ASSET_ID_PREFIX = "med_"
+
+
+def encode_id(prefix: str, value: uuid.UUID) -> str:
+    return f"{prefix}{value.hex}"
+
+
+def decode_id(prefix: str, text: str) -> uuid.UUID | None:
+    """The UUID behind an opaque id, or None when ``text`` is not one of ``prefix``'s ids."""
+    if not text.startswith(prefix) or len(text) != len(prefix) + 32:
+        return None
+    try:
+        return uuid.UUID(hex=text[len(prefix) :])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSnapshot:
+    id: str
+    key: str
+    content_type: str
+    width: int | None
+    height: int | None
+    byte_size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """A job as clients see it; it travels whole in every event so no reader hits the database."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    progress: float
+    version: int
+    prompt: str | None
+    provider: str
+    model: str | None
+    parameters: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    error: JobError | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outputs: tuple[AssetSnapshot, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("created_at", "updated_at", "started_at", "finished_at"):
+            value = data[name]
+            data[name] = value.isoformat() if value is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSnapshot:
+        def when(name: str) -> datetime | None:
+            value = data.get(name)
+            return datetime.fromisoformat(value) if value else None
+
+        error = data.get("error")
+        created, updated = when("created_at"), when("updated_at")
+        assert created is not None and updated is not None
+        return cls(
+            id=data["id"],
+            kind=JobKind(data["kind"]),
+            status=JobStatus(data["status"]),
+            progress=float(data["progress"]),
+            version=int(data["version"]),
+            prompt=data.get("prompt"),
+            provider=data["provider"],
+            model=data.get("model"),
+            parameters=dict(data.get("parameters") or {}),
+            attempts=int(data["attempts"]),
+            max_attempts=int(data["max_attempts"]),
+            error=JobError(**error) if error else None,
+            created_at=created,
+            updated_at=updated,
+            started_at=when("started_at"),
+            finished_at=when("finished_at"),
+            outputs=tuple(AssetSnapshot(**a) for a in data.get("outputs") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateImageRequest:
+    """What a provider needs to make images; built from a validated job row."""
+
+    prompt: str
+    negative_prompt: str | None
+    model: str | None
+    width: int
+    height: int
+    num_outputs: int
+    seed: int
+    output_format: OutputFormat
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """One provider output: encoded bytes plus what we know of them."""
+
+    data: bytes
+    content_type: str
+    width: int | None
+    height: int | None

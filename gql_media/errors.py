@@ -1,0 +1,128 @@
+"""The one error tree of gql_media, translated at the edges.
+
+    GqlMediaError
+    ├── UserError                  expected problem with a request → GraphQL ``userErrors``
+    │   ├── NotFound               unknown (or malformed) id
+    │   └── InvalidState           the job is not in a state that allows the action
+    ├── ServiceUnavailable         a backing service (Redis, database) is down
+    ├── JobCanceled                the job was canceled while a worker ran it
+    └── ProviderError              a provider could not make the media
+        ├── TransientProviderError timeouts, 429, 5xx, connection errors: retried
+        └── PermanentProviderError bad input, provider 4xx: failed at once
+
+Every ``code`` is stable and documented in the README.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # request validation (userErrors)
+    PROMPT_EMPTY = "PROMPT_EMPTY"
+    PROMPT_TOO_LONG = "PROMPT_TOO_LONG"
+    SIZE_OUT_OF_RANGE = "SIZE_OUT_OF_RANGE"
+    NUM_OUTPUTS_OUT_OF_RANGE = "NUM_OUTPUTS_OUT_OF_RANGE"
+    SEED_OUT_OF_RANGE = "SEED_OUT_OF_RANGE"
+    UNKNOWN_PROVIDER = "UNKNOWN_PROVIDER"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    INVALID_ID = "INVALID_ID"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_STATE = "INVALID_STATE"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    # request level (top-level GraphQL errors)
+    BAD_REQUEST = "BAD_REQUEST"
+    INVALID_CURSOR = "INVALID_CURSOR"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+    TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+    TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    # job errors (Job.error.code)
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    JOB_TIMEOUT = "JOB_TIMEOUT"
+
+
+class GqlMediaError(Exception):
+    """Base of every error raised on purpose by gql_media."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class UserError(GqlMediaError):
+    """A problem with the request that the client can fix; ``field`` names the input."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class NotFound(UserError):
+    """The id names no job (or one the caller may not see)."""
+
+    def __init__(self, message: str = "job not found", field: str | None = "id") -> None:
+        super().__init__(ErrorCode.NOT_FOUND, message, field)
+
+
+class InvalidState(UserError):
+    """The job's status does not allow the requested action."""
+
+    def __init__(self, message: str, field: str | None = "id") -> None:
+        super().__init__(ErrorCode.INVALID_STATE, message, field)
+
+
+class ServiceUnavailable(GqlMediaError):
+    """A backing service is down; the request may succeed later."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+class JobCanceled(GqlMediaError):
+    """Raised inside a running job once its row says CANCELED; the worker stops quietly."""
+
+
+class ProviderError(GqlMediaError):
+    """A provider failed to produce media."""
+
+    code = ErrorCode.PROVIDER_ERROR
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class TransientProviderError(ProviderError):
+    """Worth another attempt: timeouts, rate limits, 5xx and connection errors."""
+
+    code = ErrorCode.PROVIDER_UNAVAILABLE
+    retryable = True
+
+
+class PermanentProviderError(ProviderError):
+    """Another attempt would fail the same way: bad input, provider 4xx."""
+
+
+class InvalidInput(GqlMediaError):
+    """One or more input fields are wrong; carries every problem found, not just the first."""
+
+    def __init__(self, errors: list[UserError]) -> None:
+        super().__init__("; ".join(e.message for e in errors), code=errors[0].code)
+        self.errors = errors

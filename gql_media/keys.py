@@ -1,0 +1,26 @@
+"""Every Redis key, channel and task name, in one place."""
+
+from __future__ import annotations
+
+RUN_JOB_TASK = "run_job"
+RECONCILE_TASK = "reconcile"
+
+
+def queue_name(namespace: str) -> str:
+    """The arq queue (a sorted set) that workers poll."""
+    return f"{namespace}:queue"
+
+
+def events_channel(namespace: str) -> str:
+    """The pub/sub channel carrying every job change, one JSON snapshot per message."""
+    return f"{namespace}:events"
+
+
+def arq_job_id(job_id: str, version: int) -> str:
+    """One arq job per enqueue: the version makes re-enqueues after a retry distinct."""
+    return f"{job_id}:v{version}"
+
+
+def wake_channel(namespace: str) -> str:
+    """Pub/sub channel that wakes idle workers as soon as a job is enqueued."""
+    return f"{namespace}:wake"

@@ -1,0 +1,61 @@
+"""Process start-up: builds engines, clients and the ``Deps`` of a process, and closes them.
+
+Used by the api's lifespan and the worker's start-up; nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gql_media.adapters import redis as redis_adapter
+from gql_media.adapters.events import EventPublisher
+from gql_media.adapters.providers.registry import build_providers
+from gql_media.adapters.queue import JobQueue
+from gql_media.adapters.storage import LocalStorage
+from gql_media.db.engine import create_engine, create_sessionmaker
+from gql_media.services.deps import Deps
+from gql_media.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    redis: ArqRedis
+    deps: Deps
+    fake_redis_server: Any | None
+
+    def new_redis(self) -> ArqRedis:
+        """Another client on the same Redis (or the same in-process stand-in)."""
+        return redis_adapter.connect(self.settings.redis_url, self.fake_redis_server)
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, fake_redis_server: Any | None = None
+) -> AsyncIterator[Runtime]:
+    """Everything a process needs, closed again on exit."""
+    if settings.redis_url is None and fake_redis_server is None:
+        fake_redis_server = redis_adapter.new_fake_server()
+    engine = create_engine(settings.effective_database_url)
+    redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
+    storage = LocalStorage(settings.effective_storage_dir)
+    deps = Deps(
+        settings=settings,
+        sessions=create_sessionmaker(engine),
+        storage=storage,
+        publisher=EventPublisher(redis, settings.redis_namespace),
+        queue=JobQueue(redis, settings.redis_namespace),
+        providers=build_providers(settings),
+    )
+    try:
+        yield Runtime(settings, engine, redis, deps, fake_redis_server)
+    finally:
+        await redis_adapter.close(redis)
+        await engine.dispose()

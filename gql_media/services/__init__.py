@@ -1,0 +1,1 @@
+"""Use cases: create, list, cancel, retry and run jobs. Transactions live here."""

@@ -1,0 +1,24 @@
+"""The dependencies every use case receives, built once per process at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gql_media.adapters.events import EventPublisher
+from gql_media.adapters.providers import ImageProvider
+from gql_media.adapters.queue import JobQueue
+from gql_media.adapters.storage import LocalStorage
+from gql_media.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    storage: LocalStorage
+    publisher: EventPublisher
+    queue: JobQueue
+    providers: Mapping[str, ImageProvider]

@@ -1,0 +1,411 @@
+"""Job use cases for the api: create, read, list, cancel and retry."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from gql_media.db.models import JobRow, utcnow
+from gql_media.domain import (
+    JOB_ID_PREFIX,
+    JobKind,
+    JobSnapshot,
+    JobStatus,
+    OutputFormat,
+    decode_id,
+)
+from gql_media.errors import (
+    ErrorCode,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    UserError,
+)
+from gql_media.services.deps import Deps
+from gql_media.services.snapshots import job_snapshot
+from gql_media.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
+
+
+@dataclass(frozen=True, slots=True)
+class NewImageJob:
+    """A request to generate images, as the api received it (not yet validated)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    width: int = 512
+    height: int = 512
+    num_outputs: int = 1
+    seed: int | None = None
+    output_format: OutputFormat = OutputFormat.PNG
+    extra: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    statuses: tuple[JobStatus, ...] = ()
+    kind: JobKind | None = None
+    provider: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def matches(self, job: JobSnapshot) -> bool:
+        """The same test as the SQL filter, for live events."""
+        return (
+            (not self.statuses or job.status in self.statuses)
+            and (self.kind is None or job.kind == self.kind)
+            and (self.provider is None or job.provider == self.provider)
+            and (self.created_after is None or job.created_at >= self.created_after)
+            and (self.created_before is None or job.created_at < self.created_before)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[JobSnapshot]
+    cursors: list[str]
+    has_next_page: bool
+    total_count: int
+
+
+def parse_job_id(text: str) -> uuid.UUID:
+    job_id = decode_id(JOB_ID_PREFIX, text)
+    if job_id is None:
+        raise UserError(ErrorCode.INVALID_ID, f"{text!r} is not a job id", "id")
+    return job_id
+
+
+def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list[UserError]:
+    """Every problem with ``job``; an empty list means it may be queued."""
+    errors: list[UserError] = []
+    prompt = job.prompt.strip()
+    if not prompt:
+        errors.append(UserError(ErrorCode.PROMPT_EMPTY, "prompt must not be empty", "prompt"))
+    elif len(prompt) > s.max_prompt_length:
+        errors.append(
+            UserError(
+                ErrorCode.PROMPT_TOO_LONG,
+                f"prompt is {len(prompt)} characters; the maximum is {s.max_prompt_length}",
+                "prompt",
+            )
+        )
+    if job.negative_prompt is not None and len(job.negative_prompt) > s.max_prompt_length:
+        errors.append(
+            UserError(
+                ErrorCode.PROMPT_TOO_LONG,
+                f"negativePrompt is longer than {s.max_prompt_length} characters",
+                "negativePrompt",
+            )
+        )
+    for name, value in (("width", job.width), ("height", job.height)):
+        if not s.min_image_size <= value <= s.max_image_size:
+            errors.append(
+                UserError(
+                    ErrorCode.SIZE_OUT_OF_RANGE,
+                    f"{name} must be between {s.min_image_size} and {s.max_image_size}",
+                    name,
+                )
+            )
+    if not 1 <= job.num_outputs <= s.max_outputs:
+        errors.append(
+            UserError(
+                ErrorCode.NUM_OUTPUTS_OUT_OF_RANGE,
+                f"numOutputs must be between 1 and {s.max_outputs}",
+                "numOutputs",
+            )
+        )
+    if job.seed is not None and not 0 <= job.seed <= MAX_SEED:
+        errors.append(
+            UserError(ErrorCode.SEED_OUT_OF_RANGE, f"seed must be between 0 and {MAX_SEED}", "seed")
+        )
+    provider = job.provider or s.default_provider
+    if provider not in providers:
+        errors.append(
+            UserError(
+                ErrorCode.UNKNOWN_PROVIDER,
+                f"unknown provider {provider!r}; known: {', '.join(sorted(providers))}",
+                "provider",
+            )
+        )
+    if job.idempotency_key is not None and not 1 <= len(job.idempotency_key) <= 255:
+        errors.append(
+            UserError(
+                ErrorCode.INVALID_ARGUMENT,
+                "idempotencyKey must be 1 to 255 characters",
+                "idempotencyKey",
+            )
+        )
+    return errors
+
+
+def _request_hash(job: NewImageJob) -> str:
+    data = asdict(job)
+    data.pop("idempotency_key")
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _seed_for(job: NewImageJob) -> int:
+    if job.seed is not None:
+        return job.seed
+    return uuid.uuid4().int & MAX_SEED
+
+
+async def _load(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
+    stmt = select(JobRow).where(JobRow.id == job_id).options(selectinload(JobRow.outputs))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
+    """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
+    errors = validate_new_job(deps.settings, job, set(deps.providers))
+    if errors:
+        raise InvalidInput(errors)
+    request_hash = _request_hash(job)
+    if job.idempotency_key is not None:
+        existing = await _by_idempotency_key(deps, job.idempotency_key, request_hash)
+        if existing is not None:
+            return existing
+    now = utcnow()
+    row = JobRow(
+        id=uuid.uuid4(),
+        kind=JobKind.GENERATE_IMAGE.value,
+        status=JobStatus.QUEUED.value,
+        progress=0.0,
+        version=1,
+        prompt=job.prompt.strip(),
+        provider=job.provider or deps.settings.default_provider,
+        model=job.model,
+        parameters={
+            "negativePrompt": job.negative_prompt,
+            "width": job.width,
+            "height": job.height,
+            "numOutputs": job.num_outputs,
+            "seed": _seed_for(job),
+            "outputFormat": job.output_format.value,
+            "extra": job.extra,
+        },
+        attempts=0,
+        max_attempts=deps.settings.max_attempts,
+        idempotency_key=job.idempotency_key,
+        request_hash=request_hash,
+        run_after=now,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with deps.sessions.begin() as session:
+            session.add(row)
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the insert.
+        assert job.idempotency_key is not None
+        existing = await _by_idempotency_key(deps, job.idempotency_key, request_hash)
+        if existing is None:
+            raise
+        return existing
+    snapshot = job_snapshot(row)
+    await deps.publisher.publish(snapshot)
+    await deps.queue.enqueue(snapshot.id, snapshot.version)
+    return snapshot
+
+
+async def _by_idempotency_key(deps: Deps, key: str, request_hash: str) -> JobSnapshot | None:
+    async with deps.sessions() as session:
+        stmt = (
+            select(JobRow)
+            .where(JobRow.idempotency_key == key)
+            .options(selectinload(JobRow.outputs))
+        )
+        row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise UserError(
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "idempotencyKey was already used with a different input",
+            "idempotencyKey",
+        )
+    return job_snapshot(row, row.outputs)
+
+
+async def get_job(deps: Deps, job_id: str) -> JobSnapshot | None:
+    """The job, or None for an unknown or malformed id."""
+    parsed = decode_id(JOB_ID_PREFIX, job_id)
+    if parsed is None:
+        return None
+    async with deps.sessions() as session:
+        row = await _load(session, parsed)
+        return job_snapshot(row, row.outputs) if row is not None else None
+
+
+def encode_cursor(job: JobSnapshot) -> str:
+    raw = orjson.dumps([job.created_at.isoformat(), job.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = orjson.loads(raw)
+        parsed = decode_id(JOB_ID_PREFIX, job_id)
+        if parsed is None:
+            raise ValueError(job_id)
+        return datetime.fromisoformat(created), parsed
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise UserError(ErrorCode.INVALID_CURSOR, "malformed cursor", "after") from exc
+
+
+def _filtered(stmt: Select[Any], job_filter: JobFilter) -> Select[Any]:
+    if job_filter.statuses:
+        stmt = stmt.where(JobRow.status.in_([s.value for s in job_filter.statuses]))
+    if job_filter.kind is not None:
+        stmt = stmt.where(JobRow.kind == job_filter.kind.value)
+    if job_filter.provider is not None:
+        stmt = stmt.where(JobRow.provider == job_filter.provider)
+    if job_filter.created_after is not None:
+        stmt = stmt.where(JobRow.created_at >= job_filter.created_after)
+    if job_filter.created_before is not None:
+        stmt = stmt.where(JobRow.created_at < job_filter.created_before)
+    return stmt
+
+
+async def list_jobs(
+    deps: Deps, job_filter: JobFilter, first: int | None, after: str | None
+) -> JobPage:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay right under inserts."""
+    limit = deps.settings.max_page_size if first is None else first
+    if not 0 <= limit <= deps.settings.max_page_size:
+        raise UserError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"first must be between 0 and {deps.settings.max_page_size}",
+            "first",
+        )
+    stmt = _filtered(select(JobRow), job_filter)
+    if after is not None:
+        created, job_id = decode_cursor(after)
+        stmt = stmt.where(tuple_(JobRow.created_at, JobRow.id) < tuple_(created, job_id))
+    stmt = (
+        stmt.order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        .limit(limit + 1)
+        .options(selectinload(JobRow.outputs))
+    )
+    count_stmt = _filtered(select(func.count()).select_from(JobRow), job_filter)
+    async with deps.sessions() as session:
+        rows = list((await session.execute(stmt)).scalars())
+        total = (await session.execute(count_stmt)).scalar_one()
+    jobs = [job_snapshot(row, row.outputs) for row in rows[:limit]]
+    return JobPage(
+        jobs=jobs,
+        cursors=[encode_cursor(job) for job in jobs],
+        has_next_page=len(rows) > limit,
+        total_count=total,
+    )
+
+
+async def transition(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    sources: tuple[JobStatus, ...],
+    target: JobStatus,
+    **values: Any,
+) -> JobRow | None:
+    """One guarded UPDATE: the change happens only if the job is in one of ``sources``."""
+    stmt = (
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
+        .values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
+        .returning(JobRow)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def cancel_job(deps: Deps, job_id: str) -> JobSnapshot:
+    """QUEUED or RUNNING → CANCELED; a running worker notices at its next progress write."""
+    parsed = parse_job_id(job_id)
+    async with deps.sessions.begin() as session:
+        row = await _load(session, parsed)
+        if row is None:
+            raise NotFound()
+        status = JobStatus(row.status)
+        if status.terminal:
+            raise InvalidState(
+                f"job is {status.value}; only QUEUED or RUNNING jobs can be canceled"
+            )
+        updated = await transition(
+            session,
+            parsed,
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            JobStatus.CANCELED,
+            finished_at=utcnow(),
+        )
+        if updated is None:
+            raise InvalidState("job changed state while canceling; try again")
+    snapshot = job_snapshot(updated)
+    await deps.publisher.publish(snapshot)
+    return snapshot
+
+
+async def retry_job(deps: Deps, job_id: str) -> JobSnapshot:
+    """FAILED or CANCELED → QUEUED with a fresh set of attempts."""
+    parsed = parse_job_id(job_id)
+    now = utcnow()
+    async with deps.sessions.begin() as session:
+        row = await _load(session, parsed)
+        if row is None:
+            raise NotFound()
+        status = JobStatus(row.status)
+        if status not in (JobStatus.FAILED, JobStatus.CANCELED):
+            raise InvalidState(
+                f"job is {status.value}; only FAILED or CANCELED jobs can be retried"
+            )
+        updated = await transition(
+            session,
+            parsed,
+            (JobStatus.FAILED, JobStatus.CANCELED),
+            JobStatus.QUEUED,
+            attempts=0,
+            progress=0.0,
+            error_code=None,
+            error_message=None,
+            error_retryable=None,
+            run_after=now,
+            started_at=None,
+            finished_at=None,
+        )
+        if updated is None:
+            raise InvalidState("job changed state while retrying; try again")
+    snapshot = job_snapshot(updated)
+    await deps.publisher.publish(snapshot)
+    await deps.queue.enqueue(snapshot.id, snapshot.version)
+    return snapshot
+
+
+async def stale_queued_jobs(deps: Deps, older_than: timedelta, limit: int = 500) -> list[JobRow]:
+    """QUEUED jobs that should have started by now: their enqueue may have been lost."""
+    cutoff = utcnow() - older_than
+    async with deps.sessions() as session:
+        stmt = (
+            select(JobRow)
+            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.run_after < cutoff)
+            .order_by(JobRow.run_after)
+            .limit(limit)
+        )
+        return list((await session.execute(stmt)).scalars())

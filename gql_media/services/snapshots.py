@@ -1,0 +1,56 @@
+"""Rows to snapshots: the only place that knows both shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gql_media.db.models import AssetRow, JobRow
+from gql_media.domain import (
+    ASSET_ID_PREFIX,
+    JOB_ID_PREFIX,
+    AssetSnapshot,
+    JobError,
+    JobKind,
+    JobSnapshot,
+    JobStatus,
+    encode_id,
+)
+
+
+def asset_snapshot(row: AssetRow) -> AssetSnapshot:
+    return AssetSnapshot(
+        id=encode_id(ASSET_ID_PREFIX, row.id),
+        key=row.storage_key,
+        content_type=row.content_type,
+        width=row.width,
+        height=row.height,
+        byte_size=row.byte_size,
+        sha256=row.sha256,
+    )
+
+
+def job_snapshot(row: JobRow, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
+    error = (
+        JobError(row.error_code, row.error_message or "", bool(row.error_retryable))
+        if row.error_code
+        else None
+    )
+    return JobSnapshot(
+        id=encode_id(JOB_ID_PREFIX, row.id),
+        kind=JobKind(row.kind),
+        status=JobStatus(row.status),
+        progress=row.progress,
+        version=row.version,
+        prompt=row.prompt,
+        provider=row.provider,
+        model=row.model,
+        parameters=dict(row.parameters or {}),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        error=error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        outputs=tuple(asset_snapshot(a) for a in outputs),
+    )

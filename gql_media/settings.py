@@ -1,0 +1,72 @@
+"""Configuration, read from ``GQL_MEDIA_*`` environment variables.
+
+With neither ``GQL_MEDIA_DATABASE_URL`` nor ``GQL_MEDIA_REDIS_URL`` set the service runs
+embedded: SQLite under the data directory and an in-process Redis stand-in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_prefix="GQL_MEDIA_", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path("gql-media-data")
+    storage_dir: Path | None = None
+    redis_namespace: str = "gql_media"
+    public_url: str | None = None
+    debug: bool = False
+
+    # GraphQL limits
+    max_query_depth: int = Field(default=10, ge=1)
+    max_aliases: int = Field(default=15, ge=1)
+    max_tokens: int = Field(default=2000, ge=10)
+    max_page_size: int = Field(default=100, ge=1)
+
+    # input limits
+    max_prompt_length: int = Field(default=2000, ge=1)
+    min_image_size: int = Field(default=64, ge=1)
+    max_image_size: int = Field(default=2048, ge=1)
+    max_outputs: int = Field(default=4, ge=1)
+    default_provider: str = "local"
+
+    # job execution
+    max_attempts: int = Field(default=3, ge=1)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=60.0, ge=0)
+    job_timeout: float = Field(default=300.0, gt=0)
+    progress_interval: float = Field(default=0.1, ge=0)
+    worker_concurrency: int = Field(default=8, ge=1)
+    worker_poll_delay: float = Field(default=0.5, gt=0)
+    reconcile_interval: float = Field(default=10.0, gt=0)
+    reconcile_after: float = Field(default=30.0, ge=0)
+
+    # the built-in offline provider
+    local_steps: int = Field(default=8, ge=1, le=64)
+    local_step_delay: float = Field(default=0.1, ge=0)
+
+    # subscriptions
+    subscriber_queue_size: int = Field(default=256, ge=1)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external database or Redis is configured."""
+        return self.database_url is None and self.redis_url is None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gql_media.db').resolve()}"
+
+    @property
+    def effective_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir / "media").resolve()

@@ -1,0 +1,1 @@
+"""The arq worker: the only layer that imports arq's Worker."""

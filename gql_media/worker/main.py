@@ -1,0 +1,127 @@
+"""arq worker that runs jobs through ``services.runner``.
+
+arq polls its queue every ``poll_delay``; this worker also listens on a wake-up channel so
+a job enqueued while it idles starts at once, with the poll kept as the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from arq import func
+from arq.connections import ArqRedis
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from gql_media import keys
+from gql_media.adapters import redis as redis_adapter
+from gql_media.runtime import Runtime
+from gql_media.services import runner
+from gql_media.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
+    deps: Deps = ctx["deps"]
+    outcome = await runner.run_job(deps, job_id)
+    return outcome.value
+
+
+class GqlMediaWorker(Worker):
+    """arq's Worker with a wake-up channel and a periodic reconciler."""
+
+    def __init__(self, deps: Deps, redis: ArqRedis, *, handle_signals: bool = False) -> None:
+        settings = deps.settings
+        super().__init__(
+            functions=[
+                func(run_job_task, name=keys.RUN_JOB_TASK, keep_result=0, max_tries=5),
+            ],
+            redis_pool=redis,
+            queue_name=keys.queue_name(settings.redis_namespace),
+            max_jobs=settings.worker_concurrency,
+            job_timeout=settings.job_timeout + 60,
+            poll_delay=settings.worker_poll_delay,
+            keep_result=0,
+            handle_signals=handle_signals,
+            ctx={"deps": deps},
+            health_check_key=f"{keys.queue_name(settings.redis_namespace)}:health-check",
+        )
+        self.deps = deps
+        self._wake = asyncio.Event()
+
+    async def main(self) -> None:
+        # arq's own main() first logs Redis INFO, which the embedded stand-in lacks.
+        settings = self.deps.settings
+        self.ctx["redis"] = self.pool
+        background = [
+            asyncio.create_task(self._listen_for_wakeups(settings.redis_namespace)),
+            asyncio.create_task(self._reconcile_forever(settings.reconcile_interval)),
+        ]
+        try:
+            while True:
+                await self._poll_iteration()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+                self._wake.clear()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    async def _listen_for_wakeups(self, namespace: str) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.wake_channel(namespace))
+                delay = 0.1
+                async for _ in pubsub.listen():
+                    self._wake.set()
+            except (RedisError, OSError) as exc:
+                log.warning("wake-up listener lost Redis: %s", exc)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _reconcile_forever(self, interval: float) -> None:
+        while True:
+            try:
+                count = await runner.reconcile(self.deps)
+                if count:
+                    log.info("re-enqueued %d overdue jobs", count)
+            except Exception:
+                log.exception("reconciler failed")
+            await asyncio.sleep(interval)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking jobs, give running ones ``grace`` seconds, then cancel the rest."""
+        self.allow_pick_jobs = False
+        running = [t for t in self.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        if self.main_task is not None:
+            self.main_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.main_task
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(runtime: Runtime, grace: float = 10.0) -> AsyncIterator[GqlMediaWorker]:
+    """A worker running in this event loop until the block exits."""
+    redis = runtime.new_redis()
+    worker = GqlMediaWorker(runtime.deps, redis)
+    worker.main_task = asyncio.create_task(worker.main(), name="gql-media-worker")
+    try:
+        yield worker
+    finally:
+        await worker.stop(grace)
+        await redis_adapter.close(redis)

@@ -1,0 +1,149 @@
+"""Test helpers: a live uvicorn server and a graphql-transport-ws client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from gql_media.api.app import create_app
+from gql_media.settings import Settings
+from gql_media.worker.main import running_worker
+
+GENERATE = """
+mutation Generate($input: GenerateImageInput!) {
+  generateImage(input: $input) {
+    job { id status progress version outputs { id url contentType width height byteSize sha256 } }
+    userErrors { field code message }
+  }
+}
+"""
+
+JOB_FIELDS = """
+id kind status progress version prompt provider model parameters attempts maxAttempts
+error { code message retryable }
+outputs { id url contentType width height byteSize sha256 }
+createdAt startedAt finishedAt updatedAt
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    http: httpx.AsyncClient
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/graphql"
+
+    async def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST a GraphQL request; returns the whole response body."""
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def generate(self, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("prompt", "a lighthouse at dusk")
+        body = await self.graphql(GENERATE, {"input": fields})
+        assert "errors" not in body, body
+        payload: dict[str, Any] = body["data"]["generateImage"]
+        return payload
+
+
+@asynccontextmanager
+async def start_server(
+    settings: Settings, fake_redis_server: Any, *, with_worker: bool
+) -> AsyncIterator[LiveServer]:
+    app = create_app(
+        settings,
+        background=running_worker if with_worker else None,
+        fake_redis_server=fake_redis_server,
+    )
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during start-up")
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            yield LiveServer(url=url, http=http)
+    finally:
+        server.should_exit = True
+        await task
+
+
+class GraphQLWS:
+    """A minimal graphql-transport-ws client for tests."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+        self._ids = itertools.count(1)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.connection.send(json.dumps(message))
+
+    async def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(await self.connection.recv())
+        return message
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        op_id = str(next(self._ids))
+        await self.send(
+            {"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables}}
+        )
+        return op_id
+
+    async def next_payload(self, op_id: str) -> dict[str, Any] | None:
+        """The payload of the next ``next`` message for ``op_id``; None once it completes."""
+        while True:
+            message = await self.receive()
+            if message.get("id") != op_id:
+                continue
+            if message["type"] == "next":
+                payload: dict[str, Any] = message["payload"]
+                return payload
+            if message["type"] == "complete":
+                return None
+            raise AssertionError(f"unexpected message {message}")
+
+    async def collect(self, op_id: str) -> list[dict[str, Any]]:
+        """Every payload until the server completes the operation."""
+        payloads = []
+        while (payload := await self.next_payload(op_id)) is not None:
+            payloads.append(payload)
+        return payloads
+
+
+@asynccontextmanager
+async def graphql_ws(
+    url: str, protocol: str = "graphql-transport-ws", payload: dict[str, Any] | None = None
+) -> AsyncIterator[GraphQLWS]:
+    async with connect(url, subprotocols=[protocol]) as connection:  # type: ignore[list-item]
+        client = GraphQLWS(connection)
+        await client.send({"type": "connection_init", "payload": payload or {}})
+        ack = await client.receive()
+        assert ack["type"] == "connection_ack", ack
+        yield client
