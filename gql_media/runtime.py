@@ -57,5 +57,9 @@ async def open_runtime(
     try:
         yield Runtime(settings, engine, redis, deps, fake_redis_server)
     finally:
+        for provider in deps.providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:  # providers holding HTTP clients
+                await close()
         await redis_adapter.close(redis)
         await engine.dispose()

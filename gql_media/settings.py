@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     local_steps: int = Field(default=8, ge=1, le=64)
     local_step_delay: float = Field(default=0.1, ge=0)
 
+    # the mock provider (defaults for its per-job ``extra`` options)
+    mock_delay_ms: float = Field(default=0.0, ge=0)
+    mock_steps: int = Field(default=4, ge=1)
+    mock_failure_rate: float = Field(default=0.0, ge=0, le=1)
+
     # subscriptions
     subscriber_queue_size: int = Field(default=256, ge=1)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
     JOB_ID_PREFIX,
+    GenerateImageRequest,
     JobKind,
     JobSnapshot,
     JobStatus,
@@ -162,6 +163,20 @@ def _request_hash(job: NewImageJob) -> str:
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _provider_request(job: NewImageJob) -> GenerateImageRequest:
+    return GenerateImageRequest(
+        prompt=job.prompt.strip(),
+        negative_prompt=job.negative_prompt,
+        model=job.model,
+        width=job.width,
+        height=job.height,
+        num_outputs=job.num_outputs,
+        seed=job.seed or 0,
+        output_format=job.output_format,
+        extra=job.extra,
+    )
+
+
 def _seed_for(job: NewImageJob) -> int:
     if job.seed is not None:
         return job.seed
@@ -176,6 +191,9 @@ async def _load(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
 async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
     """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
     errors = validate_new_job(deps.settings, job, set(deps.providers))
+    if not errors:
+        provider = deps.providers[job.provider or deps.settings.default_provider]
+        errors = provider.validate(_provider_request(job))
     if errors:
         raise InvalidInput(errors)
     request_hash = _request_hash(job)
@@ -386,6 +404,7 @@ async def retry_job(deps: Deps, job_id: str) -> JobSnapshot:
             error_code=None,
             error_message=None,
             error_retryable=None,
+            external_id=None,
             run_after=now,
             started_at=None,
             finished_at=None,

@@ -14,6 +14,8 @@ import uuid
 from datetime import timedelta
 from enum import StrEnum
 
+from sqlalchemy import select, update
+
 from gql_media.adapters.providers import ImageProvider
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
@@ -44,21 +46,23 @@ class Outcome(StrEnum):
     CANCELED = "canceled"
 
 
-class ProgressReporter:
-    """Writes and publishes progress at most every ``interval`` seconds.
+class JobContext:
+    """The running job as its provider sees it (implements ``ProviderContext``).
 
-    A write that matches no RUNNING row means the job was canceled: raise JobCanceled so the
-    provider stops.
+    Progress is written and published at most every ``progress_interval`` seconds. A write
+    that matches no RUNNING row means the job was canceled: JobCanceled stops the provider.
     """
 
-    def __init__(self, deps: Deps, job_id: uuid.UUID, interval: float) -> None:
+    def __init__(self, deps: Deps, row: JobRow) -> None:
         self._deps = deps
-        self._job_id = job_id
-        self._interval = interval
+        self._job_id = row.id
+        self.attempt = row.attempts
+        self.external_id = row.external_id
+        self._interval = deps.settings.progress_interval
         self._last = time.monotonic()
         self._value = 0.0
 
-    async def __call__(self, fraction: float) -> None:
+    async def progress(self, fraction: float) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
         now = time.monotonic()
         if fraction <= self._value or fraction >= 1.0 or now - self._last < self._interval:
@@ -71,6 +75,23 @@ class ProgressReporter:
         if row is None:
             raise JobCanceled("job is no longer running")
         await self._deps.publisher.publish(job_snapshot(row))
+
+    async def save_external_id(self, external_id: str) -> None:
+        async with self._deps.sessions.begin() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value)
+                .values(external_id=external_id)
+            )
+        if getattr(result, "rowcount", 1) == 0:
+            raise JobCanceled("job is no longer running")
+        self.external_id = external_id
+
+    async def ensure_running(self) -> None:
+        async with self._deps.sessions() as session:
+            status = await session.scalar(select(JobRow.status).where(JobRow.id == self._job_id))
+        if status != JobStatus.RUNNING.value:
+            raise JobCanceled("job is no longer running")
 
 
 def _request(row: JobRow) -> GenerateImageRequest:
@@ -123,10 +144,9 @@ async def run_job(deps: Deps, job_id: str) -> Outcome:
 
 
 async def _generate(deps: Deps, row: JobRow, provider: ImageProvider) -> list[GeneratedImage]:
-    reporter = ProgressReporter(deps, row.id, deps.settings.progress_interval)
     try:
         async with asyncio.timeout(deps.settings.job_timeout):
-            return await provider.generate(_request(row), reporter)
+            return await provider.generate(_request(row), JobContext(deps, row))
     except TimeoutError as exc:
         raise TransientProviderError(
             f"job took longer than {deps.settings.job_timeout:g}s", code=ErrorCode.JOB_TIMEOUT

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from gql_media.domain import GeneratedImage, GenerateImageRequest
+from gql_media.errors import UserError
 
-ProgressCallback = Callable[[float], Awaitable[None]]
+
+class ProviderContext(Protocol):
+    """What a running job offers its provider."""
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt of the job, 2 for its first retry, and so on."""
+        ...
+
+    @property
+    def external_id(self) -> str | None:
+        """The provider-side id saved by an earlier run of this job (resume, don't repay)."""
+        ...
+
+    async def progress(self, fraction: float) -> None:
+        """Report progress 0..1; raises JobCanceled once the job was canceled."""
+        ...
+
+    async def save_external_id(self, external_id: str) -> None:
+        """Store the provider-side id on the job before waiting on it."""
+        ...
+
+    async def ensure_running(self) -> None:
+        """Raise JobCanceled if the job was canceled; call it while waiting on slow work."""
+        ...
 
 
 class ImageProvider(Protocol):
@@ -15,10 +39,14 @@ class ImageProvider(Protocol):
 
     name: str
 
+    def validate(self, request: GenerateImageRequest) -> list[UserError]:
+        """Problems with ``request`` for this provider, found before anything is queued."""
+        ...
+
     async def generate(
-        self, request: GenerateImageRequest, progress: ProgressCallback
+        self, request: GenerateImageRequest, context: ProviderContext
     ) -> list[GeneratedImage]:
-        """Make ``request.num_outputs`` images, calling ``progress`` with fractions 0..1.
+        """Make ``request.num_outputs`` images.
 
         Raises TransientProviderError for failures worth retrying and
         PermanentProviderError for the rest.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from gql_media.adapters import imaging
-from gql_media.adapters.providers import ProgressCallback
+from gql_media.adapters.providers import ProviderContext
 from gql_media.domain import GeneratedImage, GenerateImageRequest
+from gql_media.errors import UserError
 
 
 class LocalProvider:
@@ -18,8 +19,11 @@ class LocalProvider:
         self._steps = max(steps, 2)
         self._step_delay = step_delay
 
+    def validate(self, request: GenerateImageRequest) -> list[UserError]:
+        return []
+
     async def generate(
-        self, request: GenerateImageRequest, progress: ProgressCallback
+        self, request: GenerateImageRequest, context: ProviderContext
     ) -> list[GeneratedImage]:
         paintings = [
             imaging.Painting(
@@ -29,12 +33,12 @@ class LocalProvider:
         ]
         total = self._steps * len(paintings) + 1
         done = 0
-        await progress(0.0)
+        await context.progress(0.0)
         for painting in paintings:
             for step in range(self._steps):
                 await asyncio.to_thread(painting.paint_step, step)
                 done += 1
-                await progress(done / total)
+                await context.progress(done / total)
                 if self._step_delay:
                     await asyncio.sleep(self._step_delay)
         outputs = []
