@@ -75,7 +75,8 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     _require_servers(settings, "worker")
-    asyncio.run(_run_worker(settings, args.grace))
+    grace = settings.shutdown_grace if args.grace is None else args.grace
+    asyncio.run(_run_worker(settings, grace))
 
 
 async def _run_worker(settings: Settings, grace: float) -> None:
@@ -118,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a worker (needs PostgreSQL and Redis)")
     worker.add_argument(
-        "--grace", type=float, default=10.0, help="seconds running jobs get on shutdown"
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds running jobs get to finish on SIGTERM before they are handed back "
+        "to the queue (default: GQL_MEDIA_SHUTDOWN_GRACE, 10)",
     )
     worker.set_defaults(func=cmd_worker)
 

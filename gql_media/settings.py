@@ -46,8 +46,10 @@ class Settings(BaseSettings):
     progress_interval: float = Field(default=0.1, ge=0)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_poll_delay: float = Field(default=0.5, gt=0)
-    reconcile_interval: float = Field(default=10.0, gt=0)
-    reconcile_after: float = Field(default=30.0, ge=0)
+    lease_seconds: float = Field(default=6.0, gt=0)
+    reconcile_interval: float = Field(default=2.0, gt=0)
+    reconcile_after: float = Field(default=10.0, ge=0)
+    shutdown_grace: float = Field(default=10.0, ge=0)
 
     # the built-in offline provider
     local_steps: int = Field(default=8, ge=1, le=64)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from gql_media.db.engine import is_unavailable
 from gql_media.errors import ErrorCode, GqlMediaError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ def classify(error: GraphQLError, debug: bool) -> GraphQLError:
     original = error.original_error
     if isinstance(original, GqlMediaError):
         return _with_code(error, original.code, original.message)
+    if original is not None and is_unavailable(original):
+        log.warning("database unavailable: %s", original)
+        return _with_code(error, ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable.")
     if original is None:
         code = next(
             (c for text, c in _MESSAGE_CODES if text in error.message),

@@ -342,13 +342,17 @@ async def transition(
     job_id: uuid.UUID,
     sources: tuple[JobStatus, ...],
     target: JobStatus,
+    *,
+    held_by: str | None = None,
     **values: Any,
 ) -> JobRow | None:
-    """One guarded UPDATE: the change happens only if the job is in one of ``sources``."""
+    """One guarded UPDATE: the change happens only if the job is in one of ``sources``
+    (and, for a worker's changes, only while the worker still holds the lease ``held_by``)."""
+    stmt = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
+    if held_by is not None:
+        stmt = stmt.where(JobRow.lease_token == held_by)
     stmt = (
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
-        .values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
+        stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
         .returning(JobRow)
         .execution_options(synchronize_session=False)
     )
@@ -373,6 +377,8 @@ async def cancel_job(deps: Deps, job_id: str) -> JobSnapshot:
             (JobStatus.QUEUED, JobStatus.RUNNING),
             JobStatus.CANCELED,
             finished_at=utcnow(),
+            lease_token=None,
+            lease_until=None,
         )
         if updated is None:
             raise InvalidState("job changed state while canceling; try again")

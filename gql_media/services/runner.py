@@ -1,22 +1,29 @@
 """Running one job on a worker: claim, generate, store outputs, finish — each step guarded.
 
-A job whose row is no longer in the expected state (canceled, or claimed elsewhere) is
-left alone: a transition that matches no row did not happen, and nothing is published.
+A claim gives the worker a lease on the job row (a token and an expiry it keeps moving
+forward). Every later change the worker makes is guarded by status *and* token, so a
+worker that lost its lease (it stalled, or the reconciler handed the job to another
+worker) can no longer change the job: a transition that matches no row did not happen,
+and nothing is published for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
 from gql_media.adapters.providers import ImageProvider
+from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
     GeneratedImage,
@@ -36,6 +43,7 @@ from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
 from gql_media.services.snapshots import job_snapshot
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Outcome(StrEnum):
@@ -44,18 +52,23 @@ class Outcome(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     CANCELED = "canceled"
+    HANDED_BACK = "handed-back"
+
+
+class LeaseLost(JobCanceled):
+    """The worker no longer holds the job: it was canceled or given to another worker."""
 
 
 class JobContext:
     """The running job as its provider sees it (implements ``ProviderContext``).
 
-    Progress is written and published at most every ``progress_interval`` seconds. A write
-    that matches no RUNNING row means the job was canceled: JobCanceled stops the provider.
+    Progress is written and published at most every ``progress_interval`` seconds.
     """
 
-    def __init__(self, deps: Deps, row: JobRow) -> None:
+    def __init__(self, deps: Deps, row: JobRow, token: str) -> None:
         self._deps = deps
         self._job_id = row.id
+        self.token = token
         self.attempt = row.attempts
         self.external_id = row.external_id
         self._interval = deps.settings.progress_interval
@@ -70,28 +83,49 @@ class JobContext:
         self._last, self._value = now, fraction
         async with self._deps.sessions.begin() as session:
             row = await transition(
-                session, self._job_id, (JobStatus.RUNNING,), JobStatus.RUNNING, progress=fraction
+                session,
+                self._job_id,
+                (JobStatus.RUNNING,),
+                JobStatus.RUNNING,
+                held_by=self.token,
+                progress=fraction,
             )
         if row is None:
-            raise JobCanceled("job is no longer running")
+            raise LeaseLost("job is no longer running here")
         await self._deps.publisher.publish(job_snapshot(row))
 
     async def save_external_id(self, external_id: str) -> None:
-        async with self._deps.sessions.begin() as session:
-            result = await session.execute(
-                update(JobRow)
-                .where(JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value)
-                .values(external_id=external_id)
-            )
-        if getattr(result, "rowcount", 1) == 0:
-            raise JobCanceled("job is no longer running")
+        if not await self._update(external_id=external_id):
+            raise LeaseLost("job is no longer running here")
         self.external_id = external_id
 
     async def ensure_running(self) -> None:
         async with self._deps.sessions() as session:
-            status = await session.scalar(select(JobRow.status).where(JobRow.id == self._job_id))
-        if status != JobStatus.RUNNING.value:
-            raise JobCanceled("job is no longer running")
+            token = await session.scalar(
+                select(JobRow.lease_token).where(
+                    JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value
+                )
+            )
+        if token != self.token:
+            raise LeaseLost("job is no longer running here")
+
+    async def renew_lease(self) -> bool:
+        """Move the lease expiry forward; False once the lease is gone."""
+        until = utcnow() + timedelta(seconds=self._deps.settings.lease_seconds)
+        return await self._update(lease_until=until)
+
+    async def _update(self, **values: Any) -> bool:
+        async with self._deps.sessions.begin() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == self._job_id,
+                    JobRow.status == JobStatus.RUNNING.value,
+                    JobRow.lease_token == self.token,
+                )
+                .values(**values)
+            )
+        return bool(getattr(result, "rowcount", 0))
 
 
 def _request(row: JobRow) -> GenerateImageRequest:
@@ -109,44 +143,92 @@ def _request(row: JobRow) -> GenerateImageRequest:
     )
 
 
-async def run_job(deps: Deps, job_id: str) -> Outcome:
-    """Run the job once if it is QUEUED; every failure ends in a recorded state."""
-    parsed = parse_job_id(job_id)
+async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
     now = utcnow()
     async with deps.sessions.begin() as session:
-        row = await transition(
+        return await transition(
             session,
-            parsed,
+            job_id,
             (JobStatus.QUEUED,),
             JobStatus.RUNNING,
             attempts=JobRow.attempts + 1,
             progress=0.0,
             started_at=now,
             finished_at=None,
+            lease_token=token,
+            lease_until=now + timedelta(seconds=deps.settings.lease_seconds),
         )
+
+
+async def run_job(deps: Deps, job_id: str) -> Outcome:
+    """Run the job once if it is QUEUED; every failure ends in a recorded state."""
+    token = uuid.uuid4().hex
+    row = await _claim(deps, parse_job_id(job_id), token)
     if row is None:
         return Outcome.SKIPPED
     await deps.publisher.publish(job_snapshot(row))
+    context = JobContext(deps, row, token)
+    work = asyncio.create_task(_work(deps, row, context))
+    keeper = asyncio.create_task(_keep_lease(deps, context))
+    try:
+        done, _ = await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # The worker is shutting down past its grace period: give the job back.
+        await _stop(work, keeper)
+        await asyncio.shield(_hand_back(deps, row, token))
+        raise
+    if work not in done:
+        log.info("job %s: lease lost (canceled or taken over); stopping", job_id)
+        await _stop(work, keeper)
+        return Outcome.CANCELED
+    await _stop(keeper)
+    return work.result()
+
+
+async def _stop(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _keep_lease(deps: Deps, context: JobContext) -> None:
+    """Renew the lease every third of its length; return once it is lost."""
+    interval = deps.settings.lease_seconds / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if not await context.renew_lease():
+                return
+        except Exception as exc:  # the database is briefly unreachable: keep trying
+            log.warning("could not renew lease: %s", exc)
+
+
+async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
     provider = deps.providers.get(row.provider)
     try:
         if provider is None:
             raise ProviderError(f"provider {row.provider!r} is not configured on this worker")
-        images = await _generate(deps, row, provider)
-        return await _succeed(deps, row, images)
+        images = await _generate(deps, row, provider, context)
+        return await _succeed(deps, row, context, images)
     except JobCanceled:
-        log.info("job %s was canceled while running", job_id)
+        log.info("job %s was canceled while running", job_snapshot(row).id)
         return Outcome.CANCELED
     except ProviderError as exc:
-        return await _fail_or_retry(deps, row, exc)
+        return await _fail_or_retry(deps, row, context, exc)
     except Exception:
-        log.exception("job %s failed unexpectedly", job_id)
-        return await _fail_or_retry(deps, row, ProviderError("internal error while running job"))
+        log.exception("job %s failed unexpectedly", job_snapshot(row).id)
+        error = ProviderError("internal error while running job", code=ErrorCode.INTERNAL_ERROR)
+        return await _fail_or_retry(deps, row, context, error)
 
 
-async def _generate(deps: Deps, row: JobRow, provider: ImageProvider) -> list[GeneratedImage]:
+async def _generate(
+    deps: Deps, row: JobRow, provider: ImageProvider, context: JobContext
+) -> list[GeneratedImage]:
     try:
         async with asyncio.timeout(deps.settings.job_timeout):
-            return await provider.generate(_request(row), JobContext(deps, row))
+            return await provider.generate(_request(row), context)
     except TimeoutError as exc:
         raise TransientProviderError(
             f"job took longer than {deps.settings.job_timeout:g}s", code=ErrorCode.JOB_TIMEOUT
@@ -161,14 +243,35 @@ def output_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
     return f"jobs/{job_id.hex}/{index}.{extension}"
 
 
-async def _succeed(deps: Deps, row: JobRow, images: list[GeneratedImage]) -> Outcome:
+async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a final database write, retrying while the database is unreachable, so a finished
+    job's result is not lost to a brief outage (the lease bounds how long that may take)."""
+    delay = 0.1
+    deadline = time.monotonic() + deps.settings.lease_seconds
+    while True:
+        try:
+            return await action()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            error = exc
+        if time.monotonic() > deadline:
+            raise error
+        log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def _succeed(
+    deps: Deps, row: JobRow, context: JobContext, images: list[GeneratedImage]
+) -> Outcome:
     now = utcnow()
-    assets = []
+    assets: list[dict[str, Any]] = []
     for index, image in enumerate(images):
         key = output_key(row.id, index, image.content_type)
         await deps.storage.put(key, image.data)
         assets.append(
-            AssetRow(
+            dict(
                 id=uuid.uuid5(row.id, str(index)),
                 job_id=row.id,
                 position=index,
@@ -181,54 +284,77 @@ async def _succeed(deps: Deps, row: JobRow, images: list[GeneratedImage]) -> Out
                 created_at=now,
             )
         )
-    async with deps.sessions.begin() as session:
-        done = await transition(
-            session,
-            row.id,
-            (JobStatus.RUNNING,),
-            JobStatus.SUCCEEDED,
-            progress=1.0,
-            finished_at=now,
-        )
-        if done is not None:
-            session.add_all(assets)
+
+    async def finish() -> tuple[JobRow | None, list[AssetRow]]:
+        rows = [AssetRow(**values) for values in assets]
+        async with deps.sessions.begin() as session:
+            done = await transition(
+                session,
+                row.id,
+                (JobStatus.RUNNING,),
+                JobStatus.SUCCEEDED,
+                held_by=context.token,
+                progress=1.0,
+                finished_at=now,
+                lease_token=None,
+                lease_until=None,
+            )
+            if done is not None:
+                session.add_all(rows)
+        return done, rows
+
+    done, rows = await _persist(deps, finish, "finishing job")
     if done is None:
-        for asset in assets:
-            await deps.storage.delete(asset.storage_key)
+        await _discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
         return Outcome.CANCELED
-    await deps.publisher.publish(job_snapshot(done, assets))
+    await deps.publisher.publish(job_snapshot(done, rows))
     return Outcome.SUCCEEDED
 
 
-async def _fail_or_retry(deps: Deps, row: JobRow, error: ProviderError) -> Outcome:
+async def _discard_outputs(deps: Deps, job_id: uuid.UUID, keys: list[str]) -> None:
+    """Delete outputs of a run that lost its job, unless another run may own the same keys."""
+    async with deps.sessions() as session:
+        status = await session.scalar(select(JobRow.status).where(JobRow.id == job_id))
+    if status in (JobStatus.CANCELED.value, JobStatus.FAILED.value):
+        for key in keys:
+            await deps.storage.delete(key)
+
+
+async def _fail_or_retry(
+    deps: Deps, row: JobRow, context: JobContext, error: ProviderError
+) -> Outcome:
     attempts = row.attempts
     retry = error.retryable and attempts < row.max_attempts
     now = utcnow()
-    errors = {
+    values: dict[str, Any] = {
         "error_code": error.code.value,
         "error_message": error.message,
         "error_retryable": error.retryable,
     }
     delay = 0.0
-    async with deps.sessions.begin() as session:
-        if retry:
-            s = deps.settings
-            delay = backoff_delay(
-                attempts, s.retry_base_delay, s.retry_max_delay, error.retry_after
-            )
-            updated = await transition(
+    if retry:
+        s = deps.settings
+        delay = backoff_delay(attempts, s.retry_base_delay, s.retry_max_delay, error.retry_after)
+        target = JobStatus.QUEUED
+        values.update(progress=0.0, run_after=now + timedelta(seconds=delay))
+    else:
+        target = JobStatus.FAILED
+        values.update(finished_at=now)
+
+    async def record() -> JobRow | None:
+        async with deps.sessions.begin() as session:
+            return await transition(
                 session,
                 row.id,
                 (JobStatus.RUNNING,),
-                JobStatus.QUEUED,
-                progress=0.0,
-                run_after=now + timedelta(seconds=delay),
-                **errors,
+                target,
+                held_by=context.token,
+                lease_token=None,
+                lease_until=None,
+                **values,
             )
-        else:
-            updated = await transition(
-                session, row.id, (JobStatus.RUNNING,), JobStatus.FAILED, finished_at=now, **errors
-            )
+
+    updated = await _persist(deps, record, "recording failure")
     if updated is None:
         return Outcome.CANCELED
     snapshot = job_snapshot(updated)
@@ -247,10 +373,79 @@ async def _fail_or_retry(deps: Deps, row: JobRow, error: ProviderError) -> Outco
     return Outcome.FAILED
 
 
-async def reconcile(deps: Deps) -> int:
-    """Re-enqueue QUEUED jobs whose start is overdue (a lost enqueue, Redis restarted empty)."""
-    rows = await stale_queued_jobs(deps, timedelta(seconds=deps.settings.reconcile_after))
+async def _hand_back(deps: Deps, row: JobRow, token: str) -> None:
+    """Return a job this worker cannot finish (shutdown) to the queue; the try is not counted."""
+    try:
+        async with deps.sessions.begin() as session:
+            updated = await transition(
+                session,
+                row.id,
+                (JobStatus.RUNNING,),
+                JobStatus.QUEUED,
+                held_by=token,
+                attempts=JobRow.attempts - 1,
+                progress=0.0,
+                run_after=utcnow(),
+                lease_token=None,
+                lease_until=None,
+            )
+    except Exception:
+        log.exception("could not hand back job %s; its lease will expire", row.id)
+        return
+    if updated is not None:
+        snapshot = job_snapshot(updated)
+        await deps.publisher.publish(snapshot)
+        await deps.queue.enqueue(snapshot.id, snapshot.version)
+        log.info("job %s handed back to the queue", snapshot.id)
+
+
+async def requeue_expired(deps: Deps, limit: int = 500) -> int:
+    """Jobs whose worker stopped renewing its lease (it died) go back to the queue, or fail
+    when they have used all their attempts."""
+    now = utcnow()
+    async with deps.sessions() as session:
+        expired = list(
+            (
+                await session.execute(
+                    select(JobRow)
+                    .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_until < now)
+                    .limit(limit)
+                )
+            ).scalars()
+        )
     count = 0
+    for row in expired:
+        exhausted = row.attempts >= row.max_attempts
+        async with deps.sessions.begin() as session:
+            updated = await transition(
+                session,
+                row.id,
+                (JobStatus.RUNNING,),
+                JobStatus.FAILED if exhausted else JobStatus.QUEUED,
+                held_by=row.lease_token or "",
+                error_code=ErrorCode.WORKER_LOST.value,
+                error_message="the worker running this job stopped responding",
+                error_retryable=True,
+                progress=0.0,
+                run_after=now,
+                finished_at=now if exhausted else None,
+                lease_token=None,
+                lease_until=None,
+            )
+        if updated is None:
+            continue
+        count += 1
+        snapshot = job_snapshot(updated)
+        await deps.publisher.publish(snapshot)
+        if not exhausted:
+            await deps.queue.enqueue(snapshot.id, snapshot.version)
+    return count
+
+
+async def reconcile(deps: Deps) -> int:
+    """Repair what Redis or a dead worker lost: expired leases and overdue QUEUED jobs."""
+    count = await requeue_expired(deps)
+    rows = await stale_queued_jobs(deps, timedelta(seconds=deps.settings.reconcile_after))
     for row in rows:
         snapshot = job_snapshot(row)
         if await deps.queue.enqueue(snapshot.id, snapshot.version):

@@ -115,13 +115,16 @@ class GqlMediaWorker(Worker):
 
 
 @contextlib.asynccontextmanager
-async def running_worker(runtime: Runtime, grace: float = 10.0) -> AsyncIterator[GqlMediaWorker]:
-    """A worker running in this event loop until the block exits."""
+async def running_worker(
+    runtime: Runtime, grace: float | None = None
+) -> AsyncIterator[GqlMediaWorker]:
+    """A worker running in this event loop until the block exits; on exit, running jobs get
+    ``grace`` seconds (default: settings.shutdown_grace) and are then handed back."""
     redis = runtime.new_redis()
     worker = GqlMediaWorker(runtime.deps, redis)
     worker.main_task = asyncio.create_task(worker.main(), name="gql-media-worker")
     try:
         yield worker
     finally:
-        await worker.stop(grace)
+        await worker.stop(runtime.settings.shutdown_grace if grace is None else grace)
         await redis_adapter.close(redis)
