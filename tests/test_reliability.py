@@ -1,0 +1,213 @@
+"""No job lost, none finished twice: leases, the reconciler, worker kills and shutdowns."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from gql_media.adapters.events import EventHub
+from gql_media.db.models import AssetRow, JobRow, utcnow
+from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id
+from gql_media.runtime import Runtime, open_runtime
+from gql_media.services import runner
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.settings import Settings
+from tests.conftest import INTEGRATION, TEST_REDIS_URL
+
+
+def _uuid(job_id: str) -> uuid.UUID:
+    parsed = decode_id(JOB_ID_PREFIX, job_id)
+    assert parsed is not None
+    return parsed
+
+
+async def _expire_lease(runtime: Runtime, job_id: str) -> None:
+    async with runtime.deps.sessions.begin() as session:
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == _uuid(job_id))
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def _asset_count(runtime: Runtime, job_id: str) -> int:
+    async with runtime.deps.sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(AssetRow).where(AssetRow.job_id == _uuid(job_id))
+        )
+    return int(count or 0)
+
+
+async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
+    runtime: Runtime,
+) -> None:
+    deps = runtime.deps
+    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
+    dead = await runner._claim(deps, _uuid(job.id), token="dead-worker")
+    assert dead is not None
+    await _expire_lease(runtime, job.id)
+
+    assert await runner.requeue_expired(deps) == 1
+    requeued = await get_job(deps, job.id)
+    assert requeued is not None and requeued.status is JobStatus.QUEUED
+    assert requeued.error is not None and requeued.error.code == "WORKER_LOST"
+
+    assert await runner.run_job(deps, job.id) is runner.Outcome.SUCCEEDED
+    finished = await get_job(deps, job.id)
+    assert finished is not None
+    assert (finished.status, finished.attempts, len(finished.outputs)) == (
+        JobStatus.SUCCEEDED,
+        2,
+        1,
+    )
+
+    late = runner.JobContext(deps, dead, "dead-worker")
+    with pytest.raises(runner.LeaseLost):
+        await late.save_external_id("late write")
+    assert not await late.renew_lease()
+    assert await _asset_count(runtime, job.id) == 1
+
+
+async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory: object) -> None:
+    settings = settings_factory(max_attempts=1)  # type: ignore[operator]
+    async with open_runtime(settings) as runtime:
+        job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"))
+        await runner._claim(runtime.deps, _uuid(job.id), token="dead-worker")
+        await _expire_lease(runtime, job.id)
+        assert await runner.requeue_expired(runtime.deps) == 1
+        failed = await get_job(runtime.deps, job.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "WORKER_LOST"
+
+
+async def test_a_live_lease_is_not_taken_away(runtime: Runtime) -> None:
+    job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"))
+    await runner._claim(runtime.deps, _uuid(job.id), token="busy-worker")
+    assert await runner.requeue_expired(runtime.deps) == 0
+    assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SKIPPED
+
+
+# --- real worker processes, killed with real signals --------------------------------------
+
+integration = pytest.mark.skipif(not INTEGRATION, reason="needs PostgreSQL and Redis")
+
+
+@contextmanager
+def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gql_media", "worker"], env=env, stdout=out, stderr=out
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def proc_settings(postgres_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=postgres_url,
+        redis_url=TEST_REDIS_URL,
+        redis_namespace=f"gql_media_rel_{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path,
+        lease_seconds=1.0,
+        reconcile_interval=0.2,
+        worker_poll_delay=0.05,
+        progress_interval=0.0,
+    )
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GQL_MEDIA_")}
+    for name in (
+        "database_url",
+        "redis_url",
+        "redis_namespace",
+        "data_dir",
+        "lease_seconds",
+        "reconcile_interval",
+        "worker_poll_delay",
+        "progress_interval",
+    ):
+        env[f"GQL_MEDIA_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+async def _wait_for(runtime: Runtime, job_id: str, *statuses: JobStatus, attempts: int = 1) -> None:
+    """Follow the job's events until it reaches one of ``statuses`` (at ``attempts`` or more)."""
+    hub = EventHub(runtime.redis, runtime.settings.redis_namespace)
+    await hub.start()
+    try:
+        await hub.wait_listening()
+        subscriber = hub.subscribe(job_id)
+        current = await get_job(runtime.deps, job_id)
+        while current is None or not (current.status in statuses and current.attempts >= attempts):
+            item = await subscriber.get()
+            current = item if isinstance(item, JobSnapshot) else await get_job(runtime.deps, job_id)
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.integration
+@integration
+@pytest.mark.timeout(90)
+async def test_sigkilled_worker_job_finishes_exactly_once(
+    proc_settings: Settings, tmp_path: Path
+) -> None:
+    env = _env(proc_settings)
+    async with open_runtime(proc_settings) as runtime:
+        job = await create_image_job(
+            runtime.deps,
+            NewImageJob(
+                prompt="slow", provider="mock", width=64, extra={"delayMs": 3000, "steps": 30}
+            ),
+        )
+        with worker_process(env, tmp_path / "w1.log") as first:
+            await _wait_for(runtime, job.id, JobStatus.RUNNING)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        with worker_process(env, tmp_path / "w2.log"):
+            await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
+        done = await get_job(runtime.deps, job.id)
+        assert done is not None
+        assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
+        assert await _asset_count(runtime, job.id) == 1
+        files = list((proc_settings.effective_storage_dir / "jobs").rglob("*.*"))
+        assert len(files) == 1
+
+
+@pytest.mark.integration
+@integration
+@pytest.mark.timeout(90)
+async def test_sigterm_hands_running_jobs_back(proc_settings: Settings, tmp_path: Path) -> None:
+    env = {**_env(proc_settings), "GQL_MEDIA_SHUTDOWN_GRACE": "0.2"}
+    async with open_runtime(proc_settings) as runtime:
+        job = await create_image_job(
+            runtime.deps,
+            NewImageJob(prompt="x", provider="mock", width=64, extra={"delayMs": 4000}),
+        )
+        with worker_process(env, tmp_path / "w1.log") as first:
+            await _wait_for(runtime, job.id, JobStatus.RUNNING)
+            first.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(first.wait, 30) == 0
+        handed_back = await get_job(runtime.deps, job.id)
+        assert handed_back is not None
+        assert (handed_back.status, handed_back.attempts) == (JobStatus.QUEUED, 0)
+        with worker_process(env, tmp_path / "w2.log"):
+            await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
+        done = await get_job(runtime.deps, job.id)
+        assert done is not None and (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
