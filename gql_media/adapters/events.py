@@ -94,7 +94,7 @@ class EventHub:
         redis: Redis,
         namespace: str,
         queue_size: int = 256,
-        reconnect_max_delay: float = 5.0,
+        reconnect_max_delay: float = 2.0,
     ) -> None:
         self._redis = redis
         self._channel = keys.events_channel(namespace)

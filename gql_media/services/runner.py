@@ -81,31 +81,45 @@ class JobContext:
         if fraction <= self._value or fraction >= 1.0 or now - self._last < self._interval:
             return
         self._last, self._value = now, fraction
-        async with self._deps.sessions.begin() as session:
-            row = await transition(
-                session,
-                self._job_id,
-                (JobStatus.RUNNING,),
-                JobStatus.RUNNING,
-                held_by=self.token,
-                progress=fraction,
-            )
+        try:
+            async with self._deps.sessions.begin() as session:
+                row = await transition(
+                    session,
+                    self._job_id,
+                    (JobStatus.RUNNING,),
+                    JobStatus.RUNNING,
+                    held_by=self.token,
+                    progress=fraction,
+                )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("progress not recorded, database unavailable: %s", exc)
+            return  # progress is best effort; the lease decides whether the job is ours
         if row is None:
             raise LeaseLost("job is no longer running here")
         await self._deps.publisher.publish(job_snapshot(row))
 
     async def save_external_id(self, external_id: str) -> None:
-        if not await self._update(external_id=external_id):
+        saved = await _persist(
+            self._deps, lambda: self._update(external_id=external_id), "saving external id"
+        )
+        if not saved:
             raise LeaseLost("job is no longer running here")
         self.external_id = external_id
 
     async def ensure_running(self) -> None:
-        async with self._deps.sessions() as session:
-            token = await session.scalar(
-                select(JobRow.lease_token).where(
-                    JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value
+        try:
+            async with self._deps.sessions() as session:
+                token = await session.scalar(
+                    select(JobRow.lease_token).where(
+                        JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value
+                    )
                 )
-            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return  # cannot tell now; the lease keeper stops the job if it was lost
         if token != self.token:
             raise LeaseLost("job is no longer running here")
 
@@ -217,7 +231,13 @@ async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
         return Outcome.CANCELED
     except ProviderError as exc:
         return await _fail_or_retry(deps, row, context, exc)
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):
+            log.warning("job %s: database unavailable (%s); retrying", job_snapshot(row).id, exc)
+            unavailable = TransientProviderError(
+                "the database was unavailable", code=ErrorCode.SERVICE_UNAVAILABLE
+            )
+            return await _fail_or_retry(deps, row, context, unavailable)
         log.exception("job %s failed unexpectedly", job_snapshot(row).id)
         error = ProviderError("internal error while running job", code=ErrorCode.INTERNAL_ERROR)
         return await _fail_or_retry(deps, row, context, error)

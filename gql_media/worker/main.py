@@ -53,6 +53,7 @@ class GqlMediaWorker(Worker):
         )
         self.deps = deps
         self._wake = asyncio.Event()
+        self._redis_down_since: float | None = None
 
     async def main(self) -> None:
         # arq's own main() first logs Redis INFO, which the embedded stand-in lacks.
@@ -64,7 +65,7 @@ class GqlMediaWorker(Worker):
         ]
         try:
             while True:
-                await self._poll_iteration()
+                await self._poll_safely()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
                 self._wake.clear()
@@ -72,6 +73,18 @@ class GqlMediaWorker(Worker):
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+
+    async def _poll_safely(self) -> None:
+        """One arq poll; while Redis is down, log and back off instead of dying (the
+        reconciler re-enqueues from the database whatever Redis lost)."""
+        try:
+            await self._poll_iteration()
+            self._redis_down_since = None
+        except (RedisError, OSError) as exc:
+            if self._redis_down_since is None:
+                self._redis_down_since = asyncio.get_running_loop().time()
+                log.warning("worker lost Redis: %s; retrying", exc)
+            await asyncio.sleep(min(1.0, self.poll_delay_s * 4))
 
     async def _listen_for_wakeups(self, namespace: str) -> None:
         delay = 0.1

@@ -1,0 +1,119 @@
+"""Redis restarted empty and PostgreSQL cut off: nothing is lost, everything recovers."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gql_media.settings import Settings
+from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.faults import PrivateRedis, TcpProxy
+from tests.support import JOB_FIELDS, GraphQLWS, LiveServer, graphql_ws, start_server
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not INTEGRATION, reason="needs PostgreSQL and Redis"),
+    pytest.mark.timeout(120),
+]
+
+FOLLOW = f"subscription Follow($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
+SLOW = {"provider": "mock", "width": 64, "height": 64, "extra": {"delayMs": 1500, "steps": 15}}
+
+
+def _settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_namespace=f"gql_media_fault_{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path,
+        reconcile_interval=0.2,
+        reconcile_after=0.5,
+        worker_poll_delay=0.05,
+        progress_interval=0.0,
+        retry_base_delay=0.0,
+        retry_max_delay=0.0,
+    )
+
+
+async def _until(ws: GraphQLWS, op: str, status: str) -> list[dict[str, Any]]:
+    """Updates of a jobUpdated subscription up to and including ``status``."""
+    seen = []
+    while True:
+        payload = await ws.next_payload(op)
+        assert payload is not None, f"completed before {status}: {seen}"
+        job = payload["data"]["jobUpdated"]
+        seen.append(job)
+        if job["status"] == status:
+            return seen
+
+
+async def _status(server: LiveServer, job_id: str) -> str:
+    body = await server.graphql("query($id: ID!) { job(id: $id) { status } }", {"id": job_id})
+    return str(body["data"]["job"]["status"])
+
+
+async def _follow_to_end(server: LiveServer, job_id: str) -> dict[str, Any]:
+    async with graphql_ws(server.ws_url) as ws:
+        op = await ws.subscribe(FOLLOW, {"id": job_id})
+        updates = await ws.collect(op)
+    final: dict[str, Any] = updates[-1]["data"]["jobUpdated"]
+    return final
+
+
+async def test_redis_restarted_empty_loses_no_job(postgres_url: str, tmp_path: Path) -> None:
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    try:
+        settings = _settings(postgres_url, redis.url, tmp_path)
+        async with start_server(settings, None, with_worker=True) as server:
+            running = (await server.generate(**SLOW))["job"]
+            async with graphql_ws(server.ws_url) as ws:
+                op = await ws.subscribe(FOLLOW, {"id": running["id"]})
+                await _until(ws, op, "RUNNING")
+
+                redis.kill()
+                # Queries keep working while Redis is down.
+                assert await _status(server, running["id"]) == "RUNNING"
+                accepted = await server.generate(provider="mock", width=64, height=64)
+                assert accepted["userErrors"] == [] and accepted["job"]["status"] == "QUEUED"
+                redis.start()  # same port, empty
+
+                # The subscription reconnects by itself and delivers the current state.
+                final = (await _until(ws, op, "SUCCEEDED"))[-1]
+                assert final["attempts"] == 1 and len(final["outputs"]) == 1
+
+            # The job accepted while Redis was down is enqueued from PostgreSQL and runs.
+            late = await _follow_to_end(server, accepted["job"]["id"])
+            assert late["status"] == "SUCCEEDED"
+    finally:
+        redis.kill()
+
+
+async def test_postgres_cut_off_fails_fast_and_recovers(postgres_url: str, tmp_path: Path) -> None:
+    assert TEST_REDIS_URL is not None
+    base, _, database = postgres_url.rpartition("/")
+    scheme, _, hostport = base.rpartition("@")
+    host, _, port = hostport.partition(":")
+    proxy = TcpProxy(host, int(port or 5432))
+    await proxy.start()
+    proxied = f"{scheme}@127.0.0.1:{proxy.port}/{database}"
+    settings = _settings(proxied, TEST_REDIS_URL, tmp_path)
+    async with start_server(settings, None, with_worker=True) as server:
+        job = (await server.generate(**SLOW))["job"]
+        async with graphql_ws(server.ws_url) as ws:
+            op = await ws.subscribe(FOLLOW, {"id": job["id"]})
+            await _until(ws, op, "RUNNING")
+
+            await proxy.cut()
+            down = await server.graphql("{ jobs { totalCount } }")
+            assert down["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            assert "Traceback" not in str(down)
+            await proxy.restore()
+
+            final = (await _until(ws, op, "SUCCEEDED"))[-1]
+            assert len(final["outputs"]) == 1
+        assert await _status(server, job["id"]) == "SUCCEEDED"
+    await proxy.cut()
