@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.support import JOB_FIELDS, free_port, graphql_ws
@@ -105,8 +106,14 @@ async def test_api_and_worker_processes_run_a_job(env: dict[str, str], tmp_path:
             media = await client.get(updates[-1]["outputs"][0]["url"])
             assert media.status_code == 200 and media.content[:8] == b"\x89PNG\r\n\x1a\n"
 
-        for proc in (api, worker):
-            proc.send_signal(signal.SIGTERM)
+        async with graphql_ws(ws_url(url)) as watcher:
+            await watcher.subscribe(EVENTS)
+            for proc in (api, worker):
+                proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                await watcher.receive()
+            # 1012 "service restart": clients know to reconnect (to another api process).
+            assert watcher.connection.close_code == 1012
         # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is a clean exit.
         assert api.wait(timeout=30) in (0, -signal.SIGTERM)
         assert worker.wait(timeout=30) == 0

@@ -429,7 +429,7 @@ async def stale_queued_jobs(deps: Deps, older_than: timedelta, limit: int = 500)
     async with deps.sessions() as session:
         stmt = (
             select(JobRow)
-            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.run_after < cutoff)
+            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.run_after <= cutoff)
             .order_by(JobRow.run_after)
             .limit(limit)
         )

@@ -462,10 +462,15 @@ async def requeue_expired(deps: Deps, limit: int = 500) -> int:
     return count
 
 
-async def reconcile(deps: Deps) -> int:
-    """Repair what Redis or a dead worker lost: expired leases and overdue QUEUED jobs."""
+async def reconcile(deps: Deps, *, at_startup: bool = False) -> int:
+    """Repair what Redis or a dead worker lost: expired leases and overdue QUEUED jobs.
+
+    At start-up every due QUEUED job is enqueued at once (after a restart of the embedded
+    mode its in-process queue is empty); duplicates are harmless, a run claims its row.
+    """
     count = await requeue_expired(deps)
-    rows = await stale_queued_jobs(deps, timedelta(seconds=deps.settings.reconcile_after))
+    overdue = 0.0 if at_startup else deps.settings.reconcile_after
+    rows = await stale_queued_jobs(deps, timedelta(seconds=overdue))
     for row in rows:
         snapshot = job_snapshot(row)
         if await deps.queue.enqueue(snapshot.id, snapshot.version):

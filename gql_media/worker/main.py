@@ -103,9 +103,11 @@ class GqlMediaWorker(Worker):
             delay = min(delay * 2, 5.0)
 
     async def _reconcile_forever(self, interval: float) -> None:
+        at_startup = True
         while True:
             try:
-                count = await runner.reconcile(self.deps)
+                count = await runner.reconcile(self.deps, at_startup=at_startup)
+                at_startup = False
                 if count:
                     log.info("re-enqueued %d overdue jobs", count)
             except Exception:
