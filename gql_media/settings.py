@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     reconcile_after: float = Field(default=10.0, ge=0)
     shutdown_grace: float = Field(default=10.0, ge=0)
 
+    # retention: 0 keeps finished jobs' media forever
+    retention_seconds: float = Field(default=0.0, ge=0)
+    retention_interval: float = Field(default=300.0, gt=0)
+    orphan_grace: float = Field(default=3600.0, ge=0)
+
     # the built-in offline provider
     local_steps: int = Field(default=8, ge=1, le=64)
     local_step_delay: float = Field(default=0.1, ge=0)

@@ -35,6 +35,19 @@ class LocalStorage:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path_for(key).is_file)
 
+    async def list_older_than(self, cutoff: float) -> list[str]:
+        """Keys of files last modified before ``cutoff`` (a POSIX timestamp)."""
+        return await asyncio.to_thread(self._list_older_than, cutoff)
+
+    def _list_older_than(self, cutoff: float) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        keys = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                keys.append(path.relative_to(self.root).as_posix())
+        return keys
+
     async def check(self) -> None:
         """Raise unless the root is a writable directory."""
         await asyncio.to_thread(self._check)

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.runtime import Runtime
-from gql_media.services import runner
+from gql_media.services import retention, runner
 from gql_media.services.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class GqlMediaWorker(Worker):
         background = [
             asyncio.create_task(self._listen_for_wakeups(settings.redis_namespace)),
             asyncio.create_task(self._reconcile_forever(settings.reconcile_interval)),
+            asyncio.create_task(self._retain_forever(settings.retention_interval)),
         ]
         try:
             while True:
@@ -112,6 +113,15 @@ class GqlMediaWorker(Worker):
                     log.info("re-enqueued %d overdue jobs", count)
             except Exception:
                 log.exception("reconciler failed")
+            await asyncio.sleep(interval)
+
+    async def _retain_forever(self, interval: float) -> None:
+        while True:
+            try:
+                await retention.expire_media(self.deps)
+                await retention.sweep_orphans(self.deps)
+            except Exception:
+                log.exception("retention pass failed")
             await asyncio.sleep(interval)
 
     async def stop(self, grace: float) -> None:
