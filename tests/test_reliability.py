@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from gql_media.adapters.events import EventHub
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id
+from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import runner
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
@@ -211,3 +212,29 @@ async def test_sigterm_hands_running_jobs_back(proc_settings: Settings, tmp_path
             await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
         done = await get_job(runtime.deps, job.id)
         assert done is not None and (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+
+
+@pytest.mark.integration
+@integration
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("point", [CLAIMED, OUTPUT_WRITTEN, BEFORE_FINISH])
+async def test_worker_crash_at_each_point_finishes_the_job_once(
+    proc_settings: Settings, tmp_path: Path, point: str
+) -> None:
+    env = _env(proc_settings)
+    async with open_runtime(proc_settings) as runtime:
+        job = await create_image_job(
+            runtime.deps, NewImageJob(prompt="x", provider="mock", width=64, num_outputs=2)
+        )
+        with worker_process({**env, "GQL_MEDIA_CRASH_AT": point}, tmp_path / "w1.log") as first:
+            assert await asyncio.to_thread(first.wait, 60) == -signal.SIGKILL
+        crashed = await get_job(runtime.deps, job.id)
+        assert crashed is not None and crashed.status is JobStatus.RUNNING
+        with worker_process(env, tmp_path / "w2.log"):
+            await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
+        done = await get_job(runtime.deps, job.id)
+        assert done is not None
+        assert (done.status, done.attempts, len(done.outputs)) == (JobStatus.SUCCEEDED, 2, 2)
+        assert await _asset_count(runtime, job.id) == 2
+        files = sorted(p.name for p in (proc_settings.effective_storage_dir / "jobs").rglob("*.*"))
+        assert files == ["0.png", "1.png"]

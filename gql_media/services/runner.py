@@ -38,6 +38,7 @@ from gql_media.errors import (
     ProviderError,
     TransientProviderError,
 )
+from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoint
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
 from gql_media.services.snapshots import job_snapshot
@@ -181,6 +182,7 @@ async def run_job(deps: Deps, job_id: str) -> Outcome:
     if row is None:
         return Outcome.SKIPPED
     await deps.publisher.publish(job_snapshot(row))
+    failpoint(CLAIMED)
     context = JobContext(deps, row, token)
     work = asyncio.create_task(_work(deps, row, context))
     keeper = asyncio.create_task(_keep_lease(deps, context))
@@ -290,6 +292,7 @@ async def _succeed(
     for index, image in enumerate(images):
         key = output_key(row.id, index, image.content_type)
         await deps.storage.put(key, image.data)
+        failpoint(OUTPUT_WRITTEN)
         assets.append(
             dict(
                 id=uuid.uuid5(row.id, str(index)),
@@ -323,6 +326,7 @@ async def _succeed(
                 session.add_all(rows)
         return done, rows
 
+    failpoint(BEFORE_FINISH)
     done, rows = await _persist(deps, finish, "finishing job")
     if done is None:
         await _discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
