@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError
@@ -13,11 +14,15 @@ from gql_media.errors import ErrorCode, GqlMediaError
 
 log = logging.getLogger(__name__)
 
+# Anchored, so that a client's own text quoted in a message cannot pick the code.
 _MESSAGE_CODES = (
-    ("exceeds maximum operation depth", ErrorCode.QUERY_TOO_DEEP),
-    ("aliases found", ErrorCode.TOO_MANY_ALIASES),
-    ("tokens", ErrorCode.TOO_MANY_TOKENS),
-    ("Syntax Error", ErrorCode.GRAPHQL_PARSE_FAILED),
+    (re.compile(r"'[^']*' exceeds maximum operation depth"), ErrorCode.QUERY_TOO_DEEP),
+    (re.compile(r"\d+ aliases found"), ErrorCode.TOO_MANY_ALIASES),
+    (
+        re.compile(r"Syntax Error: Document contains more than \d+ tokens"),
+        ErrorCode.TOO_MANY_TOKENS,
+    ),
+    (re.compile(r"Syntax Error"), ErrorCode.GRAPHQL_PARSE_FAILED),
 )
 
 
@@ -35,9 +40,10 @@ def classify(error: GraphQLError, debug: bool) -> GraphQLError:
     if original is not None and is_unavailable(original):
         log.warning("database unavailable: %s", original)
         return _with_code(error, ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable.")
-    if original is None:
+    if original is None or isinstance(original, GraphQLError):
+        # Parse, validation and variable coercion errors: the request is wrong, not the server.
         code = next(
-            (c for text, c in _MESSAGE_CODES if text in error.message),
+            (c for pattern, c in _MESSAGE_CODES if pattern.match(error.message)),
             ErrorCode.GRAPHQL_VALIDATION_FAILED,
         )
         return _with_code(error, code, error.message)

@@ -95,7 +95,7 @@ class Mutation:
             num_outputs=data.num_outputs,
             seed=data.seed,
             output_format=data.output_format,
-            extra=_extra(data.extra),
+            extra={} if data.extra is None else data.extra,
             idempotency_key=data.idempotency_key,
         )
         try:
@@ -119,14 +119,6 @@ class Mutation:
         except DomainUserError as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))
         return JobPayload(job=_job(info, snapshot), user_errors=[])
-
-
-def _extra(value: object) -> dict[str, object]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise graphql_error(ErrorCode.INVALID_ARGUMENT, "extra must be a JSON object")
-    return value
 
 
 @strawberry.type

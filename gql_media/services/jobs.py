@@ -56,7 +56,7 @@ class NewImageJob:
     num_outputs: int = 1
     seed: int | None = None
     output_format: OutputFormat = OutputFormat.PNG
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Any = field(default_factory=dict)  # any JSON value; only an object is valid
     idempotency_key: str | None = None
 
 
@@ -146,6 +146,8 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
                 "provider",
             )
         )
+    if not isinstance(job.extra, dict):
+        errors.append(UserError(ErrorCode.INVALID_ARGUMENT, "extra must be a JSON object", "extra"))
     if job.idempotency_key is not None and not 1 <= len(job.idempotency_key) <= 255:
         errors.append(
             UserError(
