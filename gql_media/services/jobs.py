@@ -284,6 +284,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = orjson.loads(raw)
+        if not isinstance(created, str) or not isinstance(job_id, str):
+            raise TypeError(cursor)
         parsed = decode_id(JOB_ID_PREFIX, job_id)
         if parsed is None:
             raise ValueError(job_id)
@@ -356,7 +358,8 @@ async def transition(
     stmt = (
         stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
         .returning(JobRow)
-        .execution_options(synchronize_session=False)
+        # populate_existing: a row this session already loaded must show the new values.
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
