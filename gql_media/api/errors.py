@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
 from gql_media.db.engine import is_unavailable
 from gql_media.errors import ErrorCode, GqlMediaError
@@ -65,7 +66,8 @@ def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLErr
 
 
 def error_codes(debug: bool) -> type[SchemaExtension]:
-    """A schema extension class that gives every error a code (and masks outside debug)."""
+    """A schema extension class that gives every error a code (and masks outside debug),
+    over HTTP and in each result a WebSocket operation sends."""
 
     class ErrorCodes(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
@@ -73,5 +75,11 @@ def error_codes(debug: bool) -> type[SchemaExtension]:
             result = self.execution_context.result
             if result is not None and result.errors:
                 result.errors = [classify(e, debug) for e in result.errors]
+
+        def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+            # Streamed results leave before on_operation resumes: classify each one here.
+            if isinstance(result, ExecutionResult) and result.errors:
+                result.errors = [classify(e, debug) for e in result.errors]
+            yield
 
     return ErrorCodes

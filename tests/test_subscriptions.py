@@ -1,0 +1,304 @@
+"""Live updates over WebSockets: jobUpdated and jobEvents, on both subscription protocols.
+
+Jobs are created on an api without a worker, so they wait in QUEUED until a test starts a
+worker (``running_worker``) next to it; a test waits on subscription messages, never on time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gql_media.runtime import Runtime
+from gql_media.settings import Settings
+from gql_media.worker.main import running_worker
+from tests.support import JOB_FIELDS, GraphQLWS, LiveServer, graphql_ws, start_server
+
+FOLLOW = f"subscription Follow($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
+EVENTS = (
+    "subscription Events($filter: JobFilter) { jobEvents(filter: $filter) { id status version } }"
+)
+CANCEL = """
+mutation Cancel($id: ID!) { cancelJob(id: $id) { job { status version } userErrors { code } } }
+"""
+UNKNOWN = "job_" + "0" * 32
+SLOW = {"provider": "mock", "extra": {"delayMs": 60_000, "steps": 600}}
+
+
+@pytest.fixture
+async def api(settings: Settings, fake_redis_server: Any) -> AsyncIterator[LiveServer]:
+    """The api without a worker; tests start one with ``running_worker(runtime)``."""
+    async with start_server(settings, fake_redis_server, with_worker=False) as live:
+        yield live
+
+
+async def create(server: LiveServer, **fields: Any) -> str:
+    payload = await server.generate(**fields)
+    assert payload["userErrors"] == [], payload
+    return str(payload["job"]["id"])
+
+
+def updates(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for payload in payloads:
+        assert "errors" not in payload, payload
+    return [payload["data"]["jobUpdated"] for payload in payloads]
+
+
+def statuses(jobs: list[dict[str, Any]]) -> list[str]:
+    """The distinct statuses in order (progress updates repeat RUNNING)."""
+    return [status for status, _ in itertools.groupby(job["status"] for job in jobs)]
+
+
+def assert_rising(jobs: list[dict[str, Any]]) -> None:
+    versions = [job["version"] for job in jobs]
+    assert versions == sorted(set(versions)), versions
+
+
+async def until_running(ws: GraphQLWS, op: str) -> list[dict[str, Any]]:
+    """Updates up to and including the first RUNNING one."""
+    seen: list[dict[str, Any]] = []
+    while (payload := await ws.next_payload(op)) is not None:
+        seen += updates([payload])
+        if seen[-1]["status"] == "RUNNING":
+            return seen
+    raise AssertionError(f"completed before RUNNING: {seen}")
+
+
+async def assert_not_found(ws: GraphQLWS, job_id: str) -> None:
+    payloads = await ws.collect(await ws.subscribe(FOLLOW, {"id": job_id}))
+    assert len(payloads) == 1, payloads
+    [error] = payloads[0]["errors"]
+    assert error["extensions"]["code"] == "NOT_FOUND"
+    assert payloads[0]["data"] is None
+
+
+async def listening(ws: GraphQLWS, query: str, variables: dict[str, Any]) -> str:
+    """Subscribe, and return once the server surely listens for it.
+
+    The protocol has no acknowledgement of a subscription. A jobUpdated subscribed after it
+    on the same connection starts after it and registers before reading the database, so
+    by the time its answer arrives the first subscription is registered too.
+    """
+    op = await ws.subscribe(query, variables)
+    await assert_not_found(ws, UNKNOWN)
+    return op
+
+
+# -- jobUpdated ---------------------------------------------------------------------------
+
+
+async def test_snapshot_then_every_change_then_complete(api: LiveServer, runtime: Runtime) -> None:
+    job_id = await create(api, **SLOW)
+    async with graphql_ws(api.ws_url) as ws:
+        op = await ws.subscribe(FOLLOW, {"id": job_id})
+        [snapshot] = updates([await ws.next_payload(op) or {}])
+        assert (snapshot["status"], snapshot["version"], snapshot["progress"]) == ("QUEUED", 1, 0)
+        async with running_worker(runtime):
+            running = await until_running(ws, op)
+            canceled = (await api.graphql(CANCEL, {"id": job_id}))["data"]["cancelJob"]
+            assert canceled["userErrors"] == []
+            rest = updates(await ws.collect(op))
+    seen = [snapshot, *running, *rest]
+    assert statuses(seen) == ["QUEUED", "RUNNING", "CANCELED"]
+    assert_rising(seen)
+    assert seen[-1]["version"] == canceled["job"]["version"]
+    progress = [job["progress"] for job in seen if job["status"] == "RUNNING"]
+    assert progress == sorted(progress)
+
+
+async def test_a_job_is_followed_to_success(api: LiveServer, runtime: Runtime) -> None:
+    job_id = await create(api, provider="mock", numOutputs=2)
+    async with graphql_ws(api.ws_url) as ws:
+        op = await ws.subscribe(FOLLOW, {"id": job_id})
+        [snapshot] = updates([await ws.next_payload(op) or {}])
+        assert snapshot["status"] == "QUEUED"
+        async with running_worker(runtime):
+            rest = updates(await ws.collect(op))
+    seen = [snapshot, *rest]
+    assert_rising(seen)
+    assert statuses(seen)[0] == "QUEUED" and statuses(seen)[-1] == "SUCCEEDED"
+    final = seen[-1]
+    assert final["progress"] == 1.0 and len(final["outputs"]) == 2
+    body = await api.graphql(
+        f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}", {"id": job_id}
+    )
+    assert body["data"]["job"] == final
+
+
+async def test_a_finished_job_gives_its_snapshot_and_completes(server: LiveServer) -> None:
+    job_id = await create(server, provider="mock")
+    async with graphql_ws(server.ws_url) as ws:
+        done = updates(await ws.collect(await ws.subscribe(FOLLOW, {"id": job_id})))[-1]
+        assert done["status"] == "SUCCEEDED"
+        again = updates(await ws.collect(await ws.subscribe(FOLLOW, {"id": job_id})))
+    assert again == [done]
+
+
+async def test_unknown_ids_are_not_found_and_the_connection_survives(
+    api: LiveServer, runtime: Runtime
+) -> None:
+    job_id = await create(api, provider="mock")
+    async with graphql_ws(api.ws_url) as ws:
+        for bad in [UNKNOWN, "nope", "", "job_zz", "med_" + "0" * 32]:
+            await assert_not_found(ws, bad)
+        async with running_worker(runtime):
+            seen = updates(await ws.collect(await ws.subscribe(FOLLOW, {"id": job_id})))
+    assert seen[-1]["status"] == "SUCCEEDED"
+
+
+async def test_invalid_operations_are_error_messages_with_codes(api: LiveServer) -> None:
+    invalid = [
+        ("subscription { jobUpdated(id: 1) { nope } }", None, "GRAPHQL_VALIDATION_FAILED"),
+        ("subscription { jobUpdated(id: 1) { id } ", None, "GRAPHQL_PARSE_FAILED"),
+        (EVENTS, {"filter": {"status": ["DONE"]}}, "GRAPHQL_VALIDATION_FAILED"),
+        (EVENTS, {"filter": {"createdAfter": "yesterday"}}, "GRAPHQL_VALIDATION_FAILED"),
+    ]
+    async with graphql_ws(api.ws_url) as ws:
+        for query, variables, code in invalid:
+            op = await ws.subscribe(query, variables)
+            message = await ws.receive()
+            assert (message["id"], message["type"]) == (op, "error"), message
+            assert [e["extensions"]["code"] for e in message["payload"]] == [code], message
+            assert "Traceback" not in json.dumps(message)
+        await assert_not_found(ws, UNKNOWN)  # the connection is still usable
+
+
+async def test_two_subscribers_each_get_every_change(api: LiveServer, runtime: Runtime) -> None:
+    job_id = await create(api, **SLOW)
+    async with graphql_ws(api.ws_url) as one, graphql_ws(api.ws_url) as two:
+        ops = [await ws.subscribe(FOLLOW, {"id": job_id}) for ws in (one, two)]
+        seen: list[list[dict[str, Any]]] = [[], []]
+        for ws, op, into in zip((one, two), ops, seen, strict=True):
+            into += updates([await ws.next_payload(op) or {}])
+        async with running_worker(runtime):
+            for ws, op, into in zip((one, two), ops, seen, strict=True):
+                into += await until_running(ws, op)
+            await api.graphql(CANCEL, {"id": job_id})
+            for ws, op, into in zip((one, two), ops, seen, strict=True):
+                into += updates(await ws.collect(op))
+    for jobs in seen:
+        assert statuses(jobs) == ["QUEUED", "RUNNING", "CANCELED"]
+        assert_rising(jobs)
+    assert seen[0][-1] == seen[1][-1]
+
+
+# -- the legacy graphql-ws protocol (subscriptions-transport-ws) --------------------------
+
+
+class LegacyWS:
+    """start / data / complete / stop, on a connection that graphql_ws already acknowledged."""
+
+    def __init__(self, ws: GraphQLWS) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+
+    async def start(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        op = f"legacy-{next(self._ids)}"
+        payload = {"query": query, "variables": variables}
+        await self.ws.send({"id": op, "type": "start", "payload": payload})
+        return op
+
+    async def stop(self, op: str) -> None:
+        await self.ws.send({"id": op, "type": "stop"})
+
+    async def next_payload(self, op: str) -> dict[str, Any] | None:
+        while True:
+            message = await self.ws.receive()
+            if message.get("id") != op:
+                continue
+            if message["type"] == "data":
+                payload: dict[str, Any] = message["payload"]
+                return payload
+            if message["type"] == "complete":
+                return None
+            raise AssertionError(f"unexpected message {message}")
+
+    async def collect(self, op: str) -> list[dict[str, Any]]:
+        payloads = []
+        while (payload := await self.next_payload(op)) is not None:
+            payloads.append(payload)
+        return payloads
+
+
+async def test_legacy_protocol_follows_a_job(api: LiveServer, runtime: Runtime) -> None:
+    job_id = await create(api, **SLOW)
+    async with graphql_ws(api.ws_url, protocol="graphql-ws") as ws:
+        assert ws.connection.subprotocol == "graphql-ws"
+        legacy = LegacyWS(ws)
+        op = await legacy.start(FOLLOW, {"id": job_id})
+        seen = updates([await legacy.next_payload(op) or {}])
+        assert seen[0]["status"] == "QUEUED"
+        async with running_worker(runtime):
+            while seen[-1]["status"] != "RUNNING":
+                seen += updates([await legacy.next_payload(op) or {}])
+            await api.graphql(CANCEL, {"id": job_id})
+            seen += updates(await legacy.collect(op))
+        assert statuses(seen) == ["QUEUED", "RUNNING", "CANCELED"]
+        assert_rising(seen)
+
+        [missing] = await legacy.collect(await legacy.start(FOLLOW, {"id": UNKNOWN}))
+        assert missing["data"] is None
+        assert [e["extensions"]["code"] for e in missing["errors"]] == ["NOT_FOUND"]
+
+        invalid = await legacy.start("subscription { jobUpdated(id: 1) { nope } }")
+        message = await ws.receive()
+        assert (message["id"], message["type"]) == (invalid, "error"), message
+        assert message["payload"]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+        # A stream that never ends on its own ends with stop.
+        events = await legacy.start(EVENTS, {})
+        [again] = updates(await legacy.collect(await legacy.start(FOLLOW, {"id": job_id})))
+        assert again == seen[-1]
+        await legacy.stop(events)
+        assert await legacy.next_payload(events) is None
+
+
+# -- jobEvents ----------------------------------------------------------------------------
+
+
+async def events_until(ws: GraphQLWS, op: str, job_id: str, status: str) -> list[dict[str, Any]]:
+    """jobEvents payloads up to ``job_id`` reaching ``status``."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        payload = await ws.next_payload(op)
+        assert payload is not None and "errors" not in payload, payload
+        seen.append(payload["data"]["jobEvents"])
+        if (seen[-1]["id"], seen[-1]["status"]) == (job_id, status):
+            return seen
+
+
+async def test_job_events_deliver_only_matching_jobs(api: LiveServer, runtime: Runtime) -> None:
+    async with (
+        graphql_ws(api.ws_url) as by_provider,
+        graphql_ws(api.ws_url) as by_status,
+        graphql_ws(api.ws_url) as everything,
+    ):
+        mock_op = await listening(by_provider, EVENTS, {"filter": {"provider": "mock"}})
+        done_op = await listening(by_status, EVENTS, {"filter": {"status": ["SUCCEEDED"]}})
+        all_op = await listening(everything, EVENTS, {})
+        canceled = await create(api, provider="mock")
+        await api.graphql(CANCEL, {"id": canceled})
+        seen_all = await events_until(everything, all_op, canceled, "CANCELED")
+        # One job after the other, so every stream has all of a job's events before the next.
+        async with running_worker(runtime):
+            local = await create(api, provider="local")
+            seen_all += await events_until(everything, all_op, local, "SUCCEEDED")
+            mock = await create(api, provider="mock")
+            seen_all += await events_until(everything, all_op, mock, "SUCCEEDED")
+            seen_mock = await events_until(by_provider, mock_op, mock, "SUCCEEDED")
+            seen_done = await events_until(by_status, done_op, mock, "SUCCEEDED")
+
+    assert {e["id"] for e in seen_all} == {canceled, local, mock}
+    assert {e["id"] for e in seen_mock} == {canceled, mock}
+    assert [e["status"] for e in seen_mock if e["id"] == canceled][-1] == "CANCELED"
+    assert [(e["id"], e["status"]) for e in seen_done] == [
+        (local, "SUCCEEDED"),
+        (mock, "SUCCEEDED"),
+    ]
+    for stream in (seen_all, seen_mock):
+        for job_id in {e["id"] for e in stream}:
+            assert_rising([e for e in stream if e["id"] == job_id])
