@@ -139,12 +139,19 @@ async def test_malformed_http_requests_are_400_with_a_code(api: LiveServer) -> N
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
-async def test_mutations_are_refused_over_get(api: LiveServer) -> None:
-    query = 'mutation { cancelJob(id: "job_x") { userErrors { code } } }'
-    response = await api.http.get("/graphql", params={"query": query})
-    assert_clean(response)
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+async def test_operations_over_the_wrong_transport_are_refused(api: LiveServer) -> None:
+    mutation = 'mutation { cancelJob(id: "job_x") { userErrors { code } } }'
+    subscription = "subscription { jobEvents { id } }"
+    responses = [
+        await api.http.get("/graphql", params={"query": mutation}),
+        await api.http.get("/graphql", params={"query": subscription}),
+        await api.http.post("/graphql", json={"query": subscription}),
+        await api.http.post("/graphql", json={"query": TOTAL, "operationName": "Other"}),
+    ]
+    for response in responses:
+        assert_clean(response)
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
 async def test_documents_that_do_not_parse_or_validate(api: LiveServer) -> None:

@@ -7,8 +7,11 @@ import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError
+from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import ExecutionResult, StreamExecutionResult
+from strawberry.types.graphql import OperationType
 
 from gql_media.db.engine import is_unavailable
 from gql_media.errors import ErrorCode, GqlMediaError
@@ -83,3 +86,20 @@ def error_codes(debug: bool) -> type[SchemaExtension]:
             yield
 
     return ErrorCodes
+
+
+class SubscriptionsOverWebSocket(SchemaExtension):
+    """Refuses subscriptions over HTTP, which would otherwise run as a plain field and fail
+    as an internal error; the view answers 400 BAD_REQUEST."""
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        context = self.execution_context
+        if context.graphql_document is None or isinstance(context.context.request, WebSocket):
+            return
+        try:
+            operation_type = context.operation_type
+        except RuntimeError:
+            return  # no such operation: strawberry reports it
+        if operation_type is OperationType.SUBSCRIPTION:
+            raise InvalidOperationTypeError(operation_type)

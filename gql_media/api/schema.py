@@ -11,7 +11,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from gql_media.adapters.events import Resync
 from gql_media.api.context import Context
-from gql_media.api.errors import error_codes, graphql_error
+from gql_media.api.errors import SubscriptionsOverWebSocket, error_codes, graphql_error
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -189,5 +189,6 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             error_codes(settings.debug),
+            SubscriptionsOverWebSocket,
         ],
     )
