@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from redis.exceptions import RedisError
 
 from gql_media import keys
 
 log = logging.getLogger(__name__)
+
+
+class Placement(StrEnum):
+    """Where a job stands on the queue after ``JobQueue.ensure_queued``."""
+
+    QUEUED = "queued"  # it was put on the queue now
+    WAITING = "waiting"  # it was on the queue already
+    TAKEN = "taken"  # a worker took its queue entry (and, the caller knows, never claimed it)
+    UNAVAILABLE = "unavailable"  # Redis could not be reached
 
 
 class JobQueue:
@@ -37,3 +48,27 @@ class JobQueue:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return False
         return True
+
+    async def ensure_queued(self, job_id: str, version: int) -> Placement:
+        """Queue ``job_id`` at ``version`` unless it waits on the queue already.
+
+        arq keeps a running job on the queue under an in-progress key that outlives a killed
+        worker by the job timeout, and refuses an id it has seen. Such an entry reports
+        TAKEN: the caller moves the job to a new version, which gets a new arq id.
+        """
+        arq_id = keys.arq_job_id(job_id, version)
+        try:
+            if await self._redis.zscore(self._queue, arq_id) is not None:
+                if await self._redis.exists(in_progress_key_prefix + arq_id):
+                    return Placement.TAKEN
+                return Placement.WAITING
+            job = await self._redis.enqueue_job(
+                keys.RUN_JOB_TASK, job_id, _job_id=arq_id, _queue_name=self._queue
+            )
+            if job is None:
+                return Placement.TAKEN
+            await self._redis.publish(keys.wake_channel(self._namespace), b"1")
+        except (RedisError, OSError) as exc:
+            log.warning("could not enqueue job %s: %s", job_id, exc)
+            return Placement.UNAVAILABLE
+        return Placement.QUEUED

@@ -348,13 +348,17 @@ async def transition(
     target: JobStatus,
     *,
     held_by: str | None = None,
+    at_version: int | None = None,
     **values: Any,
 ) -> JobRow | None:
     """One guarded UPDATE: the change happens only if the job is in one of ``sources``
-    (and, for a worker's changes, only while the worker still holds the lease ``held_by``)."""
+    (and, for a worker's changes, only while the worker still holds the lease ``held_by``;
+    with ``at_version``, only if nothing changed the job since it was read)."""
     stmt = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
     if held_by is not None:
         stmt = stmt.where(JobRow.lease_token == held_by)
+    if at_version is not None:
+        stmt = stmt.where(JobRow.version == at_version)
     stmt = (
         stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
         .returning(JobRow)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 from gql_media.adapters.providers import ImageProvider
+from gql_media.adapters.queue import Placement
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
@@ -477,6 +478,29 @@ async def reconcile(deps: Deps, *, at_startup: bool = False) -> int:
     rows = await stale_queued_jobs(deps, timedelta(seconds=overdue))
     for row in rows:
         snapshot = job_snapshot(row)
-        if await deps.queue.enqueue(snapshot.id, snapshot.version):
+        placement = await deps.queue.ensure_queued(snapshot.id, snapshot.version)
+        if placement is Placement.TAKEN:
+            placement = await _requeue_taken(deps, row)
+        if placement is Placement.QUEUED:
             count += 1
     return count
+
+
+async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
+    """A worker took the job's queue entry and died before claiming the row: move the job
+    to a new version (a new queue id) and queue that."""
+    async with deps.sessions.begin() as session:
+        updated = await transition(
+            session,
+            row.id,
+            (JobStatus.QUEUED,),
+            JobStatus.QUEUED,
+            at_version=row.version,
+            run_after=utcnow(),
+        )
+    if updated is None:
+        return Placement.WAITING  # it moved on meanwhile (claimed, canceled, requeued)
+    snapshot = job_snapshot(updated)
+    await deps.publisher.publish(snapshot)
+    log.info("job %s: its queue entry was lost with a worker; queued again", snapshot.id)
+    return await deps.queue.ensure_queued(snapshot.id, snapshot.version)

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     deps: Deps = ctx["deps"]
+    # arq keeps a running job on its queue until it ends. A killed worker's entries would
+    # stay at the head of the queue, skipped as "running elsewhere" until their in-progress
+    # keys expire, and could starve the jobs behind them; redelivery is the reconciler's.
+    with contextlib.suppress(RedisError, OSError):
+        await ctx["redis"].zrem(keys.queue_name(deps.settings.redis_namespace), ctx["job_id"])
     outcome = await runner.run_job(deps, job_id)
     return outcome.value
 
