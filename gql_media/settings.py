@@ -67,6 +67,9 @@ class Settings(BaseSettings):
 
     # subscriptions
     subscriber_queue_size: int = Field(default=256, ge=1)
+    # re-read jobs finished lately whose event was lost (a worker killed between its
+    # commit and its publish), every this many seconds; 0 turns it off
+    event_catchup_interval: float = Field(default=2.0, ge=0)
 
     @property
     def embedded(self) -> bool:

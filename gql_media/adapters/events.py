@@ -102,6 +102,9 @@ class EventHub:
         self._reconnect_max_delay = reconnect_max_delay
         self._by_job: dict[str, set[Subscriber]] = {}
         self._all: set[Subscriber] = set()
+        # newest version dispatched per job, for the catch-up to skip what arrived
+        self._delivered: OrderedDict[str, int] = OrderedDict()
+        self._delivered_limit = 100_000
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.connected = False
@@ -147,7 +150,22 @@ class EventHub:
             if not subscribers:
                 del self._by_job[job_id]
 
+    def wants(self, job_id: str, version: int) -> bool:
+        """True if some subscriber here could take this version of the job and no newer or
+        equal one was dispatched lately."""
+        if not self._all and job_id not in self._by_job:
+            return False
+        return self._delivered.get(job_id, 0) < version
+
     def dispatch(self, snapshot: JobSnapshot) -> None:
+        """Hand a snapshot to the subscribers it concerns, unless a newer or equal version of
+        the job went out already (events of several workers may cross)."""
+        if self._delivered.get(snapshot.id, 0) >= snapshot.version:
+            return
+        self._delivered[snapshot.id] = snapshot.version
+        self._delivered.move_to_end(snapshot.id)
+        if len(self._delivered) > self._delivered_limit:
+            self._delivered.popitem(last=False)
         for subscriber in self._by_job.get(snapshot.id, ()):
             subscriber.offer(snapshot)
         for subscriber in self._all:

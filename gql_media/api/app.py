@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -24,6 +26,7 @@ from gql_media.api.context import Context, media_base_url
 from gql_media.api.schema import build_schema
 from gql_media.errors import ErrorCode
 from gql_media.runtime import Runtime, open_runtime
+from gql_media.services.catchup import run_catch_up
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,12 @@ class MediaFiles(StaticFiles):
         return response
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -139,6 +148,12 @@ def create_app(
             )
             await hub.start()
             stack.push_async_callback(hub.stop)
+            if settings.event_catchup_interval:
+                catching_up = asyncio.create_task(
+                    run_catch_up(runtime.deps, hub, settings.event_catchup_interval),
+                    name="gql-media-event-catch-up",
+                )
+                stack.push_async_callback(_cancel, catching_up)
             if background is not None:
                 await stack.enter_async_context(background(runtime))
             yield {"runtime": runtime, "hub": hub}

@@ -103,6 +103,7 @@ class JobRow(Base):
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_run_after", "status", "run_after"),
         Index("ix_jobs_status_lease_until", "status", "lease_until"),
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
 
