@@ -12,19 +12,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix
 from sqlalchemy import func, select, update
 
+from gql_media import keys
+from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventHub
+from gql_media.adapters.queue import Placement
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import runner
-from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job, transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.support import JOB_FIELDS, graphql_ws, start_server
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -97,6 +103,55 @@ async def test_a_live_lease_is_not_taken_away(runtime: Runtime) -> None:
     await runner._claim(runtime.deps, _uuid(job.id), token="busy-worker")
     assert await runner.requeue_expired(runtime.deps) == 0
     assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SKIPPED
+
+
+async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime) -> None:
+    """A worker that took the job and died before claiming the row leaves an arq entry
+    marked in progress for the job timeout: the reconciler moves the job to a new version."""
+    deps = runtime.deps
+    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"))
+    queue = keys.queue_name(deps.settings.redis_namespace)
+    arq_id = keys.arq_job_id(job.id, job.version)
+    await runtime.redis.psetex(in_progress_key_prefix + arq_id, 60_000, b"1")  # a pick-up
+
+    assert await deps.queue.ensure_queued(job.id, job.version) is Placement.TAKEN
+    assert await runner.reconcile(deps, at_startup=True) == 1
+    moved = await get_job(deps, job.id)
+    assert moved is not None and (moved.status, moved.version) == (
+        JobStatus.QUEUED,
+        job.version + 1,
+    )
+    assert await runtime.redis.zscore(queue, keys.arq_job_id(job.id, moved.version)) is not None
+    assert await runner.reconcile(deps, at_startup=True) == 0  # waiting on the queue: left alone
+
+
+async def test_a_change_no_event_announced_still_reaches_job_updated(
+    settings_factory: Any,
+) -> None:
+    """A worker killed between its commit and its publish: the api catches up from the
+    database and the subscription still ends."""
+    settings = settings_factory(event_catchup_interval=0.1)
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with start_server(settings, fake, with_worker=False) as live:
+        job = (await live.generate(provider="mock"))["job"]
+        async with graphql_ws(live.ws_url) as ws:
+            op = await ws.subscribe(
+                f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}",
+                {"id": job["id"]},
+            )
+            first = await ws.next_payload(op)
+            assert first is not None and first["data"]["jobUpdated"]["status"] == "QUEUED"
+            async with open_runtime(settings, fake) as runtime:  # a silent change
+                async with runtime.deps.sessions.begin() as session:
+                    await transition(
+                        session,
+                        _uuid(job["id"]),
+                        (JobStatus.QUEUED,),
+                        JobStatus.CANCELED,
+                        finished_at=utcnow(),
+                    )
+            rest = await ws.collect(op)
+    assert [p["data"]["jobUpdated"]["status"] for p in rest] == ["CANCELED"]
 
 
 # --- real worker processes, killed with real signals --------------------------------------
