@@ -9,6 +9,7 @@
     └── ProviderError              a provider could not make the media
         ├── TransientProviderError timeouts, 429, 5xx, connection errors: retried
         └── PermanentProviderError bad input, provider 4xx: failed at once
+            └── MediaError         unsupported, corrupt or oversized media
 
 Every ``code`` is stable and documented in the README.
 """
@@ -47,6 +48,12 @@ class ErrorCode(StrEnum):
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
     JOB_TIMEOUT = "JOB_TIMEOUT"
     WORKER_LOST = "WORKER_LOST"
+    # media (userErrors on upload, or Job.error of processing jobs)
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    MEDIA_CORRUPT = "MEDIA_CORRUPT"
+    MEDIA_TOO_LARGE = "MEDIA_TOO_LARGE"
+    TOO_MANY_PIXELS = "TOO_MANY_PIXELS"
+    PROCESSING_FAILED = "PROCESSING_FAILED"
 
 
 class GqlMediaError(Exception):
@@ -119,6 +126,17 @@ class TransientProviderError(ProviderError):
 
 class PermanentProviderError(ProviderError):
     """Another attempt would fail the same way: bad input, provider 4xx."""
+
+
+class MediaError(PermanentProviderError):
+    """A media file is unsupported, corrupt, lies about its type, or exceeds a limit.
+
+    Raised by the media adapters; at upload it becomes a userError, inside a processing job
+    a FAILED job with this code.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message, code=code)
 
 
 class InvalidInput(GqlMediaError):
