@@ -1,0 +1,68 @@
+"""The command-line client against a running api, as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.support import LiveServer, free_port
+
+
+async def gql_media(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gql_media",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_generate_waits_with_progress_and_saves_the_images(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    code, out, err = await gql_media(
+        "generate",
+        "a red fox",
+        "--size",
+        "96x64",
+        "--num",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--url",
+        server.url,
+    )
+    assert code == 0, err
+    job_id, *files = out.split()
+    assert job_id.startswith("job_") and len(files) == 2
+    assert "100.0% SUCCEEDED" in err and "RUNNING" in err
+    for file in files:
+        with Image.open(file) as image:
+            assert (image.format, image.size) == ("PNG", (96, 64))
+
+    code, out, _ = await gql_media("jobs", "list", "--url", server.url)
+    assert code == 0 and job_id in out and "SUCCEEDED" in out
+    code, out, _ = await gql_media("jobs", "show", job_id, "--url", server.url)
+    assert code == 0 and '"status": "SUCCEEDED"' in out
+    code, _, err = await gql_media("jobs", "cancel", job_id, "--url", server.url)
+    assert code == 2 and "INVALID_STATE" in err
+
+
+async def test_errors_have_codes_and_exit_statuses(server: LiveServer, tmp_path: Path) -> None:
+    code, out, err = await gql_media("generate", "   ", "--url", server.url)
+    assert (code, out) == (2, "") and "error PROMPT_EMPTY (prompt)" in err
+    code, _, err = await gql_media(
+        "generate", "x", "--provider", "mock", "--wait", "--out", str(tmp_path), "--url", server.url
+    )
+    assert code == 0, err
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    code, _, err = await gql_media("jobs", "list", "--url", unreachable)
+    assert code == 3 and "CONNECTION_FAILED" in err
