@@ -30,6 +30,8 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.
 
 class JobKind(StrEnum):
     GENERATE_IMAGE = "GENERATE_IMAGE"
+    PROCESS_IMAGE = "PROCESS_IMAGE"
+    PROCESS_VIDEO = "PROCESS_VIDEO"
 
 
 class OutputFormat(StrEnum):
@@ -115,6 +117,10 @@ class AssetSnapshot:
     height: int | None
     byte_size: int
     sha256: str
+    name: str | None = None  # the variant or operation that made it; None for uploads
+    filename: str | None = None  # an upload's name as the client gave it (never trusted)
+    info: dict[str, Any] | None = None  # e.g. duration and codecs of video and audio
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +144,16 @@ class JobSnapshot:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outputs: tuple[AssetSnapshot, ...] = field(default_factory=tuple)
+    result: dict[str, Any] | None = None  # what a job found out, e.g. a video's metadata
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for name in ("created_at", "updated_at", "started_at", "finished_at"):
             value = data[name]
             data[name] = value.isoformat() if value is not None else None
+        for output in data["outputs"]:
+            if output["created_at"] is not None:
+                output["created_at"] = output["created_at"].isoformat()
         return data
 
     @classmethod
@@ -172,8 +182,16 @@ class JobSnapshot:
             updated_at=updated,
             started_at=when("started_at"),
             finished_at=when("finished_at"),
-            outputs=tuple(AssetSnapshot(**a) for a in data.get("outputs") or ()),
+            outputs=tuple(_asset_from_dict(a) for a in data.get("outputs") or ()),
+            result=data.get("result"),
         )
+
+
+def _asset_from_dict(data: dict[str, Any]) -> AssetSnapshot:
+    created = data.get("created_at")
+    return AssetSnapshot(
+        **{**data, "created_at": datetime.fromisoformat(created) if created else None}
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     max_outputs: int = Field(default=4, ge=1)
     default_provider: str = "local"
 
+    # uploads and processing
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=100_000_000, ge=1)
+    max_variants: int = Field(default=10, ge=1)
+    max_operations: int = Field(default=20, ge=1)
+
     # job execution
     max_attempts: int = Field(default=3, ge=1)
     retry_base_delay: float = Field(default=1.0, ge=0)

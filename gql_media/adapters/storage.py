@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 
 from gql_media.errors import ErrorCode, UserError
@@ -28,6 +29,17 @@ class LocalStorage:
 
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._put, self.path_for(key), data)
+
+    async def put_file(self, key: str, source: Path) -> None:
+        """Move ``source`` (a file from ``scratch_path``) to ``key``."""
+        await asyncio.to_thread(self._put_file, self.path_for(key), source)
+
+    def scratch_path(self) -> Path:
+        """A fresh path for a file being received or made, on the same file system as the
+        root so ``put_file`` is a rename. Abandoned ones are swept as orphans."""
+        directory = self.root / ".scratch"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / uuid.uuid4().hex
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.path_for(key).unlink, missing_ok=True)
@@ -56,6 +68,11 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise OSError(f"storage root {self.root} is not writable")
+
+    @staticmethod
+    def _put_file(path: Path, source: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, path)
 
     @staticmethod
     def _put(path: Path, data: bytes) -> None:

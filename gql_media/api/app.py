@@ -8,12 +8,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -24,8 +25,11 @@ from strawberry.asgi import GraphQL
 from gql_media.adapters.events import EventHub
 from gql_media.api.context import Context, media_base_url
 from gql_media.api.schema import build_schema
+from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.errors import ErrorCode
+from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
+from gql_media.services import media as media_service
 from gql_media.services.catchup import run_catch_up
 from gql_media.settings import Settings
 
@@ -39,6 +43,7 @@ class GraphQLView(GraphQL[Context, None]):
         super().__init__(
             build_schema(settings),
             connection_init_wait_timeout=timedelta(seconds=10),
+            multipart_uploads_enabled=True,
         )
         self.settings = settings
 
@@ -46,9 +51,26 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if _is_multipart(scope):
+            # A form post is a "simple" request a hostile page can send cross-site; a custom
+            # header makes browsers ask first (CORS preflight), which such a page fails.
+            if not _has_preflight_header(scope):
+                await _error(
+                    ErrorCode.PREFLIGHT_REQUIRED,
+                    "multipart requests need the header GraphQL-Require-Preflight: 1",
+                    400,
+                )(scope, receive, send)
+                return
+            receive = _capped(receive, self.settings.max_upload_bytes + MULTIPART_SLACK)
         request = Request(scope, receive=receive)
         try:
             response = await self.run(request)
+        except BodyTooLarge:
+            response = _error(
+                ErrorCode.MEDIA_TOO_LARGE,
+                f"the request is larger than {self.settings.max_upload_bytes} bytes",
+                413,
+            )
         except HTTPException as exc:
             response = JSONResponse(
                 {
@@ -58,7 +80,14 @@ class GraphQLView(GraphQL[Context, None]):
                 },
                 status_code=exc.status_code,
             )
+        finally:
+            await request.close()  # removes the spooled files of a multipart request
         await response(scope, receive, send)
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """Strawberry's GraphiQL page with its assets served from the package, not a CDN."""
+        return offline_graphiql(super().graphql_ide_html)
 
     def parse_json(self, data: str | bytes) -> Any:
         parsed = super().parse_json(data)
@@ -77,6 +106,137 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             media_base_url=media_base_url(self.settings.public_url, request),
         )
+
+
+GRAPHIQL_ASSETS = Path(__file__).parent / "static" / "graphiql"
+# The files strawberry's GraphiQL page loads from unpkg, shipped in the package (the same
+# versions; the page's integrity hashes still apply).
+CDN_ASSETS = {
+    "https://unpkg.com/react@18.2.0/umd/react.production.min.js": "react.production.min.js",
+    "https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js": (
+        "react-dom.production.min.js"
+    ),
+    "https://unpkg.com/js-cookie@3.0.5/dist/js.cookie.min.js": "js.cookie.min.js",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.css": "graphiql.min.css",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.js": "graphiql.min.js",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/style.css": "plugin-explorer.css",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js": (
+        "plugin-explorer.umd.js"
+    ),
+}
+
+
+def offline_graphiql(html: str) -> str:
+    for url, name in CDN_ASSETS.items():
+        html = html.replace(url, f"/graphiql-assets/{name}")
+    return html
+
+
+MULTIPART_SLACK = 1 << 20  # the operations, map and part headers around the file
+PREFLIGHT_HEADERS = (b"graphql-require-preflight", b"apollo-require-preflight", b"x-requested-with")
+SIMPLE_CONTENT_TYPES = (
+    "",
+    "text/plain",
+    "multipart/form-data",
+    "application/x-www-form-urlencoded",
+)
+
+
+class BodyTooLarge(Exception):
+    """The request body went past its cap while it streamed in."""
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _is_multipart(scope: Scope) -> bool:
+    return _header(scope, b"content-type").lower().startswith("multipart/form-data")
+
+
+def _has_preflight_header(scope: Scope) -> bool:
+    return any(_header(scope, name).strip() for name in PREFLIGHT_HEADERS)
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises BodyTooLarge once more than ``limit`` body bytes arrived, so
+    an oversized upload is refused while it streams, not after."""
+    received = 0
+
+    async def capped() -> Any:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge
+        return message
+
+    return capped
+
+
+def _error(code: ErrorCode, message: str, status: int) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code.value}}]},
+        status_code=status,
+    )
+
+
+async def upload(request: Request) -> Response:
+    """POST /uploads: the raw file as the body, streamed to storage with the size capped;
+    ``?filename=`` names it. Answers like uploadMedia: ``{"media": …, "userErrors": […]}``."""
+    deps = request.state.runtime.deps
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in SIMPLE_CONTENT_TYPES:
+        return _user_error(
+            ErrorCode.PREFLIGHT_REQUIRED,
+            "send the file with its own content type, e.g. application/octet-stream",
+            415,
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > deps.settings.max_upload_bytes:
+        return _user_error(
+            ErrorCode.MEDIA_TOO_LARGE,
+            f"the file is larger than {deps.settings.max_upload_bytes} bytes",
+            413,
+        )
+    try:
+        staged = await media_service.receive(deps, request.stream())
+        asset = await media_service.store_upload(deps, staged, request.query_params.get("filename"))
+    except DomainUserError as exc:
+        status = 413 if exc.code is ErrorCode.MEDIA_TOO_LARGE else 422
+        return _user_error(exc.code, exc.message, status, exc.field)
+    except ClientDisconnect:
+        return Response(status_code=400)
+    base = media_base_url(deps.settings.public_url, request)
+    media = asset_from_snapshot(asset, lambda key: f"{base}/media/{key}")
+    return JSONResponse({"media": asset_json(media), "userErrors": []}, status_code=201)
+
+
+def _user_error(code: ErrorCode, message: str, status: int, field: str | None = "file") -> Response:
+    return JSONResponse(
+        {"media": None, "userErrors": [{"field": field, "code": code.value, "message": message}]},
+        status_code=status,
+    )
+
+
+def asset_json(media: MediaAsset) -> dict[str, Any]:
+    return {
+        "id": media.id,
+        "url": media.url,
+        "contentType": media.content_type,
+        "width": media.width,
+        "height": media.height,
+        "byteSize": media.byte_size,
+        "sha256": media.sha256,
+        "name": media.name,
+        "filename": media.filename,
+        "metadata": media.metadata,
+        "createdAt": media.created_at.isoformat() if media.created_at else None,
+    }
 
 
 class MediaFiles(StaticFiles):
@@ -165,6 +325,8 @@ def create_app(
             Route("/", index),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
+            Route("/uploads", upload, methods=["POST"]),
+            Mount("/graphiql-assets", MediaFiles(directory=GRAPHIQL_ASSETS), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Mount("/media", MediaFiles(directory=storage_dir, check_dir=False), name="media"),

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Annotated
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 
 from gql_media.adapters.events import Resync
 from gql_media.api.context import Context
 from gql_media.api.errors import SubscriptionsOverWebSocket, error_codes, graphql_error
+from gql_media.api.media_types import (
+    ProcessImageInput,
+    ProcessVideoInput,
+    UploadMediaPayload,
+    to_json,
+)
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -20,20 +27,31 @@ from gql_media.api.types import (
     JobEdge,
     JobFilter,
     JobPayload,
+    MediaAsset,
     PageInfo,
     UserError,
+    asset_from_snapshot,
     job_from_snapshot,
 )
 from gql_media.domain import JobSnapshot, JobStatus
 from gql_media.errors import ErrorCode, InvalidInput
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import jobs as job_service
+from gql_media.services import media as media_service
+from gql_media.services import processing
 from gql_media.settings import Settings
 
 Info = strawberry.Info[Context, None]
 IdArgument = Annotated[strawberry.ID, strawberry.argument(name="id")]
 FilterArgument = Annotated[JobFilter | None, strawberry.argument(name="filter")]
 InputArgument = Annotated[GenerateImageInput, strawberry.argument(name="input")]
+ProcessImageArgument = Annotated[ProcessImageInput, strawberry.argument(name="input")]
+ProcessVideoArgument = Annotated[ProcessVideoInput, strawberry.argument(name="input")]
+
+
+async def _chunks(file: Any) -> AsyncIterator[bytes]:
+    while chunk := await file.read(1 << 20):
+        yield chunk
 
 
 def _job(info: Info, snapshot: JobSnapshot) -> Job:
@@ -51,6 +69,11 @@ class Query:
     async def job(self, info: Info, job_id: IdArgument) -> Job | None:
         snapshot = await job_service.get_job(info.context.deps, job_id)
         return _job(info, snapshot) if snapshot is not None else None
+
+    @strawberry.field(description="An uploaded file by id; null when unknown or malformed.")
+    async def media(self, info: Info, media_id: IdArgument) -> MediaAsset | None:
+        asset = await media_service.get_upload(info.context.deps, media_id)
+        return asset_from_snapshot(asset, info.context.media_url) if asset else None
 
     @strawberry.field(description="Jobs, newest first, cursor-paginated.")
     async def jobs(
@@ -103,6 +126,50 @@ class Mutation:
         except (DomainUserError, InvalidInput) as exc:
             return GenerateImagePayload(job=None, user_errors=_user_errors(exc))
         return GenerateImagePayload(job=_job(info, snapshot), user_errors=[])
+
+    @strawberry.mutation(
+        description="Upload a file (GraphQL multipart request; send the header "
+        "GraphQL-Require-Preflight: 1). Large files: POST /uploads."
+    )
+    async def upload_media(self, info: Info, file: Upload) -> UploadMediaPayload:
+        deps = info.context.deps
+        try:
+            staged = await media_service.receive(deps, _chunks(file))
+            asset = await media_service.store_upload(deps, staged, getattr(file, "filename", None))
+        except DomainUserError as exc:
+            return UploadMediaPayload(media=None, user_errors=_user_errors(exc))
+        return UploadMediaPayload(
+            media=asset_from_snapshot(asset, info.context.media_url), user_errors=[]
+        )
+
+    @strawberry.mutation(description="Queue a job making named image variants of an upload.")
+    async def process_image(self, info: Info, data: ProcessImageArgument) -> JobPayload:
+        try:
+            snapshot = await processing.create_process_image_job(
+                info.context.deps,
+                str(data.media_id),
+                to_json(data.variants),
+                data.idempotency_key,
+            )
+        except (DomainUserError, InvalidInput) as exc:
+            return JobPayload(job=None, user_errors=_user_errors(exc))
+        return JobPayload(job=_job(info, snapshot), user_errors=[])
+
+    @strawberry.mutation(
+        description="Queue a job of video/audio operations on an upload: thumbnails, "
+        "metadata, transcodes, audio."
+    )
+    async def process_video(self, info: Info, data: ProcessVideoArgument) -> JobPayload:
+        try:
+            snapshot = await processing.create_process_video_job(
+                info.context.deps,
+                str(data.media_id),
+                to_json(data.operations),
+                data.idempotency_key,
+            )
+        except (DomainUserError, InvalidInput) as exc:
+            return JobPayload(job=None, user_errors=_user_errors(exc))
+        return JobPayload(job=_job(info, snapshot), user_errors=[])
 
     @strawberry.mutation(description="Cancel a QUEUED or RUNNING job.")
     async def cancel_job(self, info: Info, job_id: IdArgument) -> JobPayload:

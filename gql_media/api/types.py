@@ -40,15 +40,42 @@ class JobError:
     retryable: bool
 
 
-@strawberry.type(description="A stored media file.")
+@strawberry.type(description="A stored media file: an upload, or an output of a job.")
 class MediaAsset:
     id: strawberry.ID
     url: str
-    content_type: str
+    content_type: str = strawberry.field(description="Decided from the content, not the name.")
     width: int | None
     height: int | None
     byte_size: int
     sha256: str
+    name: str | None = strawberry.field(
+        default=None, description="The variant or operation that made it; null for uploads."
+    )
+    filename: str | None = strawberry.field(
+        default=None, description="An upload's file name as the client gave it."
+    )
+    metadata: JSON | None = strawberry.field(
+        default=None,
+        description="What is known of the file, e.g. duration, codecs and fps of video.",
+    )
+    created_at: datetime | None = None
+
+
+def asset_from_snapshot(asset: domain.AssetSnapshot, media_url: Callable[[str], str]) -> MediaAsset:
+    return MediaAsset(
+        id=strawberry.ID(asset.id),
+        url=media_url(asset.key),
+        content_type=asset.content_type,
+        width=asset.width,
+        height=asset.height,
+        byte_size=asset.byte_size,
+        sha256=asset.sha256,
+        name=asset.name,
+        filename=asset.filename,
+        metadata=cast(JSON, asset.info),
+        created_at=asset.created_at,
+    )
 
 
 @strawberry.type(description="A unit of work: generating or processing media.")
@@ -66,6 +93,9 @@ class Job:
     max_attempts: int
     error: JobError | None
     outputs: list[MediaAsset]
+    result: JSON | None = strawberry.field(
+        description="What the job found out besides files, e.g. videoMetadata's result."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -89,18 +119,8 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         error=JobError(code=error.code, message=error.message, retryable=error.retryable)
         if error
         else None,
-        outputs=[
-            MediaAsset(
-                id=strawberry.ID(a.id),
-                url=media_url(a.key),
-                content_type=a.content_type,
-                width=a.width,
-                height=a.height,
-                byte_size=a.byte_size,
-                sha256=a.sha256,
-            )
-            for a in snapshot.outputs
-        ],
+        outputs=[asset_from_snapshot(a, media_url) for a in snapshot.outputs],
+        result=cast(JSON, snapshot.result),
         created_at=snapshot.created_at,
         started_at=snapshot.started_at,
         finished_at=snapshot.finished_at,

@@ -94,6 +94,8 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # what the job found out besides its files, e.g. a video's metadata
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     outputs: Mapped[list[AssetRow]] = relationship(
         back_populates="job", order_by="AssetRow.position", lazy="raise"
@@ -122,5 +124,10 @@ class AssetRow(Base):
     byte_size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "upload" for files clients sent, "output" for files jobs made
+    role: Mapped[str] = mapped_column(String(16), default="output", server_default="output")
+    name: Mapped[str | None] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     job: Mapped[JobRow | None] = relationship(back_populates="outputs", lazy="raise")

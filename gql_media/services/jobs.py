@@ -198,20 +198,11 @@ async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
         errors = provider.validate(_provider_request(job))
     if errors:
         raise InvalidInput(errors)
-    request_hash = _request_hash(job)
-    if job.idempotency_key is not None:
-        existing = await _by_idempotency_key(deps, job.idempotency_key, request_hash)
-        if existing is not None:
-            return existing
-    now = utcnow()
-    row = JobRow(
-        id=uuid.uuid4(),
-        kind=JobKind.GENERATE_IMAGE.value,
-        status=JobStatus.QUEUED.value,
-        progress=0.0,
-        version=1,
-        prompt=job.prompt.strip(),
+    return await insert_job(
+        deps,
+        kind=JobKind.GENERATE_IMAGE,
         provider=job.provider or deps.settings.default_provider,
+        prompt=job.prompt.strip(),
         model=job.model,
         parameters={
             "negativePrompt": job.negative_prompt,
@@ -222,9 +213,42 @@ async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
             "outputFormat": job.output_format.value,
             "extra": job.extra,
         },
+        idempotency_key=job.idempotency_key,
+        request_hash=_request_hash(job),
+    )
+
+
+async def insert_job(
+    deps: Deps,
+    *,
+    kind: JobKind,
+    provider: str,
+    parameters: dict[str, Any],
+    prompt: str | None = None,
+    model: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> JobSnapshot:
+    """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
+    the job an earlier request with the same key and ``request_hash`` made is returned."""
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
+        if existing is not None:
+            return existing
+    now = utcnow()
+    row = JobRow(
+        id=uuid.uuid4(),
+        kind=kind.value,
+        status=JobStatus.QUEUED.value,
+        progress=0.0,
+        version=1,
+        prompt=prompt,
+        provider=provider,
+        model=model,
+        parameters=parameters,
         attempts=0,
         max_attempts=deps.settings.max_attempts,
-        idempotency_key=job.idempotency_key,
+        idempotency_key=idempotency_key,
         request_hash=request_hash,
         run_after=now,
         created_at=now,
@@ -235,8 +259,9 @@ async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
             session.add(row)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
-        assert job.idempotency_key is not None
-        existing = await _by_idempotency_key(deps, job.idempotency_key, request_hash)
+        if idempotency_key is None:
+            raise
+        existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
         if existing is None:
             raise
         return existing
@@ -246,7 +271,7 @@ async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
     return snapshot
 
 
-async def _by_idempotency_key(deps: Deps, key: str, request_hash: str) -> JobSnapshot | None:
+async def _by_idempotency_key(deps: Deps, key: str, request_hash: str | None) -> JobSnapshot | None:
     async with deps.sessions() as session:
         stmt = (
             select(JobRow)

@@ -22,13 +22,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 
-from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import Placement
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
-    GeneratedImage,
     GenerateImageRequest,
+    JobKind,
     JobStatus,
     OutputFormat,
     backoff_delay,
@@ -40,8 +39,11 @@ from gql_media.errors import (
     TransientProviderError,
 )
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoint
+from gql_media.services import processing
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
+from gql_media.services.media import digest_file, extension_for
+from gql_media.services.processing import Produced
 from gql_media.services.snapshots import job_snapshot
 
 log = logging.getLogger(__name__)
@@ -223,12 +225,9 @@ async def _keep_lease(deps: Deps, context: JobContext) -> None:
 
 
 async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
-    provider = deps.providers.get(row.provider)
     try:
-        if provider is None:
-            raise ProviderError(f"provider {row.provider!r} is not configured on this worker")
-        images = await _generate(deps, row, provider, context)
-        return await _succeed(deps, row, context, images)
+        outputs, result = await _produce(deps, row, context)
+        return await _succeed(deps, row, context, outputs, result)
     except JobCanceled:
         log.info("job %s was canceled while running", job_snapshot(row).id)
         return Outcome.CANCELED
@@ -246,12 +245,22 @@ async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
         return await _fail_or_retry(deps, row, context, error)
 
 
-async def _generate(
-    deps: Deps, row: JobRow, provider: ImageProvider, context: JobContext
-) -> list[GeneratedImage]:
+async def _produce(
+    deps: Deps, row: JobRow, context: JobContext
+) -> tuple[list[Produced], dict[str, Any] | None]:
+    """The job's outputs (and result): from its provider, or from processing an upload."""
+    kind = JobKind(row.kind)
     try:
         async with asyncio.timeout(deps.settings.job_timeout):
-            return await provider.generate(_request(row), context)
+            if kind is not JobKind.GENERATE_IMAGE:
+                return await processing.run_processing(deps, kind, row.parameters, context)
+            provider = deps.providers.get(row.provider)
+            if provider is None:
+                raise ProviderError(f"provider {row.provider!r} is not configured on this worker")
+            images = await provider.generate(_request(row), context)
+            return [
+                Produced(None, i.content_type, i.width, i.height, data=i.data) for i in images
+            ], None
     except TimeoutError as exc:
         raise TransientProviderError(
             f"job took longer than {deps.settings.job_timeout:g}s", code=ErrorCode.JOB_TIMEOUT
@@ -260,10 +269,7 @@ async def _generate(
 
 def output_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
     """Deterministic: a rerun of the same job overwrites instead of duplicating."""
-    extension = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
-        content_type, "bin"
-    )
-    return f"jobs/{job_id.hex}/{index}.{extension}"
+    return f"jobs/{job_id.hex}/{index}.{extension_for(content_type)}"
 
 
 async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) -> T:
@@ -286,13 +292,23 @@ async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) ->
 
 
 async def _succeed(
-    deps: Deps, row: JobRow, context: JobContext, images: list[GeneratedImage]
+    deps: Deps,
+    row: JobRow,
+    context: JobContext,
+    outputs: list[Produced],
+    result: dict[str, Any] | None = None,
 ) -> Outcome:
     now = utcnow()
     assets: list[dict[str, Any]] = []
-    for index, image in enumerate(images):
-        key = output_key(row.id, index, image.content_type)
-        await deps.storage.put(key, image.data)
+    for index, output in enumerate(outputs):
+        key = output_key(row.id, index, output.content_type)
+        if output.path is not None:
+            digest, size = await asyncio.to_thread(digest_file, output.path)
+            await deps.storage.put_file(key, output.path)
+        else:
+            data = output.data or b""
+            digest, size = hashlib.sha256(data).hexdigest(), len(data)
+            await deps.storage.put(key, data)
         failpoint(OUTPUT_WRITTEN)
         assets.append(
             dict(
@@ -300,12 +316,14 @@ async def _succeed(
                 job_id=row.id,
                 position=index,
                 storage_key=key,
-                content_type=image.content_type,
-                width=image.width,
-                height=image.height,
-                byte_size=len(image.data),
-                sha256=hashlib.sha256(image.data).hexdigest(),
+                content_type=output.content_type,
+                width=output.width,
+                height=output.height,
+                byte_size=size,
+                sha256=digest,
                 created_at=now,
+                name=output.name,
+                info=output.info,
             )
         )
 
@@ -320,6 +338,7 @@ async def _succeed(
                 held_by=context.token,
                 progress=1.0,
                 finished_at=now,
+                result=result,
                 lease_token=None,
                 lease_until=None,
             )

@@ -26,6 +26,10 @@ def asset_snapshot(row: AssetRow) -> AssetSnapshot:
         height=row.height,
         byte_size=row.byte_size,
         sha256=row.sha256,
+        name=row.name,
+        filename=row.filename,
+        info=row.info,
+        created_at=row.created_at,
     )
 
 
@@ -53,4 +57,5 @@ def job_snapshot(row: JobRow, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
         started_at=row.started_at,
         finished_at=row.finished_at,
         outputs=tuple(asset_snapshot(a) for a in outputs),
+        result=row.result,
     )

@@ -1,0 +1,247 @@
+"""Uploaded media and the jobs that process it.
+
+An upload is received into a scratch file (its size capped while it streams), identified
+by its content — never its name or declared type — and stored under ``uploads/<id>/``.
+``processImage`` and ``processVideo`` jobs read an upload and write named outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from gql_media.adapters import image_ops, video
+from gql_media.db.models import AssetRow, utcnow
+from gql_media.domain import ASSET_ID_PREFIX, AssetSnapshot, JobKind, JobSnapshot, decode_id
+from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
+from gql_media.services.deps import Deps
+from gql_media.services.jobs import insert_job
+from gql_media.services.snapshots import asset_snapshot
+
+log = logging.getLogger(__name__)
+
+IMAGE_PROCESSOR = "image"
+VIDEO_PROCESSOR = "video"
+EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/avif": "avif",
+    "image/tiff": "tiff",
+    "image/bmp": "bmp",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+    "video/x-matroska": "mkv",
+    "audio/mpeg": "mp3",
+    "audio/mp4": "m4a",
+    "audio/ogg": "ogg",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/flac": "flac",
+    "application/json": "json",
+}
+
+
+def extension_for(content_type: str) -> str:
+    return EXTENSIONS.get(content_type, "bin")
+
+
+class UploadTooLarge(UserError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            ErrorCode.MEDIA_TOO_LARGE, f"the file is larger than {limit} bytes", "file"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Identified:
+    kind: str  # "image", "video" or "audio"
+    content_type: str
+    width: int | None
+    height: int | None
+    info: dict[str, Any]
+
+
+def identify(path: Path, max_pixels: int) -> Identified:
+    """What the file is, by its content; raises MediaError for anything unsupported."""
+    try:
+        image = image_ops.probe_image(path, max_pixels=max_pixels)
+    except MediaError as exc:
+        if exc.code is not ErrorCode.UNSUPPORTED_MEDIA_TYPE:
+            raise
+    else:
+        info = {"kind": "image", "format": image.format, "frames": image.frames}
+        return Identified("image", image.content_type, image.width, image.height, info)
+    media = video.probe_media(path)
+    return Identified(media.kind, media.content_type, media.width, media.height, media.to_dict())
+
+
+async def receive(deps: Deps, chunks: AsyncIterable[bytes]) -> Path:
+    """Stream ``chunks`` into a scratch file, stopping at the upload size limit."""
+    limit = deps.settings.max_upload_bytes
+    path = deps.storage.scratch_path()
+    size = 0
+    try:
+        with path.open("wb") as handle:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise UploadTooLarge(limit)
+                await asyncio.to_thread(handle.write, chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+async def store_upload(deps: Deps, staged: Path, filename: str | None) -> AssetSnapshot:
+    """Identify the received file ``staged`` and keep it as an upload; the scratch file is
+    consumed either way."""
+    try:
+        if staged.stat().st_size > deps.settings.max_upload_bytes:
+            raise UploadTooLarge(deps.settings.max_upload_bytes)
+        try:
+            found = await asyncio.to_thread(identify, staged, deps.settings.max_image_pixels)
+        except MediaError as exc:
+            raise UserError(exc.code, exc.message, "file") from exc
+        digest, size = await asyncio.to_thread(digest_file, staged)
+        asset_id = uuid.uuid4()
+        key = f"uploads/{asset_id.hex}/original.{extension_for(found.content_type)}"
+        await deps.storage.put_file(key, staged)
+    finally:
+        staged.unlink(missing_ok=True)
+    row = AssetRow(
+        id=asset_id,
+        job_id=None,
+        position=0,
+        storage_key=key,
+        content_type=found.content_type,
+        width=found.width,
+        height=found.height,
+        byte_size=size,
+        sha256=digest,
+        created_at=utcnow(),
+        role="upload",
+        filename=_clean_filename(filename),
+        info=found.info,
+    )
+    try:
+        async with deps.sessions.begin() as session:
+            session.add(row)
+    except BaseException:
+        await deps.storage.delete(key)
+        raise
+    log.info("stored upload %s (%s, %d bytes)", key, found.content_type, size)
+    return asset_snapshot(row)
+
+
+def digest_file(path: Path) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            sha.update(block)
+            size += len(block)
+    return sha.hexdigest(), size
+
+
+def _clean_filename(name: str | None) -> str | None:
+    """Keep a display name only: no directories, no control characters, bounded length."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())[:255]
+    return base or None
+
+
+async def get_upload(deps: Deps, media_id: str) -> AssetSnapshot | None:
+    """An uploaded file, or None for an unknown or malformed id."""
+    row = await upload_row(deps, media_id)
+    return asset_snapshot(row) if row is not None else None
+
+
+async def upload_row(deps: Deps, media_id: str) -> AssetRow | None:
+    parsed = decode_id(ASSET_ID_PREFIX, media_id)
+    if parsed is None:
+        return None
+    async with deps.sessions() as session:
+        return await session.scalar(
+            select(AssetRow).where(AssetRow.id == parsed, AssetRow.role == "upload")
+        )
+
+
+async def _source(deps: Deps, media_id: str, kinds: tuple[str, ...]) -> AssetRow:
+    row = await upload_row(deps, media_id)
+    if row is None:
+        raise InvalidInput([UserError(ErrorCode.NOT_FOUND, "media not found", "mediaId")])
+    kind = (row.info or {}).get("kind")
+    if kind not in kinds:
+        raise InvalidInput(
+            [
+                UserError(
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                    f"this operation needs {' or '.join(kinds)} media; the file is {kind}",
+                    "mediaId",
+                )
+            ]
+        )
+    return row
+
+
+def _request_hash(kind: JobKind, parameters: dict[str, Any]) -> str:
+    data = {"kind": kind.value, **parameters}
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def create_processing_job(
+    deps: Deps,
+    kind: JobKind,
+    media_id: str,
+    parameters: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> JobSnapshot:
+    """Queue a processImage or processVideo job on an upload; ``parameters`` were validated
+    by the caller and are stored as the job's parameters, with the media id."""
+    kinds = ("image",) if kind is JobKind.PROCESS_IMAGE else ("video", "audio")
+    await _source(deps, media_id, kinds)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise InvalidInput(
+            [
+                UserError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "idempotencyKey must be 1 to 255 characters",
+                    "idempotencyKey",
+                )
+            ]
+        )
+    full = {"mediaId": media_id, **parameters}
+    return await insert_job(
+        deps,
+        kind=kind,
+        provider=IMAGE_PROCESSOR if kind is JobKind.PROCESS_IMAGE else VIDEO_PROCESSOR,
+        parameters=full,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(kind, full),
+    )
+
+
+async def source_path(deps: Deps, parameters: dict[str, Any]) -> Path:
+    """The local file of a processing job's source; MediaError if it is gone."""
+    row = await upload_row(deps, str(parameters.get("mediaId", "")))
+    if row is None:
+        raise MediaError(ErrorCode.NOT_FOUND, "the source media no longer exists")
+    path = deps.storage.path_for(row.storage_key)
+    if not path.is_file():
+        raise MediaError(ErrorCode.NOT_FOUND, "the source media file is missing")
+    return path
