@@ -17,7 +17,7 @@ from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventPublisher
 from gql_media.adapters.providers.registry import build_providers
 from gql_media.adapters.queue import JobQueue
-from gql_media.adapters.storage import LocalStorage
+from gql_media.adapters.storage_factory import build_storage
 from gql_media.db.engine import create_engine, create_sessionmaker
 from gql_media.services.deps import Deps
 from gql_media.settings import Settings
@@ -45,7 +45,7 @@ async def open_runtime(
         fake_redis_server = redis_adapter.new_fake_server()
     engine = create_engine(settings.effective_database_url)
     redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
-    storage = LocalStorage(settings.effective_storage_dir)
+    storage = build_storage(settings)
     deps = Deps(
         settings=settings,
         sessions=create_sessionmaker(engine),
@@ -61,5 +61,8 @@ async def open_runtime(
             close = getattr(provider, "aclose", None)
             if close is not None:  # providers holding HTTP clients
                 await close()
+        close_storage = getattr(storage, "close", None)
+        if close_storage is not None:
+            close_storage()
         await redis_adapter.close(redis)
         await engine.dispose()

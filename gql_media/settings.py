@@ -7,8 +7,9 @@ embedded: SQLite under the data directory and an in-process Redis stand-in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +22,15 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path("gql-media-data")
     storage_dir: Path | None = None
+    # storage: "local" (storage_dir) or "s3" (an S3-compatible bucket; needs gql-media[s3])
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+    s3_create_bucket: bool = False
     redis_namespace: str = "gql_media"
     public_url: str | None = None
     debug: bool = False
@@ -91,3 +101,16 @@ class Settings(BaseSettings):
     @property
     def effective_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "media").resolve()
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where files being received or made wait before they are stored."""
+        if self.storage_backend == "local":
+            return self.effective_storage_dir / ".scratch"
+        return (self.data_dir / "scratch").resolve()
+
+    @model_validator(mode="after")
+    def _storage_is_complete(self) -> Settings:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("GQL_MEDIA_S3_BUCKET is required with GQL_MEDIA_STORAGE_BACKEND=s3")
+        return self

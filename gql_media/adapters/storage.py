@@ -1,14 +1,73 @@
-"""Media storage on a local directory, with keys that can never leave the root."""
+"""Media storage by key (``jobs/<id>/0.png``): a local directory, or an S3-compatible bucket.
+
+Keys are checked before use, so none can name anything outside the root or the prefix.
+Both backends receive finished files from ``scratch_path()`` (a local directory) and hand
+out local copies of stored files for processing with ``local_copy()``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import os
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from gql_media.errors import ErrorCode, UserError
+
+SCRATCH = ".scratch"
+
+
+def check_key(key: str) -> PurePosixPath:
+    """``key`` as a relative path; raises for keys that are absolute or climb out."""
+    pure = PurePosixPath(key)
+    if not key or pure.is_absolute() or ".." in pure.parts or "\\" in key or "\0" in key:
+        raise UserError(ErrorCode.INVALID_ARGUMENT, f"invalid storage key {key!r}", "key")
+    return pure
+
+
+class Storage(Protocol):
+    """What the services need of a storage backend."""
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def put_file(self, key: str, source: Path) -> None:
+        """Store the file ``source`` (from ``scratch_path``) under ``key``; consumes it."""
+        ...
+
+    def scratch_path(self) -> Path:
+        """A fresh local path for a file being received or made."""
+        ...
+
+    def local_copy(self, key: str) -> AbstractAsyncContextManager[Path]:
+        """A local file with the content of ``key`` for the duration of the block."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def list_older_than(self, cutoff: float) -> list[str]:
+        """Keys of files last modified before ``cutoff`` (a POSIX timestamp)."""
+        ...
+
+    async def check(self) -> None:
+        """Raise unless the storage can be written."""
+        ...
+
+
+def content_type_of(key: str) -> str:
+    """The media type a stored file is served with, from its key's extension."""
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+def new_scratch_path(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / uuid.uuid4().hex
 
 
 class LocalStorage:
@@ -19,10 +78,7 @@ class LocalStorage:
 
     def path_for(self, key: str) -> Path:
         """The file of ``key``; raises for keys that are absolute or climb out of the root."""
-        pure = PurePosixPath(key)
-        if not key or pure.is_absolute() or ".." in pure.parts or "\\" in key or "\0" in key:
-            raise UserError(ErrorCode.INVALID_ARGUMENT, f"invalid storage key {key!r}", "key")
-        path = (self.root / pure).resolve()
+        path = (self.root / check_key(key)).resolve()
         if not path.is_relative_to(self.root):
             raise UserError(ErrorCode.INVALID_ARGUMENT, f"invalid storage key {key!r}", "key")
         return path
@@ -37,9 +93,15 @@ class LocalStorage:
     def scratch_path(self) -> Path:
         """A fresh path for a file being received or made, on the same file system as the
         root so ``put_file`` is a rename. Abandoned ones are swept as orphans."""
-        directory = self.root / ".scratch"
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory / uuid.uuid4().hex
+        return new_scratch_path(self.root / SCRATCH)
+
+    @asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[Path]:
+        """The stored file itself: no copy is needed on local storage."""
+        path = self.path_for(key)
+        if not await asyncio.to_thread(path.is_file):
+            raise FileNotFoundError(key)
+        yield path
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.path_for(key).unlink, missing_ok=True)

@@ -40,7 +40,7 @@ _CONTAINERS = {
     "flac": ("flac", None, "audio/flac"),
     "aac": ("aac", None, "audio/aac"),
 }
-_CRF = {"low": 32, "medium": 26, "high": 20}
+_CRF = {"low": 28, "medium": 23, "high": 18}
 _AUDIO_BITRATE = {"low": 64_000, "medium": 128_000, "high": 192_000}
 # codec name, muxer, default bitrate, sample rates the encoder takes (None: any)
 _AUDIO_OUT: dict[str, tuple[str, str, int, tuple[int, ...] | None]] = {

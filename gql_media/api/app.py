@@ -17,13 +17,13 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from gql_media.adapters.events import EventHub
 from gql_media.api.context import Context, media_base_url
+from gql_media.api.downloads import media_route, static_files
 from gql_media.api.schema import build_schema
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.errors import ErrorCode
@@ -239,16 +239,6 @@ def asset_json(media: MediaAsset) -> dict[str, Any]:
     }
 
 
-class MediaFiles(StaticFiles):
-    """Stored media with long-lived caching: a URL's content never changes once published."""
-
-    def file_response(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().file_response(*args, **kwargs)
-        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
-
-
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -296,7 +286,6 @@ def create_app(
     fake_redis_server: Any | None = None,
 ) -> Starlette:
     """The api. ``background`` runs beside it for the app's lifetime (the embedded worker)."""
-    storage_dir = settings.effective_storage_dir
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -326,10 +315,10 @@ def create_app(
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
             Route("/uploads", upload, methods=["POST"]),
-            Mount("/graphiql-assets", MediaFiles(directory=GRAPHIQL_ASSETS), name="graphiql"),
+            Mount("/graphiql-assets", static_files(GRAPHIQL_ASSETS), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Mount("/media", MediaFiles(directory=storage_dir, check_dir=False), name="media"),
+            media_route(settings),
         ],
         lifespan=lifespan,
     )

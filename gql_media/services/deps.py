@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gql_media.adapters.events import EventPublisher
 from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
-from gql_media.adapters.storage import LocalStorage
+from gql_media.adapters.storage import Storage
 from gql_media.settings import Settings
 
 
@@ -18,7 +18,7 @@ from gql_media.settings import Settings
 class Deps:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
-    storage: LocalStorage
+    storage: Storage
     publisher: EventPublisher
     queue: JobQueue
     providers: Mapping[str, ImageProvider]

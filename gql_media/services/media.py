@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,12 +237,15 @@ async def create_processing_job(
     )
 
 
-async def source_path(deps: Deps, parameters: dict[str, Any]) -> Path:
-    """The local file of a processing job's source; MediaError if it is gone."""
-    row = await upload_row(deps, str(parameters.get("mediaId", "")))
+@asynccontextmanager
+async def source_file(deps: Deps, media_id: str) -> AsyncIterator[Path]:
+    """A local file with the content of an upload, for the duration of the block;
+    MediaError NOT_FOUND if the upload or its file is gone."""
+    row = await upload_row(deps, media_id)
     if row is None:
         raise MediaError(ErrorCode.NOT_FOUND, "the source media no longer exists")
-    path = deps.storage.path_for(row.storage_key)
-    if not path.is_file():
-        raise MediaError(ErrorCode.NOT_FOUND, "the source media file is missing")
-    return path
+    try:
+        async with deps.storage.local_copy(row.storage_key) as path:
+            yield path
+    except FileNotFoundError as exc:
+        raise MediaError(ErrorCode.NOT_FOUND, "the source media file is missing") from exc

@@ -8,6 +8,7 @@ types, reporting every problem with the path of the field at fault.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from gql_media.adapters.providers import ProviderContext
 from gql_media.domain import JobKind, JobSnapshot
 from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
 from gql_media.services.deps import Deps
-from gql_media.services.media import create_processing_job, source_path, upload_row
+from gql_media.services.media import create_processing_job, source_file, upload_row
 from gql_media.settings import Settings
 
 T = TypeVar("T")
@@ -311,22 +312,39 @@ async def run_processing(
     deps: Deps, kind: JobKind, parameters: dict[str, Any], context: ProviderContext
 ) -> tuple[list[Produced], dict[str, Any] | None]:
     """Carry out a processing job: its outputs and, for videoMetadata, its result."""
-    source = await source_path(deps, parameters)
-    interval = deps.settings.progress_interval
-    await context.progress(0.0)
-    if kind is JobKind.PROCESS_IMAGE:
-        raw = parameters.get("variants")
-        variants = image_variants(deps.settings, raw, (await _watermark_paths(deps, raw)).get)
-        images = await _in_thread(
-            context,
-            interval,
-            lambda report: image_ops.process_image(
-                source, variants, max_pixels=deps.settings.max_image_pixels, progress=report
-            ),
+    async with contextlib.AsyncExitStack() as files:
+        source = await files.enter_async_context(
+            source_file(deps, str(parameters.get("mediaId", "")))
         )
-        return [
-            Produced(i.name, i.content_type, i.width, i.height, data=i.data) for i in images
-        ], None
+        await context.progress(0.0)
+        if kind is JobKind.PROCESS_IMAGE:
+            raw = parameters.get("variants")
+            marks = {
+                media_id: await files.enter_async_context(source_file(deps, media_id))
+                for media_id in await _watermark_ids(deps, raw)
+            }
+            return await _process_image(
+                deps, source, image_variants(deps.settings, raw, marks.get), context
+            ), None
+        return await _process_video(deps, source, parameters, context)
+
+
+async def _process_image(
+    deps: Deps, source: Path, variants: list[image_ops.Variant], context: ProviderContext
+) -> list[Produced]:
+    images = await _in_thread(
+        context,
+        deps.settings.progress_interval,
+        lambda report: image_ops.process_image(
+            source, variants, max_pixels=deps.settings.max_image_pixels, progress=report
+        ),
+    )
+    return [Produced(i.name, i.content_type, i.width, i.height, data=i.data) for i in images]
+
+
+async def _process_video(
+    deps: Deps, source: Path, parameters: dict[str, Any], context: ProviderContext
+) -> tuple[list[Produced], dict[str, Any] | None]:
     operations = video_operations(deps.settings, parameters.get("operations"))
     produced: list[Produced] = []
     result: dict[str, Any] | None = None
@@ -336,31 +354,33 @@ async def run_processing(
             info = await asyncio.to_thread(video.probe_media, source)
             result = info.to_dict()
             continue
-        produced.append(await _video_op(deps, source, op, context, interval, share))
+        produced.append(
+            await _video_op(deps, source, op, context, deps.settings.progress_interval, share)
+        )
     return produced, result
 
 
-async def _watermark_paths(deps: Deps, variants: Any) -> dict[str, Path]:
-    """Files of the image uploads that imageWatermark operations name."""
+async def _watermark_ids(deps: Deps, variants: Any) -> set[str]:
+    """Ids of the image uploads that imageWatermark operations name."""
     ids: set[str] = set()
     for variant in variants if isinstance(variants, list) else []:
         for op in (variant.get("operations") or []) if isinstance(variant, dict) else []:
             mark = op.get("imageWatermark") if isinstance(op, dict) else None
             if isinstance(mark, dict) and isinstance(mark.get("mediaId"), str):
                 ids.add(mark["mediaId"])
-    paths: dict[str, Path] = {}
+    found: set[str] = set()
     for media_id in ids:
         row = await upload_row(deps, media_id)
         if row is not None and (row.info or {}).get("kind") == "image":
-            paths[media_id] = deps.storage.path_for(row.storage_key)
-    return paths
+            found.add(media_id)
+    return found
 
 
 async def create_process_image_job(
     deps: Deps, media_id: str, variants: Any, idempotency_key: str | None = None
 ) -> JobSnapshot:
-    paths = await _watermark_paths(deps, variants)
-    image_variants(deps.settings, variants, paths.get)
+    known = await _watermark_ids(deps, variants)
+    image_variants(deps.settings, variants, lambda media_id: Path() if media_id in known else None)
     return await create_processing_job(
         deps, JobKind.PROCESS_IMAGE, media_id, {"variants": variants}, idempotency_key
     )
