@@ -281,3 +281,36 @@ async def test_process_video_refuses_an_image(server: LiveServer) -> None:
     )
     errors = body["data"]["processVideo"]["userErrors"]
     assert [(e["field"], e["code"]) for e in errors] == [("mediaId", "UNSUPPORTED_MEDIA_TYPE")]
+
+
+async def test_hostile_names_and_bombs_write_nothing_outside_the_root(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    from gql_media.adapters import redis as redis_adapter
+    from tests.support import start_server
+
+    settings = settings_factory(max_image_pixels=100_000)
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    before = {p for p in tmp_path.rglob("*")}
+    async with start_server(settings, fake, with_worker=False) as live:
+        named = await upload_multipart(live, jpeg(64, 48), "../../../etc/passwd.jpg", "image/jpeg")
+        media = named.json()["data"]["uploadMedia"]["media"]
+        assert media["filename"] == "passwd.jpg"
+        assert "/uploads/" in media["url"] and ".." not in media["url"]
+        streamed = await upload_stream(live, jpeg(64, 48), "..%2F..%2Fescape.jpg")
+        assert streamed.status_code == 201 and streamed.json()["media"]["filename"] == "escape.jpg"
+
+        # a 1000x1000 PNG is small on disk but over the pixel limit: refused from its header
+        bomb = io.BytesIO()
+        Image.new("L", (1000, 1000)).save(bomb, "PNG")
+        refused = await upload_stream(live, bomb.getvalue(), "bomb.png")
+        assert refused.status_code == 422
+        assert refused.json()["userErrors"][0]["code"] == "TOO_MANY_PIXELS"
+        traversal = await live.http.get(f"{live.url}/media/..%2F..%2Fgql_media.db")
+        assert traversal.status_code == 404
+    root = settings.effective_storage_dir
+    created = {p for p in tmp_path.rglob("*") if p not in before and p.is_file()}
+    assert created and all(
+        p.is_relative_to(root) or p.suffix in (".db", ".db-journal") for p in created
+    )
+    assert len([p for p in root.rglob("*") if p.is_file()]) == 2
