@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -52,6 +55,81 @@ def animated_gif(frames: int = 4, size: tuple[int, int] = (120, 80)) -> bytes:
     out = io.BytesIO()
     images[0].save(out, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
     return out.getvalue()
+
+
+def encoded(image: Image.Image, format: str, **options: object) -> bytes:
+    """``image`` saved as ``format`` with Pillow's save ``options``."""
+    out = io.BytesIO()
+    image.save(out, format, **options)
+    return out.getvalue()
+
+
+def animation(
+    colours: Sequence[tuple[int, ...]],
+    durations: Sequence[int],
+    size: tuple[int, int] = (120, 80),
+    format: str = "GIF",
+) -> bytes:
+    """One solid frame per colour, each shown for its duration in ms."""
+    mode = "RGBA" if len(colours[0]) == 4 else "RGB"
+    images = [Image.new(mode, size, colour) for colour in colours]
+    return encoded(
+        images[0],
+        format,
+        save_all=True,
+        append_images=images[1:],
+        duration=list(durations),
+        loop=0,
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def blank_png(width: int, height: int, pixel_data: bool = True) -> bytes:
+    """A black 1-bit PNG written row by row, so a few KB can declare a huge picture; without
+    ``pixel_data`` it is the header alone."""
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))]
+    if pixel_data:
+        compressor = zlib.compressobj(9)
+        row = b"\x00" * (1 + (width + 7) // 8)  # filter type, then 8 pixels a byte
+        data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+        chunks.append(_png_chunk(b"IDAT", data))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks) + _png_chunk(b"IEND", b"")
+
+
+def quadrant_video(path: Path, width: int = 64, height: int = 48, frames: int = 10) -> Path:
+    """An H.264 MP4 (10 fps, no sound) whose every frame shows ``quadrants``."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        picture = quadrants(width, height)
+        for index in range(frames):
+            frame = VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def rotate_video(path: Path, degrees: int) -> Path:
+    """Make players turn the first track of an MP4 ``degrees`` clockwise, as phones do: its
+    ``tkhd`` display matrix is rewritten in place."""
+    one, minus_one, w = 0x10000, 0xFFFF0000, 0x40000000
+    matrices = {
+        0: (one, 0, 0, 0, one, 0, 0, 0, w),
+        90: (0, one, 0, minus_one, 0, 0, 0, 0, w),
+        180: (minus_one, 0, 0, 0, minus_one, 0, 0, 0, w),
+        270: (0, minus_one, 0, one, 0, 0, 0, 0, w),
+    }
+    data = bytearray(path.read_bytes())
+    box = data.index(b"tkhd")
+    # version 1 boxes carry 64-bit times: 12 more bytes before the matrix
+    start = box + 4 + (52 if data[box + 4] == 1 else 40)
+    data[start : start + 36] = struct.pack(">9I", *matrices[degrees])
+    path.write_bytes(bytes(data))
+    return path
 
 
 def make_video(

@@ -45,6 +45,7 @@ CONTENT_TYPES = {
     "BMP": "image/bmp",
 }
 OUTPUT_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF")
+_ANIMATED_FORMATS = ("WEBP", "PNG")  # output formats written with every frame
 DEFAULT_QUALITY = {"JPEG": 85, "WEBP": 80, "AVIF": 60}
 MAX_FRAMES = 1000
 # (offset, magic): the signatures of the formats accepted as images
@@ -168,7 +169,8 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a supported image")
     try:
         image = Image.open(path)
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own limit; its warning is an exception where warnings are errors
         raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"the picture is too large: {exc}") from exc
     except Exception as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
@@ -237,7 +239,7 @@ def _resize_plan(
         return (tw, th), None
     scales = [s for s in (box_w / w if box_w else None, box_h / h if box_h else None) if s]
     scale = max(scales) if op.fit == "cover" and len(scales) == 2 else min(scales)
-    if not op.upscale:
+    if not op.upscale or op.fit == "inside":
         scale = min(scale, 1.0)
     scaled = (max(1, round(w * scale)), max(1, round(h * scale)))
     if box_w and box_h and op.fit == "cover":
@@ -276,12 +278,19 @@ def _decode(path: Path, variants: Sequence[Variant], max_pixels: int) -> Image.I
                 image.draft(image.mode if image.mode in ("RGB", "L") else "RGB", stored)
         try:
             image.load()
-            decoded = ImageOps.exif_transpose(image)
+            decoded = _eight_bit(ImageOps.exif_transpose(image))
             if decoded.mode not in ("RGB", "RGBA", "L", "LA"):
                 decoded = decoded.convert("RGBA" if _has_alpha(decoded) else "RGB")
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
     return decoded
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit greyscale scaled to 8 bits: Pillow's own conversion clips it at 255 instead."""
+    if not image.mode.startswith("I;16"):
+        return image
+    return image.convert("I").point(lambda value: value / 257).convert("L")
 
 
 def _frames(path: Path, max_pixels: int) -> Iterator[tuple[Image.Image, int]]:
@@ -320,12 +329,12 @@ def _resize(image: Image.Image, op: Resize, max_pixels: int) -> Image.Image:
 
 
 def _crop(image: Image.Image, op: Crop) -> Image.Image:
-    right = min(image.width, op.left + op.width)
-    bottom = min(image.height, op.top + op.height)
-    if op.left >= image.width or op.top >= image.height or right <= op.left:
+    right, bottom = op.left + op.width, op.top + op.height
+    inside = 0 <= op.left < right <= image.width and 0 <= op.top < bottom <= image.height
+    if not inside:
         raise MediaError(
             ErrorCode.PROCESSING_FAILED,
-            f"the crop lies outside the {image.width}x{image.height} picture",
+            f"the crop does not lie inside the {image.width}x{image.height} picture",
         )
     return image.crop((op.left, op.top, right, bottom))
 
@@ -407,7 +416,7 @@ def _text_watermark(image: Image.Image, op: TextWatermark) -> Image.Image:
 def _image_watermark(image: Image.Image, op: ImageWatermark, max_pixels: int) -> Image.Image:
     with _open(op.source, max_pixels) as opened:
         try:
-            mark = ImageOps.exif_transpose(opened).convert("RGBA")
+            mark = _eight_bit(ImageOps.exif_transpose(opened)).convert("RGBA")
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the watermark file is damaged") from exc
     width = max(1, round(image.width * op.scale))
@@ -444,7 +453,7 @@ def _output_format(output: Output, source_format: str, animated: bool) -> str:
     if output.format is not None:
         return output.format
     if animated:
-        return "WEBP"
+        return source_format if source_format in _ANIMATED_FORMATS else "WEBP"
     return source_format if source_format in OUTPUT_FORMATS else "PNG"
 
 
@@ -470,7 +479,10 @@ def _save_options(fmt: str, output: Output, source: Image.Image) -> dict[str, ob
         options["method"] = 4
     if "icc_profile" in source.info:
         options["icc_profile"] = source.info["icc_profile"]
-    if not output.strip_metadata:
+    if output.strip_metadata:
+        if fmt == "JPEG":
+            options["comment"] = b""  # Pillow copies the source's comment otherwise
+    else:
         exif = source.getexif()
         exif[0x0112] = 1  # the pixels are upright now
         options["exif"] = exif.tobytes()
@@ -535,7 +547,7 @@ def process_image(
     results: list[ProcessedImage] = []
     for index, variant in enumerate(variants):
         fmt = _output_format(variant.output, info.format, animated)
-        if animated and fmt in ("WEBP", "PNG"):
+        if animated and fmt in _ANIMATED_FORMATS:
             data, size = _animated(source, variant, fmt, max_pixels)
         else:
             image = decoded

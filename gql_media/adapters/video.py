@@ -245,9 +245,10 @@ def video_thumbnail(
             container.seek(round(target / stream.time_base), stream=stream, backward=True)
         chosen: VideoFrame | None = None
         for frame in container.decode(stream):
-            chosen = frame
-            if frame.time is not None and frame.time >= target - 1e-3:
+            # the frame on screen at ``target``: the last one that starts by then
+            if chosen is not None and frame.time is not None and frame.time > target + 1e-3:
                 break
+            chosen = frame
         if chosen is None:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "no frame could be decoded at that time")
         image = _upright(_to_image(chosen), _rotation(chosen))
