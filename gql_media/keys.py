@@ -24,3 +24,8 @@ def arq_job_id(job_id: str, version: int) -> str:
 def wake_channel(namespace: str) -> str:
     """Pub/sub channel that wakes idle workers as soon as a job is enqueued."""
     return f"{namespace}:wake"
+
+
+def provider_nudge_channel(namespace: str) -> str:
+    """Pub/sub channel telling workers a provider-side prediction changed (a webhook came)."""
+    return f"{namespace}:provider-nudge"

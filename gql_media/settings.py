@@ -81,6 +81,24 @@ class Settings(BaseSettings):
     mock_steps: int = Field(default=4, ge=1)
     mock_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
+    # the replicate provider; jobs for it fail validation until a token is set
+    replicate_api_token: SecretStr | None = None
+    replicate_base_url: str = "https://api.replicate.com"
+    replicate_model: str = "black-forest-labs/flux-schnell"
+    replicate_webhook_secret: SecretStr | None = None
+    replicate_wait: int = Field(default=5, ge=0, le=60)
+    replicate_poll_interval: float = Field(default=0.5, gt=0)
+    replicate_poll_max_interval: float = Field(default=5.0, gt=0)
+
+    # the openai provider: OpenAI's images API, or any server speaking it
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-image-1"
+    openai_response_format: Literal["b64_json", "url"] | None = None
+
+    # images fetched from a provider's URLs
+    max_download_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+
     # subscriptions
     subscriber_queue_size: int = Field(default=256, ge=1)
     # re-read jobs finished lately whose event was lost (a worker killed between its

@@ -70,14 +70,14 @@ class LiveServer:
 
 @asynccontextmanager
 async def start_server(
-    settings: Settings, fake_redis_server: Any, *, with_worker: bool
+    settings: Settings, fake_redis_server: Any, *, with_worker: bool, port: int | None = None
 ) -> AsyncIterator[LiveServer]:
     app = create_app(
         settings,
         background=running_worker if with_worker else None,
         fake_redis_server=fake_redis_server,
     )
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -22,10 +22,12 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from gql_media.adapters.events import EventHub
+from gql_media.adapters.providers.replicate import WEBHOOK_PATH
 from gql_media.api.context import Context, media_base_url
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.schema import build_schema
 from gql_media.api.types import MediaAsset, asset_from_snapshot
+from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
@@ -315,6 +317,7 @@ def create_app(
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
             Route("/uploads", upload, methods=["POST"]),
+            Route(WEBHOOK_PATH, replicate_webhook, methods=["POST"]),
             Mount("/graphiql-assets", static_files(GRAPHIQL_ASSETS), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -418,7 +419,22 @@ async def cancel_job(deps: Deps, job_id: str) -> JobSnapshot:
             raise InvalidState("job changed state while canceling; try again")
     snapshot = job_snapshot(updated)
     await deps.publisher.publish(snapshot)
+    if updated.external_id is not None:
+        await _cancel_at_provider(deps, updated.provider, updated.external_id)
     return snapshot
+
+
+async def _cancel_at_provider(deps: Deps, provider_name: str, external_id: str) -> None:
+    """Stop the provider-side work of a canceled job (a Replicate prediction), so it is
+    not paid for; best effort and bounded in time."""
+    cancel = getattr(deps.providers.get(provider_name), "cancel", None)
+    if cancel is None:
+        return
+    try:
+        async with asyncio.timeout(10):
+            await cancel(external_id)
+    except Exception as exc:
+        log.warning("could not cancel %s at %s: %s", external_id, provider_name, exc)
 
 
 async def retry_job(deps: Deps, job_id: str) -> JobSnapshot:

@@ -97,16 +97,27 @@ class GqlMediaWorker(Worker):
         while True:
             pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(keys.wake_channel(namespace))
+                wake, nudge = keys.wake_channel(namespace), keys.provider_nudge_channel(namespace)
+                await pubsub.subscribe(wake, nudge)
                 delay = 0.1
-                async for _ in pubsub.listen():
-                    self._wake.set()
+                async for message in pubsub.listen():
+                    if _text(message.get("channel")) == nudge:
+                        self._nudge_providers(_text(message.get("data")))
+                    else:
+                        self._wake.set()
             except (RedisError, OSError) as exc:
                 log.warning("wake-up listener lost Redis: %s", exc)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _nudge_providers(self, external_id: str) -> None:
+        """A webhook said this provider-side work changed: whoever waits on it looks now."""
+        for provider in self.deps.providers.values():
+            nudge = getattr(provider, "nudge", None)
+            if nudge is not None:
+                nudge(external_id)
 
     async def _reconcile_forever(self, interval: float) -> None:
         at_startup = True
@@ -142,6 +153,10 @@ class GqlMediaWorker(Worker):
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @contextlib.asynccontextmanager

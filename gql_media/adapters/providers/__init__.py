@@ -35,7 +35,16 @@ class ProviderContext(Protocol):
 
 
 class ImageProvider(Protocol):
-    """What the job runner needs of a provider."""
+    """What the job runner needs of a provider.
+
+    Optional hooks, looked up with ``getattr`` because not every provider has them:
+
+    - ``async def cancel(self, external_id: str) -> None``: stop the provider-side work
+      saved with ``save_external_id`` once its job was canceled; never raises.
+    - ``def nudge(self, external_id: str) -> None``: the provider reported a change of that
+      work (a webhook); stop waiting for the next poll and look now.
+    - ``async def aclose(self) -> None``: release clients at process exit.
+    """
 
     name: str
 
