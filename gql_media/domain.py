@@ -195,6 +195,22 @@ def _asset_from_dict(data: dict[str, Any]) -> AssetSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    description: str
+    max_outputs: int
+    sizes: tuple[str, ...] = ()  # "WxH" the model accepts; empty: any within the limits
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    name: str
+    configured: bool
+    default_model: str
+    models: tuple[ModelInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GenerateImageRequest:
     """What a provider needs to make images; built from a validated job row."""
 

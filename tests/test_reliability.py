@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from arq.constants import in_progress_key_prefix
+from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
 from gql_media import keys
@@ -293,3 +294,43 @@ async def test_worker_crash_at_each_point_finishes_the_job_once(
         assert await _asset_count(runtime, job.id) == 2
         files = sorted(p.name for p in (proc_settings.effective_storage_dir / "jobs").rglob("*.*"))
         assert files == ["0.png", "1.png"]
+
+
+@pytest.mark.integration
+@integration
+@pytest.mark.timeout(90)
+async def test_worker_killed_while_waiting_on_a_prediction_resumes_it(
+    proc_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.fakes.replicate_server import Script, running_replicate
+
+    async with running_replicate(script=Script(advance_on_get=False)) as fake:
+        settings = proc_settings.model_copy(
+            update={"replicate_api_token": SecretStr(fake.token), "replicate_base_url": fake.url}
+        )
+        env = {
+            **_env(settings),
+            "GQL_MEDIA_REPLICATE_API_TOKEN": fake.token,
+            "GQL_MEDIA_REPLICATE_BASE_URL": fake.url,
+            "GQL_MEDIA_REPLICATE_POLL_INTERVAL": "0.05",
+            "GQL_MEDIA_REPLICATE_POLL_MAX_INTERVAL": "0.1",
+        }
+        async with open_runtime(settings) as runtime:
+            job = await create_image_job(
+                runtime.deps, NewImageJob(prompt="a fox", provider="replicate", width=64)
+            )
+            with worker_process(env, tmp_path / "w1.log") as first:
+                prediction = await fake.wait_for_prediction()
+                await fake.polled.wait()  # the id is saved on the job before the first poll
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+            waiting = await get_job(runtime.deps, job.id)
+            assert waiting is not None and waiting.status is JobStatus.RUNNING
+            await fake.advance(prediction.id, to_end=True)
+            with worker_process(env, tmp_path / "w2.log"):
+                await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
+            done = await get_job(runtime.deps, job.id)
+    assert done is not None
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error
+    assert len(fake.creates) == 1  # the rerun resumed the prediction, it did not pay again
+    assert len(done.outputs) == 1

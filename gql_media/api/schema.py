@@ -29,6 +29,8 @@ from gql_media.api.types import (
     JobPayload,
     MediaAsset,
     PageInfo,
+    Provider,
+    ProviderModel,
     UserError,
     asset_from_snapshot,
     job_from_snapshot,
@@ -69,6 +71,28 @@ class Query:
     async def job(self, info: Info, job_id: IdArgument) -> Job | None:
         snapshot = await job_service.get_job(info.context.deps, job_id)
         return _job(info, snapshot) if snapshot is not None else None
+
+    @strawberry.field(description="The image providers, their models and their limits.")
+    def providers(self, info: Info) -> list[Provider]:
+        deps = info.context.deps
+        return [
+            Provider(
+                name=p.name,
+                configured=p.configured,
+                default_model=p.default_model,
+                models=[
+                    ProviderModel(
+                        name=m.name,
+                        description=m.description,
+                        max_outputs=m.max_outputs,
+                        sizes=list(m.sizes),
+                    )
+                    for m in p.models
+                ],
+                is_default=p.name == deps.settings.default_provider,
+            )
+            for p in job_service.describe_providers(deps)
+        ]
 
     @strawberry.field(description="An uploaded file by id; null when unknown or malformed.")
     async def media(self, info: Info, media_id: IdArgument) -> MediaAsset | None:

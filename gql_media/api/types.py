@@ -200,3 +200,26 @@ class GenerateImagePayload:
 class JobPayload:
     job: Job | None
     user_errors: list[UserError]
+
+
+@strawberry.type(description="A model a provider offers, with the limits checked up front.")
+class ProviderModel:
+    name: str
+    description: str
+    max_outputs: int = strawberry.field(description="Most images in one request.")
+    sizes: list[str] = strawberry.field(
+        description="Sizes (WxH) the model accepts; empty when any size within the limits is."
+    )
+
+
+@strawberry.type(description="An image provider this service can run.")
+class Provider:
+    name: str
+    configured: bool = strawberry.field(
+        description="False until its settings (token, base URL) are given; jobs are refused."
+    )
+    default_model: str = strawberry.field(description="Used when a request names no model.")
+    models: list[ProviderModel] = strawberry.field(
+        description="Well-known models and their limits; remote providers accept others too."
+    )
+    is_default: bool = strawberry.field(description="Used when a request names no provider.")

@@ -26,6 +26,7 @@ from gql_media.domain import (
     JobSnapshot,
     JobStatus,
     OutputFormat,
+    ProviderInfo,
     decode_id,
 )
 from gql_media.errors import (
@@ -189,6 +190,11 @@ def _seed_for(job: NewImageJob) -> int:
 async def _load(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
     stmt = select(JobRow).where(JobRow.id == job_id).options(selectinload(JobRow.outputs))
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def describe_providers(deps: Deps) -> list[ProviderInfo]:
+    """Every provider this process knows, configured or not, by name."""
+    return [deps.providers[name].describe() for name in sorted(deps.providers)]
 
 
 async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:

@@ -95,6 +95,7 @@ class FakeReplicate:
     faults: Faults = field(default_factory=Faults)
     created: asyncio.Event = field(default_factory=asyncio.Event)
     canceled: asyncio.Event = field(default_factory=asyncio.Event)
+    polled: asyncio.Event = field(default_factory=asyncio.Event)
     _seeds: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def fail(
@@ -186,6 +187,7 @@ class FakeReplicate:
             return self._unauthenticated()
         prediction_id = request.path_params["id"]
         self.gets.append(prediction_id)
+        self.polled.set()
         if (fault := await self.faults.take("get")) is not None:
             return fault
         prediction = self.predictions.get(prediction_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gql_media.domain import GeneratedImage, GenerateImageRequest
+from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
 from gql_media.errors import UserError
 
 
@@ -47,6 +47,10 @@ class ImageProvider(Protocol):
     """
 
     name: str
+
+    def describe(self) -> ProviderInfo:
+        """Whether the provider is configured, and its models with their limits."""
+        ...
 
     def validate(self, request: GenerateImageRequest) -> list[UserError]:
         """Problems with ``request`` for this provider, found before anything is queued."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from gql_media.adapters import imaging
-from gql_media.adapters.providers import ProviderContext
-from gql_media.domain import GeneratedImage, GenerateImageRequest
+from gql_media.adapters.providers import ProviderContext, catalogue
+from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
 from gql_media.errors import UserError
 
 
@@ -18,6 +18,9 @@ class LocalProvider:
     def __init__(self, steps: int = 8, step_delay: float = 0.0) -> None:
         self._steps = max(steps, 2)
         self._step_delay = step_delay
+
+    def describe(self) -> ProviderInfo:
+        return catalogue.describe(self.name, True, "painting", catalogue.LOCAL_MODELS)
 
     def validate(self, request: GenerateImageRequest) -> list[UserError]:
         return []

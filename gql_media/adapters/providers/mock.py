@@ -16,8 +16,8 @@ import random
 from typing import Any
 
 from gql_media.adapters import imaging
-from gql_media.adapters.providers import ProviderContext
-from gql_media.domain import GeneratedImage, GenerateImageRequest
+from gql_media.adapters.providers import ProviderContext, catalogue
+from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
 from gql_media.errors import (
     ErrorCode,
     PermanentProviderError,
@@ -48,6 +48,9 @@ class MockProvider:
         self._delay_ms = delay_ms
         self._steps = steps
         self._failure_rate = failure_rate
+
+    def describe(self) -> ProviderInfo:
+        return catalogue.describe(self.name, True, "mock", catalogue.MOCK_MODELS)
 
     def validate(self, request: GenerateImageRequest) -> list[UserError]:
         try:

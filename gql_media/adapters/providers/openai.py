@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from gql_media.adapters import http
-from gql_media.adapters.providers import ProviderContext
-from gql_media.domain import GeneratedImage, GenerateImageRequest
+from gql_media.adapters.providers import ProviderContext, catalogue
+from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
 from gql_media.errors import ErrorCode, PermanentProviderError, UserError
 from gql_media.settings import Settings
 
@@ -90,7 +90,19 @@ class OpenAIProvider:
                     "negativePrompt",
                 )
             ]
-        return []
+        if not self._is_openai:  # a self-hosted server decides what its models accept
+            return []
+        model = request.model or self._model
+        return catalogue.check_model_limits(request, model, catalogue.OPENAI_MODELS)
+
+    @property
+    def _is_openai(self) -> bool:
+        return self._url is not None and httpx.URL(self._url).host == "api.openai.com"
+
+    def describe(self) -> ProviderInfo:
+        return catalogue.describe(
+            self.name, self._url is not None, self._model, catalogue.OPENAI_MODELS
+        )
 
     async def generate(
         self, request: GenerateImageRequest, context: ProviderContext

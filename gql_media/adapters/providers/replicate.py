@@ -30,8 +30,8 @@ import httpx
 import orjson
 
 from gql_media.adapters import http
-from gql_media.adapters.providers import ProviderContext
-from gql_media.domain import GeneratedImage, GenerateImageRequest, OutputFormat
+from gql_media.adapters.providers import ProviderContext, catalogue
+from gql_media.domain import GeneratedImage, GenerateImageRequest, OutputFormat, ProviderInfo
 from gql_media.errors import (
     ErrorCode,
     JobCanceled,
@@ -244,11 +244,17 @@ class ReplicateProvider:
                     "provider",
                 )
             ]
+        model = request.model or self._model
         try:
-            parse_model(request.model or self._model)
+            parse_model(model)
         except ValueError as exc:
             return [UserError(ErrorCode.INVALID_ARGUMENT, str(exc), "model")]
-        return []
+        return catalogue.check_model_limits(request, model, catalogue.REPLICATE_MODELS)
+
+    def describe(self) -> ProviderInfo:
+        return catalogue.describe(
+            self.name, self.configured, self._model, catalogue.REPLICATE_MODELS
+        )
 
     async def generate(
         self, request: GenerateImageRequest, context: ProviderContext
