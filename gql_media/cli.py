@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from gql_media.settings import Settings
 
 log = logging.getLogger("gql_media")
@@ -22,6 +24,7 @@ def _configure_logging(settings: Settings) -> None:
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _require_servers(settings: Settings, command: str) -> None:
@@ -59,6 +62,56 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     app = create_app(settings, background=running_worker)
     log.info("GraphiQL: http://%s:%d/graphql", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=10, log_config=None)
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
+    """Create, list and revoke API keys, straight in the database."""
+    if settings.embedded:
+        from gql_media.db.migrate import upgrade
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.effective_database_url)
+    sys.exit(asyncio.run(_keys(settings, args)))
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from gql_media.errors import UserError
+    from gql_media.runtime import open_runtime
+    from gql_media.services import auth
+
+    async with open_runtime(settings) as runtime:
+        deps = runtime.deps
+        if args.action == "create":
+            if not args.name:
+                print("error: keys create needs --name", file=sys.stderr)
+                return 2
+            try:
+                info, key = await auth.create_key(deps, args.name, admin=args.admin)
+            except UserError as exc:
+                print(f"error {exc.code.value}: {exc.message}", file=sys.stderr)
+                return 2
+            kind = "admin key" if info.admin else "key"
+            print(
+                f"created {kind} {info.name!r} ({info.id}); it is shown only once:", file=sys.stderr
+            )
+            print(key)
+            return 0
+        if args.action == "list":
+            for item in await auth.list_keys(deps):
+                state = "revoked" if item.revoked else "active"
+                role = "admin" if item.admin else "user"
+                created = item.created_at[:19]
+                print(f"{item.id}  {item.prefix}…  {role:5}  {state:7}  {created}  {item.name}")
+            return 0
+        target = args.name or args.target
+        if not target:
+            print("error: keys revoke needs a key name or id", file=sys.stderr)
+            return 2
+        if not await auth.revoke_key(deps, target):
+            print(f"error NOT_FOUND: no active key {target!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {target}", file=sys.stderr)
+        return 0
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
@@ -307,6 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(generate)
     generate.set_defaults(func=cmd_generate)
 
+    keys = commands.add_parser(
+        "keys",
+        help="create, list or revoke API keys (talks to the database)",
+        epilog="exit status: 0 done, 1 no such key, 2 bad request",
+    )
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("target", nargs="?", help="revoke: the key's name or id")
+    keys.add_argument("--name", help="create: a name for the key (unique)")
+    keys.add_argument("--admin", action="store_true", help="create: the key sees every owner")
+    keys.set_defaults(func=cmd_keys)
+
     jobs = commands.add_parser("jobs", help="list, show, cancel or retry jobs")
     jobs.add_argument("action", choices=["list", "show", "cancel", "retry"])
     jobs.add_argument("id", nargs="?")
@@ -319,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        sys.exit(f"gql-media: invalid settings: {problems}")
     _configure_logging(settings)
     args.func(settings, args)

@@ -145,6 +145,7 @@ class JobSnapshot:
     finished_at: datetime | None = None
     outputs: tuple[AssetSnapshot, ...] = field(default_factory=tuple)
     result: dict[str, Any] | None = None  # what a job found out, e.g. a video's metadata
+    owner: str | None = None  # hex id of the API key that owns the job; None: auth is off
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -184,6 +185,7 @@ class JobSnapshot:
             finished_at=when("finished_at"),
             outputs=tuple(_asset_from_dict(a) for a in data.get("outputs") or ()),
             result=data.get("result"),
+            owner=data.get("owner"),
         )
 
 
@@ -208,6 +210,30 @@ class ProviderInfo:
     configured: bool
     default_model: str
     models: tuple[ModelInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: an API key, or anyone when auth is off (who then sees everything)."""
+
+    key_id: uuid.UUID | None
+    admin: bool
+    name: str = "anonymous"
+
+    @property
+    def owner(self) -> str | None:
+        """The owner recorded on what this principal creates."""
+        return self.key_id.hex if self.key_id is not None else None
+
+    def can_see(self, owner: str | uuid.UUID | None) -> bool:
+        if self.admin:
+            return True
+        if owner is None or self.key_id is None:
+            return False
+        return (owner if isinstance(owner, str) else owner.hex) == self.key_id.hex
+
+
+ANONYMOUS = Principal(None, admin=True)
 
 
 @dataclass(frozen=True, slots=True)

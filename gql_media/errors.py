@@ -32,9 +32,15 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     INVALID_STATE = "INVALID_STATE"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_ACTIVE_JOBS = "TOO_MANY_ACTIVE_JOBS"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     # request level (top-level GraphQL errors)
     BAD_REQUEST = "BAD_REQUEST"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN_ORIGIN = "FORBIDDEN_ORIGIN"
+    QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
+    INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
     PREFLIGHT_REQUIRED = "PREFLIGHT_REQUIRED"
     INVALID_CURSOR = "INVALID_CURSOR"
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
@@ -52,6 +58,7 @@ class ErrorCode(StrEnum):
     PROVIDER_REJECTED = "PROVIDER_REJECTED"
     PROVIDER_CANCELED = "PROVIDER_CANCELED"
     PROVIDER_BAD_OUTPUT = "PROVIDER_BAD_OUTPUT"
+    OUTBOUND_BLOCKED = "OUTBOUND_BLOCKED"
     JOB_TIMEOUT = "JOB_TIMEOUT"
     WORKER_LOST = "WORKER_LOST"
     # media (userErrors on upload, or Job.error of processing jobs)
@@ -77,9 +84,17 @@ class GqlMediaError(Exception):
 class UserError(GqlMediaError):
     """A problem with the request that the client can fix; ``field`` names the input."""
 
-    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, code=code)
         self.field = field
+        self.retry_after = retry_after
 
 
 class NotFound(UserError):

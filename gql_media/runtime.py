@@ -17,6 +17,7 @@ from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventPublisher
 from gql_media.adapters.providers.registry import build_providers
 from gql_media.adapters.queue import JobQueue
+from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage_factory import build_storage
 from gql_media.db.engine import create_engine, create_sessionmaker
 from gql_media.services.deps import Deps
@@ -53,6 +54,7 @@ async def open_runtime(
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),
         providers=build_providers(settings),
+        limiter=RateLimiter(redis, settings.redis_namespace),
     )
     try:
         yield Runtime(settings, engine, redis, deps, fake_redis_server)

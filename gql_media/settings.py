@@ -7,10 +7,10 @@ embedded: SQLite under the data directory and an in-process Redis stand-in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -34,12 +34,31 @@ class Settings(BaseSettings):
     redis_namespace: str = "gql_media"
     public_url: str | None = None
     debug: bool = False
+    # production: auth required, introspection off unless asked for, no debug
+    env: Literal["development", "production"] = "development"
+
+    # who may ask: "off" (anyone, sees everything) or "required" (API keys)
+    auth: Literal["off", "required"] = "off"
+    # signs media URLs when auth is required; every api process needs the same one
+    secret_key: SecretStr | None = None
+    media_url_ttl: float = Field(default=3600.0, gt=0)
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    rate_limit_per_minute: float = Field(default=120.0, ge=0)
+    rate_limit_burst: int = Field(default=30, ge=1)
+    max_active_jobs: int = Field(default=100, ge=0)
+    # comma-separated in the environment
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    outbound_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # GraphQL limits
     max_query_depth: int = Field(default=10, ge=1)
     max_aliases: int = Field(default=15, ge=1)
     max_tokens: int = Field(default=2000, ge=10)
     max_page_size: int = Field(default=100, ge=1)
+    max_query_cost: int = Field(default=20000, ge=1)
+    max_subscriptions_per_connection: int = Field(default=20, ge=1)
+    connection_init_timeout: float = Field(default=10.0, gt=0)
+    introspection: bool | None = None  # None: on, except in production
 
     # input limits
     max_prompt_length: int = Field(default=2000, ge=1)
@@ -126,6 +145,30 @@ class Settings(BaseSettings):
         if self.storage_backend == "local":
             return self.effective_storage_dir / ".scratch"
         return (self.data_dir / "scratch").resolve()
+
+    @field_validator("cors_origins", "outbound_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is not None:
+            return self.introspection
+        return self.env != "production"
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Settings:
+        if self.env == "production":
+            if self.auth != "required":
+                raise ValueError("GQL_MEDIA_ENV=production needs GQL_MEDIA_AUTH=required")
+            if self.secret_key is None:
+                raise ValueError("GQL_MEDIA_ENV=production needs GQL_MEDIA_SECRET_KEY")
+            if self.debug:
+                raise ValueError("GQL_MEDIA_ENV=production refuses GQL_MEDIA_DEBUG=true")
+        return self
 
     @model_validator(mode="after")
     def _storage_is_complete(self) -> Settings:

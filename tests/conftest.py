@@ -92,7 +92,7 @@ def settings_factory(backend: str, tmp_path: Path, request: pytest.FixtureReques
     database_url: str | None = None
     if backend == "postgres":
         database_url = request.getfixturevalue("postgres_url")
-        asyncio.run(_admin(database_url, "TRUNCATE jobs, media_assets CASCADE"))
+        asyncio.run(_admin(database_url, "TRUNCATE jobs, media_assets, api_keys CASCADE"))
     else:
         upgrade(f"sqlite+aiosqlite:///{tmp_path / 'gql_media.db'}")
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from PIL import Image
 
+from gql_media.adapters.outbound import OutboundGuard
 from gql_media.domain import GeneratedImage
 from gql_media.errors import (
     ErrorCode,
@@ -31,6 +32,7 @@ from gql_media.errors import (
     TransientProviderError,
 )
 
+MAX_REDIRECTS = 5
 T = TypeVar("T")
 MAX_DETAIL = 500
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
@@ -202,6 +204,7 @@ async def download(
     allowed_types: Collection[str] = IMAGE_TYPES,
     provider: str = "the provider",
     max_pixels: int | None = None,
+    guard: OutboundGuard | None = None,
 ) -> GeneratedImage:
     """Fetch the image at ``url``, refusing more than ``max_bytes`` while it streams.
 
@@ -209,25 +212,42 @@ async def download(
     ``allowed_types``; otherwise, or when too large, PermanentProviderError
     ``PROVIDER_BAD_OUTPUT``. HTTP and transport failures are translated as elsewhere.
     """
-    async with translated(provider), client.stream("GET", url) as response:
-        if not response.is_success:
-            await response.aread()
-            raise response_error(response, provider)
-        declared = _media_type(response.headers.get("content-type"))
-        if declared not in allowed_types:
-            raise _bad_output(
-                f"the provider's output has content type {declared or 'none'!r}; "
-                f"expected one of {', '.join(sorted(allowed_types))}"
-            )
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise _bad_output(f"the provider's output is {length} bytes, over {max_bytes}")
-        chunks = bytearray()
-        async for chunk in response.aiter_bytes():
-            chunks += chunk
-            if len(chunks) > max_bytes:
-                raise _bad_output(f"the provider's output is larger than {max_bytes} bytes")
-    return await asyncio.to_thread(inspect_image, bytes(chunks), allowed_types, max_pixels)
+    for _ in range(MAX_REDIRECTS + 1):
+        if guard is not None:
+            await guard.check(url)
+        async with (
+            translated(provider),
+            client.stream("GET", url, follow_redirects=False) as response,
+        ):
+            if response.is_redirect and "location" in response.headers:
+                url = str(response.url.join(response.headers["location"]))
+                continue
+            data = await _read_image(response, max_bytes, allowed_types, provider)
+        return await asyncio.to_thread(inspect_image, data, allowed_types, max_pixels)
+    raise _bad_output(f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _read_image(
+    response: httpx.Response, max_bytes: int, allowed_types: Collection[str], provider: str
+) -> bytes:
+    if not response.is_success:
+        await response.aread()
+        raise response_error(response, provider)
+    declared = _media_type(response.headers.get("content-type"))
+    if declared not in allowed_types:
+        raise _bad_output(
+            f"the provider's output has content type {declared or 'none'!r}; "
+            f"expected one of {', '.join(sorted(allowed_types))}"
+        )
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise _bad_output(f"the provider's output is {length} bytes, over {max_bytes}")
+    chunks = bytearray()
+    async for chunk in response.aiter_bytes():
+        chunks += chunk
+        if len(chunks) > max_bytes:
+            raise _bad_output(f"the provider's output is larger than {max_bytes} bytes")
+    return bytes(chunks)
 
 
 async def all_or_nothing(awaitables: Iterable[Awaitable[T]]) -> list[T]:

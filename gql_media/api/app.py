@@ -5,33 +5,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.providers.replicate import WEBHOOK_PATH
-from gql_media.api.context import Context, media_base_url
+from gql_media.api.context import Context, media_base_url, media_url
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.schema import build_schema
+from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
+from gql_media.domain import ANONYMOUS
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
+from gql_media.services import limits
 from gql_media.services import media as media_service
+from gql_media.services.auth import Authenticator, bearer
 from gql_media.services.catchup import run_catch_up
 from gql_media.settings import Settings
 
@@ -44,15 +53,30 @@ class GraphQLView(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             build_schema(settings),
-            connection_init_wait_timeout=timedelta(seconds=10),
+            connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout),
             multipart_uploads_enabled=True,
         )
+        self.max_subscriptions_per_connection = settings.max_subscriptions_per_connection
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not origin_allowed(scope, self.settings):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 4403, "reason": "Forbidden origin"})
+            else:
+                await _error(ErrorCode.FORBIDDEN_ORIGIN, "this origin is not allowed", 403)(
+                    scope, receive, send
+                )
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        auth: Authenticator = scope["state"]["auth"]
+        principal = await auth.principal(bearer(header(scope, b"authorization")))
+        if principal is None and not _is_ide_page(scope):
+            await _unauthenticated()(scope, receive, send)
+            return
+        scope["state"]["principal"] = principal
         if _is_multipart(scope):
             # A form post is a "simple" request a hostile page can send cross-site; a custom
             # header makes browsers ask first (CORS preflight), which such a page fails.
@@ -92,7 +116,10 @@ class GraphQLView(GraphQL[Context, None]):
         return offline_graphiql(super().graphql_ide_html)
 
     def parse_json(self, data: str | bytes) -> Any:
-        parsed = super().parse_json(data)
+        try:
+            parsed = super().parse_json(data)
+        except (UnicodeDecodeError, ValueError) as exc:  # bytes that are not text at all
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
         if not isinstance(parsed, dict | list):  # strawberry assumes an object (or a batch)
             raise HTTPException(400, "Expected a JSON object")
         return parsed
@@ -107,7 +134,22 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
             media_base_url=media_base_url(self.settings.public_url, request),
+            auth=state.auth,
+            principal=getattr(state, "principal", None) or ANONYMOUS,
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """The API key comes in the connection_init payload (browsers cannot set headers on
+        a WebSocket), or in the upgrade request's Authorization header; a missing or wrong
+        key closes the socket with 4403."""
+        key = connection_key(context.connection_params) or bearer(
+            context.request.headers.get("authorization")
+        )
+        principal = await context.auth.principal(key)
+        if principal is None:
+            raise ConnectionRejectionError()
+        context.principal = principal
+        return cast(UnsetType, UNSET)
 
 
 GRAPHIQL_ASSETS = Path(__file__).parent / "static" / "graphiql"
@@ -148,19 +190,12 @@ class BodyTooLarge(Exception):
     """The request body went past its cap while it streamed in."""
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
 def _is_multipart(scope: Scope) -> bool:
-    return _header(scope, b"content-type").lower().startswith("multipart/form-data")
+    return header(scope, b"content-type").lower().startswith("multipart/form-data")
 
 
 def _has_preflight_header(scope: Scope) -> bool:
-    return any(_header(scope, name).strip() for name in PREFLIGHT_HEADERS)
+    return any(header(scope, name).strip() for name in PREFLIGHT_HEADERS)
 
 
 def _capped(receive: Receive, limit: int) -> Receive:
@@ -180,6 +215,23 @@ def _capped(receive: Receive, limit: int) -> Receive:
     return capped
 
 
+def _is_ide_page(scope: Scope) -> bool:
+    """GraphiQL's page itself (GET, HTML, no query) opens without a key; its requests not."""
+    return (
+        scope["method"] == "GET"
+        and "text/html" in header(scope, b"accept")
+        and b"query=" not in scope.get("query_string", b"")
+    )
+
+
+def _unauthenticated() -> JSONResponse:
+    response = _error(
+        ErrorCode.UNAUTHENTICATED, "send an API key: Authorization: Bearer <key>", 401
+    )
+    response.headers["WWW-Authenticate"] = 'Bearer realm="gql-media"'
+    return response
+
+
 def _error(code: ErrorCode, message: str, status: int) -> JSONResponse:
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code.value}}]},
@@ -191,6 +243,16 @@ async def upload(request: Request) -> Response:
     """POST /uploads: the raw file as the body, streamed to storage with the size capped;
     ``?filename=`` names it. Answers like uploadMedia: ``{"media": …, "userErrors": […]}``."""
     deps = request.state.runtime.deps
+    auth: Authenticator = request.state.auth
+    principal = await auth.principal(bearer(request.headers.get("authorization")))
+    if principal is None:
+        return _unauthenticated()
+    try:
+        await limits.admit(deps, principal)
+    except DomainUserError as exc:
+        limited = _user_error(exc.code, exc.message, 429, None)
+        limited.headers["Retry-After"] = str(math.ceil(exc.retry_after or 1))
+        return limited
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in SIMPLE_CONTENT_TYPES:
         return _user_error(
@@ -207,14 +269,16 @@ async def upload(request: Request) -> Response:
         )
     try:
         staged = await media_service.receive(deps, request.stream())
-        asset = await media_service.store_upload(deps, staged, request.query_params.get("filename"))
+        asset = await media_service.store_upload(
+            deps, staged, request.query_params.get("filename"), principal
+        )
     except DomainUserError as exc:
         status = 413 if exc.code is ErrorCode.MEDIA_TOO_LARGE else 422
         return _user_error(exc.code, exc.message, status, exc.field)
     except ClientDisconnect:
         return Response(status_code=400)
     base = media_base_url(deps.settings.public_url, request)
-    media = asset_from_snapshot(asset, lambda key: f"{base}/media/{key}")
+    media = asset_from_snapshot(asset, lambda key: media_url(base, key, auth))
     return JSONResponse({"media": asset_json(media), "userErrors": []}, status_code=201)
 
 
@@ -307,7 +371,13 @@ def create_app(
                 stack.push_async_callback(_cancel, catching_up)
             if background is not None:
                 await stack.enter_async_context(background(runtime))
-            yield {"runtime": runtime, "hub": hub}
+            auth = Authenticator(runtime.deps)
+            if not auth.required:
+                log.warning(
+                    "auth is off (GQL_MEDIA_AUTH=off): anyone who can reach this api can use "
+                    "it and see every job"
+                )
+            yield {"runtime": runtime, "hub": hub, "auth": auth}
 
     view = GraphQLView(settings)
     return Starlette(
@@ -323,5 +393,27 @@ def create_app(
             Route("/readyz", readyz),
             media_route(settings),
         ],
+        middleware=_middleware(settings),
         lifespan=lifespan,
     )
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    """CORS for the origins allowed to call the api from a browser (none by default)."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "GraphQL-Require-Preflight",
+                "Apollo-Require-Preflight",
+                "X-Requested-With",
+            ],
+            max_age=600,
+        )
+    ]

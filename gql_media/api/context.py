@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from gql_media.adapters.events import EventHub
+from gql_media.domain import ANONYMOUS, Principal
+from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
 
 
@@ -19,9 +22,18 @@ class Context:
     request: Request | WebSocket
     response: Response | WebSocket | None
     media_base_url: str
+    auth: Authenticator
+    principal: Principal = ANONYMOUS
+    connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
 
     def media_url(self, key: str) -> str:
-        return f"{self.media_base_url}/media/{key}"
+        return media_url(self.media_base_url, key, self.auth)
+
+
+def media_url(base: str, key: str, auth: Authenticator) -> str:
+    """Where a stored file is downloaded; signed and expiring when auth is required."""
+    url = f"{base}/media/{key}"
+    return f"{url}?{auth.sign_media(key)}" if auth.required else url
 
 
 def media_base_url(public_url: str | None, request: Request | WebSocket) -> str:

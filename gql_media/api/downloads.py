@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
@@ -36,6 +37,8 @@ class MediaFiles(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
         if _hidden(path):
             raise HTTPException(status_code=404)
+        if not _signed(scope, path):
+            return _forbidden()
         return await super().get_response(path, scope)
 
     def file_response(self, *args: Any, **kwargs: Any) -> Response:
@@ -50,6 +53,8 @@ async def s3_download(request: Request) -> Response:
     storage = request.state.runtime.deps.storage
     if _hidden(key):
         return Response(status_code=404)
+    if not _signed(request.scope, key):
+        return _forbidden()
     try:
         found = await storage.open(
             key, request.headers.get("range"), request.headers.get("if-none-match")
@@ -66,6 +71,24 @@ async def s3_download(request: Request) -> Response:
         headers={**found.headers, **CACHE_HEADERS},
         media_type=content_type_of(key),
         background=BackgroundTask(found.close),
+    )
+
+
+def _signed(scope: Scope, key: str) -> bool:
+    """With auth required, a download needs the URL's valid, unexpired signature."""
+    auth = scope.get("state", {}).get("auth")
+    if auth is None or not auth.required:
+        return True
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    expires, signature = query.get("exp", [None])[0], query.get("sig", [None])[0]
+    return bool(auth.media_allowed(key, expires, signature))
+
+
+def _forbidden() -> Response:
+    return Response(
+        "this media URL is not signed, or its signature expired; ask the API for the job again",
+        status_code=403,
+        media_type="text/plain",
     )
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from graphql import ASTValidationRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 
@@ -19,6 +26,7 @@ from gql_media.api.media_types import (
     UploadMediaPayload,
     to_json,
 )
+from gql_media.api.security import NoIntrospection, cost_rule
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -39,8 +47,8 @@ from gql_media.domain import JobSnapshot, JobStatus
 from gql_media.errors import ErrorCode, InvalidInput
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import jobs as job_service
+from gql_media.services import limits, processing
 from gql_media.services import media as media_service
-from gql_media.services import processing
 from gql_media.settings import Settings
 
 Info = strawberry.Info[Context, None]
@@ -69,7 +77,7 @@ def _user_errors(error: DomainUserError | InvalidInput) -> list[UserError]:
 class Query:
     @strawberry.field(description="A job by id; null when the id is unknown or malformed.")
     async def job(self, info: Info, job_id: IdArgument) -> Job | None:
-        snapshot = await job_service.get_job(info.context.deps, job_id)
+        snapshot = await job_service.get_job(info.context.deps, job_id, info.context.principal)
         return _job(info, snapshot) if snapshot is not None else None
 
     @strawberry.field(description="The image providers, their models and their limits.")
@@ -96,7 +104,7 @@ class Query:
 
     @strawberry.field(description="An uploaded file by id; null when unknown or malformed.")
     async def media(self, info: Info, media_id: IdArgument) -> MediaAsset | None:
-        asset = await media_service.get_upload(info.context.deps, media_id)
+        asset = await media_service.get_upload(info.context.deps, media_id, info.context.principal)
         return asset_from_snapshot(asset, info.context.media_url) if asset else None
 
     @strawberry.field(description="Jobs, newest first, cursor-paginated.")
@@ -109,7 +117,9 @@ class Query:
     ) -> JobConnection:
         domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
         try:
-            page = await job_service.list_jobs(info.context.deps, domain_filter, first, after)
+            page = await job_service.list_jobs(
+                info.context.deps, domain_filter, first, after, info.context.principal
+            )
         except DomainUserError as exc:
             raise graphql_error(exc.code, exc.message) from exc
         edges = [
@@ -146,7 +156,10 @@ class Mutation:
             idempotency_key=data.idempotency_key,
         )
         try:
-            snapshot = await job_service.create_image_job(info.context.deps, new_job)
+            await limits.admit(info.context.deps, info.context.principal)
+            snapshot = await job_service.create_image_job(
+                info.context.deps, new_job, info.context.principal
+            )
         except (DomainUserError, InvalidInput) as exc:
             return GenerateImagePayload(job=None, user_errors=_user_errors(exc))
         return GenerateImagePayload(job=_job(info, snapshot), user_errors=[])
@@ -158,8 +171,11 @@ class Mutation:
     async def upload_media(self, info: Info, file: Upload) -> UploadMediaPayload:
         deps = info.context.deps
         try:
+            await limits.admit(deps, info.context.principal)
             staged = await media_service.receive(deps, _chunks(file))
-            asset = await media_service.store_upload(deps, staged, getattr(file, "filename", None))
+            asset = await media_service.store_upload(
+                deps, staged, getattr(file, "filename", None), info.context.principal
+            )
         except DomainUserError as exc:
             return UploadMediaPayload(media=None, user_errors=_user_errors(exc))
         return UploadMediaPayload(
@@ -169,11 +185,13 @@ class Mutation:
     @strawberry.mutation(description="Queue a job making named image variants of an upload.")
     async def process_image(self, info: Info, data: ProcessImageArgument) -> JobPayload:
         try:
+            await limits.admit(info.context.deps, info.context.principal)
             snapshot = await processing.create_process_image_job(
                 info.context.deps,
                 str(data.media_id),
                 to_json(data.variants),
                 data.idempotency_key,
+                info.context.principal,
             )
         except (DomainUserError, InvalidInput) as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))
@@ -185,11 +203,13 @@ class Mutation:
     )
     async def process_video(self, info: Info, data: ProcessVideoArgument) -> JobPayload:
         try:
+            await limits.admit(info.context.deps, info.context.principal)
             snapshot = await processing.create_process_video_job(
                 info.context.deps,
                 str(data.media_id),
                 to_json(data.operations),
                 data.idempotency_key,
+                info.context.principal,
             )
         except (DomainUserError, InvalidInput) as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))
@@ -198,7 +218,10 @@ class Mutation:
     @strawberry.mutation(description="Cancel a QUEUED or RUNNING job.")
     async def cancel_job(self, info: Info, job_id: IdArgument) -> JobPayload:
         try:
-            snapshot = await job_service.cancel_job(info.context.deps, job_id)
+            await limits.admit(info.context.deps, info.context.principal)
+            snapshot = await job_service.cancel_job(
+                info.context.deps, job_id, info.context.principal
+            )
         except DomainUserError as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))
         return JobPayload(job=_job(info, snapshot), user_errors=[])
@@ -206,7 +229,10 @@ class Mutation:
     @strawberry.mutation(description="Queue a FAILED or CANCELED job again.")
     async def retry_job(self, info: Info, job_id: IdArgument) -> JobPayload:
         try:
-            snapshot = await job_service.retry_job(info.context.deps, job_id)
+            await limits.admit(info.context.deps, info.context.principal)
+            snapshot = await job_service.retry_job(
+                info.context.deps, job_id, info.context.principal
+            )
         except DomainUserError as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))
         return JobPayload(job=_job(info, snapshot), user_errors=[])
@@ -221,14 +247,14 @@ class Subscription:
         ctx = info.context
         subscriber = ctx.hub.subscribe(job_id)  # listen first: no change is lost
         try:
-            snapshot = await job_service.get_job(ctx.deps, job_id)
+            snapshot = await job_service.get_job(ctx.deps, job_id, ctx.principal)
             if snapshot is None:
                 raise graphql_error(ErrorCode.NOT_FOUND, "job not found")
             yield _job(info, snapshot)
             while not snapshot.status.terminal:
                 item = await subscriber.get()
                 if isinstance(item, Resync):
-                    fresh = await job_service.get_job(ctx.deps, job_id)
+                    fresh = await job_service.get_job(ctx.deps, job_id, ctx.principal)
                     if fresh is None:
                         return
                     item = fresh
@@ -244,7 +270,12 @@ class Subscription:
     ) -> AsyncGenerator[Job, None]:
         ctx = info.context
         domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
-        subscriber = ctx.hub.subscribe(None, domain_filter.matches)
+        principal = ctx.principal
+
+        def wanted(job: JobSnapshot) -> bool:
+            return principal.can_see(job.owner) and domain_filter.matches(job)
+
+        subscriber = ctx.hub.subscribe(None, wanted)
         seen: dict[str, int] = {}
         try:
             while True:
@@ -255,8 +286,8 @@ class Subscription:
                         kind=domain_filter.kind,
                         provider=domain_filter.provider,
                     )
-                    page = await job_service.list_jobs(ctx.deps, active, None, None)
-                    candidates = [j for j in page.jobs if domain_filter.matches(j)]
+                    page = await job_service.list_jobs(ctx.deps, active, None, None, principal)
+                    candidates = [j for j in page.jobs if wanted(j)]
                 else:
                     candidates = [item]
                 for snapshot in candidates:
@@ -269,6 +300,13 @@ class Subscription:
             ctx.hub.unsubscribe(None, subscriber)
 
 
+def validation_rules(settings: Settings) -> Callable[[], SchemaExtension]:
+    rules: list[type[ASTValidationRule]] = [cost_rule(settings)]
+    if not settings.introspection_enabled:
+        rules.append(NoIntrospection)
+    return lambda: AddValidationRules(rules)
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
@@ -279,6 +317,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+            validation_rules(settings),
             error_codes(settings.debug),
             SubscriptionsOverWebSocket,
         ],

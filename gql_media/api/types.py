@@ -27,10 +27,19 @@ class UserError:
     field: str | None
     code: str
     message: str
+    retry_after: float | None = strawberry.field(
+        default=None,
+        description="Seconds to wait before trying again (RATE_LIMITED, TOO_MANY_ACTIVE_JOBS).",
+    )
 
     @classmethod
     def from_domain(cls, error: DomainUserError) -> UserError:
-        return cls(field=error.field, code=error.code.value, message=error.message)
+        return cls(
+            field=error.field,
+            code=error.code.value,
+            message=error.message,
+            retry_after=error.retry_after,
+        )
 
 
 @strawberry.type(description="Why a job failed, or why its last attempt failed.")

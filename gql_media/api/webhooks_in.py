@@ -44,9 +44,7 @@ async def replicate_webhook(request: Request) -> Response:
     namespace = settings.redis_namespace
     try:
         if await remember_webhook_id(runtime.redis, namespace, request.headers["webhook-id"]):
-            await runtime.redis.publish(
-                keys.provider_nudge_channel(namespace), event.prediction_id
-            )
+            await runtime.redis.publish(keys.provider_nudge_channel(namespace), event.prediction_id)
     except (RedisError, OSError) as exc:
         log.warning("could not pass on a webhook: %s", exc)
         return JSONResponse({"error": "try again later"}, status_code=503)

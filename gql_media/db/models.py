@@ -96,6 +96,8 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # what the job found out besides its files, e.g. a video's metadata
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # the API key that asked for the job; None when auth is off
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
 
     outputs: Mapped[list[AssetRow]] = relationship(
         back_populates="job", order_by="AssetRow.position", lazy="raise"
@@ -106,6 +108,7 @@ class JobRow(Base):
         Index("ix_jobs_status_run_after", "status", "run_after"),
         Index("ix_jobs_status_lease_until", "status", "lease_until"),
         Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
     )
 
 
@@ -129,5 +132,21 @@ class AssetRow(Base):
     name: Mapped[str | None] = mapped_column(String(64))
     filename: Mapped[str | None] = mapped_column(String(255))
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # for uploads: the API key that sent the file (outputs belong to their job's owner)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
 
     job: Mapped[JobRow | None] = relationship(back_populates="outputs", lazy="raise")
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

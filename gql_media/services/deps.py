@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gql_media.adapters.events import EventPublisher
 from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
+from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage import Storage
 from gql_media.settings import Settings
 
@@ -22,3 +23,4 @@ class Deps:
     publisher: EventPublisher
     queue: JobQueue
     providers: Mapping[str, ImageProvider]
+    limiter: RateLimiter

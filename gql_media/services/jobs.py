@@ -20,12 +20,14 @@ from sqlalchemy.orm import selectinload
 
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
+    ANONYMOUS,
     JOB_ID_PREFIX,
     GenerateImageRequest,
     JobKind,
     JobSnapshot,
     JobStatus,
     OutputFormat,
+    Principal,
     ProviderInfo,
     decode_id,
 )
@@ -37,6 +39,7 @@ from gql_media.errors import (
     UserError,
 )
 from gql_media.services.deps import Deps
+from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import job_snapshot
 from gql_media.settings import Settings
 
@@ -197,7 +200,9 @@ def describe_providers(deps: Deps) -> list[ProviderInfo]:
     return [deps.providers[name].describe() for name in sorted(deps.providers)]
 
 
-async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
+async def create_image_job(
+    deps: Deps, job: NewImageJob, principal: Principal = ANONYMOUS
+) -> JobSnapshot:
     """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
     errors = validate_new_job(deps.settings, job, set(deps.providers))
     if not errors:
@@ -222,6 +227,7 @@ async def create_image_job(deps: Deps, job: NewImageJob) -> JobSnapshot:
         },
         idempotency_key=job.idempotency_key,
         request_hash=_request_hash(job),
+        principal=principal,
     )
 
 
@@ -235,13 +241,20 @@ async def insert_job(
     model: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    principal: Principal = ANONYMOUS,
 ) -> JobSnapshot:
     """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
-    the job an earlier request with the same key and ``request_hash`` made is returned."""
+    the job an earlier request of the same owner with the same key and ``request_hash`` made
+    is returned."""
     if idempotency_key is not None:
+        # keys are per owner: stored as a digest of owner and key
+        idempotency_key = hashlib.sha256(
+            f"{principal.owner or '-'}\0{idempotency_key}".encode()
+        ).hexdigest()
         existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
         if existing is not None:
             return existing
+    await check_active_jobs(deps, principal)
     now = utcnow()
     row = JobRow(
         id=uuid.uuid4(),
@@ -257,6 +270,7 @@ async def insert_job(
         max_attempts=deps.settings.max_attempts,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        owner_id=principal.key_id,
         run_after=now,
         created_at=now,
         updated_at=now,
@@ -297,14 +311,16 @@ async def _by_idempotency_key(deps: Deps, key: str, request_hash: str | None) ->
     return job_snapshot(row, row.outputs)
 
 
-async def get_job(deps: Deps, job_id: str) -> JobSnapshot | None:
-    """The job, or None for an unknown or malformed id."""
+async def get_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -> JobSnapshot | None:
+    """The job, or None for an unknown or malformed id, or another owner's job."""
     parsed = decode_id(JOB_ID_PREFIX, job_id)
     if parsed is None:
         return None
     async with deps.sessions() as session:
         row = await _load(session, parsed)
-        return job_snapshot(row, row.outputs) if row is not None else None
+        if row is None or not principal.can_see(row.owner_id):
+            return None
+        return job_snapshot(row, row.outputs)
 
 
 def encode_cursor(job: JobSnapshot) -> str:
@@ -326,7 +342,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise UserError(ErrorCode.INVALID_CURSOR, "malformed cursor", "after") from exc
 
 
-def _filtered(stmt: Select[Any], job_filter: JobFilter) -> Select[Any]:
+def _filtered(stmt: Select[Any], job_filter: JobFilter, principal: Principal) -> Select[Any]:
+    if not principal.admin:
+        stmt = stmt.where(JobRow.owner_id == principal.key_id)
     if job_filter.statuses:
         stmt = stmt.where(JobRow.status.in_([s.value for s in job_filter.statuses]))
     if job_filter.kind is not None:
@@ -341,7 +359,11 @@ def _filtered(stmt: Select[Any], job_filter: JobFilter) -> Select[Any]:
 
 
 async def list_jobs(
-    deps: Deps, job_filter: JobFilter, first: int | None, after: str | None
+    deps: Deps,
+    job_filter: JobFilter,
+    first: int | None,
+    after: str | None,
+    principal: Principal = ANONYMOUS,
 ) -> JobPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay right under inserts."""
     limit = deps.settings.max_page_size if first is None else first
@@ -351,7 +373,7 @@ async def list_jobs(
             f"first must be between 0 and {deps.settings.max_page_size}",
             "first",
         )
-    stmt = _filtered(select(JobRow), job_filter)
+    stmt = _filtered(select(JobRow), job_filter, principal)
     if after is not None:
         created, job_id = decode_cursor(after)
         stmt = stmt.where(tuple_(JobRow.created_at, JobRow.id) < tuple_(created, job_id))
@@ -360,7 +382,7 @@ async def list_jobs(
         .limit(limit + 1)
         .options(selectinload(JobRow.outputs))
     )
-    count_stmt = _filtered(select(func.count()).select_from(JobRow), job_filter)
+    count_stmt = _filtered(select(func.count()).select_from(JobRow), job_filter, principal)
     async with deps.sessions() as session:
         rows = list((await session.execute(stmt)).scalars())
         total = (await session.execute(count_stmt)).scalar_one()
@@ -400,12 +422,12 @@ async def transition(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def cancel_job(deps: Deps, job_id: str) -> JobSnapshot:
+async def cancel_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -> JobSnapshot:
     """QUEUED or RUNNING → CANCELED; a running worker notices at its next progress write."""
     parsed = parse_job_id(job_id)
     async with deps.sessions.begin() as session:
         row = await _load(session, parsed)
-        if row is None:
+        if row is None or not principal.can_see(row.owner_id):
             raise NotFound()
         status = JobStatus(row.status)
         if status.terminal:
@@ -443,19 +465,20 @@ async def _cancel_at_provider(deps: Deps, provider_name: str, external_id: str) 
         log.warning("could not cancel %s at %s: %s", external_id, provider_name, exc)
 
 
-async def retry_job(deps: Deps, job_id: str) -> JobSnapshot:
+async def retry_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -> JobSnapshot:
     """FAILED or CANCELED → QUEUED with a fresh set of attempts."""
     parsed = parse_job_id(job_id)
     now = utcnow()
     async with deps.sessions.begin() as session:
         row = await _load(session, parsed)
-        if row is None:
+        if row is None or not principal.can_see(row.owner_id):
             raise NotFound()
         status = JobStatus(row.status)
         if status not in (JobStatus.FAILED, JobStatus.CANCELED):
             raise InvalidState(
                 f"job is {status.value}; only FAILED or CANCELED jobs can be retried"
             )
+        await check_active_jobs(deps, principal)
         updated = await transition(
             session,
             parsed,

@@ -22,7 +22,15 @@ from sqlalchemy import select
 
 from gql_media.adapters import image_ops, video
 from gql_media.db.models import AssetRow, utcnow
-from gql_media.domain import ASSET_ID_PREFIX, AssetSnapshot, JobKind, JobSnapshot, decode_id
+from gql_media.domain import (
+    ANONYMOUS,
+    ASSET_ID_PREFIX,
+    AssetSnapshot,
+    JobKind,
+    JobSnapshot,
+    Principal,
+    decode_id,
+)
 from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import insert_job
@@ -106,7 +114,9 @@ async def receive(deps: Deps, chunks: AsyncIterable[bytes]) -> Path:
     return path
 
 
-async def store_upload(deps: Deps, staged: Path, filename: str | None) -> AssetSnapshot:
+async def store_upload(
+    deps: Deps, staged: Path, filename: str | None, principal: Principal = ANONYMOUS
+) -> AssetSnapshot:
     """Identify the received file ``staged`` and keep it as an upload; the scratch file is
     consumed either way."""
     try:
@@ -136,6 +146,7 @@ async def store_upload(deps: Deps, staged: Path, filename: str | None) -> AssetS
         role="upload",
         filename=_clean_filename(filename),
         info=found.info,
+        owner_id=principal.key_id,
     )
     try:
         async with deps.sessions.begin() as session:
@@ -166,24 +177,31 @@ def _clean_filename(name: str | None) -> str | None:
     return base or None
 
 
-async def get_upload(deps: Deps, media_id: str) -> AssetSnapshot | None:
-    """An uploaded file, or None for an unknown or malformed id."""
-    row = await upload_row(deps, media_id)
+async def get_upload(
+    deps: Deps, media_id: str, principal: Principal = ANONYMOUS
+) -> AssetSnapshot | None:
+    """An uploaded file, or None for an unknown or malformed id, or another owner's file."""
+    row = await upload_row(deps, media_id, principal)
     return asset_snapshot(row) if row is not None else None
 
 
-async def upload_row(deps: Deps, media_id: str) -> AssetRow | None:
+async def upload_row(
+    deps: Deps, media_id: str, principal: Principal = ANONYMOUS
+) -> AssetRow | None:
     parsed = decode_id(ASSET_ID_PREFIX, media_id)
     if parsed is None:
         return None
     async with deps.sessions() as session:
-        return await session.scalar(
+        row = await session.scalar(
             select(AssetRow).where(AssetRow.id == parsed, AssetRow.role == "upload")
         )
+    return row if row is not None and principal.can_see(row.owner_id) else None
 
 
-async def _source(deps: Deps, media_id: str, kinds: tuple[str, ...]) -> AssetRow:
-    row = await upload_row(deps, media_id)
+async def _source(
+    deps: Deps, media_id: str, kinds: tuple[str, ...], principal: Principal
+) -> AssetRow:
+    row = await upload_row(deps, media_id, principal)
     if row is None:
         raise InvalidInput([UserError(ErrorCode.NOT_FOUND, "media not found", "mediaId")])
     kind = (row.info or {}).get("kind")
@@ -211,11 +229,12 @@ async def create_processing_job(
     media_id: str,
     parameters: dict[str, Any],
     idempotency_key: str | None = None,
+    principal: Principal = ANONYMOUS,
 ) -> JobSnapshot:
     """Queue a processImage or processVideo job on an upload; ``parameters`` were validated
     by the caller and are stored as the job's parameters, with the media id."""
     kinds = ("image",) if kind is JobKind.PROCESS_IMAGE else ("video", "audio")
-    await _source(deps, media_id, kinds)
+    await _source(deps, media_id, kinds, principal)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise InvalidInput(
             [
@@ -234,6 +253,7 @@ async def create_processing_job(
         parameters=full,
         idempotency_key=idempotency_key,
         request_hash=_request_hash(kind, full),
+        principal=principal,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from gql_media.adapters import image_ops, video
 from gql_media.adapters.providers import ProviderContext
-from gql_media.domain import JobKind, JobSnapshot
+from gql_media.domain import ANONYMOUS, JobKind, JobSnapshot, Principal
 from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
 from gql_media.services.deps import Deps
 from gql_media.services.media import create_processing_job, source_file, upload_row
@@ -360,7 +360,7 @@ async def _process_video(
     return produced, result
 
 
-async def _watermark_ids(deps: Deps, variants: Any) -> set[str]:
+async def _watermark_ids(deps: Deps, variants: Any, principal: Principal = ANONYMOUS) -> set[str]:
     """Ids of the image uploads that imageWatermark operations name."""
     ids: set[str] = set()
     for variant in variants if isinstance(variants, list) else []:
@@ -370,28 +370,41 @@ async def _watermark_ids(deps: Deps, variants: Any) -> set[str]:
                 ids.add(mark["mediaId"])
     found: set[str] = set()
     for media_id in ids:
-        row = await upload_row(deps, media_id)
+        row = await upload_row(deps, media_id, principal)
         if row is not None and (row.info or {}).get("kind") == "image":
             found.add(media_id)
     return found
 
 
 async def create_process_image_job(
-    deps: Deps, media_id: str, variants: Any, idempotency_key: str | None = None
+    deps: Deps,
+    media_id: str,
+    variants: Any,
+    idempotency_key: str | None = None,
+    principal: Principal = ANONYMOUS,
 ) -> JobSnapshot:
-    known = await _watermark_ids(deps, variants)
+    known = await _watermark_ids(deps, variants, principal)
     image_variants(deps.settings, variants, lambda media_id: Path() if media_id in known else None)
     return await create_processing_job(
-        deps, JobKind.PROCESS_IMAGE, media_id, {"variants": variants}, idempotency_key
+        deps, JobKind.PROCESS_IMAGE, media_id, {"variants": variants}, idempotency_key, principal
     )
 
 
 async def create_process_video_job(
-    deps: Deps, media_id: str, operations: Any, idempotency_key: str | None = None
+    deps: Deps,
+    media_id: str,
+    operations: Any,
+    idempotency_key: str | None = None,
+    principal: Principal = ANONYMOUS,
 ) -> JobSnapshot:
     video_operations(deps.settings, operations)
     return await create_processing_job(
-        deps, JobKind.PROCESS_VIDEO, media_id, {"operations": operations}, idempotency_key
+        deps,
+        JobKind.PROCESS_VIDEO,
+        media_id,
+        {"operations": operations},
+        idempotency_key,
+        principal,
     )
 
 

@@ -58,4 +58,5 @@ def job_snapshot(row: JobRow, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
         finished_at=row.finished_at,
         outputs=tuple(asset_snapshot(a) for a in outputs),
         result=row.result,
+        owner=row.owner_id.hex if row.owner_id is not None else None,
     )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from gql_media.adapters import http
+from gql_media.adapters.outbound import guard_from
 from gql_media.adapters.providers import ProviderContext, catalogue
 from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
 from gql_media.errors import ErrorCode, PermanentProviderError, UserError
@@ -50,8 +52,10 @@ class OpenAIProvider:
         max_download_bytes: int = 50 * 1024 * 1024,
         max_pixels: int | None = None,
         timeout: float = 300.0,
+        outbound_allow: Sequence[str] = (),
     ) -> None:
         self._url = generations_url(base_url) if base_url else None
+        self._guard = guard_from(outbound_allow, base_url)
         self._api_key = api_key
         self._model = model
         self._response_format = response_format
@@ -71,6 +75,7 @@ class OpenAIProvider:
             max_download_bytes=settings.max_download_bytes,
             max_pixels=settings.max_image_pixels,
             timeout=settings.job_timeout,
+            outbound_allow=settings.outbound_allow,
         )
 
     def validate(self, request: GenerateImageRequest) -> list[UserError]:
@@ -153,6 +158,7 @@ class OpenAIProvider:
                 max_bytes=self._max_bytes,
                 provider=NAME,
                 max_pixels=self._max_pixels,
+                guard=self._guard,
             )
         raise _bad_output("an openai image has neither b64_json nor url")
 

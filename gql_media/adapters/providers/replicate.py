@@ -23,6 +23,7 @@ import logging
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ import httpx
 import orjson
 
 from gql_media.adapters import http
+from gql_media.adapters.outbound import guard_from
 from gql_media.adapters.providers import ProviderContext, catalogue
 from gql_media.domain import GeneratedImage, GenerateImageRequest, OutputFormat, ProviderInfo
 from gql_media.errors import (
@@ -195,8 +197,10 @@ class ReplicateProvider:
         max_download_bytes: int = 50 * 1024 * 1024,
         max_pixels: int | None = None,
         timeout: float = 30.0,
+        outbound_allow: Sequence[str] = (),
     ) -> None:
         self._token = api_token
+        self._guard = guard_from(outbound_allow, base_url)
         self._base = base_url.rstrip("/")
         self._model = model
         self._webhook_url = webhook_url
@@ -229,6 +233,7 @@ class ReplicateProvider:
             poll_max_interval=settings.replicate_poll_max_interval,
             max_download_bytes=settings.max_download_bytes,
             max_pixels=settings.max_image_pixels,
+            outbound_allow=settings.outbound_allow,
         )
 
     @property
@@ -434,4 +439,5 @@ class ReplicateProvider:
             max_bytes=self._max_bytes,
             provider=NAME,
             max_pixels=self._max_pixels,
+            guard=self._guard,
         )

@@ -1,0 +1,176 @@
+"""API keys, who is asking, and signed media URLs.
+
+A key is ``gqlm_`` and 43 random URL-safe characters (256 bits), shown once when created;
+only its SHA-256 is stored (a key is random, so a fast hash is enough, and lookups stay a
+single indexed read). Verified keys are cached in-process for ``api_key_cache_seconds``,
+which bounds how long a revoked key keeps working.
+
+With auth required, media URLs carry an expiry and an HMAC of the storage key
+(``?exp=…&sig=…``) so browsers can load them in ``<img>`` tags without a header; the expiry
+is rounded up to a window so a URL stays the same (and cacheable) for a while.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from gql_media.db.models import ApiKeyRow, utcnow
+from gql_media.domain import ANONYMOUS, Principal
+from gql_media.errors import ErrorCode, UserError
+from gql_media.services.deps import Deps
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "gqlm_"
+URL_WINDOWS = 8  # a signed URL changes at most this often within its lifetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: uuid.UUID
+    name: str
+    prefix: str
+    admin: bool
+    created_at: str
+    revoked: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_key(deps: Deps, name: str, admin: bool = False) -> tuple[KeyInfo, str]:
+    """A new key: its description and the key itself, which is not stored anywhere."""
+    name = name.strip()
+    if not 1 <= len(name) <= 128:
+        raise UserError(ErrorCode.INVALID_ARGUMENT, "name must be 1 to 128 characters", "name")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKeyRow(
+        id=uuid.uuid4(),
+        name=name,
+        key_hash=hash_key(key),
+        prefix=key[:12],
+        admin=admin,
+        created_at=utcnow(),
+    )
+    try:
+        async with deps.sessions.begin() as session:
+            session.add(row)
+    except IntegrityError as exc:
+        raise UserError(ErrorCode.INVALID_ARGUMENT, f"a key named {name!r} exists", "name") from exc
+    return _info(row), key
+
+
+async def list_keys(deps: Deps) -> list[KeyInfo]:
+    async with deps.sessions() as session:
+        rows = (await session.execute(select(ApiKeyRow).order_by(ApiKeyRow.created_at))).scalars()
+        return [_info(row) for row in rows]
+
+
+async def revoke_key(deps: Deps, name_or_id: str) -> bool:
+    """Revoke the key with this name (or id); False when there is no such live key."""
+    condition = ApiKeyRow.name == name_or_id
+    try:
+        condition = condition | (ApiKeyRow.id == uuid.UUID(name_or_id))
+    except ValueError:
+        pass
+    async with deps.sessions.begin() as session:
+        result = await session.execute(
+            update(ApiKeyRow)
+            .where(condition, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(ApiKeyRow.id)
+        )
+        return result.first() is not None
+
+
+def _info(row: ApiKeyRow) -> KeyInfo:
+    return KeyInfo(
+        row.id, row.name, row.prefix, row.admin, row.created_at.isoformat(), bool(row.revoked_at)
+    )
+
+
+def bearer(header: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer KEY`` header value."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Authenticator:
+    """Turns presented keys into principals for one api process, with a short cache."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self._settings = deps.settings
+        self._cache: dict[str, tuple[Principal | None, float]] = {}
+        secret = deps.settings.secret_key
+        if secret is not None:
+            self._secret = secret.get_secret_value().encode()
+        else:
+            self._secret = secrets.token_bytes(32)
+            if deps.settings.auth == "required":
+                log.warning(
+                    "GQL_MEDIA_SECRET_KEY is not set: media URLs are signed with a key of this "
+                    "process only, so another api process will not accept them"
+                )
+
+    @property
+    def required(self) -> bool:
+        return self._settings.auth == "required"
+
+    async def principal(self, key: str | None) -> Principal | None:
+        """Who presents ``key``: anonymous when auth is off, None for a missing or bad key."""
+        if not self.required:
+            return ANONYMOUS
+        if not key:
+            return None
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with self._deps.sessions() as session:
+            row = await session.scalar(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.key_hash == digest, ApiKeyRow.revoked_at.is_(None)
+                )
+            )
+        found = Principal(row.id, row.admin, row.name) if row is not None else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (found, now + self._settings.api_key_cache_seconds)
+        return found
+
+    # signed media URLs
+
+    def sign_media(self, key: str, now: float | None = None) -> str:
+        """The query string that lets anyone holding the URL download ``key`` for a while."""
+        ttl = self._settings.media_url_ttl
+        window = ttl / URL_WINDOWS
+        expires = int(math.ceil(((now or time.time()) + ttl) / window) * window)
+        return f"exp={expires}&sig={self._signature(key, expires)}"
+
+    def media_allowed(self, key: str, expires: str | None, signature: str | None) -> bool:
+        if not self.required:
+            return True
+        if not expires or not signature or not expires.isdigit():
+            return False
+        if int(expires) < time.time():
+            return False
+        return hmac.compare_digest(self._signature(key, int(expires)), signature)
+
+    def _signature(self, key: str, expires: int) -> str:
+        mac = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
