@@ -146,6 +146,7 @@ class JobSnapshot:
     outputs: tuple[AssetSnapshot, ...] = field(default_factory=tuple)
     result: dict[str, Any] | None = None  # what a job found out, e.g. a video's metadata
     owner: str | None = None  # hex id of the API key that owns the job; None: auth is off
+    webhook_url: str | None = None  # POSTed the job when it ends
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -186,6 +187,7 @@ class JobSnapshot:
             outputs=tuple(_asset_from_dict(a) for a in data.get("outputs") or ()),
             result=data.get("result"),
             owner=data.get("owner"),
+            webhook_url=data.get("webhook_url"),
         )
 
 

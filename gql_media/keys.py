@@ -4,6 +4,7 @@ from __future__ import annotations
 
 RUN_JOB_TASK = "run_job"
 RECONCILE_TASK = "reconcile"
+DELIVER_WEBHOOK_TASK = "deliver_webhook"
 
 
 def queue_name(namespace: str) -> str:

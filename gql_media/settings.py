@@ -6,6 +6,8 @@ embedded: SQLite under the data directory and an in-process Redis stand-in.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,6 +51,13 @@ class Settings(BaseSettings):
     # comma-separated in the environment
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     outbound_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # outbound webhooks: jobs with a webhookUrl are POSTed there, signed, when they end
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_retry_base_delay: float = Field(default=2.0, ge=0)
+    webhook_retry_max_delay: float = Field(default=300.0, ge=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
 
     # GraphQL limits
     max_query_depth: int = Field(default=10, ge=1)
@@ -151,6 +160,22 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            try:
+                ok = (
+                    text.startswith("whsec_")
+                    and len(base64.b64decode(text[6:], validate=True)) >= 16
+                )
+            except binascii.Error:
+                ok = False
+            if not ok:
+                raise ValueError("must be whsec_ followed by at least 16 bytes in base64")
         return value
 
     @property

@@ -49,6 +49,26 @@ class JobQueue:
             return False
         return True
 
+    async def enqueue_webhook(self, job_id: str, attempt: int, defer: float | None = None) -> bool:
+        """Queue delivery ``attempt`` of a finished job's webhook; one arq job per attempt, so
+        duplicate requests for the same attempt collapse. False when Redis is unreachable
+        (the reconciler retries pending deliveries)."""
+        try:
+            await self._redis.enqueue_job(
+                keys.DELIVER_WEBHOOK_TASK,
+                job_id,
+                attempt,
+                _job_id=f"{job_id}:webhook:{attempt}",
+                _queue_name=self._queue,
+                _defer_by=defer if defer else None,
+            )
+            if not defer:
+                await self._redis.publish(keys.wake_channel(self._namespace), b"1")
+        except (RedisError, OSError) as exc:
+            log.warning("could not enqueue the webhook of job %s: %s", job_id, exc)
+            return False
+        return True
+
     async def ensure_queued(self, job_id: str, version: int) -> Placement:
         """Queue ``job_id`` at ``version`` unless it waits on the queue already.
 

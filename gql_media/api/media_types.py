@@ -136,6 +136,9 @@ class ProcessImageInput:
     media_id: strawberry.ID
     variants: list[ImageVariantInput]
     idempotency_key: str | None = None
+    webhook_url: str | None = strawberry.field(
+        default=None, description="POST the job here, signed, when it ends."
+    )
 
 
 @strawberry.input(description="A frame as an image, at `at` seconds or `fraction` of the way.")
@@ -174,6 +177,9 @@ class ProcessVideoInput:
     media_id: strawberry.ID
     operations: list[VideoOperationInput]
     idempotency_key: str | None = None
+    webhook_url: str | None = strawberry.field(
+        default=None, description="POST the job here, signed, when it ends."
+    )
 
 
 @strawberry.type

@@ -154,6 +154,7 @@ class Mutation:
             output_format=data.output_format,
             extra={} if data.extra is None else data.extra,
             idempotency_key=data.idempotency_key,
+            webhook_url=data.webhook_url,
         )
         try:
             await limits.admit(info.context.deps, info.context.principal)
@@ -192,6 +193,7 @@ class Mutation:
                 to_json(data.variants),
                 data.idempotency_key,
                 info.context.principal,
+                data.webhook_url,
             )
         except (DomainUserError, InvalidInput) as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))
@@ -210,6 +212,7 @@ class Mutation:
                 to_json(data.operations),
                 data.idempotency_key,
                 info.context.principal,
+                data.webhook_url,
             )
         except (DomainUserError, InvalidInput) as exc:
             return JobPayload(job=None, user_errors=_user_errors(exc))

@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 
 from gql_media import domain
 from gql_media.errors import UserError as DomainUserError
+from gql_media.services import webhooks
 from gql_media.services.jobs import JobFilter as DomainJobFilter
 
 # Registered once for their GraphQL definitions; fields below use the domain enums directly.
@@ -109,6 +110,40 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    webhook_url: str | None = strawberry.field(
+        description="Where the job is POSTed (signed) when it ends."
+    )
+
+    @strawberry.field(description="Every attempt to deliver the job's webhook, oldest first.")
+    async def webhook_deliveries(self, info: strawberry.Info) -> list[WebhookDelivery]:
+        rows = await webhooks.list_deliveries(info.context.deps, str(self.id))
+        return [
+            WebhookDelivery(
+                webhook_id=row.webhook_id,
+                event=row.event,
+                attempt=row.attempt,
+                url=row.url,
+                status_code=row.status_code,
+                error=row.error,
+                duration_ms=row.duration_ms,
+                succeeded=row.succeeded,
+                at=row.created_at,
+            )
+            for row in rows
+        ]
+
+
+@strawberry.type(description="One attempt to deliver a job's webhook.")
+class WebhookDelivery:
+    webhook_id: str = strawberry.field(description="The same for every attempt of a delivery.")
+    event: str = strawberry.field(description="job.succeeded, job.failed or job.canceled.")
+    attempt: int
+    url: str
+    status_code: int | None = strawberry.field(description="The receiver's HTTP status.")
+    error: str | None
+    duration_ms: float
+    succeeded: bool
+    at: datetime
 
 
 def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], str]) -> Job:
@@ -134,6 +169,7 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         started_at=snapshot.started_at,
         finished_at=snapshot.finished_at,
         updated_at=snapshot.updated_at,
+        webhook_url=snapshot.webhook_url,
     )
 
 
@@ -196,6 +232,9 @@ class GenerateImageInput:
     )
     idempotency_key: str | None = strawberry.field(
         default=None, description="Repeating a request with the same key returns the same job."
+    )
+    webhook_url: str | None = strawberry.field(
+        default=None, description="POST the job here, signed, when it ends."
     )
 
 

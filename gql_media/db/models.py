@@ -98,6 +98,9 @@ class JobRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # the API key that asked for the job; None when auth is off
     owner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    # where to POST the job when it ends; "pending" until delivered or given up on
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_state: Mapped[str | None] = mapped_column(String(16))
 
     outputs: Mapped[list[AssetRow]] = relationship(
         back_populates="job", order_by="AssetRow.position", lazy="raise"
@@ -109,6 +112,7 @@ class JobRow(Base):
         Index("ix_jobs_status_lease_until", "status", "lease_until"),
         Index("ix_jobs_finished_at", "finished_at"),
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_jobs_webhook_state_finished_at", "webhook_state", "finished_at"),
     )
 
 
@@ -150,3 +154,23 @@ class ApiKeyRow(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookDeliveryRow(Base):
+    """One attempt to deliver a job's webhook."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    webhook_id: Mapped[str] = mapped_column(String(80))
+    event: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2048))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

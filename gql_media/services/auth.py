@@ -29,6 +29,7 @@ from gql_media.db.models import ApiKeyRow, utcnow
 from gql_media.domain import ANONYMOUS, Principal
 from gql_media.errors import ErrorCode, UserError
 from gql_media.services.deps import Deps
+from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "gqlm_"
@@ -157,10 +158,7 @@ class Authenticator:
 
     def sign_media(self, key: str, now: float | None = None) -> str:
         """The query string that lets anyone holding the URL download ``key`` for a while."""
-        ttl = self._settings.media_url_ttl
-        window = ttl / URL_WINDOWS
-        expires = int(math.ceil(((now or time.time()) + ttl) / window) * window)
-        return f"exp={expires}&sig={self._signature(key, expires)}"
+        return signed_query(self._secret, self._settings.media_url_ttl, key, now)
 
     def media_allowed(self, key: str, expires: str | None, signature: str | None) -> bool:
         if not self.required:
@@ -172,5 +170,27 @@ class Authenticator:
         return hmac.compare_digest(self._signature(key, int(expires)), signature)
 
     def _signature(self, key: str, expires: int) -> str:
-        mac = hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+        return _signature(self._secret, key, expires)
+
+
+def signed_query(secret: bytes, ttl: float, key: str, now: float | None = None) -> str:
+    """``exp=…&sig=…`` for ``key``; the expiry is rounded up to a window of the lifetime so
+    the URL stays the same for a while."""
+    window = ttl / URL_WINDOWS
+    expires = int(math.ceil(((now or time.time()) + ttl) / window) * window)
+    return f"exp={expires}&sig={_signature(secret, key, expires)}"
+
+
+def _signature(secret: bytes, key: str, expires: int) -> str:
+    mac = hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+
+def media_url_for(settings: Settings, key: str) -> str:
+    """A media URL made outside a request (webhooks): on ``public_url`` when set, signed
+    when auth is required and a shared secret key is configured."""
+    url = f"{(settings.public_url or '').rstrip('/')}/media/{key}"
+    if settings.auth == "required" and settings.secret_key is not None:
+        secret = settings.secret_key.get_secret_value().encode()
+        return f"{url}?{signed_query(secret, settings.media_url_ttl, key)}"
+    return url

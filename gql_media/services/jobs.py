@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import Select, case, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -41,6 +41,7 @@ from gql_media.errors import (
 from gql_media.services.deps import Deps
 from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import job_snapshot
+from gql_media.services.webhooks import announce
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class NewImageJob:
     output_format: OutputFormat = OutputFormat.PNG
     extra: Any = field(default_factory=dict)  # any JSON value; only an object is valid
     idempotency_key: str | None = None
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,33 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
                 "idempotencyKey",
             )
         )
+    errors.extend(webhook_url_problems(s, job.webhook_url))
     return errors
+
+
+def webhook_url_problems(settings: Settings, url: str | None) -> list[UserError]:
+    """What is wrong with a job's ``webhookUrl`` (where it points is checked when it is
+    delivered, against the outbound rules)."""
+    if url is None:
+        return []
+    if settings.webhook_secret is None:
+        return [
+            UserError(
+                ErrorCode.WEBHOOKS_NOT_CONFIGURED,
+                "this server sends no webhooks (GQL_MEDIA_WEBHOOK_SECRET is not set)",
+                "webhookUrl",
+            )
+        ]
+    scheme = url.split(":", 1)[0].lower()
+    if len(url) > 2048 or scheme not in ("http", "https") or "://" not in url:
+        return [
+            UserError(
+                ErrorCode.INVALID_ARGUMENT,
+                "webhookUrl must be an http(s) URL of at most 2048 characters",
+                "webhookUrl",
+            )
+        ]
+    return []
 
 
 def _request_hash(job: NewImageJob) -> str:
@@ -228,6 +256,7 @@ async def create_image_job(
         idempotency_key=job.idempotency_key,
         request_hash=_request_hash(job),
         principal=principal,
+        webhook_url=job.webhook_url,
     )
 
 
@@ -242,6 +271,7 @@ async def insert_job(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     principal: Principal = ANONYMOUS,
+    webhook_url: str | None = None,
 ) -> JobSnapshot:
     """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
     the job an earlier request of the same owner with the same key and ``request_hash`` made
@@ -271,6 +301,7 @@ async def insert_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         owner_id=principal.key_id,
+        webhook_url=webhook_url,
         run_after=now,
         created_at=now,
         updated_at=now,
@@ -287,7 +318,7 @@ async def insert_job(
             raise
         return existing
     snapshot = job_snapshot(row)
-    await deps.publisher.publish(snapshot)
+    await announce(deps, snapshot)
     await deps.queue.enqueue(snapshot.id, snapshot.version)
     return snapshot
 
@@ -413,6 +444,10 @@ async def transition(
         stmt = stmt.where(JobRow.lease_token == held_by)
     if at_version is not None:
         stmt = stmt.where(JobRow.version == at_version)
+    if target.terminal:  # a job with a webhook URL now owes a delivery
+        values.setdefault(
+            "webhook_state", case((JobRow.webhook_url.is_not(None), "pending"), else_=None)
+        )
     stmt = (
         stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
         .returning(JobRow)
@@ -446,7 +481,7 @@ async def cancel_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) 
         if updated is None:
             raise InvalidState("job changed state while canceling; try again")
     snapshot = job_snapshot(updated)
-    await deps.publisher.publish(snapshot)
+    await announce(deps, snapshot)
     if updated.external_id is not None:
         await _cancel_at_provider(deps, updated.provider, updated.external_id)
     return snapshot
@@ -493,11 +528,12 @@ async def retry_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -
             run_after=now,
             started_at=None,
             finished_at=None,
+            webhook_state=None,
         )
         if updated is None:
             raise InvalidState("job changed state while retrying; try again")
     snapshot = job_snapshot(updated)
-    await deps.publisher.publish(snapshot)
+    await announce(deps, snapshot)
     await deps.queue.enqueue(snapshot.id, snapshot.version)
     return snapshot
 

@@ -33,7 +33,7 @@ from gql_media.domain import (
 )
 from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import insert_job
+from gql_media.services.jobs import insert_job, webhook_url_problems
 from gql_media.services.snapshots import asset_snapshot
 
 log = logging.getLogger(__name__)
@@ -230,11 +230,15 @@ async def create_processing_job(
     parameters: dict[str, Any],
     idempotency_key: str | None = None,
     principal: Principal = ANONYMOUS,
+    webhook_url: str | None = None,
 ) -> JobSnapshot:
     """Queue a processImage or processVideo job on an upload; ``parameters`` were validated
     by the caller and are stored as the job's parameters, with the media id."""
     kinds = ("image",) if kind is JobKind.PROCESS_IMAGE else ("video", "audio")
     await _source(deps, media_id, kinds, principal)
+    problems = webhook_url_problems(deps.settings, webhook_url)
+    if problems:
+        raise InvalidInput(problems)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         raise InvalidInput(
             [
@@ -254,6 +258,7 @@ async def create_processing_job(
         idempotency_key=idempotency_key,
         request_hash=_request_hash(kind, full),
         principal=principal,
+        webhook_url=webhook_url,
     )
 
 

@@ -382,11 +382,18 @@ async def create_process_image_job(
     variants: Any,
     idempotency_key: str | None = None,
     principal: Principal = ANONYMOUS,
+    webhook_url: str | None = None,
 ) -> JobSnapshot:
     known = await _watermark_ids(deps, variants, principal)
     image_variants(deps.settings, variants, lambda media_id: Path() if media_id in known else None)
     return await create_processing_job(
-        deps, JobKind.PROCESS_IMAGE, media_id, {"variants": variants}, idempotency_key, principal
+        deps,
+        JobKind.PROCESS_IMAGE,
+        media_id,
+        {"variants": variants},
+        idempotency_key,
+        principal,
+        webhook_url,
     )
 
 
@@ -396,6 +403,7 @@ async def create_process_video_job(
     operations: Any,
     idempotency_key: str | None = None,
     principal: Principal = ANONYMOUS,
+    webhook_url: str | None = None,
 ) -> JobSnapshot:
     video_operations(deps.settings, operations)
     return await create_processing_job(
@@ -405,6 +413,7 @@ async def create_process_video_job(
         {"operations": operations},
         idempotency_key,
         principal,
+        webhook_url,
     )
 
 

@@ -45,6 +45,7 @@ from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import job_snapshot
+from gql_media.services.webhooks import announce
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,7 +103,7 @@ class JobContext:
             return  # progress is best effort; the lease decides whether the job is ours
         if row is None:
             raise LeaseLost("job is no longer running here")
-        await self._deps.publisher.publish(job_snapshot(row))
+        await announce(self._deps, job_snapshot(row))
 
     async def save_external_id(self, external_id: str) -> None:
         saved = await _persist(
@@ -184,7 +185,7 @@ async def run_job(deps: Deps, job_id: str) -> Outcome:
     row = await _claim(deps, parse_job_id(job_id), token)
     if row is None:
         return Outcome.SKIPPED
-    await deps.publisher.publish(job_snapshot(row))
+    await announce(deps, job_snapshot(row))
     failpoint(CLAIMED)
     context = JobContext(deps, row, token)
     work = asyncio.create_task(_work(deps, row, context))
@@ -351,7 +352,7 @@ async def _succeed(
     if done is None:
         await _discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
         return Outcome.CANCELED
-    await deps.publisher.publish(job_snapshot(done, rows))
+    await announce(deps, job_snapshot(done, rows))
     return Outcome.SUCCEEDED
 
 
@@ -402,7 +403,7 @@ async def _fail_or_retry(
     if updated is None:
         return Outcome.CANCELED
     snapshot = job_snapshot(updated)
-    await deps.publisher.publish(snapshot)
+    await announce(deps, snapshot)
     if retry:
         log.info(
             "job %s attempt %d failed (%s); retrying in %.2fs",
@@ -438,7 +439,7 @@ async def _hand_back(deps: Deps, row: JobRow, token: str) -> None:
         return
     if updated is not None:
         snapshot = job_snapshot(updated)
-        await deps.publisher.publish(snapshot)
+        await announce(deps, snapshot)
         await deps.queue.enqueue(snapshot.id, snapshot.version)
         log.info("job %s handed back to the queue", snapshot.id)
 
@@ -480,7 +481,7 @@ async def requeue_expired(deps: Deps, limit: int = 500) -> int:
             continue
         count += 1
         snapshot = job_snapshot(updated)
-        await deps.publisher.publish(snapshot)
+        await announce(deps, snapshot)
         if not exhausted:
             await deps.queue.enqueue(snapshot.id, snapshot.version)
     return count
@@ -520,6 +521,6 @@ async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
     if updated is None:
         return Placement.WAITING  # it moved on meanwhile (claimed, canceled, requeued)
     snapshot = job_snapshot(updated)
-    await deps.publisher.publish(snapshot)
+    await announce(deps, snapshot)
     log.info("job %s: its queue entry was lost with a worker; queued again", snapshot.id)
     return await deps.queue.ensure_queued(snapshot.id, snapshot.version)

@@ -59,4 +59,5 @@ def job_snapshot(row: JobRow, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
         outputs=tuple(asset_snapshot(a) for a in outputs),
         result=row.result,
         owner=row.owner_id.hex if row.owner_id is not None else None,
+        webhook_url=row.webhook_url,
     )

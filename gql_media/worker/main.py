@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.runtime import Runtime
-from gql_media.services import retention, runner
+from gql_media.services import retention, runner, webhooks
 from gql_media.services.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     return outcome.value
 
 
+async def deliver_webhook_task(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
+    return await webhooks.deliver(ctx["deps"], job_id, attempt)
+
+
 class GqlMediaWorker(Worker):
     """arq's Worker with a wake-up channel and a periodic reconciler."""
 
@@ -45,6 +49,7 @@ class GqlMediaWorker(Worker):
         super().__init__(
             functions=[
                 func(run_job_task, name=keys.RUN_JOB_TASK, keep_result=0, max_tries=5),
+                func(deliver_webhook_task, name=keys.DELIVER_WEBHOOK_TASK, keep_result=0),
             ],
             redis_pool=redis,
             queue_name=keys.queue_name(settings.redis_namespace),
@@ -127,6 +132,10 @@ class GqlMediaWorker(Worker):
                 at_startup = False
                 if count:
                     log.info("re-enqueued %d overdue jobs", count)
+                if self.deps.settings.webhook_secret is not None:
+                    lost = await webhooks.requeue_lost(self.deps)
+                    if lost:
+                        log.info("re-enqueued %d webhook deliveries", lost)
             except Exception:
                 log.exception("reconciler failed")
             await asyncio.sleep(interval)

@@ -1,0 +1,61 @@
+"""POSTing signed webhooks to users' URLs (Standard Webhooks headers, like Replicate's)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from gql_media.adapters.outbound import OutboundBlocked, OutboundGuard
+from gql_media.adapters.webhook_signing import sign
+from gql_media.errors import ProviderError
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    secret: str,
+    webhook_id: str,
+    body: bytes,
+    guard: OutboundGuard,
+    timeout: float,
+) -> Attempt:
+    """One delivery attempt. Redirects are not followed (a 3xx is a failed attempt)."""
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return round((time.perf_counter() - started) * 1000, 1)
+
+    try:
+        await guard.check(url)
+    except (OutboundBlocked, ProviderError) as exc:
+        return Attempt(None, f"{exc.code.value}: {exc.message}", elapsed())
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "gql-media-webhooks",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+    }
+    try:
+        response = await client.post(
+            url, content=body, headers=headers, timeout=timeout, follow_redirects=False
+        )
+    except httpx.HTTPError as exc:
+        return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], elapsed())
+    error = None if response.is_success else f"HTTP {response.status_code}"
+    return Attempt(response.status_code, error, elapsed())

@@ -1,0 +1,212 @@
+"""Outbound webhooks: a job with a ``webhookUrl`` is POSTed there, signed, when it ends.
+
+The terminal transition marks the job ``webhook_state = 'pending'`` in the same UPDATE, so
+a delivery is owed exactly when the job ended. ``announce`` (publish the change, and queue
+the delivery of a finished job) is the fast path; the reconciler queues deliveries whose
+queue entry was lost. Each attempt is recorded in ``webhook_deliveries``; failures are
+retried with exponential backoff up to ``webhook_max_attempts``. Receivers deduplicate with
+``webhook-id``, which stays the same across the attempts of one delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
+
+from gql_media.adapters.outbound import OutboundGuard
+from gql_media.adapters.webhooks_out import post_signed
+from gql_media.db.models import JobRow, WebhookDeliveryRow, utcnow
+from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id, encode_id
+from gql_media.services.auth import media_url_for
+from gql_media.services.deps import Deps
+from gql_media.services.snapshots import job_snapshot
+from gql_media.settings import Settings
+
+log = logging.getLogger(__name__)
+EVENTS = {
+    JobStatus.SUCCEEDED: "job.succeeded",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.CANCELED: "job.canceled",
+}
+# a pending delivery with no attempt this long after the job ended lost its queue entry
+LOST_AFTER = timedelta(seconds=30)
+
+
+async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
+    """Publish a change of a job; a finished job with a webhook URL gets its delivery queued."""
+    await deps.publisher.publish(snapshot)
+    if snapshot.status.terminal and snapshot.webhook_url:
+        await deps.queue.enqueue_webhook(snapshot.id, 1)
+
+
+def job_payload(settings: Settings, job: JobSnapshot) -> dict[str, Any]:
+    """The job as the api shows it (camelCase, like the GraphQL ``Job``)."""
+
+    def when(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": job.id,
+        "kind": job.kind.value,
+        "status": job.status.value,
+        "progress": job.progress,
+        "version": job.version,
+        "prompt": job.prompt,
+        "provider": job.provider,
+        "model": job.model,
+        "parameters": job.parameters,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "error": (
+            {
+                "code": job.error.code,
+                "message": job.error.message,
+                "retryable": job.error.retryable,
+            }
+            if job.error
+            else None
+        ),
+        "outputs": [
+            {
+                "id": output.id,
+                "name": output.name,
+                "url": media_url_for(settings, output.key),
+                "contentType": output.content_type,
+                "width": output.width,
+                "height": output.height,
+                "byteSize": output.byte_size,
+                "sha256": output.sha256,
+            }
+            for output in job.outputs
+        ],
+        "result": job.result,
+        "createdAt": when(job.created_at),
+        "startedAt": when(job.started_at),
+        "finishedAt": when(job.finished_at),
+        "updatedAt": when(job.updated_at),
+    }
+
+
+async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
+    """Make delivery ``attempt`` of a finished job's webhook; queue the next one on failure.
+    Returns what happened, for the worker's log."""
+    settings = deps.settings
+    parsed = decode_id(JOB_ID_PREFIX, job_id)
+    if parsed is None or settings.webhook_secret is None:
+        return "skipped"
+    async with deps.sessions() as session:
+        row = await session.scalar(
+            select(JobRow).where(JobRow.id == parsed).options(selectinload(JobRow.outputs))
+        )
+        if row is None or row.webhook_state != "pending" or row.webhook_url is None:
+            return "skipped"
+        snapshot = job_snapshot(row, row.outputs)
+        url = row.webhook_url
+    if not snapshot.status.terminal or snapshot.finished_at is None:
+        return "skipped"
+    event = EVENTS[snapshot.status]
+    webhook_id = f"msg_{parsed.hex}_{int(snapshot.finished_at.timestamp() * 1000)}"
+    body = orjson.dumps(
+        {"type": event, "timestamp": utcnow().isoformat(), "data": job_payload(settings, snapshot)}
+    )
+    async with httpx.AsyncClient() as client:
+        result = await post_signed(
+            client,
+            url,
+            secret=settings.webhook_secret.get_secret_value(),
+            webhook_id=webhook_id,
+            body=body,
+            guard=OutboundGuard(settings.outbound_allow),
+            timeout=settings.webhook_timeout,
+        )
+    final = result.succeeded or attempt >= settings.webhook_max_attempts
+    async with deps.sessions.begin() as session:
+        session.add(
+            WebhookDeliveryRow(
+                id=uuid.uuid4(),
+                job_id=parsed,
+                webhook_id=webhook_id,
+                event=event,
+                attempt=attempt,
+                url=url,
+                status_code=result.status_code,
+                error=result.error,
+                duration_ms=result.duration_ms,
+                succeeded=result.succeeded,
+                created_at=utcnow(),
+            )
+        )
+        if final:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id == parsed, JobRow.webhook_state == "pending")
+                .values(webhook_state="delivered" if result.succeeded else "failed")
+            )
+    if result.succeeded:
+        return "delivered"
+    if final:
+        log.warning("job %s: webhook to %s failed %d times; giving up", job_id, url, attempt)
+        return "failed"
+    delay = min(
+        settings.webhook_retry_base_delay * 2 ** (attempt - 1), settings.webhook_retry_max_delay
+    )
+    log.info(
+        "job %s: webhook attempt %d failed (%s); retrying in %.0fs",
+        job_id,
+        attempt,
+        result.error,
+        delay,
+    )
+    await deps.queue.enqueue_webhook(job_id, attempt + 1, defer=delay)
+    return "retrying"
+
+
+async def requeue_lost(deps: Deps, limit: int = 200) -> int:
+    """Queue again the pending deliveries whose queue entry was lost: never attempted 30 s
+    after the job ended, or last attempted longer ago than the longest retry delay."""
+    now = utcnow()
+    stale = now - timedelta(seconds=deps.settings.webhook_retry_max_delay) - LOST_AFTER
+    attempts = (
+        select(
+            WebhookDeliveryRow.job_id,
+            func.count().label("made"),
+            func.max(WebhookDeliveryRow.created_at).label("last"),
+        )
+        .group_by(WebhookDeliveryRow.job_id)
+        .subquery()
+    )
+    stmt = (
+        select(JobRow.id, attempts.c.made, attempts.c.last)
+        .outerjoin(attempts, attempts.c.job_id == JobRow.id)
+        .where(JobRow.webhook_state == "pending", JobRow.finished_at < now - LOST_AFTER)
+        .limit(limit)
+    )
+    async with deps.sessions() as session:
+        rows = (await session.execute(stmt)).all()
+    queued = 0
+    for job_id, made, last in rows:
+        if made and last is not None and last > stale:
+            continue  # a retry is scheduled
+        await deps.queue.enqueue_webhook(encode_id(JOB_ID_PREFIX, job_id), (made or 0) + 1)
+        queued += 1
+    return queued
+
+
+async def list_deliveries(deps: Deps, job_id: str) -> list[WebhookDeliveryRow]:
+    parsed = decode_id(JOB_ID_PREFIX, job_id)
+    if parsed is None:
+        return []
+    async with deps.sessions() as session:
+        rows = await session.execute(
+            select(WebhookDeliveryRow)
+            .where(WebhookDeliveryRow.job_id == parsed)
+            .order_by(WebhookDeliveryRow.created_at, WebhookDeliveryRow.attempt)
+        )
+        return list(rows.scalars())
