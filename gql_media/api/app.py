@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,6 +29,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.providers.replicate import WEBHOOK_PATH
 from gql_media.api.context import Context, media_base_url, media_url
+from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
@@ -341,10 +342,6 @@ async def readyz(request: Request) -> Response:
     )
 
 
-async def index(request: Request) -> Response:
-    return RedirectResponse("/graphql")
-
-
 def create_app(
     settings: Settings,
     *,
@@ -383,7 +380,7 @@ def create_app(
     return Starlette(
         debug=settings.debug,
         routes=[
-            Route("/", index),
+            *dashboard_routes(),
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
             Route("/uploads", upload, methods=["POST"]),
