@@ -302,3 +302,13 @@ async def test_job_events_deliver_only_matching_jobs(api: LiveServer, runtime: R
     for stream in (seen_all, seen_mock):
         for job_id in {e["id"] for e in stream}:
             assert_rising([e for e in stream if e["id"] == job_id])
+
+
+async def test_a_query_over_the_legacy_protocol_is_a_client_error(server: LiveServer) -> None:
+    async with graphql_ws(server.ws_url, protocol="graphql-ws") as ws:
+        await ws.send({"id": "1", "type": "start", "payload": {"query": "{ providers { name } }"}})
+        message = await ws.receive()
+    assert message["type"] in ("data", "error"), message
+    payload = message["payload"]
+    error = payload["errors"][0] if "errors" in payload else payload
+    assert error["extensions"]["code"] == "BAD_REQUEST", message

@@ -23,9 +23,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("webhook_url", sa.String(length=2048), nullable=True))
         batch_op.add_column(sa.Column("webhook_state", sa.String(length=16), nullable=True))
-        batch_op.create_index(
-            "ix_jobs_webhook_state_finished_at", ["webhook_state", "finished_at"]
-        )
+        batch_op.create_index("ix_jobs_webhook_state_finished_at", ["webhook_state", "finished_at"])
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.Uuid(), nullable=False),

@@ -41,6 +41,15 @@ def classify(error: GraphQLError, debug: bool) -> GraphQLError:
     original = error.original_error
     if isinstance(original, GqlMediaError):
         return _with_code(error, original.code, original.message)
+    if isinstance(original, InvalidOperationTypeError):
+        # e.g. a query over the legacy graphql-ws protocol, which carries subscriptions only
+        kind = original.operation_type.value
+        return _with_code(
+            error,
+            ErrorCode.BAD_REQUEST,
+            f"{kind} operations are not allowed on this transport; "
+            "use HTTP, or the graphql-transport-ws protocol",
+        )
     if original is not None and is_unavailable(original):
         log.warning("database unavailable: %s", original)
         return _with_code(error, ErrorCode.SERVICE_UNAVAILABLE, "The database is unavailable.")
