@@ -160,6 +160,12 @@ def cmd_export_schema(settings: Settings, args: argparse.Namespace) -> None:
         sys.stdout.write(sdl)
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
+    from gql_media.bench.runner import main as bench
+
+    sys.exit(bench(args))
+
+
 # exit codes of the client commands
 EXIT_OK, EXIT_JOB_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -378,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--first", type=int, default=20, help="list: how many")
     _client_options(jobs)
     jobs.set_defaults(func=cmd_jobs)
+
+    from gql_media.bench.options import add_arguments as bench_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark a deployment (throughput, latencies, fan-out, image paths)",
+        description="Bounded benchmark: prints a table; --json writes the details.",
+    )
+    bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,137 @@
+"""Image paths: a large JPEG made smaller through ``image_ops.process_image`` and through plain
+Pillow (``Image.open(...).resize(...)``, then the same encoder), in this process.
+
+This measures the machine the bench runs on, not the deployment: run it where the workers
+run. Both paths read the same file and encode to the same format and quality; the service
+also applies EXIF orientation, strips metadata and writes optimized JPEG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import math
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFilter
+
+from gql_media.adapters import image_ops
+from gql_media.bench.options import Options
+from gql_media.bench.stats import Report, Row
+
+MAX_PIXELS = 200_000_000
+
+
+def make_jpeg(megapixels: float, seed: int = 7) -> tuple[bytes, tuple[int, int]]:
+    """A photo-like 3:2 JPEG: soft shapes, gradients and fine grain, so it compresses and
+    decodes like a camera picture rather than like noise or a flat colour."""
+    width = max(64, round(math.sqrt(megapixels * 1_000_000 * 3 / 2)))
+    height = max(64, round(width * 2 / 3))
+    rng = random.Random(seed)
+    sketch = Image.linear_gradient("L").resize((width // 8, height // 8)).convert("RGB")
+    draw = ImageDraw.Draw(sketch)
+    for _ in range(60):
+        x, y = rng.randrange(sketch.width), rng.randrange(sketch.height)
+        r = rng.randrange(4, max(5, sketch.width // 6))
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    sketch = sketch.filter(ImageFilter.GaussianBlur(3))
+    picture = sketch.resize((width, height), Image.Resampling.BICUBIC)
+    grain = Image.effect_noise((width, height), 24).convert("RGB")
+    picture = Image.blend(picture, grain, 0.12)
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue(), (width, height)
+
+
+def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    scale = longest / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _plain(path: Path, longest: int, fmt: str, quality: int) -> int:
+    with Image.open(path) as image:
+        small = image.resize(_fit(image.size, longest))
+    buffer = io.BytesIO()
+    small.save(buffer, fmt, quality=quality)
+    return len(buffer.getvalue())
+
+
+def _service(path: Path, operation: image_ops.Operation, fmt: str, quality: int) -> int:
+    variant = image_ops.Variant("out", (operation,), image_ops.Output(format=fmt, quality=quality))
+    (result,) = image_ops.process_image(path, [variant], MAX_PIXELS)
+    return len(result.data)
+
+
+def _time(action: Callable[[], int], repeat: int) -> tuple[float, int]:
+    """Median milliseconds of ``repeat`` runs, and the output size of the last."""
+    times, size = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        size = action()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), size
+
+
+def _measure(options: Options) -> dict[str, Any]:
+    data, size = make_jpeg(options.image_megapixels)
+    cases: list[tuple[str, image_ops.Operation, int, str, int]] = [
+        ("thumbnail 512 px JPEG", image_ops.Thumbnail(512), 512, "JPEG", 85),
+        (
+            "2048 px WEBP",
+            image_ops.Resize(width=2048, height=2048, fit="inside"),
+            2048,
+            "WEBP",
+            80,
+        ),
+    ]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="gql-media-bench-img-") as tmp:
+        path = Path(tmp) / "source.jpg"
+        path.write_bytes(data)
+        for name, operation, longest, fmt, quality in cases:
+            service_ms, service_bytes = _time(
+                functools.partial(_service, path, operation, fmt, quality), options.image_repeat
+            )
+            plain_ms, plain_bytes = _time(
+                functools.partial(_plain, path, longest, fmt, quality), options.image_repeat
+            )
+            results.append(
+                {
+                    "name": name,
+                    "service_ms": round(service_ms, 1),
+                    "pillow_ms": round(plain_ms, 1),
+                    "service_bytes": service_bytes,
+                    "pillow_bytes": plain_bytes,
+                }
+            )
+    return {
+        "source": {"width": size[0], "height": size[1], "bytes": len(data)},
+        "repeat": options.image_repeat,
+        "ops": results,
+    }
+
+
+async def run_images(options: Options, report: Report) -> None:
+    details = await asyncio.to_thread(_measure, options)
+    source = details["source"]
+    megapixels = source["width"] * source["height"] / 1e6
+    rows = [
+        Row(
+            f"image {op['name']}",
+            f"{megapixels:.0f} MP",
+            f"{op['service_ms']:,.0f} ms/op (service)",
+            None,
+            None,
+            f"plain Pillow open+resize {op['pillow_ms']:,.0f} ms/op",
+        )
+        for op in details["ops"]
+    ]
+    report.add("images", details, rows)

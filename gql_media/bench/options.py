@@ -1,0 +1,203 @@
+"""Command-line options of ``gql-media bench``, and the typed ``Options`` built from them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SCENARIOS = ("submit", "pickup", "e2e", "drain", "fanout-updated", "fanout-events", "images")
+# the letters of the issue that listed them, accepted as well
+ALIASES = {
+    "a": ("submit",),
+    "b": ("pickup",),
+    "c": ("e2e",),
+    "d": ("drain",),
+    "e": ("fanout-updated", "fanout-events"),
+    "fanout": ("fanout-updated", "fanout-events"),
+    "f": ("images",),
+}
+
+
+class OptionsError(Exception):
+    """The options do not name a deployment the bench can use."""
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: str  # "url", "local" or "embedded"
+    url: str | None
+    database_url: str | None
+    redis_url: str | None
+    namespace: str | None
+    workers: int
+    workers_given: int | None
+    key: str | None
+    only: tuple[str, ...]
+    json_path: Path | None
+    log_dir: Path | None
+    submit_concurrency: tuple[int, ...]
+    submit_requests: int
+    submit_seconds: float
+    pickup_jobs: int
+    e2e_jobs: int
+    drain_jobs: int
+    fanout_connections: int
+    events_connections: int
+    events_rate: float
+    events_seconds: float
+    fanout_job_ms: int
+    fanout_timeout: float
+    client_procs: int
+    connect_concurrency: int
+    compression: bool
+    image_megapixels: float
+    image_repeat: int
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,16,64, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive numbers")
+    return values
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    chosen: list[str] = []
+    for name in (n.strip().lower() for n in text.split(",") if n.strip()):
+        expanded = ALIASES.get(name, (name,))
+        for scenario in expanded:
+            if scenario not in SCENARIOS:
+                raise argparse.ArgumentTypeError(
+                    f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}"
+                )
+            if scenario not in chosen:
+                chosen.append(scenario)
+    return tuple(s for s in SCENARIOS if s in chosen)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group("deployment (one of; default: --local when env is set)")
+    exclusive = where.add_mutually_exclusive_group()
+    exclusive.add_argument("--url", help="an api that is already running, with its workers")
+    exclusive.add_argument(
+        "--local",
+        action="store_true",
+        help="start an api and worker processes here on PostgreSQL and Redis (migrates the "
+        "database first); use a scratch database: the bench adds jobs",
+    )
+    exclusive.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start `gql-media serve` (one process, SQLite, in-process Redis) in a temp dir",
+    )
+    where.add_argument("--database-url", help="for --local (default: $GQL_MEDIA_DATABASE_URL)")
+    where.add_argument("--redis-url", help="for --local (default: $GQL_MEDIA_REDIS_URL)")
+    where.add_argument("--namespace", help="Redis namespace for --local (default: a fresh one)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes: how many to start (--local, default 1), or how many the "
+        "deployment runs (--url; needed for the per-worker drain rate)",
+    )
+    where.add_argument("--key", default=os.environ.get("GQL_MEDIA_API_KEY"), help="API key")
+    where.add_argument("--log-dir", type=Path, help="keep the logs of started processes here")
+
+    parser.add_argument(
+        "--only",
+        type=_scenarios,
+        default=SCENARIOS,
+        help=f"comma-separated scenarios: {', '.join(SCENARIOS)} (or a-f)",
+    )
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+
+    sizes = parser.add_argument_group("sizes")
+    sizes.add_argument("--submit-concurrency", type=_ints, default=(1, 16, 64))
+    sizes.add_argument("--submit-requests", type=int, default=500, help="per concurrency level")
+    sizes.add_argument("--submit-seconds", type=float, default=20, help="cap per level")
+    sizes.add_argument("--pickup-jobs", type=int, default=100)
+    sizes.add_argument("--e2e-jobs", type=int, default=100)
+    sizes.add_argument("--drain-jobs", type=int, default=500)
+    sizes.add_argument(
+        "--fanout-connections",
+        type=int,
+        default=200,
+        help="jobUpdated sockets, one job each (try 1000, 5000, 10000 with --client-procs)",
+    )
+    sizes.add_argument("--events-connections", type=int, default=200, help="jobEvents sockets")
+    sizes.add_argument("--events-rate", type=float, default=20, help="jobs/s during fan-out")
+    sizes.add_argument("--events-seconds", type=float, default=5)
+    sizes.add_argument(
+        "--fanout-job-ms",
+        type=int,
+        default=200,
+        help="job duration when workers cannot be paused (--url, --embedded)",
+    )
+    sizes.add_argument("--fanout-timeout", type=float, default=60)
+    sizes.add_argument(
+        "--client-procs", type=int, default=1, help="processes holding the fan-out sockets"
+    )
+    sizes.add_argument("--connect-concurrency", type=int, default=100, help="handshakes at once")
+    sizes.add_argument(
+        "--no-compression",
+        dest="compression",
+        action="store_false",
+        help="do not negotiate permessage-deflate (browsers do)",
+    )
+    sizes.add_argument("--image-megapixels", type=float, default=24)
+    sizes.add_argument("--image-repeat", type=int, default=3)
+
+
+def build_options(args: argparse.Namespace, env: dict[str, str] | None = None) -> Options:
+    """Options from parsed arguments; OptionsError when no usable deployment is named."""
+    env = dict(os.environ) if env is None else env
+    database_url = args.database_url or env.get("GQL_MEDIA_DATABASE_URL")
+    redis_url = args.redis_url or env.get("GQL_MEDIA_REDIS_URL")
+    if args.url:
+        mode = "url"
+    elif args.embedded:
+        mode = "embedded"
+    else:
+        mode = "local"
+        if not (database_url and database_url.startswith("postgresql") and redis_url):
+            raise OptionsError(
+                "gql-media bench needs a deployment: --url URL of a running api, or --local "
+                "with PostgreSQL and Redis (--database-url/--redis-url or "
+                "GQL_MEDIA_DATABASE_URL/GQL_MEDIA_REDIS_URL), or --embedded for the "
+                "single-process mode"
+            )
+    return Options(
+        mode=mode,
+        url=args.url,
+        database_url=database_url,
+        redis_url=redis_url,
+        namespace=args.namespace,
+        workers=args.workers or 1,
+        workers_given=args.workers,
+        key=args.key,
+        only=args.only,
+        json_path=args.json_path,
+        log_dir=args.log_dir,
+        submit_concurrency=args.submit_concurrency,
+        submit_requests=args.submit_requests,
+        submit_seconds=args.submit_seconds,
+        pickup_jobs=args.pickup_jobs,
+        e2e_jobs=args.e2e_jobs,
+        drain_jobs=args.drain_jobs,
+        fanout_connections=args.fanout_connections,
+        events_connections=args.events_connections,
+        events_rate=args.events_rate,
+        events_seconds=args.events_seconds,
+        fanout_job_ms=args.fanout_job_ms,
+        fanout_timeout=args.fanout_timeout,
+        client_procs=max(1, args.client_procs),
+        connect_concurrency=max(1, args.connect_concurrency),
+        compression=args.compression,
+        image_megapixels=args.image_megapixels,
+        image_repeat=max(1, args.image_repeat),
+    )

@@ -1,0 +1,119 @@
+"""``gql-media bench --local`` with tiny counts against real PostgreSQL and Redis.
+
+Checks the shape and the bookkeeping of the results (every event delivered, every job
+accounted for), never the timings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gql_media.bench.options import OptionsError, build_options
+from gql_media.bench.runner import run
+from gql_media.cli import build_parser
+from tests.conftest import INTEGRATION, TEST_REDIS_URL
+
+TINY = [
+    "--submit-concurrency", "1,4",
+    "--submit-requests", "8",
+    "--pickup-jobs", "3",
+    "--e2e-jobs", "3",
+    "--drain-jobs", "10",
+    "--fanout-connections", "8",
+    "--events-connections", "4",
+    "--events-rate", "10",
+    "--events-seconds", "0.5",
+    "--fanout-timeout", "15",
+    "--image-megapixels", "0.3",
+    "--image-repeat", "1",
+]  # fmt: skip
+
+
+def parse(*argv: str) -> Any:
+    return build_parser().parse_args(["bench", *argv])
+
+
+def assert_latencies(summary: dict[str, Any], count: int, positive: bool = True) -> None:
+    assert summary["count"] == count, summary
+    assert summary["p50"] is not None and summary["p99"] >= summary["p50"]
+    assert summary["p50"] > 0 if positive else summary["p50"] >= 0
+
+
+def test_refuses_without_a_deployment() -> None:
+    with pytest.raises(OptionsError, match="--url"):
+        build_options(parse(), env={})
+
+
+def test_scenarios_can_be_chosen_by_name_or_letter() -> None:
+    args = parse("--embedded", "--only", "e,a,images")
+    assert build_options(args, env={}).only == (
+        "submit",
+        "fanout-updated",
+        "fanout-events",
+        "images",
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not INTEGRATION, reason="needs PostgreSQL and Redis")
+@pytest.mark.timeout(90)
+async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: Path) -> None:
+    assert TEST_REDIS_URL is not None
+    out = tmp_path / "bench.json"
+    args = parse(
+        "--local",
+        "--database-url", postgres_url,
+        "--redis-url", TEST_REDIS_URL,
+        "--client-procs", "2",
+        "--json", str(out),
+        *TINY,
+    )  # fmt: skip
+    result = await run(build_options(args, env={}))
+    out.write_text(json.dumps(result))
+    scenarios = json.loads(out.read_text())["scenarios"]
+    assert set(scenarios) == {
+        "submit",
+        "pickup",
+        "e2e",
+        "drain",
+        "fanout_updated",
+        "fanout_events",
+        "images",
+    }
+
+    for level in scenarios["submit"]["levels"]:
+        assert level["ok"] == level["requests"] == 8 and level["errors"] == 0
+        assert level["jobs_per_s"] > 0 and level["settled"]
+        assert_latencies(level["latency_ms"], 8)
+
+    pickup = scenarios["pickup"]
+    assert pickup["errors"] == 0 and pickup["running_not_seen"] == 0
+    assert_latencies(pickup["latency_ms"], 3, positive=False)
+
+    e2e = scenarios["e2e"]
+    assert e2e["errors"] == 0 and e2e["not_succeeded"] == 0
+    assert_latencies(e2e["latency_ms"], 3)
+    assert_latencies(e2e["follow_latency_ms"], 3)
+
+    drain = scenarios["drain"]
+    assert drain["succeeded"] == drain["jobs"] == 10 and drain["not_finished"] == 0
+    assert drain["workers"] == 1 and drain["jobs_per_s_per_worker"] > 0
+
+    updated = scenarios["fanout_updated"]
+    assert updated["connected"] == 8 and updated["failed"] == 0
+    assert updated["delivered"] == updated["expected"] == 8
+    assert updated["rss"]["measured"] and updated["rss"]["per_connection_kib"] is not None
+    assert updated["terminal_latency_ms"]["count"] == 8
+
+    events = scenarios["fanout_events"]
+    assert events["jobs"] == 5 and events["connected"] == 4
+    assert events["delivered"] == events["expected"] == 4 * 5
+    assert events["terminal_latency_ms"]["count"] == 20
+
+    for op in scenarios["images"]["ops"]:
+        assert op["service_ms"] > 0 and op["pillow_ms"] > 0
+        assert op["service_bytes"] > 0 and op["pillow_bytes"] > 0
