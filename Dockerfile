@@ -22,7 +22,8 @@ WORKDIR /src
 
 # Dependencies first, in their own layer, so code changes do not reinstall them.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+# (with the `s3` extra, so the image can keep media in an S3-compatible bucket)
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['s3']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
