@@ -13,6 +13,7 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
@@ -26,7 +27,7 @@ from gql_media.api.media_types import (
     UploadMediaPayload,
     to_json,
 )
-from gql_media.api.security import NoIntrospection, cost_rule
+from gql_media.api.security import NoIntrospection, ParseOnce, cost_rule
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -304,7 +305,13 @@ class Subscription:
 
 
 def validation_rules(settings: Settings) -> Callable[[], SchemaExtension]:
-    rules: list[type[ASTValidationRule]] = [cost_rule(settings)]
+    """Every validation rule of ours, built once: the same rule classes on every request
+    let the validation cache hit (strawberry's limiters make a new class per instance)."""
+    rules: list[type[ASTValidationRule]] = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        cost_rule(settings),
+    ]
     if not settings.introspection_enabled:
         rules.append(NoIntrospection)
     return lambda: AddValidationRules(rules)
@@ -317,8 +324,10 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         config=StrawberryConfig(),
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            # parsing and validating a document again for each request costs more than
+            # running most of them; both depend on the document (and the rules) alone
+            ParseOnce,
+            lambda: ValidationCache(maxsize=1024),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             validation_rules(settings),
             error_codes(settings.debug),

@@ -3,11 +3,14 @@ GraphQL validation rules that bound what one document may cost."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -18,8 +21,10 @@ from graphql import (
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
+    parse,
 )
 from starlette.types import Scope
+from strawberry.extensions import SchemaExtension
 
 from gql_media.errors import ErrorCode
 from gql_media.settings import Settings
@@ -148,3 +153,22 @@ class NoIntrospection(ValidationRule):
                     extensions={"code": ErrorCode.INTROSPECTION_DISABLED.value},
                 )
             )
+
+
+@lru_cache(maxsize=1024)
+def _parse(query: str, options: tuple[tuple[str, Any], ...]) -> DocumentNode:
+    return parse(query, **dict(options))
+
+
+class ParseOnce(SchemaExtension):
+    """Parses each distinct document once (an LRU of 1024): the same DocumentNode for the
+    same text also lets validation results be cached. A document that does not parse is
+    left to strawberry, which reports the syntax error as usual."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query and context.graphql_document is None:
+            options = tuple(sorted(context.parse_options.items()))
+            with contextlib.suppress(GraphQLError):
+                context.graphql_document = _parse(context.query, options)
+        yield

@@ -33,7 +33,13 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     # keys expire, and could starve the jobs behind them; redelivery is the reconciler's.
     with contextlib.suppress(RedisError, OSError):
         await ctx["redis"].zrem(keys.queue_name(deps.settings.redis_namespace), ctx["job_id"])
-    outcome = await runner.run_job(deps, job_id)
+    try:
+        outcome = await runner.run_job(deps, job_id)
+    finally:
+        # a slot is free: look at the queue now rather than at the next poll
+        wake: asyncio.Event | None = ctx.get("wake")
+        if wake is not None:
+            wake.set()
     return outcome.value
 
 
@@ -63,6 +69,7 @@ class GqlMediaWorker(Worker):
         )
         self.deps = deps
         self._wake = asyncio.Event()
+        self.ctx["wake"] = self._wake
         self._redis_down_since: float | None = None
 
     async def main(self) -> None:
