@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gql_media.observability import logs as observability_logs
 from gql_media.settings import Settings
 
 log = logging.getLogger("gql_media")
@@ -24,6 +25,7 @@ def _configure_logging(settings: Settings) -> None:
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    observability_logs.configure(settings.log_format)  # json: one object per line, job ids
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
@@ -61,7 +63,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         )
     app = create_app(settings, background=running_worker)
     log.info("GraphiQL: http://%s:%d/graphql", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=10, log_config=None)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        timeout_graceful_shutdown=10,
+        log_config=None,
+        ws_per_message_deflate=False,
+    )
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
@@ -126,6 +135,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
         port=args.port,
         timeout_graceful_shutdown=10,
         log_config=None,
+        # job updates are small JSON: compressing costs ~40 KB per socket and CPU per
+        # message for little gain
+        ws_per_message_deflate=False,
     )
 
 
@@ -136,6 +148,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _run_worker(settings: Settings, grace: float) -> None:
+    from gql_media.observability.metrics import serving
     from gql_media.runtime import open_runtime
     from gql_media.worker.main import running_worker
 
@@ -143,7 +156,11 @@ async def _run_worker(settings: Settings, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime, running_worker(runtime, grace=grace):
+    async with (
+        open_runtime(settings) as runtime,
+        serving(runtime.deps.metrics, settings.worker_metrics_host, settings.worker_metrics_port),
+        running_worker(runtime, grace=grace),
+    ):
         log.info("worker started (concurrency %d)", settings.worker_concurrency)
         await stop.wait()
         log.info("worker stopping: finishing running jobs for up to %.0fs", grace)

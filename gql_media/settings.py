@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     # commit and its publish), every this many seconds; 0 turns it off
     event_catchup_interval: float = Field(default=2.0, ge=0)
 
+    # observability: log lines as text or one JSON object each; a worker's own /metrics
+    log_format: Literal["text", "json"] = "text"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: not served
+    worker_metrics_host: str = "127.0.0.1"
+
     @property
     def embedded(self) -> bool:
         """True when no external database or Redis is configured."""

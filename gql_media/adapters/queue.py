@@ -92,3 +92,8 @@ class JobQueue:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return Placement.UNAVAILABLE
         return Placement.QUEUED
+
+    async def depth(self) -> int:
+        """Entries on the queue: due and deferred jobs and webhook deliveries (a worker takes
+        a job's entry off when it starts it)."""
+        return int(await self._redis.zcard(self._queue))

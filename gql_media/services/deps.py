@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -12,6 +12,7 @@ from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage import Storage
+from gql_media.observability.metrics import Metrics
 from gql_media.settings import Settings
 
 
@@ -24,3 +25,4 @@ class Deps:
     queue: JobQueue
     providers: Mapping[str, ImageProvider]
     limiter: RateLimiter
+    metrics: Metrics = field(default_factory=Metrics)  # its own registry, not the global one

@@ -39,6 +39,7 @@ from gql_media.errors import (
     TransientProviderError,
 )
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoint
+from gql_media.observability.logs import job_context
 from gql_media.services import processing
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
@@ -181,12 +182,18 @@ async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
 
 async def run_job(deps: Deps, job_id: str) -> Outcome:
     """Run the job once if it is QUEUED; every failure ends in a recorded state."""
+    with job_context(job_id):  # every line logged on its behalf names the job
+        return await _run_job(deps, job_id)
+
+
+async def _run_job(deps: Deps, job_id: str) -> Outcome:
     token = uuid.uuid4().hex
     row = await _claim(deps, parse_job_id(job_id), token)
     if row is None:
         return Outcome.SKIPPED
     await announce(deps, job_snapshot(row))
     failpoint(CLAIMED)
+    attempt = deps.metrics.worker.attempt(row.kind, row.provider, row.run_after, row.started_at)
     context = JobContext(deps, row, token)
     work = asyncio.create_task(_work(deps, row, context))
     keeper = asyncio.create_task(_keep_lease(deps, context))
@@ -200,9 +207,12 @@ async def run_job(deps: Deps, job_id: str) -> Outcome:
     if work not in done:
         log.info("job %s: lease lost (canceled or taken over); stopping", job_id)
         await _stop(work, keeper)
+        attempt.ended(Outcome.CANCELED)
         return Outcome.CANCELED
     await _stop(keeper)
-    return work.result()
+    outcome = work.result()
+    attempt.ended(outcome)
+    return outcome
 
 
 async def _stop(*tasks: asyncio.Task[Any]) -> None:
@@ -233,6 +243,7 @@ async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
         log.info("job %s was canceled while running", job_snapshot(row).id)
         return Outcome.CANCELED
     except ProviderError as exc:
+        deps.metrics.worker.provider_error(row.provider, exc.code)
         return await _fail_or_retry(deps, row, context, exc)
     except Exception as exc:
         if is_unavailable(exc):
@@ -258,7 +269,8 @@ async def _produce(
             provider = deps.providers.get(row.provider)
             if provider is None:
                 raise ProviderError(f"provider {row.provider!r} is not configured on this worker")
-            images = await provider.generate(_request(row), context)
+            with deps.metrics.worker.provider_call(row.provider):
+                images = await provider.generate(_request(row), context)
             return [
                 Produced(None, i.content_type, i.width, i.height, data=i.data) for i in images
             ], None
