@@ -312,3 +312,45 @@ async def test_a_query_over_the_legacy_protocol_is_a_client_error(server: LiveSe
     payload = message["payload"]
     error = payload["errors"][0] if "errors" in payload else payload
     assert error["extensions"]["code"] == "BAD_REQUEST", message
+
+
+async def test_subscribers_asking_the_same_share_one_rendering(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphql import OperationType
+    from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+    runs: list[int] = []
+    original = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    def counted(self: Any, serially: bool | None = None) -> Any:
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            runs.append(self.root_value.version)
+        return original(self, serially)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+    document = f"subscription {{ jobEvents {{ {JOB_FIELDS} }} }}"
+    sockets = [graphql_ws(server.ws_url) for _ in range(3)]
+    clients = [await socket.__aenter__() for socket in sockets]
+    try:
+        ops = [await client.subscribe(document) for client in clients]
+        job_id = (await server.generate(provider="mock", width=64, height=64))["job"]["id"]
+        seen: list[list[dict[str, Any]]] = []
+        for client, op in zip(clients, ops, strict=True):
+            events: list[dict[str, Any]] = []
+            while not events or events[-1]["status"] != "SUCCEEDED":
+                payload = await client.next_payload(op)
+                assert payload is not None
+                event = payload["data"]["jobEvents"]
+                assert event["id"] == job_id
+                events.append(event)
+            seen.append(events)
+    finally:
+        for socket in sockets:
+            await socket.__aexit__(None, None, None)
+    finals = [events[-1] for events in seen]
+    assert finals[0] == finals[1] == finals[2]
+    # each version was rendered once, whichever subscribers received it
+    assert len(runs) == len(set(runs))
+    delivered = {event["version"] for events in seen for event in events}
+    assert delivered <= set(runs)

@@ -31,6 +31,7 @@ from gql_media.adapters.providers.replicate import WEBHOOK_PATH
 from gql_media.api.context import Context, media_base_url, media_url
 from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
+from gql_media.api.fanout import SharedJobs
 from gql_media.api.observability import ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
@@ -141,6 +142,7 @@ class GraphQLView(GraphQL[Context, None]):
         return Context(
             deps=state.runtime.deps,
             hub=state.hub,
+            shared_jobs=state.shared_jobs,
             request=request,
             response=response,
             media_base_url=media_base_url(self.settings.public_url, request),
@@ -357,7 +359,7 @@ def create_app(
                     "auth is off (GQL_MEDIA_AUTH=off): anyone who can reach this api can use "
                     "it and see every job"
                 )
-            yield {"runtime": runtime, "hub": hub, "auth": auth}
+            yield {"runtime": runtime, "hub": hub, "auth": auth, "shared_jobs": SharedJobs()}
 
     view = GraphQLView(settings)
     return Starlette(

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from gql_media.adapters.events import EventHub
+from gql_media.api.fanout import SharedJobs
 from gql_media.domain import ANONYMOUS, Principal
 from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
@@ -23,6 +24,7 @@ class Context:
     response: Response | WebSocket | None
     media_base_url: str
     auth: Authenticator
+    shared_jobs: SharedJobs
     principal: Principal = ANONYMOUS
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
 

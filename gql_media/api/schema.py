@@ -21,6 +21,7 @@ from strawberry.schema.config import StrawberryConfig
 from gql_media.adapters.events import Resync
 from gql_media.api.context import Context
 from gql_media.api.errors import SubscriptionsOverWebSocket, error_codes, graphql_error
+from gql_media.api.fanout import SharedEventExecution
 from gql_media.api.media_types import (
     ProcessImageInput,
     ProcessVideoInput,
@@ -63,6 +64,13 @@ ProcessVideoArgument = Annotated[ProcessVideoInput, strawberry.argument(name="in
 async def _chunks(file: Any) -> AsyncIterator[bytes]:
     while chunk := await file.read(1 << 20):
         yield chunk
+
+
+def _shared_job(info: Info, snapshot: JobSnapshot) -> Job:
+    """The ``Job`` of a subscription event: one object per job version for every subscriber,
+    so the event's result can be rendered once (see ``api.fanout``)."""
+    ctx = info.context
+    return ctx.shared_jobs.get(snapshot, ctx.media_base_url, lambda: _job(info, snapshot))
 
 
 def _job(info: Info, snapshot: JobSnapshot) -> Job:
@@ -254,7 +262,7 @@ class Subscription:
             snapshot = await job_service.get_job(ctx.deps, job_id, ctx.principal)
             if snapshot is None:
                 raise graphql_error(ErrorCode.NOT_FOUND, "job not found")
-            yield _job(info, snapshot)
+            yield _shared_job(info, snapshot)
             while not snapshot.status.terminal:
                 item = await subscriber.get()
                 if isinstance(item, Resync):
@@ -264,7 +272,7 @@ class Subscription:
                     item = fresh
                 if item.version > snapshot.version:
                     snapshot = item
-                    yield _job(info, snapshot)
+                    yield _shared_job(info, snapshot)
         finally:
             ctx.hub.unsubscribe(job_id, subscriber)
 
@@ -299,7 +307,7 @@ class Subscription:
                         if len(seen) > 10_000:
                             seen.clear()
                         seen[snapshot.id] = snapshot.version
-                        yield _job(info, snapshot)
+                        yield _shared_job(info, snapshot)
         finally:
             ctx.hub.unsubscribe(None, subscriber)
 
@@ -323,6 +331,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(),
+        execution_context_class=SharedEventExecution,
         extensions=[
             # parsing and validating a document again for each request costs more than
             # running most of them; both depend on the document (and the rules) alone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -49,3 +49,11 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def commit_without_waiting_for_disk(session: AsyncSession) -> None:
+    """Let this transaction's COMMIT return before PostgreSQL has flushed it to disk (it
+    still commits atomically, in order). Only for writes a crash may lose without harm:
+    a lost claim or progress update is redone by the lease and the reconciler."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL synchronous_commit = off"))

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 from gql_media.adapters.queue import Placement
-from gql_media.db.engine import is_unavailable
+from gql_media.db.engine import commit_without_waiting_for_disk, is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
     GenerateImageRequest,
@@ -89,6 +89,7 @@ class JobContext:
         self._last, self._value = now, fraction
         try:
             async with self._deps.sessions.begin() as session:
+                await commit_without_waiting_for_disk(session)
                 row = await transition(
                     session,
                     self._job_id,
@@ -166,6 +167,7 @@ def _request(row: JobRow) -> GenerateImageRequest:
 async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
     now = utcnow()
     async with deps.sessions.begin() as session:
+        await commit_without_waiting_for_disk(session)
         return await transition(
             session,
             job_id,
