@@ -7,7 +7,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +23,8 @@ from playwright.async_api import (
 from gql_media.runtime import open_runtime
 from gql_media.services.auth import create_key
 from gql_media.settings import Settings
+from tests.browser import ARTIFACTS, CHROMIUM, PNG_SIGNATURE, needs_chromium
 from tests.support import LiveServer, graphql_ws, start_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
 
 FOLLOW = "subscription Follow($id: ID!) { jobUpdated(id: $id) { status } }"
 

@@ -9,7 +9,6 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
@@ -26,16 +25,8 @@ from playwright.async_api import (
 )
 
 from gql_media.api.app import CDN_ASSETS
+from tests.browser import ARTIFACTS, CHROMIUM, PNG_SIGNATURE, needs_chromium
 from tests.support import LiveServer
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
 
 ASSET = re.compile(r'(?:src|href)="(/graphiql-assets/[^"]+)"\s+integrity="sha384-([^"]+)"')
 FOLLOW = """subscription($id: ID!) {

@@ -155,7 +155,16 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
         )
     if not isinstance(job.extra, dict):
         errors.append(UserError(ErrorCode.INVALID_ARGUMENT, "extra must be a JSON object", "extra"))
-    if job.idempotency_key is not None and not 1 <= len(job.idempotency_key) <= 255:
+    errors.extend(common_problems(s, job.idempotency_key, job.webhook_url))
+    return errors
+
+
+def common_problems(
+    settings: Settings, idempotency_key: str | None, webhook_url: str | None
+) -> list[UserError]:
+    """Problems with the inputs every job-creating mutation takes."""
+    errors = []
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
         errors.append(
             UserError(
                 ErrorCode.INVALID_ARGUMENT,
@@ -163,7 +172,7 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
                 "idempotencyKey",
             )
         )
-    errors.extend(webhook_url_problems(s, job.webhook_url))
+    errors.extend(webhook_url_problems(settings, webhook_url))
     return errors
 
 

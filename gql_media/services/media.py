@@ -33,7 +33,7 @@ from gql_media.domain import (
 )
 from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import insert_job, webhook_url_problems
+from gql_media.services.jobs import common_problems, insert_job
 from gql_media.services.snapshots import asset_snapshot
 
 log = logging.getLogger(__name__)
@@ -236,19 +236,9 @@ async def create_processing_job(
     by the caller and are stored as the job's parameters, with the media id."""
     kinds = ("image",) if kind is JobKind.PROCESS_IMAGE else ("video", "audio")
     await _source(deps, media_id, kinds, principal)
-    problems = webhook_url_problems(deps.settings, webhook_url)
+    problems = common_problems(deps.settings, idempotency_key, webhook_url)
     if problems:
         raise InvalidInput(problems)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-        raise InvalidInput(
-            [
-                UserError(
-                    ErrorCode.INVALID_ARGUMENT,
-                    "idempotencyKey must be 1 to 255 characters",
-                    "idempotencyKey",
-                )
-            ]
-        )
     full = {"mediaId": media_id, **parameters}
     return await insert_job(
         deps,

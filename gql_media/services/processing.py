@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, get_args
 
 from gql_media.adapters import image_ops, video
 from gql_media.adapters.providers import ProviderContext
@@ -25,19 +25,9 @@ from gql_media.settings import Settings
 
 T = TypeVar("T")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-POSITIONS = (
-    "top-left",
-    "top",
-    "top-right",
-    "left",
-    "center",
-    "right",
-    "bottom-left",
-    "bottom",
-    "bottom-right",
-)
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF")
-FITS = ("contain", "cover", "fill", "inside")
+POSITIONS: tuple[str, ...] = get_args(image_ops.Position)
+IMAGE_FORMATS = image_ops.OUTPUT_FORMATS
+FITS: tuple[str, ...] = get_args(image_ops.Fit)
 QUALITIES = ("low", "medium", "high")
 AUDIO_CODECS = ("aac", "mp3", "opus")
 
