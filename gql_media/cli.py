@@ -27,6 +27,7 @@ def _configure_logging(settings: Settings) -> None:
     )
     observability_logs.configure(settings.log_format)  # json: one object per line, job ids
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
 
 
 def _require_servers(settings: Settings, command: str) -> None:
