@@ -194,8 +194,9 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def probe_image(path: Path, max_pixels: int) -> ImageInfo:
-    """What the image is; decodes it (cheaply: JPEG at 1/8 scale) so damage shows now."""
+def probe_image(path: Path, max_pixels: int, *, decode: bool = True) -> ImageInfo:
+    """What the image is. With ``decode``, it is decoded (cheaply: JPEG at 1/8 scale) so
+    damage shows now; without, only its header is read."""
     with _open(path, max_pixels) as image:
         fmt = str(image.format)
         frames = int(getattr(image, "n_frames", 1))
@@ -203,18 +204,23 @@ def probe_image(path: Path, max_pixels: int) -> ImageInfo:
             raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
         orientation = _orientation(image)
         width, height = image.size
-        try:
-            if fmt == "JPEG":
-                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-            image.load()
-            if frames > 1:
-                image.seek(frames - 1)
-                image.load()
-        except Exception as exc:
-            raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
+        if decode:
+            _check_decodes(image, frames)
     if orientation in _SWAPS_AXES:
         width, height = height, width
     return ImageInfo(fmt, content_type_for(fmt), width, height, frames, orientation)
+
+
+def _check_decodes(image: Image.Image, frames: int) -> None:
+    try:
+        if image.format == "JPEG":
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+        if frames > 1:
+            image.seek(frames - 1)
+            image.load()
+    except Exception as exc:
+        raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
 
 
 def _pixels_guard(width: int, height: int, max_pixels: int) -> None:
@@ -540,7 +546,7 @@ def process_image(
 ) -> list[ProcessedImage]:
     """Run every variant on ``source``; one output per variant, in order."""
     report = progress or (lambda _fraction: None)
-    info = probe_image(source, max_pixels)
+    info = probe_image(source, max_pixels, decode=False)  # decoding below shows any damage
     animated = info.frames > 1
     decoded = _decode(source, variants, max_pixels)
     report(1 / (len(variants) + 1))
