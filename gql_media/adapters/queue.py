@@ -42,8 +42,9 @@ class JobQueue:
                 _queue_name=self._queue,
                 _defer_by=defer if defer else None,
             )
-            if not defer:
-                await self._redis.publish(keys.wake_channel(self._namespace), b"1")
+            if not defer:  # names the job: an idle worker may start it at once
+                arq_id = keys.arq_job_id(job_id, version)
+                await self._redis.publish(keys.wake_channel(self._namespace), arq_id)
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return False

@@ -14,6 +14,7 @@ from typing import Any
 
 from arq import func
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
@@ -84,8 +85,11 @@ class GqlMediaWorker(Worker):
         try:
             while True:
                 await self._poll_safely()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel
+                # that arrives as the event is set, and shutdown would wait for ever
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_delay_s)
+                    async with asyncio.timeout(self.poll_delay_s):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             for task in background:
@@ -117,12 +121,44 @@ class GqlMediaWorker(Worker):
                         self._nudge_providers(_text(message.get("data")))
                     else:
                         self._wake.set()
+                        self._start_directly(_text(message.get("data")))
             except (RedisError, OSError) as exc:
                 log.warning("wake-up listener lost Redis: %s", exc)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _start_directly(self, arq_id: str) -> None:
+        """Start the job a wake-up names (``<job id>:v<version>``) here and now when a slot
+        is free, instead of after arq's next read of the queue. Whoever removes the queue
+        entry runs the job (arq skips an entry that is gone), and running it claims its row,
+        so it runs once; the poll stays the fallback."""
+        if not self.allow_pick_jobs or ":v" not in arq_id:
+            return
+        if self.job_counter >= self.max_jobs or self.sem.locked():
+            return
+        # take a slot as arq's start_jobs does (semaphore and counter), without waiting: a
+        # slot is free, so this is what acquire() would do at once
+        self.sem._value -= 1
+        self.job_counter += 1
+        task = asyncio.create_task(self._run_directly(arq_id))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[f"direct:{arq_id}"] = task
+
+    async def _run_directly(self, arq_id: str) -> None:
+        try:
+            taken = await self.pool.zrem(self.queue_name, arq_id)
+            if not taken:
+                return  # another worker, or this one's poll, has it
+            await self.pool.delete(job_key_prefix + arq_id)
+            await runner.run_job(self.deps, arq_id.rsplit(":v", 1)[0])
+        except (RedisError, OSError) as exc:
+            log.warning("could not start %s directly: %s", arq_id, exc)
+        except Exception:
+            log.exception("job %s failed outside the runner", arq_id)
+        finally:
+            self._wake.set()
 
     def _nudge_providers(self, external_id: str) -> None:
         """A webhook said this provider-side work changed: whoever waits on it looks now."""
