@@ -9,8 +9,9 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -263,7 +264,8 @@ async def _wait_and_save(client: Any, job: dict[str, Any], out: str | None) -> i
     target = Path(out or ".")
     target.mkdir(parents=True, exist_ok=True)
     for index, output in enumerate(job["outputs"]):
-        name = output["url"].rsplit("/", 1)[-1]
+        # the file name of the URL's path: signed URLs carry a query string
+        name = PurePosixPath(urlsplit(output["url"]).path).name
         path = target / f"{job['id']}-{output.get('name') or index}-{name}"
         await client.download(output["url"], path)
         print(path)

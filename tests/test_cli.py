@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -66,3 +67,29 @@ async def test_errors_have_codes_and_exit_statuses(server: LiveServer, tmp_path:
     unreachable = f"http://127.0.0.1:{free_port()}"
     code, _, err = await gql_media("jobs", "list", "--url", unreachable)
     assert code == 3 and "CONNECTION_FAILED" in err
+
+
+async def test_with_auth_required_the_key_is_used_and_signed_urls_saved(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    from gql_media.adapters import redis as redis_adapter
+    from gql_media.runtime import open_runtime
+    from gql_media.services.auth import create_key
+    from tests.support import start_server
+
+    settings = settings_factory(auth="required", secret_key="cli-secret")
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with open_runtime(settings, fake) as runtime:
+        _, key = await create_key(runtime.deps, "cli")
+    async with start_server(settings, fake, with_worker=True) as live:
+        code, out, err = await gql_media(
+            "generate", "a fox", "--size", "64x64", "--out", str(tmp_path),
+            "--url", live.url, "--key", key,
+        )  # fmt: skip
+        assert code == 0, err
+        [saved] = out.split()[1:]
+        assert saved.endswith(".png") and "?" not in saved
+        with Image.open(saved) as image:
+            assert image.size == (64, 64)
+        code, out, err = await gql_media("jobs", "list", "--url", live.url, "--key", "gqlm_wrong")
+        assert (code, out) == (2, "") and "UNAUTHENTICATED" in err
