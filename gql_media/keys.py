@@ -30,3 +30,8 @@ def wake_channel(namespace: str) -> str:
 def provider_nudge_channel(namespace: str) -> str:
     """Pub/sub channel telling workers a provider-side prediction changed (a webhook came)."""
     return f"{namespace}:provider-nudge"
+
+
+def webhook_seen_key(namespace: str, webhook_id: str) -> str:
+    """Marks a received webhook id as accepted, so a replay of it is dropped."""
+    return f"{namespace}:webhook-seen:{webhook_id}"

@@ -10,13 +10,14 @@ import pytest
 
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.providers.openai import OpenAIProvider, generations_url
-from gql_media.domain import GenerateImageRequest, OutputFormat
+from gql_media.domain import GenerateImageRequest
 from gql_media.errors import (
     ErrorCode,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
 )
+from tests import fakes
 from tests.fakes import RecordingContext, pixels
 from tests.fakes.openai_server import FakeOpenAI, running_openai
 from tests.support import JOB_FIELDS, graphql_ws, start_server
@@ -25,19 +26,7 @@ FOLLOW = f"subscription Follow($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} 
 
 
 def image_request(**fields: Any) -> GenerateImageRequest:
-    values: dict[str, Any] = {
-        "prompt": "a lighthouse at dusk",
-        "negative_prompt": None,
-        "model": None,
-        "width": 256,
-        "height": 192,
-        "num_outputs": 1,
-        "seed": 42,
-        "output_format": OutputFormat.PNG,
-        "extra": {},
-    }
-    values.update(fields)
-    return GenerateImageRequest(**values)
+    return fakes.image_request(**{"height": 192, **fields})
 
 
 @pytest.fixture

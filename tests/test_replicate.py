@@ -36,7 +36,7 @@ from gql_media.adapters.webhook_signing import (
     sign,
     verify,
 )
-from gql_media.domain import GenerateImageRequest, OutputFormat
+from gql_media.domain import OutputFormat
 from gql_media.errors import (
     ErrorCode,
     JobCanceled,
@@ -44,28 +44,12 @@ from gql_media.errors import (
     ProviderError,
     TransientProviderError,
 )
-from tests.fakes import RecordingContext, pixels, serving
+from tests.fakes import RecordingContext, image_request, pixels, serving
 from tests.fakes.replicate_server import FakeReplicate, Script, running_replicate
 from tests.support import JOB_FIELDS, free_port, graphql_ws, start_server
 
 VERSION = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
 FOLLOW = f"subscription Follow($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
-
-
-def image_request(**fields: Any) -> GenerateImageRequest:
-    values: dict[str, Any] = {
-        "prompt": "a lighthouse at dusk",
-        "negative_prompt": None,
-        "model": None,
-        "width": 256,
-        "height": 256,
-        "num_outputs": 1,
-        "seed": 42,
-        "output_format": OutputFormat.PNG,
-        "extra": {},
-    }
-    values.update(fields)
-    return GenerateImageRequest(**values)
 
 
 @pytest.fixture

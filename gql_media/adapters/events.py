@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gql_media import keys
+from gql_media.adapters.webhook_signing import remember_webhook_id
 from gql_media.domain import JobSnapshot
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class EventPublisher:
 
     def __init__(self, redis: Redis, namespace: str) -> None:
         self._redis = redis
+        self._namespace = namespace
         self._channel = keys.events_channel(namespace)
 
     async def publish(self, snapshot: JobSnapshot) -> None:
@@ -36,6 +38,13 @@ class EventPublisher:
             await self._redis.publish(self._channel, orjson.dumps(snapshot.to_dict()))
         except (RedisError, OSError) as exc:
             log.warning("could not publish event for job %s: %s", snapshot.id, exc)
+
+    async def nudge_provider(self, webhook_id: str, external_id: str) -> None:
+        """Tell the workers that provider-side work ``external_id`` changed (a webhook
+        ``webhook_id`` said so), once per webhook id. Raises RedisError when Redis is down,
+        so the sender retries."""
+        if await remember_webhook_id(self._redis, self._namespace, webhook_id):
+            await self._redis.publish(keys.provider_nudge_channel(self._namespace), external_id)
 
 
 class Resync:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from gql_media import keys
+
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
@@ -86,14 +88,11 @@ def verify(
     raise InvalidWebhook("no webhook-signature matches")
 
 
-def seen_key(namespace: str, webhook_id: str) -> str:
-    """The Redis key marking a webhook id as already accepted."""
-    return f"{namespace}:webhook-seen:{webhook_id}"
-
-
 async def remember_webhook_id(
     redis: Redis, namespace: str, webhook_id: str, ttl: float = REPLAY_TTL
 ) -> bool:
     """True the first time ``webhook_id`` is seen within ``ttl`` seconds, False for a replay."""
-    created = await redis.set(seen_key(namespace, webhook_id), b"1", nx=True, ex=int(max(ttl, 1)))
+    created = await redis.set(
+        keys.webhook_seen_key(namespace, webhook_id), b"1", nx=True, ex=int(max(ttl, 1))
+    )
     return bool(created)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import ASTValidationRule
@@ -45,12 +45,13 @@ from gql_media.api.types import (
     asset_from_snapshot,
     job_from_snapshot,
 )
-from gql_media.domain import JobSnapshot, JobStatus
+from gql_media.domain import JobSnapshot, JobStatus, Principal
 from gql_media.errors import ErrorCode, InvalidInput
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import jobs as job_service
 from gql_media.services import limits, processing
 from gql_media.services import media as media_service
+from gql_media.services.deps import Deps
 from gql_media.settings import Settings
 
 Info = strawberry.Info[Context, None]
@@ -80,6 +81,25 @@ def _job(info: Info, snapshot: JobSnapshot) -> Job:
 def _user_errors(error: DomainUserError | InvalidInput) -> list[UserError]:
     errors = error.errors if isinstance(error, InvalidInput) else [error]
     return [UserError.from_domain(e) for e in errors]
+
+
+P = TypeVar("P")
+
+
+async def _job_mutation(
+    info: Info,
+    payload: Callable[..., P],
+    act: Callable[[Deps, Principal], Awaitable[JobSnapshot]],
+) -> P:
+    """A mutation that makes or changes a job: the key's rate limit first, then ``act``;
+    expected problems become the payload's userErrors."""
+    ctx = info.context
+    try:
+        await limits.admit(ctx.deps, ctx.principal)
+        snapshot = await act(ctx.deps, ctx.principal)
+    except (DomainUserError, InvalidInput) as exc:
+        return payload(job=None, user_errors=_user_errors(exc))
+    return payload(job=_job(info, snapshot), user_errors=[])
 
 
 @strawberry.type
@@ -165,14 +185,11 @@ class Mutation:
             idempotency_key=data.idempotency_key,
             webhook_url=data.webhook_url,
         )
-        try:
-            await limits.admit(info.context.deps, info.context.principal)
-            snapshot = await job_service.create_image_job(
-                info.context.deps, new_job, info.context.principal
-            )
-        except (DomainUserError, InvalidInput) as exc:
-            return GenerateImagePayload(job=None, user_errors=_user_errors(exc))
-        return GenerateImagePayload(job=_job(info, snapshot), user_errors=[])
+        return await _job_mutation(
+            info,
+            GenerateImagePayload,
+            lambda deps, principal: job_service.create_image_job(deps, new_job, principal),
+        )
 
     @strawberry.mutation(
         description="Upload a file (GraphQL multipart request; send the header "
@@ -194,60 +211,52 @@ class Mutation:
 
     @strawberry.mutation(description="Queue a job making named image variants of an upload.")
     async def process_image(self, info: Info, data: ProcessImageArgument) -> JobPayload:
-        try:
-            await limits.admit(info.context.deps, info.context.principal)
-            snapshot = await processing.create_process_image_job(
-                info.context.deps,
+        return await _job_mutation(
+            info,
+            JobPayload,
+            lambda deps, principal: processing.create_process_image_job(
+                deps,
                 str(data.media_id),
                 to_json(data.variants),
                 data.idempotency_key,
-                info.context.principal,
+                principal,
                 data.webhook_url,
-            )
-        except (DomainUserError, InvalidInput) as exc:
-            return JobPayload(job=None, user_errors=_user_errors(exc))
-        return JobPayload(job=_job(info, snapshot), user_errors=[])
+            ),
+        )
 
     @strawberry.mutation(
         description="Queue a job of video/audio operations on an upload: thumbnails, "
         "metadata, transcodes, audio."
     )
     async def process_video(self, info: Info, data: ProcessVideoArgument) -> JobPayload:
-        try:
-            await limits.admit(info.context.deps, info.context.principal)
-            snapshot = await processing.create_process_video_job(
-                info.context.deps,
+        return await _job_mutation(
+            info,
+            JobPayload,
+            lambda deps, principal: processing.create_process_video_job(
+                deps,
                 str(data.media_id),
                 to_json(data.operations),
                 data.idempotency_key,
-                info.context.principal,
+                principal,
                 data.webhook_url,
-            )
-        except (DomainUserError, InvalidInput) as exc:
-            return JobPayload(job=None, user_errors=_user_errors(exc))
-        return JobPayload(job=_job(info, snapshot), user_errors=[])
+            ),
+        )
 
     @strawberry.mutation(description="Cancel a QUEUED or RUNNING job.")
     async def cancel_job(self, info: Info, job_id: IdArgument) -> JobPayload:
-        try:
-            await limits.admit(info.context.deps, info.context.principal)
-            snapshot = await job_service.cancel_job(
-                info.context.deps, job_id, info.context.principal
-            )
-        except DomainUserError as exc:
-            return JobPayload(job=None, user_errors=_user_errors(exc))
-        return JobPayload(job=_job(info, snapshot), user_errors=[])
+        return await _job_mutation(
+            info,
+            JobPayload,
+            lambda deps, principal: job_service.cancel_job(deps, job_id, principal),
+        )
 
     @strawberry.mutation(description="Queue a FAILED or CANCELED job again.")
     async def retry_job(self, info: Info, job_id: IdArgument) -> JobPayload:
-        try:
-            await limits.admit(info.context.deps, info.context.principal)
-            snapshot = await job_service.retry_job(
-                info.context.deps, job_id, info.context.principal
-            )
-        except DomainUserError as exc:
-            return JobPayload(job=None, user_errors=_user_errors(exc))
-        return JobPayload(job=_job(info, snapshot), user_errors=[])
+        return await _job_mutation(
+            info,
+            JobPayload,
+            lambda deps, principal: job_service.retry_job(deps, job_id, principal),
+        )
 
 
 @strawberry.type

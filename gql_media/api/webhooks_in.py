@@ -14,9 +14,8 @@ from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gql_media import keys
 from gql_media.adapters.providers.replicate import parse_webhook
-from gql_media.adapters.webhook_signing import remember_webhook_id, verify
+from gql_media.adapters.webhook_signing import verify
 
 log = logging.getLogger(__name__)
 MAX_BODY = 10 * 1024 * 1024  # a prediction with long logs
@@ -41,10 +40,10 @@ async def replicate_webhook(request: Request) -> Response:
         event = parse_webhook(bytes(body))
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    namespace = settings.redis_namespace
     try:
-        if await remember_webhook_id(runtime.redis, namespace, request.headers["webhook-id"]):
-            await runtime.redis.publish(keys.provider_nudge_channel(namespace), event.prediction_id)
+        await runtime.deps.publisher.nudge_provider(
+            request.headers["webhook-id"], event.prediction_id
+        )
     except (RedisError, OSError) as exc:
         log.warning("could not pass on a webhook: %s", exc)
         return JSONResponse({"error": "try again later"}, status_code=503)

@@ -31,10 +31,6 @@ def job_context(job_id: str) -> Iterator[None]:
         _current_job.reset(token)
 
 
-def current_job_id() -> str | None:
-    return _current_job.get()
-
-
 class JobIdFilter(logging.Filter):
     """Gives every record a ``job_id`` attribute: the job being run where it was logged, or
     None. Put it on handlers (a logger's filters skip records of its children)."""

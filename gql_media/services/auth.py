@@ -167,10 +167,7 @@ class Authenticator:
             return False
         if int(expires) < time.time():
             return False
-        return hmac.compare_digest(self._signature(key, int(expires)), signature)
-
-    def _signature(self, key: str, expires: int) -> str:
-        return _signature(self._secret, key, expires)
+        return hmac.compare_digest(_signature(self._secret, key, int(expires)), signature)
 
 
 def signed_query(secret: bytes, ttl: float, key: str, now: float | None = None) -> str:

@@ -117,11 +117,9 @@ async def receive(deps: Deps, chunks: AsyncIterable[bytes]) -> Path:
 async def store_upload(
     deps: Deps, staged: Path, filename: str | None, principal: Principal = ANONYMOUS
 ) -> AssetSnapshot:
-    """Identify the received file ``staged`` and keep it as an upload; the scratch file is
-    consumed either way."""
+    """Identify the file ``staged`` (from ``receive``, which capped its size) and keep it as
+    an upload; the scratch file is consumed either way."""
     try:
-        if staged.stat().st_size > deps.settings.max_upload_bytes:
-            raise UploadTooLarge(deps.settings.max_upload_bytes)
         try:
             found = await asyncio.to_thread(identify, staged, deps.settings.max_image_pixels)
         except MediaError as exc:

@@ -20,6 +20,7 @@ from PIL import Image
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from gql_media.domain import GenerateImageRequest, OutputFormat
 from gql_media.errors import JobCanceled
 
 
@@ -142,3 +143,20 @@ class RecordingContext:
     async def ensure_running(self) -> None:
         self.checks += 1
         self._raise_if_canceled()
+
+
+def image_request(**fields: Any) -> GenerateImageRequest:
+    """A provider request for a 256x256 PNG of a lighthouse, with ``fields`` changed."""
+    values: dict[str, Any] = {
+        "prompt": "a lighthouse at dusk",
+        "negative_prompt": None,
+        "model": None,
+        "width": 256,
+        "height": 256,
+        "num_outputs": 1,
+        "seed": 42,
+        "output_format": OutputFormat.PNG,
+        "extra": {},
+    }
+    values.update(fields)
+    return GenerateImageRequest(**values)

@@ -46,7 +46,6 @@ from gql_media.settings import Settings
 log = logging.getLogger(__name__)
 
 NAME = "replicate"
-RUNNING_STATUSES = frozenset({"starting", "processing"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 WEBHOOK_PATH = "/webhooks/replicate"
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
