@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from typing import Any
 
+import pytest
 from PIL import Image
 
 from tests.support import JOB_FIELDS, LiveServer, graphql_ws
@@ -38,3 +41,21 @@ async def test_job_runs_to_success_with_live_progress(server: LiveServer) -> Non
     assert image.size == (256, 192)
     colours = image.convert("RGB").getcolors(maxcolors=1 << 24) or []
     assert len(colours) > 100  # a picture, not a flat colour
+
+
+async def test_an_idle_worker_starts_a_woken_job_without_reading_the_queue(
+    settings: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gql_media.worker.main import GqlMediaWorker
+    from tests.support import start_server
+
+    async def no_polling(self: GqlMediaWorker) -> None:
+        return None  # arq never reads the queue: only the wake-up can start the job
+
+    monkeypatch.setattr(GqlMediaWorker, "_poll_iteration", no_polling)
+    async with start_server(settings, fake_redis_server, with_worker=True) as live:
+        job_id = (await live.generate(provider="mock", width=64, height=64))["job"]["id"]
+        async with graphql_ws(live.ws_url) as ws:
+            op = await ws.subscribe(FOLLOW, {"id": job_id})
+            updates = await asyncio.wait_for(ws.collect(op), timeout=20)
+    assert updates[-1]["data"]["jobUpdated"]["status"] == "SUCCEEDED"

@@ -136,8 +136,10 @@ async def test_websockets_need_a_valid_key_in_connection_init(api: Secured) -> N
                 await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
     async with graphql_ws(api.live.ws_url, payload={"apiKey": api.keys.bob}) as ws:
-        op = await ws.subscribe("subscription { jobEvents { id } }")
-        assert op == "1"
+        op = await ws.subscribe("subscription { jobEvents { id status } }")
+        job_id = (await api.generate(api.keys.bob))["job"]["id"]
+        payload = await ws.next_payload(op)
+    assert payload is not None and payload["data"]["jobEvents"]["id"] == job_id
 
 
 async def test_other_owners_jobs_behave_like_unknown_ids(api: Secured) -> None:

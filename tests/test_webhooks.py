@@ -178,3 +178,39 @@ async def test_webhook_urls_are_validated(settings_factory: Any) -> None:
     async with service(settings_factory, webhook_secret=None) as live:
         off = await live.graphql(GENERATE, {"input": {"prompt": "x", "webhookUrl": "https://a/b"}})
         assert off["data"]["generateImage"]["userErrors"][0]["code"] == "WEBHOOKS_NOT_CONFIGURED"
+
+
+async def test_a_delivery_whose_queue_entry_was_lost_is_requeued(settings_factory: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from gql_media import keys
+    from gql_media.db.models import JobRow, utcnow
+    from gql_media.domain import JOB_ID_PREFIX, decode_id
+    from gql_media.runtime import open_runtime
+    from gql_media.services import webhooks
+    from gql_media.services.jobs import NewImageJob, create_image_job
+
+    settings = settings_factory(webhook_secret=SECRET, outbound_allow=["127.0.0.1"])
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with receiver() as hook, open_runtime(settings, fake) as runtime:
+        deps = runtime.deps
+        job = await create_image_job(deps, NewImageJob(prompt="x", webhook_url=hook.url))
+        queue = keys.queue_name(settings.redis_namespace)
+        await runtime.redis.delete(queue)  # the run's entry: this test finishes the job itself
+        async with deps.sessions.begin() as session:  # ended a while ago, delivery owed
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id == decode_id(JOB_ID_PREFIX, job.id))
+                .values(
+                    status="SUCCEEDED",
+                    webhook_state="pending",
+                    finished_at=utcnow() - timedelta(minutes=5),
+                )
+            )
+        assert await webhooks.requeue_lost(deps) == 1
+        assert await runtime.redis.zscore(queue, f"{job.id}:webhook:1") is not None
+        assert await webhooks.deliver(deps, job.id, 1) == "delivered"
+        assert await webhooks.requeue_lost(deps) == 0  # delivered: nothing owed any more
+    assert json.loads(hook.received[0][1])["data"]["id"] == job.id
