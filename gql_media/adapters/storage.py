@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -84,7 +83,7 @@ class LocalStorage:
         return path
 
     async def put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put, self.path_for(key), data)
+        await asyncio.to_thread(self._put, self.path_for(key), data, self.scratch_path())
 
     async def put_file(self, key: str, source: Path) -> None:
         """Move ``source`` (a file from ``scratch_path``) to ``key``."""
@@ -137,13 +136,13 @@ class LocalStorage:
         os.replace(source, path)
 
     @staticmethod
-    def _put(path: Path, data: bytes) -> None:
+    def _put(path: Path, data: bytes, tmp: Path) -> None:
+        """Write ``tmp`` (a scratch path: a write cut short by a crash leaves nothing next
+        to stored files, and scratch files are swept) and rename it into place."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
