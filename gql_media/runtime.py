@@ -50,6 +50,7 @@ async def open_runtime(
     deps = Deps(
         settings=settings,
         sessions=create_sessionmaker(engine),
+        autocommit=create_sessionmaker(engine, autocommit=True),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),

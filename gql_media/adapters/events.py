@@ -24,6 +24,11 @@ from gql_media.domain import JobSnapshot
 log = logging.getLogger(__name__)
 
 
+def encode_event(snapshot: JobSnapshot) -> bytes:
+    """A job change as it travels on the events channel."""
+    return orjson.dumps(snapshot.to_dict())
+
+
 class EventPublisher:
     """Publishes a job's snapshot after each committed change."""
 
@@ -35,7 +40,7 @@ class EventPublisher:
     async def publish(self, snapshot: JobSnapshot) -> None:
         # A lost event costs nothing lasting: subscribers re-read snapshots on reconnect.
         try:
-            await self._redis.publish(self._channel, orjson.dumps(snapshot.to_dict()))
+            await self._redis.publish(self._channel, encode_event(snapshot))
         except (RedisError, OSError) as exc:
             log.warning("could not publish event for job %s: %s", snapshot.id, exc)
 

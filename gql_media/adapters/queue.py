@@ -6,7 +6,9 @@ import logging
 from enum import StrEnum
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 from redis.exceptions import RedisError
 
 from gql_media import keys
@@ -23,6 +25,20 @@ class Placement(StrEnum):
     UNAVAILABLE = "unavailable"  # Redis could not be reached
 
 
+# arq's enqueue (refuse an id it knows, store the job, add it to the queue) in one round
+# trip instead of a WATCH transaction, with the job's event published first and a wake-up
+# naming it after. KEYS: job key, result key, queue. ARGV: job data, expiry ms, score, arq
+# id, events channel, event ('' for none), wake channel ('' for none).
+_ENQUEUE = """
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[4]) end
+return 1
+"""
+
+
 class JobQueue:
     """Puts job ids on the arq queue. The database stays the truth: a lost enqueue is redone
     by the reconciler, and a duplicate one is harmless because running a job claims its row."""
@@ -31,20 +47,33 @@ class JobQueue:
         self._redis = redis
         self._namespace = namespace
         self._queue = keys.queue_name(namespace)
+        self._events = keys.events_channel(namespace)
+        self._wake = keys.wake_channel(namespace)
+        self._enqueue = redis.register_script(_ENQUEUE)
 
-    async def enqueue(self, job_id: str, version: int, defer: float | None = None) -> bool:
-        """Queue ``job_id``; False when Redis is unreachable (the reconciler will retry)."""
+    async def enqueue(
+        self, job_id: str, version: int, defer: float | None = None, event: bytes = b""
+    ) -> bool:
+        """Queue ``job_id``, publishing ``event`` (the job's change, if any) first, in one
+        round trip. False when Redis is unreachable (the reconciler will retry)."""
+        arq_id = keys.arq_job_id(job_id, version)
+        now = timestamp_ms()
+        delay = round(defer * 1000) if defer else 0
+        data = serialize_job(keys.RUN_JOB_TASK, (job_id,), {}, None, now)
         try:
-            await self._redis.enqueue_job(
-                keys.RUN_JOB_TASK,
-                job_id,
-                _job_id=keys.arq_job_id(job_id, version),
-                _queue_name=self._queue,
-                _defer_by=defer if defer else None,
+            await self._enqueue(
+                keys=[job_key_prefix + arq_id, result_key_prefix + arq_id, self._queue],
+                # a job due now names itself in the wake-up: an idle worker may start it
+                args=[
+                    data,
+                    delay + int(self._redis.expires_extra_ms),
+                    now + delay,
+                    arq_id,
+                    self._events,
+                    event,
+                    b"" if defer else self._wake,
+                ],
             )
-            if not defer:  # names the job: an idle worker may start it at once
-                arq_id = keys.arq_job_id(job_id, version)
-                await self._redis.publish(keys.wake_channel(self._namespace), arq_id)
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return False

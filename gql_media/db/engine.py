@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+# A pooled connection idle longer than this is pinged before use; a busier one is not
+# (SQLAlchemy's pre-ping costs three round trips on every checkout).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -27,14 +33,40 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     # Fail fast when PostgreSQL is down instead of hanging requests: short connect and
     # pool timeouts, and a statement timeout for anything stuck on the server.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"timeout": 3, "command_timeout": 30},
     )
+    _check_on_checkout(engine.sync_engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def _check_on_checkout(engine: Engine, ping_after: float) -> None:
+    """Replace a pooled connection that the server closed (seen without a round trip: the
+    driver read the server's goodbye) or that fails a ping after sitting idle. A connection
+    broken in between fails its statement, which invalidates the pool as before."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(
+        dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise sa_exc.DisconnectionError("the server closed the connection")
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < ping_after:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise sa_exc.DisconnectionError(str(exc)) from exc
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -47,13 +79,11 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def create_sessionmaker(
+    engine: AsyncEngine, *, autocommit: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``. With ``autocommit`` every statement commits by itself and no
+    BEGIN or COMMIT is sent: for a single-statement write, one round trip instead of three."""
+    if autocommit:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def commit_without_waiting_for_disk(session: AsyncSession) -> None:
-    """Let this transaction's COMMIT return before PostgreSQL has flushed it to disk (it
-    still commits atomically, in order). Only for writes a crash may lose without harm:
-    a lost claim or progress update is redone by the lease and the reconciler."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SET LOCAL synchronous_commit = off"))

@@ -20,6 +20,9 @@ from gql_media.settings import Settings
 class Deps:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
+    # every statement commits by itself, without BEGIN/COMMIT round trips: for a use case
+    # that writes with a single statement
+    autocommit: async_sessionmaker[AsyncSession]
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -41,7 +41,7 @@ from gql_media.errors import (
 from gql_media.services.deps import Deps
 from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import job_snapshot
-from gql_media.services.webhooks import announce
+from gql_media.services.webhooks import announce, announce_queued
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ async def insert_job(
         updated_at=now,
     )
     try:
-        async with deps.sessions.begin() as session:
+        async with deps.autocommit.begin() as session:  # one INSERT: one round trip
             session.add(row)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
@@ -327,8 +327,7 @@ async def insert_job(
             raise
         return existing
     snapshot = job_snapshot(row)
-    await announce(deps, snapshot)
-    await deps.queue.enqueue(snapshot.id, snapshot.version)
+    await announce_queued(deps, snapshot)
     return snapshot
 
 
@@ -542,8 +541,7 @@ async def retry_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -
         if updated is None:
             raise InvalidState("job changed state while retrying; try again")
     snapshot = job_snapshot(updated)
-    await announce(deps, snapshot)
-    await deps.queue.enqueue(snapshot.id, snapshot.version)
+    await announce_queued(deps, snapshot)
     return snapshot
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 
 from gql_media.adapters.queue import Placement
-from gql_media.db.engine import commit_without_waiting_for_disk, is_unavailable
+from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
     GenerateImageRequest,
@@ -46,7 +46,7 @@ from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import job_snapshot
-from gql_media.services.webhooks import announce
+from gql_media.services.webhooks import announce, announce_queued
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,8 +88,7 @@ class JobContext:
             return
         self._last, self._value = now, fraction
         try:
-            async with self._deps.sessions.begin() as session:
-                await commit_without_waiting_for_disk(session)
+            async with self._deps.autocommit() as session:
                 row = await transition(
                     session,
                     self._job_id,
@@ -136,7 +135,7 @@ class JobContext:
         return await self._update(lease_until=until)
 
     async def _update(self, **values: Any) -> bool:
-        async with self._deps.sessions.begin() as session:
+        async with self._deps.autocommit() as session:
             result = await session.execute(
                 update(JobRow)
                 .where(
@@ -166,8 +165,7 @@ def _request(row: JobRow) -> GenerateImageRequest:
 
 async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
     now = utcnow()
-    async with deps.sessions.begin() as session:
-        await commit_without_waiting_for_disk(session)
+    async with deps.autocommit() as session:
         return await transition(
             session,
             job_id,
@@ -185,7 +183,11 @@ async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
 async def run_job(deps: Deps, job_id: str) -> Outcome:
     """Run the job once if it is QUEUED; every failure ends in a recorded state."""
     with job_context(job_id):  # every line logged on its behalf names the job
-        return await _run_job(deps, job_id)
+        started = time.perf_counter()
+        outcome = await _run_job(deps, job_id)
+        if outcome is not Outcome.SKIPPED:
+            log.info("job %s: %s in %.3fs", job_id, outcome.value, time.perf_counter() - started)
+        return outcome
 
 
 async def _run_job(deps: Deps, job_id: str) -> Outcome:
@@ -417,8 +419,8 @@ async def _fail_or_retry(
     if updated is None:
         return Outcome.CANCELED
     snapshot = job_snapshot(updated)
-    await announce(deps, snapshot)
     if retry:
+        await announce_queued(deps, snapshot, defer=delay)
         log.info(
             "job %s attempt %d failed (%s); retrying in %.2fs",
             snapshot.id,
@@ -426,8 +428,8 @@ async def _fail_or_retry(
             error.code,
             delay,
         )
-        await deps.queue.enqueue(snapshot.id, snapshot.version, defer=delay)
         return Outcome.RETRYING
+    await announce(deps, snapshot)
     log.info("job %s failed: %s %s", snapshot.id, error.code, error.message)
     return Outcome.FAILED
 
@@ -453,8 +455,7 @@ async def _hand_back(deps: Deps, row: JobRow, token: str) -> None:
         return
     if updated is not None:
         snapshot = job_snapshot(updated)
-        await announce(deps, snapshot)
-        await deps.queue.enqueue(snapshot.id, snapshot.version)
+        await announce_queued(deps, snapshot)
         log.info("job %s handed back to the queue", snapshot.id)
 
 
@@ -495,9 +496,10 @@ async def requeue_expired(deps: Deps, limit: int = 500) -> int:
             continue
         count += 1
         snapshot = job_snapshot(updated)
-        await announce(deps, snapshot)
-        if not exhausted:
-            await deps.queue.enqueue(snapshot.id, snapshot.version)
+        if exhausted:
+            await announce(deps, snapshot)
+        else:
+            await announce_queued(deps, snapshot)
     return count
 
 

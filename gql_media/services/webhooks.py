@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
+from gql_media.adapters.events import encode_event
 from gql_media.adapters.outbound import OutboundGuard
 from gql_media.adapters.webhooks_out import post_signed
 from gql_media.db.models import JobRow, WebhookDeliveryRow, utcnow
@@ -44,6 +45,12 @@ async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
     await deps.publisher.publish(snapshot)
     if snapshot.status.terminal and snapshot.webhook_url:
         await deps.queue.enqueue_webhook(snapshot.id, 1)
+
+
+async def announce_queued(deps: Deps, snapshot: JobSnapshot, defer: float | None = None) -> bool:
+    """Publish the change of a job that is QUEUED (again) and put it on the queue, in one
+    Redis round trip; False when Redis is unreachable (the reconciler enqueues it later)."""
+    return await deps.queue.enqueue(snapshot.id, snapshot.version, defer, encode_event(snapshot))
 
 
 def job_payload(settings: Settings, job: JobSnapshot) -> dict[str, Any]:
