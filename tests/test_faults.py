@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from gql_media.runtime import open_runtime
+from gql_media.services.jobs import JobFilter, NewImageJob, create_image_job, list_jobs
 from gql_media.settings import Settings
-from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.conftest import INTEGRATION, TEST_REDIS_URL, _admin
 from tests.faults import PrivateRedis, TcpProxy
 from tests.support import JOB_FIELDS, GraphQLWS, LiveServer, graphql_ws, start_server
 
@@ -117,3 +119,27 @@ async def test_postgres_cut_off_fails_fast_and_recovers(postgres_url: str, tmp_p
             assert len(final["outputs"]) == 1
         assert await _status(server, job["id"]) == "SUCCEEDED"
     await proxy.cut()
+
+
+async def test_connections_the_server_closed_are_replaced_before_use(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Pooled connections are not pinged on every checkout; one the server has closed is
+    still replaced before a request uses it, so a restart or a killed backend costs no
+    request an error."""
+    assert TEST_REDIS_URL is not None
+    settings = _settings(postgres_url, TEST_REDIS_URL, tmp_path)
+    database = postgres_url.rpartition("/")[2]
+    async with open_runtime(settings) as runtime:
+        deps = runtime.deps
+        first = await create_image_job(deps, NewImageJob(prompt="before", provider="mock"))
+        await list_jobs(deps, JobFilter(), 5, None)
+        await _admin(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+        )
+        page = await list_jobs(deps, JobFilter(), 5, None)
+        second = await create_image_job(deps, NewImageJob(prompt="after", provider="mock"))
+    assert first.id in [job.id for job in page.jobs]
+    assert second.status.value == "QUEUED"
