@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from gql_media.runtime import open_runtime
 from gql_media.services.jobs import JobFilter, NewImageJob, create_image_job, list_jobs
@@ -126,19 +128,25 @@ async def test_connections_the_server_closed_are_replaced_before_use(
 ) -> None:
     """Pooled connections are not pinged on every checkout; one the server has closed is
     still replaced before a request uses it, so a restart or a killed backend costs no
-    request an error."""
+    request an error (unless it is closed in the instant before its use)."""
     assert TEST_REDIS_URL is not None
     settings = _settings(postgres_url, TEST_REDIS_URL, tmp_path)
     database = postgres_url.rpartition("/")[2]
     async with open_runtime(settings) as runtime:
         deps = runtime.deps
+        pooled: list[Any] = []
+        event.listen(runtime.engine.sync_engine, "checkin", lambda _c, entry: pooled.append(entry))
         first = await create_image_job(deps, NewImageJob(prompt="before", provider="mock"))
         await list_jobs(deps, JobFilter(), 5, None)
+        assert pooled
         await _admin(
             postgres_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{database}' AND pid <> pg_backend_pid()",
         )
+        async with asyncio.timeout(10):  # until the driver has read the server's goodbye
+            while not all(entry.driver_connection.is_closed() for entry in pooled):
+                await asyncio.sleep(0.01)
         page = await list_jobs(deps, JobFilter(), 5, None)
         second = await create_image_job(deps, NewImageJob(prompt="after", provider="mock"))
     assert first.id in [job.id for job in page.jobs]

@@ -9,10 +9,13 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
+from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
@@ -354,3 +357,47 @@ async def test_subscribers_asking_the_same_share_one_rendering(
     assert len(runs) == len(set(runs))
     delivered = {event["version"] for events in seen for event in events}
     assert delivered <= set(runs)
+
+
+def test_an_event_carries_the_whole_snapshot_back_unchanged() -> None:
+    """Events are the snapshot's dataclasses written by orjson; the api reads them back."""
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds
+    snapshot = JobSnapshot(
+        id="job_1",
+        kind=JobKind.PROCESS_IMAGE,
+        status=JobStatus.FAILED,
+        progress=0.25,
+        version=7,
+        prompt="a ünïcode prompt",
+        provider="mock",
+        model=None,
+        parameters={"nested": {"list": [1, 2.5, None, "x"]}},
+        attempts=2,
+        max_attempts=3,
+        error=JobError("PROVIDER_ERROR", "it broke", True),
+        created_at=created,
+        updated_at=datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        started_at=datetime(2026, 1, 2, 3, 4, 5, 1),  # naive, as SQLite returns them
+        outputs=(
+            AssetSnapshot(
+                "a1",
+                "k/0.png",
+                "image/png",
+                64,
+                48,
+                123,
+                "0" * 64,
+                "thumb",
+                None,
+                {"codecs": ["h264"]},
+                created,
+            ),
+        ),
+        result={"duration": 1.5},
+        owner="ab" * 16,
+        webhook_url="https://example.test/hook",
+    )
+    decoded = orjson.loads(snapshot.to_json())
+    assert decoded["status"] == "FAILED" and decoded["kind"] == "PROCESS_IMAGE"
+    assert decoded["created_at"] == created.isoformat()
+    assert JobSnapshot.from_dict(decoded) == snapshot

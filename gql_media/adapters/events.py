@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def encode_event(snapshot: JobSnapshot) -> bytes:
     """A job change as it travels on the events channel."""
-    return orjson.dumps(snapshot.to_dict())
+    return snapshot.to_json()
 
 
 class EventPublisher:

@@ -24,6 +24,10 @@ def _colour(rng: random.Random, alpha: int | None = None) -> tuple[int, ...]:
     return rgb if alpha is None else (*rgb, alpha)
 
 
+# a vertical ramp from 0 to 255, one pixel wide: the mask that blends a gradient's colours
+_RAMP = Image.linear_gradient("L").crop((0, 0, 1, 256))
+
+
 class Painting:
     """A deterministic abstract picture painted in layers, one layer per step."""
 
@@ -43,12 +47,8 @@ class Painting:
 
     def _gradient(self) -> None:
         top, bottom = _colour(self.rng), _colour(self.rng)
-        column = Image.new("RGB", (1, 256))
-        column.putdata(
-            [
-                tuple(round(a + (b - a) * y / 255) for a, b in zip(top, bottom, strict=True))
-                for y in range(256)
-            ]
+        column = Image.composite(
+            Image.new("RGB", _RAMP.size, bottom), Image.new("RGB", _RAMP.size, top), _RAMP
         )
         self.image = column.resize((self.width, self.height), Image.Resampling.BICUBIC)
 

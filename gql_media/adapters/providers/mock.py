@@ -26,6 +26,7 @@ from gql_media.errors import (
 )
 
 FAILURE_KINDS = ("transient", "permanent", "timeout")
+INLINE_PIXELS = 128 * 128  # pictures this small are painted on the event loop
 
 
 def _number(extra: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -86,6 +87,8 @@ class MockProvider:
             self._raise(fail, context.attempt)
         if rate and random.Random(f"{request.seed}:{context.attempt}").random() < rate:
             self._raise("transient", context.attempt)
+        if request.width * request.height * request.num_outputs <= INLINE_PIXELS:
+            return self._render(request)  # well under a millisecond: less than a thread hop
         return await asyncio.to_thread(self._render, request)
 
     @staticmethod
