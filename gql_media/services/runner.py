@@ -18,9 +18,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, case, insert, select, update
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
 
 from gql_media.adapters.queue import Placement
 from gql_media.db.engine import is_unavailable
@@ -50,6 +51,62 @@ from gql_media.services.webhooks import announce, announce_queued
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The writes every job makes, built once: a statement object that is reused is neither
+# rebuilt nor keyed again for SQLAlchemy's compiled cache, which costs more than running
+# it. Each is a guarded transition as ``jobs.transition`` makes them.
+_JOBS_TABLE = cast(Table, JobRow.__table__)
+_JOBS = _JOBS_TABLE.c
+
+
+def _param(name: str, column: ColumnElement[Any]) -> Any:
+    return bindparam(name, type_=column.type)
+
+
+def _guarded(source: JobStatus, *, leased: bool) -> Update:
+    stmt = update(_JOBS_TABLE).where(_JOBS.id == bindparam("job_id"), _JOBS.status == source.value)
+    if leased:
+        stmt = stmt.where(_JOBS.lease_token == bindparam("token"))
+    return stmt
+
+
+def _returning_row(stmt: Update) -> ExecutableReturnsRows:
+    return select(JobRow).from_statement(stmt.returning(*_JOBS))
+
+
+_NOW = _param("now", _JOBS.updated_at)
+_CLAIM = _returning_row(
+    _guarded(JobStatus.QUEUED, leased=False).values(
+        status=JobStatus.RUNNING.value,
+        version=_JOBS.version + 1,
+        updated_at=_NOW,
+        attempts=_JOBS.attempts + 1,
+        progress=0.0,
+        started_at=_NOW,
+        finished_at=None,
+        lease_token=bindparam("token"),
+        lease_until=_param("lease_until", _JOBS.lease_until),
+    )
+)
+_PROGRESS = _returning_row(
+    _guarded(JobStatus.RUNNING, leased=True).values(
+        version=_JOBS.version + 1, updated_at=_NOW, progress=bindparam("progress")
+    )
+)
+_SUCCEED = _returning_row(
+    _guarded(JobStatus.RUNNING, leased=True).values(
+        status=JobStatus.SUCCEEDED.value,
+        version=_JOBS.version + 1,
+        updated_at=_NOW,
+        progress=1.0,
+        finished_at=_NOW,
+        result=_param("result", _JOBS.result),
+        lease_token=None,
+        lease_until=None,
+        webhook_state=case((_JOBS.webhook_url.is_not(None), "pending"), else_=None),
+    )
+)
+_INSERT_ASSETS = insert(cast(Table, AssetRow.__table__))
 
 
 class Outcome(StrEnum):
@@ -88,15 +145,14 @@ class JobContext:
             return
         self._last, self._value = now, fraction
         try:
+            params = {
+                "job_id": self._job_id,
+                "token": self.token,
+                "now": utcnow(),
+                "progress": fraction,
+            }
             async with self._deps.autocommit() as session:
-                row = await transition(
-                    session,
-                    self._job_id,
-                    (JobStatus.RUNNING,),
-                    JobStatus.RUNNING,
-                    held_by=self.token,
-                    progress=fraction,
-                )
+                row: JobRow | None = (await session.execute(_PROGRESS, params)).scalar_one_or_none()
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -165,19 +221,11 @@ def _request(row: JobRow) -> GenerateImageRequest:
 
 async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
     now = utcnow()
+    until = now + timedelta(seconds=deps.settings.lease_seconds)
+    params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
     async with deps.autocommit() as session:
-        return await transition(
-            session,
-            job_id,
-            (JobStatus.QUEUED,),
-            JobStatus.RUNNING,
-            attempts=JobRow.attempts + 1,
-            progress=0.0,
-            started_at=now,
-            finished_at=None,
-            lease_token=token,
-            lease_until=now + timedelta(seconds=deps.settings.lease_seconds),
-        )
+        row: JobRow | None = (await session.execute(_CLAIM, params)).scalar_one_or_none()
+    return row
 
 
 async def run_job(deps: Deps, job_id: str) -> Outcome:
@@ -345,23 +393,12 @@ async def _succeed(
         )
 
     async def finish() -> tuple[JobRow | None, list[AssetRow]]:
-        rows = [AssetRow(**values) for values in assets]
+        params = {"job_id": row.id, "token": context.token, "now": now, "result": result}
         async with deps.sessions.begin() as session:
-            done = await transition(
-                session,
-                row.id,
-                (JobStatus.RUNNING,),
-                JobStatus.SUCCEEDED,
-                held_by=context.token,
-                progress=1.0,
-                finished_at=now,
-                result=result,
-                lease_token=None,
-                lease_until=None,
-            )
-            if done is not None:
-                session.add_all(rows)
-        return done, rows
+            done: JobRow | None = (await session.execute(_SUCCEED, params)).scalar_one_or_none()
+            if done is not None and assets:
+                await session.execute(_INSERT_ASSETS, assets)
+        return done, [AssetRow(**values) for values in assets]
 
     failpoint(BEFORE_FINISH)
     done, rows = await _persist(deps, finish, "finishing job")
