@@ -71,6 +71,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         port=args.port,
         timeout_graceful_shutdown=10,
         log_config=None,
+        access_log=settings.access_log,
         ws_per_message_deflate=False,
     )
 
@@ -137,6 +138,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
         port=args.port,
         timeout_graceful_shutdown=10,
         log_config=None,
+        access_log=settings.access_log,
         # job updates are small JSON: compressing costs ~40 KB per socket and CPU per
         # message for little gain
         ws_per_message_deflate=False,

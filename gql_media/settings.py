@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GQL_MEDIA_", extra="ignore")
 
     database_url: str | None = None
+    # PostgreSQL connections each process keeps open (as many again may open under load)
+    database_pool_size: int = Field(default=20, ge=1)
     redis_url: str | None = None
     data_dir: Path = Path("gql-media-data")
     storage_dir: Path | None = None
@@ -135,6 +137,9 @@ class Settings(BaseSettings):
 
     # observability: log lines as text or one JSON object each; a worker's own /metrics
     log_format: Literal["text", "json"] = "text"
+    # one log line per HTTP request from the api (request counts and latencies are always
+    # in /metrics)
+    access_log: bool = False
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: not served
     worker_metrics_host: str = "127.0.0.1"
 
