@@ -10,7 +10,6 @@ from graphql import GraphQLError
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 from strawberry.types.graphql import OperationType
 
 from gql_media.db.engine import is_unavailable
@@ -78,8 +77,9 @@ def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLErr
 
 
 def error_codes(debug: bool) -> type[SchemaExtension]:
-    """A schema extension class that gives every error a code (and masks outside debug),
-    over HTTP and in each result a WebSocket operation sends."""
+    """A schema extension class that gives every error of an operation over HTTP a code (and
+    masks it outside debug). Each result a WebSocket operation sends leaves before the
+    operation ends: the schema classifies those (``api.fanout.FanOutSchema``)."""
 
     class ErrorCodes(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
@@ -87,12 +87,6 @@ def error_codes(debug: bool) -> type[SchemaExtension]:
             result = self.execution_context.result
             if result is not None and result.errors:
                 result.errors = [classify(e, debug) for e in result.errors]
-
-        def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
-            # Streamed results leave before on_operation resumes: classify each one here.
-            if isinstance(result, ExecutionResult) and result.errors:
-                result.errors = [classify(e, debug) for e in result.errors]
-            yield
 
     return ErrorCodes
 

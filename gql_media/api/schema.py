@@ -21,7 +21,7 @@ from strawberry.schema.config import StrawberryConfig
 from gql_media.adapters.events import Resync
 from gql_media.api.context import Context
 from gql_media.api.errors import SubscriptionsOverWebSocket, error_codes, graphql_error
-from gql_media.api.fanout import SharedEventExecution
+from gql_media.api.fanout import FanOutSchema, SharedEventExecution
 from gql_media.api.media_types import (
     ProcessImageInput,
     ProcessVideoInput,
@@ -335,7 +335,7 @@ def validation_rules(settings: Settings) -> Callable[[], SchemaExtension]:
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    return strawberry.Schema(
+    return FanOutSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -351,4 +351,5 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             error_codes(settings.debug),
             SubscriptionsOverWebSocket,
         ],
+        debug=settings.debug,
     )
