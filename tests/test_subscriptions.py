@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gql_media.adapters.events import EventHub
 from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
@@ -401,3 +402,45 @@ def test_an_event_carries_the_whole_snapshot_back_unchanged() -> None:
     assert decoded["status"] == "FAILED" and decoded["kind"] == "PROCESS_IMAGE"
     assert decoded["created_at"] == created.isoformat()
     assert JobSnapshot.from_dict(decoded) == snapshot
+
+
+def test_alike_subscribers_are_asked_once_per_event() -> None:
+    """Many dashboards with the same filter: an event is tested against the filter once, and
+    each of them still receives it; a subscriber with another filter is asked on its own."""
+    asked: list[str] = []
+
+    def wanting(name: str, status: JobStatus) -> Any:
+        def wanted(job: JobSnapshot) -> bool:
+            asked.append(name)
+            return job.status is status
+
+        return wanted
+
+    hub = EventHub(redis=None, namespace="unit")  # type: ignore[arg-type]
+    running = [
+        hub.subscribe(None, wanting("running", JobStatus.RUNNING), alike="running")
+        for _ in range(3)
+    ]
+    failed = hub.subscribe(None, wanting("failed", JobStatus.FAILED), alike="failed")
+    alone = hub.subscribe(None, wanting("alone", JobStatus.RUNNING))
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    job = JobSnapshot(
+        "job_1",
+        JobKind.GENERATE_IMAGE,
+        JobStatus.RUNNING,
+        0.0,
+        2,
+        "p",
+        "mock",
+        None,
+        {},
+        1,
+        3,
+        None,
+        created,
+        created,
+    )
+    hub.dispatch(job)
+    assert sorted(asked) == ["alone", "failed", "running"]
+    assert all(s._pending == {"job_1": job} for s in [*running, alone])
+    assert not failed._pending

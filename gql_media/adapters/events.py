@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import orjson
@@ -62,17 +62,29 @@ RESYNC = Resync()
 class Subscriber:
     """One subscription's inbox: newest snapshot per job, oldest job first, bounded."""
 
-    def __init__(self, maxsize: int, predicate: Callable[[JobSnapshot], bool] | None) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        predicate: Callable[[JobSnapshot], bool] | None,
+        alike: Hashable | None = None,
+    ) -> None:
         self._pending: OrderedDict[str, JobSnapshot] = OrderedDict()
         self._maxsize = maxsize
         self._predicate = predicate
+        self.alike = alike  # subscribers with equal ``alike`` have equivalent predicates
         self._ready = asyncio.Event()
         self._resync = False
         self.dropped = 0
 
+    def wants(self, snapshot: JobSnapshot) -> bool:
+        return self._predicate is None or self._predicate(snapshot)
+
     def offer(self, snapshot: JobSnapshot) -> None:
-        if self._predicate is not None and not self._predicate(snapshot):
-            return
+        if self.wants(snapshot):
+            self.accept(snapshot)
+
+    def accept(self, snapshot: JobSnapshot) -> None:
+        """Take ``snapshot`` (the caller has checked that it is wanted)."""
         current = self._pending.get(snapshot.id)
         if current is not None:
             if current.version >= snapshot.version:
@@ -144,10 +156,15 @@ class EventHub:
         return len(self._all) + sum(len(s) for s in self._by_job.values())
 
     def subscribe(
-        self, job_id: str | None, predicate: Callable[[JobSnapshot], bool] | None = None
+        self,
+        job_id: str | None,
+        predicate: Callable[[JobSnapshot], bool] | None = None,
+        alike: Hashable | None = None,
     ) -> Subscriber:
-        """A subscriber for one job, or for all jobs matching ``predicate`` when job_id is None."""
-        subscriber = Subscriber(self._queue_size, predicate)
+        """A subscriber for one job, or for all jobs matching ``predicate`` when job_id is None.
+        Subscribers given equal ``alike`` keys must have equivalent predicates: an event asks
+        one of them, not each (many dashboards watching the same jobs)."""
+        subscriber = Subscriber(self._queue_size, predicate, alike)
         if job_id is None:
             self._all.add(subscriber)
         else:
@@ -182,8 +199,17 @@ class EventHub:
             self._delivered.popitem(last=False)
         for subscriber in self._by_job.get(snapshot.id, ()):
             subscriber.offer(snapshot)
+        decided: dict[Hashable, bool] = {}
         for subscriber in self._all:
-            subscriber.offer(snapshot)
+            alike = subscriber.alike
+            if alike is None:
+                subscriber.offer(snapshot)
+                continue
+            wanted = decided.get(alike)
+            if wanted is None:
+                wanted = decided[alike] = subscriber.wants(snapshot)
+            if wanted:
+                subscriber.accept(snapshot)
 
     def _resync_all(self) -> None:
         for subscriber in self._all:

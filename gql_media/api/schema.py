@@ -296,7 +296,8 @@ class Subscription:
         def wanted(job: JobSnapshot) -> bool:
             return principal.can_see(job.owner) and domain_filter.matches(job)
 
-        subscriber = ctx.hub.subscribe(None, wanted)
+        # subscribers with the same principal and filter want the same events
+        subscriber = ctx.hub.subscribe(None, wanted, alike=(principal, domain_filter))
         seen: dict[str, int] = {}
         try:
             while True:
