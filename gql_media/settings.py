@@ -137,6 +137,9 @@ class Settings(BaseSettings):
 
     # observability: log lines as text or one JSON object each; a worker's own /metrics
     log_format: Literal["text", "json"] = "text"
+    # allocations between collections of Python's youngest GC generation in the api
+    # (Python's default: 700; 0 keeps it): see cli._tune_gc
+    gc_threshold: int = Field(default=10_000, ge=0)
     # one log line per HTTP request from the api (request counts and latencies are always
     # in /metrics)
     access_log: bool = False

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from gql_media.cli import _tune_gc
 from tests.support import LiveServer, free_port
 
 
@@ -93,3 +95,18 @@ async def test_with_auth_required_the_key_is_used_and_signed_urls_saved(
             assert image.size == (64, 64)
         code, out, err = await gql_media("jobs", "list", "--url", live.url, "--key", "gqlm_wrong")
         assert (code, out) == (2, "") and "UNAUTHENTICATED" in err
+
+
+def test_the_api_collects_garbage_at_its_own_pace() -> None:
+    """api processes raise the young-generation GC threshold (0 keeps Python's) and keep
+    start-up objects out of later collections."""
+    before = gc.get_threshold()
+    try:
+        _tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 0
+        _tune_gc(0)
+        assert gc.get_threshold()[0] == 12_345
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
