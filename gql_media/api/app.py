@@ -24,6 +24,12 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+)
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
@@ -50,8 +56,21 @@ from gql_media.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Strawberry's graphql-transport-ws handler, without holding on to the canceled
+    connection_init timeout: its task kept a CancelledError with its traceback and frames
+    for the life of every connection, a few KB each."""
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_init_received:
+            self.connection_init_timeout_task = None
+
+
 class GraphQLView(GraphQL[Context, None]):
     """Strawberry's ASGI view, answering malformed requests with JSON errors that have codes."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
