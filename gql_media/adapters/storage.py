@@ -19,6 +19,7 @@ from typing import Protocol
 from gql_media.errors import ErrorCode, UserError
 
 SCRATCH = ".scratch"
+INLINE_WRITE_BYTES = 64 * 1024  # smaller files are written on the event loop
 
 
 def check_key(key: str) -> PurePosixPath:
@@ -83,6 +84,9 @@ class LocalStorage:
         return path
 
     async def put(self, key: str, data: bytes) -> None:
+        if len(data) <= INLINE_WRITE_BYTES:  # a few syscalls: less than a thread hop
+            self._put(self.path_for(key), data, self.scratch_path())
+            return
         await asyncio.to_thread(self._put, self.path_for(key), data, self.scratch_path())
 
     async def put_file(self, key: str, source: Path) -> None:
