@@ -50,7 +50,8 @@ async def open_runtime(
     deps = Deps(
         settings=settings,
         sessions=create_sessionmaker(engine),
-        autocommit=create_sessionmaker(engine, autocommit=True),
+        engine=engine,
+        autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),

@@ -79,11 +79,5 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
-def create_sessionmaker(
-    engine: AsyncEngine, *, autocommit: bool = False
-) -> async_sessionmaker[AsyncSession]:
-    """Sessions on ``engine``. With ``autocommit`` every statement commits by itself and no
-    BEGIN or COMMIT is sent: for a single-statement write, one round trip instead of three."""
-    if autocommit:
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gql_media.adapters.events import EventPublisher
 from gql_media.adapters.providers import ImageProvider
@@ -20,9 +20,12 @@ from gql_media.settings import Settings
 class Deps:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
-    # every statement commits by itself, without BEGIN/COMMIT round trips: for a use case
-    # that writes with a single statement
-    autocommit: async_sessionmaker[AsyncSession]
+    # the engine of ``sessions``, for the hot paths that run Core statements on a
+    # connection (cheaper than a session); ``autocommit`` is the same engine where every
+    # statement commits by itself, without BEGIN/COMMIT round trips: for a use case that
+    # writes with a single statement
+    engine: AsyncEngine
+    autocommit: AsyncEngine
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -329,8 +329,8 @@ async def insert_job(
         webhook_state=None,
     )
     try:
-        async with deps.autocommit() as session:  # one INSERT: one round trip
-            await session.execute(_INSERT_JOB, values)
+        async with deps.autocommit.connect() as connection:  # one INSERT: one round trip
+            await connection.execute(_INSERT_JOB, values)
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
         if idempotency_key is None:
