@@ -444,3 +444,5 @@ def test_alike_subscribers_are_asked_once_per_event() -> None:
     assert sorted(asked) == ["alone", "failed", "running"]
     assert all(s._pending == {"job_1": job} for s in [*running, alone])
     assert not failed._pending
+    with pytest.raises(TypeError):  # refused when subscribing, not later in the dispatcher
+        hub.subscribe(None, wanting("list", JobStatus.RUNNING), alike=["unhashable"])

@@ -164,6 +164,8 @@ class EventHub:
         """A subscriber for one job, or for all jobs matching ``predicate`` when job_id is None.
         Subscribers given equal ``alike`` keys must have equivalent predicates: an event asks
         one of them, not each (many dashboards watching the same jobs)."""
+        if alike is not None:
+            hash(alike)  # an unhashable key fails this subscription here, not the dispatcher
         subscriber = Subscriber(self._queue_size, predicate, alike)
         if job_id is None:
             self._all.add(subscriber)
