@@ -72,6 +72,7 @@ class GqlMediaWorker(Worker):
         self._wake = asyncio.Event()
         self.ctx["wake"] = self._wake
         self._redis_down_since: float | None = None
+        self._take = redis.register_script(_TAKE)
 
     async def main(self) -> None:
         # arq's own main() first logs Redis INFO, which the embedded stand-in lacks.
@@ -167,10 +168,7 @@ class GqlMediaWorker(Worker):
 
     async def _run_directly(self, arq_id: str) -> None:
         try:
-            async with self.pool.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.queue_name, arq_id)
-                pipe.delete(job_key_prefix + arq_id)
-                taken, _ = await pipe.execute()
+            taken = await self._take(keys=[self.queue_name, job_key_prefix + arq_id], args=[arq_id])
             if not taken:
                 return  # another worker, or another path of this one, has it
             await runner.run_job(self.deps, arq_id.rsplit(":v", 1)[0])
@@ -226,6 +224,15 @@ class GqlMediaWorker(Worker):
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+# Take a job's queue entry (and drop its stored arguments, which a job run does not need):
+# 1 for the caller who removed it, 0 for everyone else. KEYS: queue, job key. ARGV: arq id.
+_TAKE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
 
 
 def _runs_a_job(arq_id: str) -> bool:
