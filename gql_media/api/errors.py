@@ -76,21 +76,6 @@ def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLErr
     )
 
 
-def error_codes(debug: bool) -> type[SchemaExtension]:
-    """A schema extension class that gives every error of an operation over HTTP a code (and
-    masks it outside debug). Each result a WebSocket operation sends leaves before the
-    operation ends: the schema classifies those (``api.fanout.FanOutSchema``)."""
-
-    class ErrorCodes(SchemaExtension):
-        def on_operation(self) -> Iterator[None]:
-            yield
-            result = self.execution_context.result
-            if result is not None and result.errors:
-                result.errors = [classify(e, debug) for e in result.errors]
-
-    return ErrorCodes
-
-
 class SubscriptionsOverWebSocket(SchemaExtension):
     """Refuses subscriptions over HTTP, which would otherwise run as a plain field and fail
     as an internal error; the view answers 400 BAD_REQUEST."""

@@ -18,15 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import strawberry
-from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import OperationType
-from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.types import ExecutionContext, ExecutionResult
-from strawberry.types.graphql import OperationType as StrawberryOperationType
 
-from gql_media.api.errors import classify
 from gql_media.api.types import Job
 from gql_media.domain import JobSnapshot
 
@@ -85,38 +79,3 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
 async def _shared(future: asyncio.Future[Any]) -> Any:
     # shield: one subscriber going away must not cancel the work the others wait on
     return await asyncio.shield(future)
-
-
-class FanOutSchema(strawberry.Schema):
-    """Strawberry's schema, lighter on each result it hands a WebSocket: an error-free
-    subscription event does not ask every extension for its results (ours add none; with
-    thousands of subscribers the asking costs more than the rest of the event), and errors
-    get their codes here rather than in a per-result extension hook."""
-
-    def __init__(self, *args: Any, debug: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._debug = debug
-
-    async def _handle_execution_result(
-        self,
-        context: ExecutionContext,
-        result: Any,
-        extensions_runner: SchemaExtensionsRunner,
-        *,
-        skip_process_errors: bool = False,
-    ) -> Any:
-        if (
-            type(result) is GraphQLExecutionResult
-            and not result.errors
-            and not context.extensions_results
-            and context.operation_type is StrawberryOperationType.SUBSCRIPTION
-        ):
-            plain = ExecutionResult(data=result.data, errors=None)
-            context.result = plain
-            return plain
-        handled = await super()._handle_execution_result(
-            context, result, extensions_runner, skip_process_errors=skip_process_errors
-        )
-        if isinstance(handled, ExecutionResult) and handled.errors:
-            handled.errors = [classify(e, self._debug) for e in handled.errors]
-        return handled

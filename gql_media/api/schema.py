@@ -7,6 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import ASTValidationRule
+from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -15,13 +16,16 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from gql_media.adapters.events import Resync
 from gql_media.api.context import Context
-from gql_media.api.errors import SubscriptionsOverWebSocket, error_codes, graphql_error
-from gql_media.api.fanout import FanOutSchema, SharedEventExecution
+from gql_media.api.errors import SubscriptionsOverWebSocket, classify, graphql_error
+from gql_media.api.fanout import SharedEventExecution
 from gql_media.api.media_types import (
     ProcessImageInput,
     ProcessVideoInput,
@@ -335,8 +339,45 @@ def validation_rules(settings: Settings) -> Callable[[], SchemaExtension]:
     return lambda: AddValidationRules(rules)
 
 
+class MediaSchema(strawberry.Schema):
+    """Strawberry's schema, handing on every result with codes on its errors (and masked
+    outside debug), and lighter on subscription events: an error-free event does not ask
+    every extension for its results (ours add none; with thousands of subscribers the
+    asking costs more than the rest of the event)."""
+
+    def __init__(self, *args: Any, debug: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._debug = debug
+
+    async def _handle_execution_result(
+        self,
+        context: ExecutionContext,
+        result: Any,
+        extensions_runner: SchemaExtensionsRunner,
+        *,
+        skip_process_errors: bool = False,
+    ) -> Any:
+        # every result of execute, subscribe and stream passes here, including the ones a
+        # WebSocket operation sends before the operation ends
+        if (
+            type(result) is GraphQLExecutionResult
+            and not result.errors
+            and not context.extensions_results
+            and context.operation_type is StrawberryOperationType.SUBSCRIPTION
+        ):
+            plain = ExecutionResult(data=result.data, errors=None)
+            context.result = plain
+            return plain
+        handled = await super()._handle_execution_result(
+            context, result, extensions_runner, skip_process_errors=skip_process_errors
+        )
+        if isinstance(handled, ExecutionResult) and handled.errors:
+            handled.errors = [classify(e, self._debug) for e in handled.errors]
+        return handled
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
-    return FanOutSchema(
+    return MediaSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -349,7 +390,6 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: ValidationCache(maxsize=1024),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             validation_rules(settings),
-            error_codes(settings.debug),
             SubscriptionsOverWebSocket,
         ],
         debug=settings.debug,
