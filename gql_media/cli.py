@@ -75,8 +75,6 @@ def _tune_gc(threshold: int) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     """API, GraphiQL and an in-process worker in one process."""
-    import uvicorn
-
     from gql_media.api.app import create_app
     from gql_media.db.migrate import upgrade
     from gql_media.worker.main import running_worker
@@ -91,16 +89,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         )
     app = create_app(settings, background=running_worker)
     log.info("GraphiQL: http://%s:%d/graphql", args.host, args.port)
-    _tune_gc(settings.gc_threshold)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        timeout_graceful_shutdown=10,
-        log_config=None,
-        access_log=settings.access_log,
-        ws_per_message_deflate=False,
-    )
+    _serve(app, settings, args)
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
@@ -154,12 +143,16 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
-    import uvicorn
-
     from gql_media.api.app import create_app
 
     _require_servers(settings, "api")
-    app = create_app(settings)
+    _serve(create_app(settings), settings, args)
+
+
+def _serve(app: Any, settings: Settings, args: argparse.Namespace) -> None:
+    """Serve ``app`` with uvicorn until it is stopped."""
+    import uvicorn
+
     _tune_gc(settings.gc_threshold)
     uvicorn.run(
         app,

@@ -24,6 +24,19 @@ from gql_media.bench.target import Target
 SETTLE = 1.0  # seconds for the api to finish its work on new sockets before memory is read
 
 
+def _plan(kind: str, target: Target, options: Options, share: int, **what: Any) -> Plan:
+    """One client process's plan: ``share`` sockets of ``kind``, following ``what``."""
+    return Plan(
+        kind=kind,
+        base_url=target.url,
+        key=options.key,
+        compression=options.compression,
+        connections=share,
+        connect_concurrency=max(1, options.connect_concurrency // options.client_procs),
+        **what,
+    )
+
+
 def _split(count: int, parts: int) -> list[int]:
     return [count // parts + (1 if i < count % parts else 0) for i in range(parts)]
 
@@ -86,13 +99,11 @@ async def run_fanout_updated(target: Target, options: Options, report: Report) -
         shares, plans, offset = _split(len(ids) if paused else count, procs), [], 0
         for share in shares:
             plans.append(
-                Plan(
-                    kind="updated",
-                    base_url=target.url,
-                    key=options.key,
-                    compression=options.compression,
-                    connections=share,
-                    connect_concurrency=max(1, options.connect_concurrency // procs),
+                _plan(
+                    "updated",
+                    target,
+                    options,
+                    share,
                     job_ids=tuple(ids[offset : offset + share]),
                     job_ms=0 if paused else options.fanout_job_ms,
                 )
@@ -144,15 +155,7 @@ async def run_fanout_events(target: Target, options: Options, report: Report) ->
     before = target.api_rss_kib()
     job_filter = {"provider": "mock", "createdAfter": since()}
     plans = [
-        Plan(
-            kind="events",
-            base_url=target.url,
-            key=options.key,
-            compression=options.compression,
-            connections=share,
-            connect_concurrency=max(1, options.connect_concurrency // procs),
-            job_filter=job_filter,
-        )
+        _plan("events", target, options, share, job_filter=job_filter)
         for share in _split(count, procs)
     ]
     clients = Clients(plans, in_process=procs == 1)

@@ -316,17 +316,6 @@ async def insert_job(
         run_after=now,
         created_at=now,
         updated_at=now,
-        # the same columns every time, so every insert is one compiled statement (result
-        # is left out: a JSON None would be stored as JSON null, not SQL NULL)
-        error_code=None,
-        error_message=None,
-        error_retryable=None,
-        external_id=None,
-        lease_token=None,
-        lease_until=None,
-        started_at=None,
-        finished_at=None,
-        webhook_state=None,
     )
     try:
         async with deps.autocommit.connect() as connection:  # one INSERT: one round trip
@@ -447,6 +436,10 @@ async def list_jobs(
     )
 
 
+# a job that ends with a webhook URL now owes a delivery
+OWES_WEBHOOK = case((JobRow.webhook_url.is_not(None), "pending"), else_=None)
+
+
 async def transition(
     session: AsyncSession,
     job_id: uuid.UUID,
@@ -465,10 +458,8 @@ async def transition(
         stmt = stmt.where(JobRow.lease_token == held_by)
     if at_version is not None:
         stmt = stmt.where(JobRow.version == at_version)
-    if target.terminal:  # a job with a webhook URL now owes a delivery
-        values.setdefault(
-            "webhook_state", case((JobRow.webhook_url.is_not(None), "pending"), else_=None)
-        )
+    if target.terminal:
+        values.setdefault("webhook_state", OWES_WEBHOOK)
     stmt = (
         stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
         .returning(JobRow)

@@ -26,7 +26,6 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
-    case,
     insert,
     select,
     update,
@@ -54,7 +53,7 @@ from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoi
 from gql_media.observability.logs import job_context
 from gql_media.services import processing
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import parse_job_id, stale_queued_jobs, transition
+from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, stale_queued_jobs, transition
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import job_snapshot
@@ -122,7 +121,7 @@ _SUCCEED = _returning_job(
         result=_param("result", _JOBS.result),
         lease_token=None,
         lease_until=None,
-        webhook_state=case((_JOBS.webhook_url.is_not(None), "pending"), else_=None),
+        webhook_state=OWES_WEBHOOK,
     )
 )
 _INSERT_ASSETS = insert(cast(Table, AssetRow.__table__))
