@@ -130,3 +130,18 @@ async def server(settings: Settings, fake_redis_server: Any) -> AsyncIterator[Li
     """A real uvicorn server on a free port, with the worker running in-process."""
     async with start_server(settings, fake_redis_server, with_worker=True) as live:
         yield live
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    """A page in Debian's chromium, for the browser tests (they skip without it)."""
+    from playwright.async_api import async_playwright
+
+    from tests.browser import CHROMIUM
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield await browser.new_page(viewport={"width": 1200, "height": 820})
+        finally:
+            await browser.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +15,13 @@ from playwright.async_api import (
     Locator,
     Page,
     WebSocketRoute,
-    async_playwright,
     expect,
 )
 
 from gql_media.runtime import open_runtime
 from gql_media.services.auth import create_key
 from gql_media.settings import Settings
-from tests.browser import ARTIFACTS, CHROMIUM, PNG_SIGNATURE, needs_chromium
+from tests.browser import ARTIFACTS, PNG_SIGNATURE, needs_chromium
 from tests.support import LiveServer, graphql_ws, start_server
 
 FOLLOW = "subscription Follow($id: ID!) { jobUpdated(id: $id) { status } }"
@@ -105,16 +103,6 @@ class Dashboard:
     async def progress_of(self, job_id: str) -> list[float]:
         recorded: list[list[Any]] = await self.page.evaluate("window.__progress")
         return [value for recorded_id, value in recorded if recorded_id == job_id]
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM))
-        try:
-            yield await browser.new_page(viewport={"width": 1200, "height": 820})
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 from urllib.parse import quote, urlencode, urlsplit
 
-import pytest
 from PIL import Image
 from playwright.async_api import (
     ConsoleMessage,
@@ -20,12 +18,11 @@ from playwright.async_api import (
     Response,
     Route,
     WebSocket,
-    async_playwright,
     expect,
 )
 
 from gql_media.api.app import CDN_ASSETS
-from tests.browser import ARTIFACTS, CHROMIUM, PNG_SIGNATURE, needs_chromium
+from tests.browser import ARTIFACTS, PNG_SIGNATURE, needs_chromium
 from tests.support import LiveServer
 
 ASSET = re.compile(r'(?:src|href)="(/graphiql-assets/[^"]+)"\s+integrity="sha384-([^"]+)"')
@@ -62,16 +59,6 @@ async def test_graphiql_assets_are_served_by_the_api(server: LiveServer) -> None
         assert response.status_code == 200, path
         assert base64.b64encode(hashlib.sha384(response.content).digest()).decode() == digest
         assert "immutable" in response.headers["cache-control"]
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM))
-        try:
-            yield await browser.new_page(viewport={"width": 1200, "height": 820})
-        finally:
-            await browser.close()
 
 
 @needs_chromium
