@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
-from gql_media.cli import _tune_gc
+from gql_media.cli import _serve
+from gql_media.settings import Settings
 from tests.support import LiveServer, free_port
 
 
@@ -97,16 +100,22 @@ async def test_with_auth_required_the_key_is_used_and_signed_urls_saved(
         assert (code, out) == (2, "") and "UNAUTHENTICATED" in err
 
 
-def test_the_api_collects_garbage_at_its_own_pace() -> None:
-    """api processes raise the young-generation GC threshold (0 keeps Python's) and keep
-    start-up objects out of later collections."""
+def test_the_api_collects_garbage_at_its_own_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving the api raises the young-generation GC threshold (0 keeps Python's), keeps
+    start-up objects out of later collections and passes the access-log setting on."""
+    import uvicorn
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(options))
+    args = argparse.Namespace(host="127.0.0.1", port=0)
     before = gc.get_threshold()
     try:
-        _tune_gc(12_345)
+        _serve(object(), Settings(gc_threshold=12_345, access_log=True), args)
         assert gc.get_threshold() == (12_345, *before[1:])
         assert gc.get_freeze_count() > 0
-        _tune_gc(0)
+        _serve(object(), Settings(gc_threshold=0), args)
         assert gc.get_threshold()[0] == 12_345
+        assert [options["access_log"] for options in served] == [True, False]
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
