@@ -17,7 +17,7 @@ from typing import Any
 
 from gql_media.bench.http import Api, Submitted
 from gql_media.bench.options import Options
-from gql_media.bench.stats import Report, Row, rate, summarize
+from gql_media.bench.stats import Report, Row, cpu_ms_per, cpu_note, rate, summarize
 from gql_media.bench.target import Target
 from gql_media.bench.ws import EVENTS, FOLLOW, TERMINAL, GraphQLSocket, field_of
 
@@ -117,9 +117,11 @@ async def run_submit(target: Target, options: Options, report: Report) -> None:
     rows: list[Row] = []
     for concurrency in options.submit_concurrency:
         await api.warm(concurrency)
+        cpu_before = target.api_cpu_seconds()
         results, elapsed = await _submit_level(
             api, concurrency, options.submit_requests, options.submit_seconds
         )
+        api_cpu = cpu_ms_per(cpu_before, target.api_cpu_seconds(), len(results))
         ok = [r for r in results if r.error is None]
         errors = sorted({r.error for r in results if r.error is not None})
         latency = summarize([r.latency_ms for r in results])
@@ -133,6 +135,7 @@ async def run_submit(target: Target, options: Options, report: Report) -> None:
             "seconds": round(elapsed, 3),
             "jobs_per_s": rate(len(ok), elapsed),
             "latency_ms": latency,
+            "api_cpu_ms_per_request": api_cpu,
             "settled": settled,
         }
         levels.append(level)
@@ -143,7 +146,7 @@ async def run_submit(target: Target, options: Options, report: Report) -> None:
                 f"{level['jobs_per_s']:,.0f} jobs/s",
                 latency["p50"],
                 latency["p99"],
-                f"errors {level['errors']}",
+                f"errors {level['errors']}" + cpu_note("api", api_cpu),
             )
         )
     report.add("submit", {"levels": levels}, rows)
@@ -315,12 +318,15 @@ async def run_drain(target: Target, options: Options, report: Report) -> None:
         if target.can_pause:
             with target.workers_paused():
                 submitted = await submit_many(target.api, options.drain_jobs, 32)
+                cpu_before = target.worker_cpu_seconds()
                 started = time.perf_counter()
         else:
+            cpu_before = None  # the workers take jobs while they are submitted
             started = time.perf_counter()
             submitted = await submit_many(target.api, options.drain_jobs, 32)
         ids = [s.job_id for s in submitted if s.job_id is not None]
         ends = await asyncio.gather(*(seen.finished(i, SETTLE_TIMEOUT) for i in ids))
+        worker_cpu = cpu_ms_per(cpu_before, target.worker_cpu_seconds(), len(ids))
     finished = [t for t in ends if t is not None]
     succeeded = sum(1 for i in ids if (i, "SUCCEEDED") in seen.times)
     elapsed = (max(finished) - started) if finished else 0.0
@@ -336,6 +342,7 @@ async def run_drain(target: Target, options: Options, report: Report) -> None:
         "workers": workers,
         "jobs_per_s_per_worker": round(per_second / workers, 1) if workers else None,
         "workers_paused_while_queueing": target.can_pause,
+        "worker_cpu_ms_per_job": worker_cpu,
     }
     per_worker = (
         f"{details['jobs_per_s_per_worker']:,.0f}/worker × {workers}" if workers else "workers ?"
@@ -350,7 +357,7 @@ async def run_drain(target: Target, options: Options, report: Report) -> None:
                 f"{per_second:,.0f} jobs/s",
                 None,
                 None,
-                f"{per_worker}; {elapsed:.2f} s",
+                f"{per_worker}; {elapsed:.2f} s" + cpu_note("worker", worker_cpu),
             )
         ],
     )

@@ -72,5 +72,16 @@ def render_table(rows: Sequence[Row]) -> str:
     return "\n".join([fmt(header), separator, *(fmt(line) for line in lines)])
 
 
+def cpu_ms_per(before: float | None, after: float | None, count: int) -> float | None:
+    """CPU milliseconds per item between two readings of a process's CPU time."""
+    if before is None or after is None or count <= 0:
+        return None
+    return round((after - before) * 1000 / count, 2)
+
+
+def cpu_note(process: str, ms: float | None) -> str:
+    return f"; {process} CPU {ms:.2f} ms/job" if ms is not None else ""
+
+
 def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0

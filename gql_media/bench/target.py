@@ -67,6 +67,14 @@ class Target:
             if self._paused:
                 self.resume_workers()
 
+    def worker_cpu_seconds(self) -> float | None:
+        """CPU time (user and system) the worker processes started here have used."""
+        return _cpu_seconds([proc.pid for proc in self._worker_procs])
+
+    def api_cpu_seconds(self) -> float | None:
+        """CPU time the api process has used, when it runs on this machine."""
+        return _cpu_seconds([self.api_pid] if self.api_pid is not None else [])
+
     def api_rss_kib(self) -> int | None:
         """Resident memory of the api process (``VmRSS``), when it runs on this machine."""
         if self.api_pid is None:
@@ -79,6 +87,21 @@ class Target:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return None
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User plus system time of ``pids`` from ``/proc`` (None when unknown): CPU per job
+    varies far less from run to run than wall-clock rates on a shared machine."""
+    if not pids:
+        return None
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
