@@ -293,7 +293,8 @@ async def test_worker_crash_at_each_point_finishes_the_job_once(
         assert (done.status, done.attempts, len(done.outputs)) == (JobStatus.SUCCEEDED, 2, 2)
         assert await _asset_count(runtime, job.id) == 2
         files = sorted(p.name for p in (proc_settings.effective_storage_dir / "jobs").rglob("*.*"))
-        assert files == ["0.png", "1.png"]
+        hex_id = _uuid(job.id).hex
+        assert files == [f"{hex_id}-0.png", f"{hex_id}-1.png"]
 
 
 @pytest.mark.integration

@@ -72,21 +72,25 @@ async def test_sweep_deletes_old_orphans_only(runtime: Runtime) -> None:
     storage = runtime.deps.storage
     live = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"))
     await runner._claim(runtime.deps, _uuid(live.id), token="w")  # RUNNING, files not yet rowed
-    live_key = f"jobs/{_uuid(live.id).hex}/0.png"
-    old_orphan = f"jobs/{uuid.uuid4().hex}/0.png"
-    new_orphan = f"jobs/{uuid.uuid4().hex}/1.png"
-    for key in (live_key, old_orphan, new_orphan):
+    live_key = runner.output_key(_uuid(live.id), 0, "image/png")
+    live_key_earlier_layout = f"jobs/{_uuid(live.id).hex}/1.png"
+    old_orphan = runner.output_key(uuid.uuid4(), 0, "image/png")
+    old_orphan_earlier_layout = f"jobs/{uuid.uuid4().hex}/0.png"
+    new_orphan = runner.output_key(uuid.uuid4(), 1, "image/png")
+    for key in (live_key, live_key_earlier_layout, old_orphan, old_orphan_earlier_layout):
         await storage.put(key, b"data")
-    _age(storage.path_for(live_key), 7200)
-    _age(storage.path_for(old_orphan), 7200)
+        _age(storage.path_for(key), 7200)
+    await storage.put(new_orphan, b"data")
     finished = await _finished_job(runtime, timedelta(0))
     finished_snapshot = await get_job(runtime.deps, finished)
     assert finished_snapshot is not None
     _age(storage.path_for(finished_snapshot.outputs[0].key), 7200)
 
-    assert await retention.sweep_orphans(runtime.deps) == 1
+    assert await retention.sweep_orphans(runtime.deps) == 2
 
     assert not storage.path_for(old_orphan).exists()
+    assert not storage.path_for(old_orphan_earlier_layout).exists()
     assert storage.path_for(new_orphan).is_file()  # younger than the grace period
     assert storage.path_for(live_key).is_file()  # its job is still running
+    assert storage.path_for(live_key_earlier_layout).is_file()
     assert storage.path_for(finished_snapshot.outputs[0].key).is_file()  # has a row

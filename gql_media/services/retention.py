@@ -60,13 +60,16 @@ async def expire_media(deps: Deps, limit: int = 500) -> int:
 
 
 def _job_of(key: str) -> uuid.UUID | None:
+    """The job a stored output belongs to: ``jobs/<xx>/<id>-<n>.<ext>``, or the earlier
+    layout ``jobs/<id>/<n>.<ext>``."""
     parts = key.split("/")
-    if len(parts) >= 2 and parts[0] == "jobs":
-        try:
-            return uuid.UUID(hex=parts[1])
-        except ValueError:
-            return None
-    return None
+    if len(parts) != 3 or parts[0] != "jobs":
+        return None
+    hex_id = parts[1] if len(parts[1]) == 32 else parts[2].split("-", 1)[0]
+    try:
+        return uuid.UUID(hex=hex_id)
+    except ValueError:
+        return None
 
 
 async def sweep_orphans(deps: Deps) -> int:

@@ -348,8 +348,11 @@ async def _produce(
 
 
 def output_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
-    """Deterministic: a rerun of the same job overwrites instead of duplicating."""
-    return f"jobs/{job_id.hex}/{index}.{extension_for(content_type)}"
+    """``jobs/<first two hex digits>/<job id>-<index>.<ext>``. Deterministic: a rerun of the
+    same job overwrites instead of duplicating. Jobs share 256 directories rather than one
+    each: on local storage a new directory per job cost more than writing its file."""
+    hex_id = job_id.hex
+    return f"jobs/{hex_id[:2]}/{hex_id}-{index}.{extension_for(content_type)}"
 
 
 async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) -> T:
