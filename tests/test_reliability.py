@@ -335,3 +335,54 @@ async def test_worker_killed_while_waiting_on_a_prediction_resumes_it(
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error
     assert len(fake.creates) == 1  # the rerun resumed the prediction, it did not pay again
     assert len(done.outputs) == 1
+
+
+async def test_finishing_stores_every_output_field_and_the_result(runtime: Runtime) -> None:
+    deps = runtime.deps
+    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
+    row = await runner._claim(deps, _uuid(job.id), token="w")
+    assert row is not None
+    outputs = [
+        runner.Produced("thumb", "image/webp", 64, 48, data=b"webp", info={"frames": [1, 2]}),
+        runner.Produced(None, "image/png", None, None, data=b"png"),
+    ]
+    context = runner.JobContext(deps, row, "w")
+    outcome = await runner._succeed(deps, row, context, outputs, {"pages": 2})
+    assert outcome is runner.Outcome.SUCCEEDED
+
+    async with deps.sessions() as session:
+        stored = (
+            await session.execute(
+                select(AssetRow).where(AssetRow.job_id == row.id).order_by(AssetRow.position)
+            )
+        ).scalars()
+        fields = [
+            (a.position, a.name, a.content_type, a.width, a.height, a.byte_size, a.info, a.role)
+            for a in stored
+        ]
+        result = await session.scalar(select(JobRow.result).where(JobRow.id == row.id))
+    assert fields == [
+        (0, "thumb", "image/webp", 64, 48, 4, {"frames": [1, 2]}, "output"),
+        (1, None, "image/png", None, None, 3, None, "output"),
+    ]
+    assert result == {"pages": 2}
+    done = await get_job(deps, job.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED
+    assert [o.key for o in done.outputs] == [
+        runner.output_key(row.id, 0, "image/webp"),
+        runner.output_key(row.id, 1, "image/png"),
+    ]
+
+
+async def test_finishing_a_job_this_run_no_longer_holds_stores_no_outputs(
+    runtime: Runtime,
+) -> None:
+    deps = runtime.deps
+    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
+    row = await runner._claim(deps, _uuid(job.id), token="w")
+    assert row is not None
+    outputs = [runner.Produced(None, "image/png", 1, 1, data=b"png")]
+    context = runner.JobContext(deps, row, "another-run")
+    outcome = await runner._succeed(deps, row, context, outputs)
+    assert outcome is runner.Outcome.CANCELED
+    assert await _asset_count(runtime, job.id) == 0

@@ -23,13 +23,19 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Select,
     Table,
     Update,
     bindparam,
+    column,
+    exists,
+    func,
     insert,
+    literal,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningUpdate
 
@@ -124,7 +130,44 @@ _SUCCEED = _returning_job(
         webhook_state=OWES_WEBHOOK,
     )
 )
-_INSERT_ASSETS = insert(cast(Table, AssetRow.__table__))
+_ASSETS_TABLE = cast(Table, AssetRow.__table__)
+_INSERT_ASSETS = insert(_ASSETS_TABLE)
+_OUTPUT_COLUMNS = (
+    "id",
+    "job_id",
+    "position",
+    "storage_key",
+    "content_type",
+    "width",
+    "height",
+    "byte_size",
+    "sha256",
+    "name",
+    "info",
+)
+
+
+def _succeed_with_outputs() -> Select[Any]:
+    """On PostgreSQL, the SUCCEEDED transition and the insert of its outputs as one
+    statement: one round trip with no transaction to open and commit. The outputs come as
+    one JSON array typed by ``jsonb_to_recordset`` and are inserted only if the transition
+    matched; the statement returns the job as ``_SUCCEED`` does."""
+    done = _SUCCEED.cte("done")
+    given = (
+        func.jsonb_to_recordset(bindparam("outputs", type_=JSONB))
+        .table_valued(*(column(name, _ASSETS_TABLE.c[name].type) for name in _OUTPUT_COLUMNS))
+        .render_derived(name="given", with_types=True)
+    )
+    # defaults are not applied inside a CTE: every column is given
+    role = literal("output", _ASSETS_TABLE.c.role.type)
+    rows = select(*(given.c[name] for name in _OUTPUT_COLUMNS), _NOW, role).where(
+        exists(select(done.c.id))
+    )
+    outputs = insert(_ASSETS_TABLE).from_select([*_OUTPUT_COLUMNS, "created_at", "role"], rows)
+    return select(done).add_cte(outputs.cte("outputs"))
+
+
+_SUCCEED_WITH_OUTPUTS = _succeed_with_outputs()
 
 
 class Outcome(StrEnum):
@@ -412,11 +455,15 @@ async def _succeed(
 
     async def finish() -> tuple[JobRow | None, list[AssetRow]]:
         params = {"job_id": row.id, "token": context.token, "now": now, "result": result}
-        async with deps.engine.begin() as connection:
-            found = (await connection.execute(_SUCCEED, params)).first()
-            if found is not None and assets:
-                await connection.execute(_INSERT_ASSETS, assets)
-        done = JobRow(**found._mapping) if found is not None else None
+        if deps.engine.dialect.name == "postgresql":
+            params["outputs"] = [_json_output(values) for values in assets]
+            done = await _one_job(deps.autocommit, _SUCCEED_WITH_OUTPUTS, params)
+        else:
+            async with deps.engine.begin() as connection:
+                found = (await connection.execute(_SUCCEED, params)).first()
+                if found is not None and assets:
+                    await connection.execute(_INSERT_ASSETS, assets)
+            done = JobRow(**found._mapping) if found is not None else None
         return done, [AssetRow(**values) for values in assets]
 
     failpoint(BEFORE_FINISH)
@@ -426,6 +473,13 @@ async def _succeed(
         return Outcome.CANCELED
     await announce(deps, job_snapshot(done, rows))
     return Outcome.SUCCEEDED
+
+
+def _json_output(values: dict[str, Any]) -> dict[str, Any]:
+    """An output row for ``_SUCCEED_WITH_OUTPUTS``: its columns, ids as text."""
+    output = {name: values[name] for name in _OUTPUT_COLUMNS}
+    output["id"], output["job_id"] = str(values["id"]), str(values["job_id"])
+    return output
 
 
 async def _discard_outputs(deps: Deps, job_id: uuid.UUID, keys: list[str]) -> None:
