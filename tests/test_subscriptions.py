@@ -6,6 +6,8 @@ worker (``running_worker``) next to it; a test waits on subscription messages, n
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gql_media.adapters.events import EventHub
+from gql_media.adapters.events import EventHub, EventPublisher
 from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
@@ -446,3 +448,49 @@ def test_alike_subscribers_are_asked_once_per_event() -> None:
     assert not failed._pending
     with pytest.raises(TypeError):  # refused when subscribing, not later in the dispatcher
         hub.subscribe(None, wanting("list", JobStatus.RUNNING), alike=["unhashable"])
+
+
+async def test_changes_published_in_one_turn_reach_redis_together(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker finishing several jobs at once sends their events in one round trip; each
+    subscriber still gets its job's event, and a later change follows in order."""
+    namespace = runtime.settings.redis_namespace
+    hub = EventHub(runtime.redis, namespace)
+    await hub.start()
+    try:
+        await hub.wait_listening()
+        created = datetime(2026, 1, 1, tzinfo=UTC)
+        jobs = [
+            JobSnapshot(
+                f"job_{n}", JobKind.GENERATE_IMAGE, JobStatus.RUNNING, 0.0, 2, "p", "mock",
+                None, {}, 1, 3, None, created, created,
+            )
+            for n in range(3)
+        ]  # fmt: skip
+        subscribers = [hub.subscribe(job.id) for job in jobs]
+        publisher = EventPublisher(runtime.redis, namespace)
+        round_trips: list[str] = []
+        pipeline, publish = runtime.redis.pipeline, runtime.redis.publish
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            round_trips.append("pipeline")
+            return pipeline(*args, **kwargs)
+
+        async def counted_publish(*args: Any, **kwargs: Any) -> Any:
+            round_trips.append("publish")
+            return await publish(*args, **kwargs)
+
+        monkeypatch.setattr(runtime.redis, "pipeline", counted_pipeline)
+        monkeypatch.setattr(runtime.redis, "publish", counted_publish)
+
+        await asyncio.gather(*(publisher.publish(job) for job in jobs))
+        assert round_trips == ["pipeline"]
+        assert [await s.get() for s in subscribers] == jobs
+
+        done = dataclasses.replace(jobs[0], status=JobStatus.SUCCEEDED, version=3)
+        await publisher.publish(done)
+        assert round_trips == ["pipeline", "publish"]
+        assert await subscribers[0].get() == done
+    finally:
+        await hub.stop()
