@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
@@ -124,6 +124,32 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
     )
     assert await runtime.redis.zscore(queue, keys.arq_job_id(job.id, moved.version)) is not None
     assert await runner.reconcile(deps, at_startup=True) == 0  # waiting on the queue: left alone
+
+
+async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: Runtime) -> None:
+    """The reconciler looks up a whole backlog at once: entries still waiting are left, a
+    lost one is queued again and one a dead worker took moves the job to a new version."""
+    deps = runtime.deps
+    waiting, lost, taken = [
+        await create_image_job(deps, NewImageJob(prompt=name, provider="mock"))
+        for name in ("waiting", "lost", "taken")
+    ]
+    queue = keys.queue_name(deps.settings.redis_namespace)
+    lost_arq_id = keys.arq_job_id(lost.id, lost.version)
+    await runtime.redis.zrem(queue, lost_arq_id)  # Redis lost the entry and its job data
+    await runtime.redis.delete(job_key_prefix + lost_arq_id)
+    taken_arq_id = keys.arq_job_id(taken.id, taken.version)
+    await runtime.redis.psetex(in_progress_key_prefix + taken_arq_id, 60_000, b"1")
+    jobs = [(job.id, job.version) for job in (waiting, lost, taken)]
+
+    assert await deps.queue.standing(jobs) == [Placement.WAITING, None, Placement.TAKEN]
+    assert await runner.reconcile(deps, at_startup=True) == 2
+
+    assert await deps.queue.standing(jobs[:2]) == [Placement.WAITING, Placement.WAITING]
+    moved = await get_job(deps, taken.id)
+    assert moved is not None and moved.version == taken.version + 1
+    assert await deps.queue.standing([(taken.id, moved.version)]) == [Placement.WAITING]
+    assert await deps.queue.standing([]) == []
 
 
 async def test_a_change_no_event_announced_still_reaches_job_updated(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from enum import StrEnum
 
 from arq.connections import ArqRedis
@@ -122,6 +123,29 @@ class JobQueue:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return Placement.UNAVAILABLE
         return Placement.QUEUED
+
+    async def standing(self, jobs: Sequence[tuple[str, int]]) -> list[Placement | None]:
+        """Where each ``(job id, version)`` stands, in two round trips however many there
+        are: WAITING or TAKEN for an entry on the queue (as ``ensure_queued`` says), None
+        for one that is not, UNAVAILABLE for all when Redis cannot be reached."""
+        arq_ids = [keys.arq_job_id(job_id, version) for job_id, version in jobs]
+        if not arq_ids:
+            return []
+        try:
+            scores = await self._redis.zmscore(self._queue, arq_ids)
+            on_queue = [a for a, score in zip(arq_ids, scores, strict=True) if score is not None]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for arq_id in on_queue:
+                    pipe.exists(in_progress_key_prefix + arq_id)
+                running = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not read the queue: %s", exc)
+            return [Placement.UNAVAILABLE] * len(arq_ids)
+        taken = {arq_id for arq_id, flag in zip(on_queue, running, strict=True) if flag}
+        return [
+            None if score is None else Placement.TAKEN if arq_id in taken else Placement.WAITING
+            for arq_id, score in zip(arq_ids, scores, strict=True)
+        ]
 
     async def depth(self) -> int:
         """Entries on the queue: due and deferred jobs and webhook deliveries (a worker takes

@@ -43,11 +43,13 @@ from gql_media.adapters.queue import Placement
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
+    JOB_ID_PREFIX,
     GenerateImageRequest,
     JobKind,
     JobStatus,
     OutputFormat,
     backoff_delay,
+    encode_id,
 )
 from gql_media.errors import (
     ErrorCode,
@@ -622,9 +624,12 @@ async def reconcile(deps: Deps, *, at_startup: bool = False) -> int:
     count = await requeue_expired(deps)
     overdue = 0.0 if at_startup else deps.settings.reconcile_after
     rows = await stale_queued_jobs(deps, timedelta(seconds=overdue))
-    for row in rows:
-        snapshot = job_snapshot(row)
-        placement = await deps.queue.ensure_queued(snapshot.id, snapshot.version)
+    # a backlog is mostly jobs waiting on the queue: look them all up at once
+    jobs = [(encode_id(JOB_ID_PREFIX, row.id), row.version) for row in rows]
+    standing = await deps.queue.standing(jobs)
+    for row, (job_id, version), placement in zip(rows, jobs, standing, strict=True):
+        if placement is None:
+            placement = await deps.queue.ensure_queued(job_id, version)
         if placement is Placement.TAKEN:
             placement = await _requeue_taken(deps, row)
         if placement is Placement.QUEUED:
