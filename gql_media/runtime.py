@@ -21,6 +21,7 @@ from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage_factory import build_storage
 from gql_media.db.engine import create_engine, create_sessionmaker
 from gql_media.services.deps import Deps
+from gql_media.services.jobs import job_inserter
 from gql_media.settings import Settings
 
 
@@ -52,6 +53,7 @@ async def open_runtime(
         sessions=create_sessionmaker(engine),
         engine=engine,
         autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        job_inserts=job_inserter(engine),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),

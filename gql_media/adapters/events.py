@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters.webhook_signing import remember_webhook_id
+from gql_media.batching import TurnBatcher
 from gql_media.domain import JobSnapshot
 
 log = logging.getLogger(__name__)
@@ -41,33 +42,26 @@ class EventPublisher:
         self._redis = redis
         self._namespace = namespace
         self._channel = keys.events_channel(namespace)
-        self._pending: list[tuple[str, bytes]] | None = None
-        self._sending: asyncio.Future[None] | None = None
+        self._publish = TurnBatcher(self._send)
 
     async def publish(self, snapshot: JobSnapshot) -> None:
         """Publish ``snapshot``; returns once Redis has it (or failed, which is logged)."""
-        if self._pending is None:
-            # the send starts next turn, with every change published until then
-            self._pending = []
-            self._sending = asyncio.ensure_future(self._send())
-        self._pending.append((snapshot.id, encode_event(snapshot)))
-        assert self._sending is not None
-        await asyncio.shield(self._sending)  # a canceled publisher leaves the others' send
+        await self._publish((snapshot.id, encode_event(snapshot)))
 
-    async def _send(self) -> None:
-        events, self._pending = self._pending or [], None
+    async def _send(self, events: list[tuple[str, bytes]]) -> list[None]:
         # A lost event costs nothing lasting: subscribers re-read snapshots on reconnect.
         try:
             if len(events) == 1:
                 await self._redis.publish(self._channel, events[0][1])
-                return
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for _, event in events:
-                    pipe.publish(self._channel, event)
-                await pipe.execute()
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for _, event in events:
+                        pipe.publish(self._channel, event)
+                    await pipe.execute()
         except (RedisError, OSError) as exc:
             ids = ", ".join(job_id for job_id, _ in events)
             log.warning("could not publish events for jobs %s: %s", ids, exc)
+        return [None] * len(events)
 
     async def nudge_provider(self, webhook_id: str, external_id: str) -> None:
         """Tell the workers that provider-side work ``external_id`` changed (a webhook

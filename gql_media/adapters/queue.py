@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gql_media import keys
+from gql_media.batching import TurnBatcher
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,15 @@ return 1
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _Enqueue:
+    """One call of the enqueue script."""
+
+    job_id: str
+    keys: list[str]
+    args: list[Any]
+
+
 class JobQueue:
     """Puts job ids on the arq queue. The database stays the truth: a lost enqueue is redone
     by the reconciler, and a duplicate one is harmless because running a job claims its row."""
@@ -51,32 +63,61 @@ class JobQueue:
         self._events = keys.events_channel(namespace)
         self._wake = keys.wake_channel(namespace)
         self._enqueue = redis.register_script(_ENQUEUE)
+        self._enqueue_batch = TurnBatcher(self._send_enqueues)
 
     async def enqueue(
         self, job_id: str, version: int, defer: float | None = None, event: bytes = b""
     ) -> bool:
         """Queue ``job_id``, publishing ``event`` (the job's change, if any) first, in one
-        round trip. False when Redis is unreachable (the reconciler will retry)."""
+        round trip shared with the jobs queued in the same turn. False when Redis is
+        unreachable (the reconciler will retry)."""
         arq_id = keys.arq_job_id(job_id, version)
         now = timestamp_ms()
         delay = round(defer * 1000) if defer else 0
         data = serialize_job(keys.RUN_JOB_TASK, (job_id,), {}, None, now)
+        call = _Enqueue(
+            job_id,
+            [job_key_prefix + arq_id, result_key_prefix + arq_id, self._queue],
+            # a job due now names itself in the wake-up: an idle worker may start it
+            [
+                data,
+                delay + int(self._redis.expires_extra_ms),
+                now + delay,
+                arq_id,
+                self._events,
+                event,
+                b"" if defer else self._wake,
+            ],
+        )
+        return await self._enqueue_batch(call)
+
+    async def _send_enqueues(self, calls: list[_Enqueue]) -> list[bool]:
+        if len(calls) == 1:
+            return [await self._run_enqueue(calls[0])]
         try:
-            await self._enqueue(
-                keys=[job_key_prefix + arq_id, result_key_prefix + arq_id, self._queue],
-                # a job due now names itself in the wake-up: an idle worker may start it
-                args=[
-                    data,
-                    delay + int(self._redis.expires_extra_ms),
-                    now + delay,
-                    arq_id,
-                    self._events,
-                    event,
-                    b"" if defer else self._wake,
-                ],
-            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for call in calls:
+                    pipe.evalsha(self._enqueue.sha, len(call.keys), *call.keys, *call.args)
+                results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
-            log.warning("could not enqueue job %s: %s", job_id, exc)
+            log.warning("could not enqueue jobs %s: %s", ", ".join(c.job_id for c in calls), exc)
+            return [False] * len(calls)
+        done = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):  # Redis restarted: load the script again
+                done.append(await self._run_enqueue(call))
+            elif isinstance(result, Exception):
+                log.warning("could not enqueue job %s: %s", call.job_id, result)
+                done.append(False)
+            else:
+                done.append(True)
+        return done
+
+    async def _run_enqueue(self, call: _Enqueue) -> bool:
+        try:
+            await self._enqueue(keys=call.keys, args=call.args)
+        except (RedisError, OSError) as exc:
+            log.warning("could not enqueue job %s: %s", call.job_id, exc)
             return False
         return True
 

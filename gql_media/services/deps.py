@@ -12,6 +12,7 @@ from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage import Storage
+from gql_media.db.inserts import RowInserter
 from gql_media.observability.metrics import Metrics
 from gql_media.settings import Settings
 
@@ -26,6 +27,7 @@ class Deps:
     # writes with a single statement
     engine: AsyncEngine
     autocommit: AsyncEngine
+    job_inserts: RowInserter  # INSERT of a new job, batched per event-loop turn
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -15,9 +15,10 @@ from typing import Any, cast
 import orjson
 from sqlalchemy import Select, Table, case, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
+from gql_media.db.inserts import RowInserter
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
     ANONYMOUS,
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
 # built once: reused, it is not keyed again for the compiled cache on every request
 _INSERT_JOB = insert(cast(Table, JobRow.__table__))
+
+
+def job_inserter(engine: AsyncEngine) -> RowInserter:
+    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched per event-loop turn."""
+    return RowInserter(engine, _INSERT_JOB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +324,7 @@ async def insert_job(
         updated_at=now,
     )
     try:
-        async with deps.autocommit.connect() as connection:  # one INSERT: one round trip
-            await connection.execute(_INSERT_JOB, values)
+        await deps.job_inserts(values)  # with the jobs of this turn: one round trip
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
         if idempotency_key is None:

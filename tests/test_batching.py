@@ -1,0 +1,173 @@
+"""Writes of one event-loop turn sent together: the batcher, job inserts and enqueues."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from gql_media import keys
+from gql_media.batching import TurnBatcher
+from gql_media.db.models import JobRow, utcnow
+from gql_media.domain import JobKind, JobStatus
+from gql_media.runtime import Runtime
+from gql_media.services.jobs import NewImageJob, create_image_job
+
+
+class Recorder:
+    """A send that records its batches and can be made to fail or to wait."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.fail: Exception | None = None
+        self.release: asyncio.Event | None = None
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        if self.release is not None:
+            await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return [item * 10 for item in items]
+
+
+async def test_calls_of_one_turn_share_a_send_and_get_their_own_results() -> None:
+    send = Recorder()
+    batcher = TurnBatcher(send)
+    assert await asyncio.gather(*(batcher(n) for n in (1, 2, 3))) == [10, 20, 30]
+    assert send.batches == [[1, 2, 3]]
+    assert await batcher(4) == 40  # a lone call is sent on its own, in the next turn
+    assert send.batches == [[1, 2, 3], [4]]
+
+
+async def test_a_call_made_while_a_batch_is_sent_goes_in_the_next_one() -> None:
+    send = Recorder()
+    send.release = asyncio.Event()
+    batcher = TurnBatcher(send)
+    first = asyncio.gather(batcher(1), batcher(2))
+    while not send.batches:
+        await asyncio.sleep(0)
+    later = asyncio.ensure_future(batcher(3))
+    send.release.set()
+    assert await first == [10, 20]
+    assert await later == 30
+    assert send.batches == [[1, 2], [3]]
+
+
+async def test_a_failed_send_fails_every_call_of_its_batch() -> None:
+    send = Recorder()
+    send.fail = RuntimeError("down")
+    batcher = TurnBatcher(send)
+    results = await asyncio.gather(batcher(1), batcher(2), return_exceptions=True)
+    assert [str(r) for r in results] == ["down", "down"]
+    send.fail = None
+    assert await batcher(3) == 30  # the next batch is unaffected
+
+
+async def test_a_canceled_caller_leaves_the_send_of_the_others() -> None:
+    send = Recorder()
+    send.release = asyncio.Event()
+    batcher = TurnBatcher(send)
+    canceled = asyncio.ensure_future(batcher(1))
+    kept = asyncio.ensure_future(batcher(2))
+    while not send.batches:
+        await asyncio.sleep(0)
+    canceled.cancel()
+    send.release.set()
+    assert await kept == 20
+    assert canceled.cancelled()
+
+
+async def _job_count(runtime: Runtime) -> int:
+    async with runtime.deps.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(JobRow)) or 0)
+
+
+async def test_jobs_created_together_are_all_stored_and_a_repeated_key_gives_one_job(
+    runtime: Runtime,
+) -> None:
+    """A batch with a conflicting idempotency key is undone and inserted row by row: the
+    others are stored once, and both requests with the key get the same job."""
+    deps = runtime.deps
+    jobs = [NewImageJob(prompt=f"p{n}", provider="mock") for n in range(4)]
+    jobs += [NewImageJob(prompt="same", provider="mock", idempotency_key="k")] * 2
+    created = await asyncio.gather(*(create_image_job(deps, job) for job in jobs))
+    assert created[4].id == created[5].id
+    assert len({job.id for job in created}) == 5
+    assert await _job_count(runtime) == 5
+
+    again = NewImageJob(prompt="same", provider="mock", idempotency_key="k")
+    more = [NewImageJob(prompt="fresh", provider="mock"), again]
+    fresh, replayed = await asyncio.gather(*(create_image_job(deps, job) for job in more))
+    assert replayed.id == created[4].id
+    assert fresh.id not in {job.id for job in created}
+    assert await _job_count(runtime) == 6
+
+
+async def test_jobs_enqueued_together_share_one_round_trip(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deps = runtime.deps
+    pipelines: list[int] = []
+    pipeline = runtime.redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(1)
+        return pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.redis, "pipeline", counted)
+    queue = keys.queue_name(deps.settings.redis_namespace)
+    ids = [f"job_{uuid.uuid4().hex}" for _ in range(3)]  # arq's job keys are not namespaced
+
+    assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in ids)) == [True] * 3
+    assert len(pipelines) == 1
+    for job_id in ids:
+        assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
+
+    # Redis forgot its scripts (a restart): the batch loads the script again
+    await runtime.redis.script_flush()
+    later = [f"job_{uuid.uuid4().hex}" for _ in range(2)]
+    assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in later)) == [True, True]
+    for job_id in later:
+        assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
+
+
+def _job_row(job_id: uuid.UUID, prompt: str) -> dict[str, Any]:
+    now = utcnow()
+    return dict(
+        id=job_id,
+        kind=JobKind.GENERATE_IMAGE.value,
+        status=JobStatus.QUEUED.value,
+        progress=0.0,
+        version=1,
+        prompt=prompt,
+        provider="mock",
+        model=None,
+        parameters={},
+        attempts=0,
+        max_attempts=3,
+        idempotency_key=None,
+        request_hash=None,
+        owner_id=None,
+        webhook_url=None,
+        run_after=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_a_conflicting_row_fails_alone_and_the_rest_of_its_batch_is_stored(
+    runtime: Runtime,
+) -> None:
+    taken = uuid.uuid4()
+    rows = [_job_row(taken, "first"), _job_row(taken, "again"), _job_row(uuid.uuid4(), "other")]
+    results = await asyncio.gather(
+        *(runtime.deps.job_inserts(row) for row in rows), return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results] == ["NoneType", "IntegrityError", "NoneType"]
+    async with runtime.deps.sessions() as session:
+        prompts = set((await session.execute(select(JobRow.prompt))).scalars())
+    assert prompts == {"first", "other"}
