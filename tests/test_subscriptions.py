@@ -6,6 +6,7 @@ worker (``running_worker``) next to it; a test waits on subscription messages, n
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gql_media.adapters.events import EventHub
+from gql_media.adapters.events import RESYNC, EventHub, Subscriber
 from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
@@ -446,3 +447,68 @@ def test_alike_subscribers_are_asked_once_per_event() -> None:
     assert not failed._pending
     with pytest.raises(TypeError):  # refused when subscribing, not later in the dispatcher
         hub.subscribe(None, wanting("list", JobStatus.RUNNING), alike=["unhashable"])
+
+
+def _version(job_id: str, version: int) -> JobSnapshot:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    return JobSnapshot(
+        id=job_id,
+        kind=JobKind.GENERATE_IMAGE,
+        status=JobStatus.RUNNING,
+        progress=0.0,
+        version=version,
+        prompt="p",
+        provider="mock",
+        model=None,
+        parameters={},
+        attempts=1,
+        max_attempts=3,
+        error=None,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+async def test_an_inbox_gives_the_newest_snapshot_of_each_job_oldest_job_first() -> None:
+    inbox = Subscriber(maxsize=8, predicate=None)
+    a1, b1, a2 = _version("a", 1), _version("b", 1), _version("a", 2)
+    for snapshot in (a1, b1, a2, a1):  # the late a1 is older than what is pending
+        inbox.offer(snapshot)
+    assert [await inbox.get(), await inbox.get()] == [a2, b1]
+    assert inbox.dropped == 0
+
+
+async def test_a_full_inbox_drops_its_oldest_job() -> None:
+    inbox = Subscriber(maxsize=2, predicate=None)
+    a, b, c = _version("a", 1), _version("b", 1), _version("c", 1)
+    for snapshot in (a, b, c):
+        inbox.offer(snapshot)
+    assert inbox.dropped == 1
+    assert [await inbox.get(), await inbox.get()] == [b, c]
+
+
+async def test_an_inbox_gives_a_resync_before_what_is_pending() -> None:
+    inbox = Subscriber(maxsize=8, predicate=lambda job: job.id != "skipped")
+    a = _version("a", 1)
+    inbox.offer(_version("skipped", 1))
+    inbox.offer(a)
+    inbox.request_resync()
+    assert await inbox.get() is RESYNC
+    assert await inbox.get() == a
+
+
+async def test_a_waiting_reader_wakes_for_each_snapshot_and_survives_cancellation() -> None:
+    inbox = Subscriber(maxsize=8, predicate=None)
+    loop = asyncio.get_running_loop()
+    a1, a2 = _version("a", 1), _version("a", 2)
+    for snapshot in (a1, a2):
+        reader = asyncio.create_task(inbox.get())
+        loop.call_soon(inbox.accept, snapshot)  # runs once the reader waits
+        assert await reader == snapshot
+    canceled = asyncio.create_task(inbox.get())
+    loop.call_soon(canceled.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await canceled
+    reader = asyncio.create_task(inbox.get())
+    loop.call_soon(inbox.request_resync)
+    assert await reader is RESYNC
