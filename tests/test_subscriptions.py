@@ -15,8 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
 
 from gql_media.adapters.events import RESYNC, EventHub, Subscriber
+from gql_media.api.app import Api
 from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
@@ -512,3 +515,47 @@ async def test_a_waiting_reader_wakes_for_each_snapshot_and_survives_cancellatio
     reader = asyncio.create_task(inbox.get())
     loop.call_soon(inbox.request_resync)
     assert await reader is RESYNC
+
+
+async def test_graphql_websockets_skip_the_http_middleware_and_others_do_not() -> None:
+    """The app hands a GraphQL WebSocket straight to its endpoint (with the route's scope,
+    also under a root path); other WebSockets and HTTP pass the middleware and router."""
+    passed: list[tuple[str, str]] = []
+    reached: list[dict[str, Any]] = []
+
+    class Recording:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            passed.append((scope["type"], scope["path"]))
+            await self.app(scope, receive, send)
+
+    class Endpoint:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            reached.append(dict(scope))
+
+    endpoint = Endpoint()
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    route = WebSocketRoute("/graphql", endpoint)
+    app = Api(route, routes=[route], middleware=[Middleware(Recording)])
+
+    def scope(path: str, root_path: str = "") -> dict[str, Any]:
+        return {"type": "websocket", "path": root_path + path, "root_path": root_path}
+
+    await app(scope("/graphql"), receive, send)
+    await app(scope("/graphql", root_path="/api"), receive, send)
+    assert passed == []
+    assert [s["endpoint"] for s in reached] == [endpoint, endpoint]
+    assert all(s["app"] is app and s["router"] is app.router for s in reached)
+    await app(scope("/elsewhere"), receive, send)
+    assert passed == [("websocket", "/elsewhere")] and len(reached) == 2
+    assert sent[-1]["type"] == "websocket.close"
