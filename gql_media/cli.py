@@ -153,11 +153,14 @@ def _serve(app: Any, settings: Settings, args: argparse.Namespace) -> None:
     """Serve ``app`` with uvicorn until it is stopped."""
     import uvicorn
 
+    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+
     _tune_gc(settings.gc_threshold)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
+        ws=LightWebSocketProtocol,  # uvicorn's own, lighter per idle socket
         timeout_graceful_shutdown=10,
         log_config=None,
         access_log=settings.access_log,

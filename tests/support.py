@@ -16,6 +16,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
+from gql_media.api.websocket_protocol import LightWebSocketProtocol
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 
@@ -78,7 +79,14 @@ async def start_server(
         fake_redis_server=fake_redis_server,
     )
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        ws=LightWebSocketProtocol,  # as the api serves
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -16,8 +16,11 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
 
-from gql_media.adapters.events import EventHub, EventPublisher
+from gql_media.adapters.events import RESYNC, EventHub, EventPublisher, Subscriber
+from gql_media.api.app import Api
 from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
@@ -494,3 +497,112 @@ async def test_changes_published_in_one_turn_reach_redis_together(
         assert await subscribers[0].get() == done
     finally:
         await hub.stop()
+
+
+def _version(job_id: str, version: int) -> JobSnapshot:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    return JobSnapshot(
+        id=job_id,
+        kind=JobKind.GENERATE_IMAGE,
+        status=JobStatus.RUNNING,
+        progress=0.0,
+        version=version,
+        prompt="p",
+        provider="mock",
+        model=None,
+        parameters={},
+        attempts=1,
+        max_attempts=3,
+        error=None,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+async def test_an_inbox_gives_the_newest_snapshot_of_each_job_oldest_job_first() -> None:
+    inbox = Subscriber(maxsize=8, predicate=None)
+    a1, b1, a2 = _version("a", 1), _version("b", 1), _version("a", 2)
+    for snapshot in (a1, b1, a2, a1):  # the late a1 is older than what is pending
+        inbox.offer(snapshot)
+    assert [await inbox.get(), await inbox.get()] == [a2, b1]
+    assert inbox.dropped == 0
+
+
+async def test_a_full_inbox_drops_its_oldest_job() -> None:
+    inbox = Subscriber(maxsize=2, predicate=None)
+    a, b, c = _version("a", 1), _version("b", 1), _version("c", 1)
+    for snapshot in (a, b, c):
+        inbox.offer(snapshot)
+    assert inbox.dropped == 1
+    assert [await inbox.get(), await inbox.get()] == [b, c]
+
+
+async def test_an_inbox_gives_a_resync_before_what_is_pending() -> None:
+    inbox = Subscriber(maxsize=8, predicate=lambda job: job.id != "skipped")
+    a = _version("a", 1)
+    inbox.offer(_version("skipped", 1))
+    inbox.offer(a)
+    inbox.request_resync()
+    assert await inbox.get() is RESYNC
+    assert await inbox.get() == a
+
+
+async def test_a_waiting_reader_wakes_for_each_snapshot_and_survives_cancellation() -> None:
+    inbox = Subscriber(maxsize=8, predicate=None)
+    loop = asyncio.get_running_loop()
+    a1, a2 = _version("a", 1), _version("a", 2)
+    for snapshot in (a1, a2):
+        reader = asyncio.create_task(inbox.get())
+        loop.call_soon(inbox.accept, snapshot)  # runs once the reader waits
+        assert await reader == snapshot
+    canceled = asyncio.create_task(inbox.get())
+    loop.call_soon(canceled.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await canceled
+    reader = asyncio.create_task(inbox.get())
+    loop.call_soon(inbox.request_resync)
+    assert await reader is RESYNC
+
+
+async def test_graphql_websockets_skip_the_http_middleware_and_others_do_not() -> None:
+    """The app hands a GraphQL WebSocket straight to its endpoint (with the route's scope,
+    also under a root path); other WebSockets and HTTP pass the middleware and router."""
+    passed: list[tuple[str, str]] = []
+    reached: list[dict[str, Any]] = []
+
+    class Recording:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            passed.append((scope["type"], scope["path"]))
+            await self.app(scope, receive, send)
+
+    class Endpoint:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            reached.append(dict(scope))
+
+    endpoint = Endpoint()
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    route = WebSocketRoute("/graphql", endpoint)
+    app = Api(route, routes=[route], middleware=[Middleware(Recording)])
+
+    def scope(path: str, root_path: str = "") -> dict[str, Any]:
+        return {"type": "websocket", "path": root_path + path, "root_path": root_path}
+
+    await app(scope("/graphql"), receive, send)
+    await app(scope("/graphql", root_path="/api"), receive, send)
+    assert passed == []
+    assert [s["endpoint"] for s in reached] == [endpoint, endpoint]
+    assert all(s["app"] is app and s["router"] is app.router for s in reached)
+    await app(scope("/elsewhere"), receive, send)
+    assert passed == [("websocket", "/elsewhere")] and len(reached) == 2
+    assert sent[-1]["type"] == "websocket.close"

@@ -79,7 +79,13 @@ RESYNC = Resync()
 
 
 class Subscriber:
-    """One subscription's inbox: newest snapshot per job, oldest job first, bounded."""
+    """One subscription's inbox: newest snapshot per job, oldest job first, bounded.
+
+    One task reads it. It waits on a single future rather than an asyncio.Event (or
+    Queue): an api holds one inbox per subscribed socket, and the Event's waiter deque
+    alone weighed more than the rest of the inbox."""
+
+    __slots__ = ("_maxsize", "_pending", "_predicate", "_resync", "_waiter", "alike", "dropped")
 
     def __init__(
         self,
@@ -91,7 +97,7 @@ class Subscriber:
         self._maxsize = maxsize
         self._predicate = predicate
         self.alike = alike  # subscribers with equal ``alike`` have equivalent predicates
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._resync = False
         self.dropped = 0
 
@@ -114,16 +120,25 @@ class Subscriber:
                 self._pending.popitem(last=False)
                 self.dropped += 1
             self._pending[snapshot.id] = snapshot
-        self._ready.set()
+        self._wake()
 
     def request_resync(self) -> None:
         self._resync = True
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self) -> JobSnapshot | Resync:
+        """The next snapshot (or RESYNC), waiting for one; for a single reader at a time."""
         while not self._pending and not self._resync:
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         if self._resync:
             self._resync = False
             return RESYNC

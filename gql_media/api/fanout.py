@@ -50,14 +50,18 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
 
     # (id of the operation node, variables, id of the event) → (event, operation, result);
     # the entry holds the event and the operation so their ids are not reused meanwhile
-    _results: OrderedDict[tuple[int, bytes, int], tuple[Any, Any, Any]] = OrderedDict()
+    _results: OrderedDict[tuple[int, str, int], tuple[Any, Any, Any]] = OrderedDict()
 
     def execute_operation(self, serially: bool | None = None) -> Any:
         event = self.root_value
         if self.operation.operation is not OperationType.SUBSCRIPTION or not isinstance(event, Job):
             return super().execute_operation(serially)
         try:
-            variables = orjson.dumps(self.variable_values.coerced, option=orjson.OPT_SORT_KEYS)
+            # as text: orjson's bytes keep the 4 KB buffer they were written in, which the
+            # cache would hold for each of its entries
+            variables = orjson.dumps(
+                self.variable_values.coerced, option=orjson.OPT_SORT_KEYS
+            ).decode()
         except TypeError:
             return super().execute_operation(serially)
         key = (id(self.operation), variables, id(event))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import ASTValidationRule
 from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
@@ -326,7 +324,24 @@ class Subscription:
             ctx.hub.unsubscribe(None, subscriber)
 
 
-def validation_rules(settings: Settings) -> Callable[[], SchemaExtension]:
+class OperationLimits(SchemaExtension):
+    """The parser's token cap and our validation rules, set as parsing starts (every
+    operation parses first) rather than around the whole operation as strawberry's
+    MaxTokensLimiter and AddValidationRules do: their hooks stay suspended for as long as
+    a subscription lives, about 1 KB per subscribed socket."""
+
+    def __init__(self, max_tokens: int, rules: tuple[type[ASTValidationRule], ...]) -> None:
+        self.max_tokens = max_tokens
+        self.rules = rules
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self.max_tokens
+        context.validation_rules = context.validation_rules + self.rules
+        yield
+
+
+def operation_limits(settings: Settings) -> Callable[[], SchemaExtension]:
     """Every validation rule of ours, built once: the same rule classes on every request
     let the validation cache hit (strawberry's limiters make a new class per instance)."""
     rules: list[type[ASTValidationRule]] = [
@@ -336,7 +351,7 @@ def validation_rules(settings: Settings) -> Callable[[], SchemaExtension]:
     ]
     if not settings.introspection_enabled:
         rules.append(NoIntrospection)
-    return lambda: AddValidationRules(rules)
+    return lambda: OperationLimits(settings.max_tokens, tuple(rules))
 
 
 class MediaSchema(strawberry.Schema):
@@ -384,12 +399,11 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         config=StrawberryConfig(),
         execution_context_class=SharedEventExecution,
         extensions=[
+            operation_limits(settings),  # first: ParseOnce parses with its token cap
             # parsing and validating a document again for each request costs more than
             # running most of them; both depend on the document (and the rules) alone
             ParseOnce,
             lambda: ValidationCache(maxsize=1024),
-            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-            validation_rules(settings),
             SubscriptionsOverWebSocket,
         ],
         debug=settings.debug,
