@@ -1,9 +1,10 @@
-"""Sending the writes of one event-loop turn together.
+"""Sending writes that pile up behind one another together.
 
-Under load many requests (or jobs) reach the same write in the same turn of the event loop:
-an INSERT, a Redis script, a PUBLISH. Sent one by one, each costs a socket write and a
-round trip; sent together, the whole turn costs one. Nothing waits for a batch to fill: the
-send starts on the next turn, so a lone call is only a turn late.
+Under load many requests (or jobs) reach the same write at nearly the same time: an
+INSERT, a Redis script, a PUBLISH. Sent one by one, each costs a socket write and a round
+trip; sent together, a whole batch costs one. Nothing waits for a batch to fill: a call
+made while nothing is being sent goes at once, and calls made while a send is out go
+together as soon as it returns (group commit).
 """
 
 from __future__ import annotations
@@ -16,27 +17,50 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class TurnBatcher(Generic[T, R]):
-    """``await batcher(item)``: items given in the same turn go to ``send`` as one list,
-    which returns one result per item, in order; each caller gets its own. When ``send``
-    raises, every caller of that batch gets the exception. A caller that is canceled does
-    not cancel the send of the others."""
+class Batcher(Generic[T, R]):
+    """``await batcher(item)``: ``send`` gets a list of items and returns one result per
+    item, in order; each caller gets its own. One send is out at a time. When ``send``
+    raises, every caller of that batch gets the exception. A caller that is canceled while
+    its batch is sent leaves the send of the others."""
 
     def __init__(self, send: Callable[[list[T]], Awaitable[Sequence[R]]]) -> None:
         self._send = send
-        self._items: list[T] | None = None
-        self._sending: asyncio.Future[Sequence[R]] | None = None
+        self._sending = False
+        self._waiting: list[T] = []
+        self._next: asyncio.Future[Sequence[R]] | None = None
+        self._task: asyncio.Task[None] | None = None  # the batch being sent, kept alive
 
     async def __call__(self, item: T) -> R:
-        if self._items is None:
-            self._items = []
-            self._sending = asyncio.ensure_future(self._send_items())
-        index = len(self._items)
-        self._items.append(item)
-        assert self._sending is not None
-        results = await asyncio.shield(self._sending)
-        return results[index]
+        if not self._sending:
+            self._sending = True
+            try:
+                return (await self._send([item]))[0]
+            finally:
+                self._sent()
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        batch, index = self._next, len(self._waiting)
+        self._waiting.append(item)
+        return (await asyncio.shield(batch))[index]
 
-    async def _send_items(self) -> Sequence[R]:
-        items, self._items = self._items or [], None
-        return await self._send(items)
+    def _sent(self) -> None:
+        """The send that was out returned: send what piled up meanwhile, if anything."""
+        self._sending = False
+        if self._next is None:
+            return
+        items, batch = self._waiting, self._next
+        self._waiting, self._next = [], None
+        self._sending = True
+        self._task = asyncio.ensure_future(self._send_batch(items, batch))
+
+    async def _send_batch(self, items: list[T], batch: asyncio.Future[Sequence[R]]) -> None:
+        try:
+            batch.set_result(await self._send(items))
+        except asyncio.CancelledError:
+            batch.cancel()
+            raise
+        except Exception as exc:
+            batch.set_exception(exc)
+            batch.exception()  # its callers get it; none left (all canceled) is no error
+        finally:
+            self._sent()

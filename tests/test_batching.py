@@ -7,10 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
+from arq.constants import job_key_prefix
 from sqlalchemy import func, select
 
 from gql_media import keys
-from gql_media.batching import TurnBatcher
+from gql_media.batching import Batcher
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import JobKind, JobStatus
 from gql_media.runtime import Runtime
@@ -34,51 +35,70 @@ class Recorder:
         return [item * 10 for item in items]
 
 
-async def test_calls_of_one_turn_share_a_send_and_get_their_own_results() -> None:
-    send = Recorder()
-    batcher = TurnBatcher(send)
-    assert await asyncio.gather(*(batcher(n) for n in (1, 2, 3))) == [10, 20, 30]
-    assert send.batches == [[1, 2, 3]]
-    assert await batcher(4) == 40  # a lone call is sent on its own, in the next turn
-    assert send.batches == [[1, 2, 3], [4]]
+async def _until_sent(send: Recorder, batches: int) -> None:
+    while len(send.batches) < batches:
+        await asyncio.sleep(0)
 
 
-async def test_a_call_made_while_a_batch_is_sent_goes_in_the_next_one() -> None:
+async def test_a_lone_call_goes_at_once_and_later_ones_go_together() -> None:
     send = Recorder()
     send.release = asyncio.Event()
-    batcher = TurnBatcher(send)
-    first = asyncio.gather(batcher(1), batcher(2))
-    while not send.batches:
-        await asyncio.sleep(0)
-    later = asyncio.ensure_future(batcher(3))
+    batcher = Batcher(send)
+    first = asyncio.ensure_future(batcher(1))
+    await _until_sent(send, 1)  # sent without waiting for company
+    later = asyncio.gather(*(batcher(n) for n in (2, 3)))
     send.release.set()
-    assert await first == [10, 20]
-    assert await later == 30
-    assert send.batches == [[1, 2], [3]]
+    assert await first == 10
+    assert await later == [20, 30]  # each gets its own result
+    assert send.batches == [[1], [2, 3]]
+    assert await batcher(4) == 40
+    assert send.batches == [[1], [2, 3], [4]]
 
 
 async def test_a_failed_send_fails_every_call_of_its_batch() -> None:
     send = Recorder()
+    send.release = asyncio.Event()
+    batcher = Batcher(send)
+    first = asyncio.ensure_future(batcher(1))
+    await _until_sent(send, 1)
+    later = asyncio.gather(batcher(2), batcher(3), return_exceptions=True)
     send.fail = RuntimeError("down")
-    batcher = TurnBatcher(send)
-    results = await asyncio.gather(batcher(1), batcher(2), return_exceptions=True)
-    assert [str(r) for r in results] == ["down", "down"]
+    send.release.set()
+    with pytest.raises(RuntimeError, match="down"):
+        await first
+    assert [str(error) for error in await later] == ["down", "down"]
     send.fail = None
-    assert await batcher(3) == 30  # the next batch is unaffected
+    assert await batcher(4) == 40  # the next batch is unaffected
 
 
 async def test_a_canceled_caller_leaves_the_send_of_the_others() -> None:
     send = Recorder()
     send.release = asyncio.Event()
-    batcher = TurnBatcher(send)
-    canceled = asyncio.ensure_future(batcher(1))
-    kept = asyncio.ensure_future(batcher(2))
-    while not send.batches:
-        await asyncio.sleep(0)
+    batcher = Batcher(send)
+    first = asyncio.ensure_future(batcher(1))
+    await _until_sent(send, 1)
+    canceled = asyncio.ensure_future(batcher(2))
+    kept = asyncio.ensure_future(batcher(3))
+    await asyncio.sleep(0)
     canceled.cancel()
     send.release.set()
-    assert await kept == 20
+    assert await first == 10
+    assert await kept == 30
     assert canceled.cancelled()
+    assert send.batches == [[1], [2, 3]]
+
+
+async def test_a_canceled_lone_call_does_not_stop_later_ones() -> None:
+    send = Recorder()
+    send.release = asyncio.Event()
+    batcher = Batcher(send)
+    first = asyncio.ensure_future(batcher(1))
+    await _until_sent(send, 1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    send.release.set()
+    assert await batcher(2) == 20
 
 
 async def _job_count(runtime: Runtime) -> int:
@@ -122,16 +142,28 @@ async def test_jobs_enqueued_together_share_one_round_trip(
     queue = keys.queue_name(deps.settings.redis_namespace)
     ids = [f"job_{uuid.uuid4().hex}" for _ in range(3)]  # arq's job keys are not namespaced
 
+    # the first goes alone, the two queued while it is out share one pipeline
     assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in ids)) == [True] * 3
     assert len(pipelines) == 1
     for job_id in ids:
         assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
 
-    # Redis forgot its scripts (a restart): the batch loads the script again
+
+async def test_a_batch_of_enqueues_survives_redis_forgetting_its_scripts(runtime: Runtime) -> None:
+    """After a Redis restart the script is gone; the batch's calls load it again."""
+    deps = runtime.deps
+    queue = keys.queue_name(deps.settings.redis_namespace)
+    ids = [f"job_{uuid.uuid4().hex}" for _ in range(2)]
+    calls = []
+    for job_id in ids:
+        await deps.queue.enqueue(job_id, 1)  # the script is known
+        await runtime.redis.delete(job_key_prefix + keys.arq_job_id(job_id, 1))
+        await runtime.redis.zrem(queue, keys.arq_job_id(job_id, 1))
     await runtime.redis.script_flush()
-    later = [f"job_{uuid.uuid4().hex}" for _ in range(2)]
-    assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in later)) == [True, True]
-    for job_id in later:
+    # a batch of two, as the batcher sends it when they pile up behind another enqueue
+    calls = [deps.queue._call(job_id, 1, None, b"") for job_id in ids]
+    assert await deps.queue._send_enqueues(calls) == [True, True]
+    for job_id in ids:
         assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
 
 

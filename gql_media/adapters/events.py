@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters.webhook_signing import remember_webhook_id
-from gql_media.batching import TurnBatcher
+from gql_media.batching import Batcher
 from gql_media.domain import JobSnapshot
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,16 @@ def encode_event(snapshot: JobSnapshot) -> bytes:
 class EventPublisher:
     """Publishes a job's snapshot after each committed change.
 
-    Changes published in the same turn of the event loop travel together, in one write and
-    one round trip: a worker running many jobs publishes several per turn, and each socket
-    write is a large part of what a change costs.
+    Changes published while an earlier publish is out travel together, in one write and one
+    round trip: a worker running many jobs publishes several at once, and each socket write
+    is a large part of what a change costs.
     """
 
     def __init__(self, redis: Redis, namespace: str) -> None:
         self._redis = redis
         self._namespace = namespace
         self._channel = keys.events_channel(namespace)
-        self._publish = TurnBatcher(self._send)
+        self._publish = Batcher(self._send)
 
     async def publish(self, snapshot: JobSnapshot) -> None:
         """Publish ``snapshot``; returns once Redis has it (or failed, which is logged)."""

@@ -15,7 +15,7 @@ from arq.utils import timestamp_ms
 from redis.exceptions import NoScriptError, RedisError
 
 from gql_media import keys
-from gql_media.batching import TurnBatcher
+from gql_media.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,23 @@ class JobQueue:
         self._events = keys.events_channel(namespace)
         self._wake = keys.wake_channel(namespace)
         self._enqueue = redis.register_script(_ENQUEUE)
-        self._enqueue_batch = TurnBatcher(self._send_enqueues)
+        self._enqueue_batch = Batcher(self._send_enqueues)
 
     async def enqueue(
         self, job_id: str, version: int, defer: float | None = None, event: bytes = b""
     ) -> bool:
         """Queue ``job_id``, publishing ``event`` (the job's change, if any) first, in one
-        round trip shared with the jobs queued in the same turn. False when Redis is
+        round trip shared with the jobs queued meanwhile. False when Redis is
         unreachable (the reconciler will retry)."""
+        return await self._enqueue_batch(self._call(job_id, version, defer, event))
+
+    def _call(self, job_id: str, version: int, defer: float | None, event: bytes) -> _Enqueue:
+        """The enqueue script's keys and arguments for one job."""
         arq_id = keys.arq_job_id(job_id, version)
         now = timestamp_ms()
         delay = round(defer * 1000) if defer else 0
         data = serialize_job(keys.RUN_JOB_TASK, (job_id,), {}, None, now)
-        call = _Enqueue(
+        return _Enqueue(
             job_id,
             [job_key_prefix + arq_id, result_key_prefix + arq_id, self._queue],
             # a job due now names itself in the wake-up: an idle worker may start it
@@ -89,7 +93,6 @@ class JobQueue:
                 b"" if defer else self._wake,
             ],
         )
-        return await self._enqueue_batch(call)
 
     async def _send_enqueues(self, calls: list[_Enqueue]) -> list[bool]:
         if len(calls) == 1:

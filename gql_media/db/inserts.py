@@ -1,4 +1,4 @@
-"""Inserting rows that arrive in the same event-loop turn as one statement."""
+"""Inserting rows that arrive together as one statement."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from sqlalchemy import Insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gql_media.batching import TurnBatcher
+from gql_media.batching import Batcher
 
 
 class RowInserter:
-    """``await inserter(row)`` runs ``statement`` for ``row``; rows given in the same turn go
-    to the database together, atomically, in one round trip on PostgreSQL. A row that breaks
-    a constraint raises IntegrityError for its caller alone: the batch is undone as a whole
-    and its rows are then inserted one by one."""
+    """``await inserter(row)`` runs ``statement`` for ``row``; rows given while an insert is
+    out go to the database together, atomically, in one round trip on PostgreSQL. A row that
+    breaks a constraint raises IntegrityError for its caller alone: the batch is undone as a
+    whole and its rows are then inserted one by one."""
 
     def __init__(self, engine: AsyncEngine, statement: Insert) -> None:
         self._engine = engine
@@ -24,7 +24,7 @@ class RowInserter:
         # asyncpg runs a batch as one pipelined, all-or-nothing command; elsewhere the
         # batch gets a transaction of its own
         self._atomic_batches = engine.dialect.driver == "asyncpg"
-        self._insert = TurnBatcher(self._send)
+        self._insert = Batcher(self._send)
 
     async def __call__(self, row: dict[str, Any]) -> None:
         failed = await self._insert(row)

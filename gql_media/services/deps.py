@@ -27,7 +27,7 @@ class Deps:
     # writes with a single statement
     engine: AsyncEngine
     autocommit: AsyncEngine
-    job_inserts: RowInserter  # INSERT of a new job, batched per event-loop turn
+    job_inserts: RowInserter  # INSERT of a new job, batched while one is out
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -53,7 +53,7 @@ _INSERT_JOB = insert(cast(Table, JobRow.__table__))
 
 
 def job_inserter(engine: AsyncEngine) -> RowInserter:
-    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched per event-loop turn."""
+    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while one is out."""
     return RowInserter(engine, _INSERT_JOB)
 
 
@@ -324,7 +324,7 @@ async def insert_job(
         updated_at=now,
     )
     try:
-        await deps.job_inserts(values)  # with the jobs of this turn: one round trip
+        await deps.job_inserts(values)  # with the jobs that arrive meanwhile: one round trip
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
         if idempotency_key is None:
