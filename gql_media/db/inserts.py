@@ -42,13 +42,5 @@ class RowInserter:
         except IntegrityError as error:
             if len(rows) == 1:
                 return [error]
-            return [await self._alone(row) for row in rows]
+            return [(await self._send([row]))[0] for row in rows]
         return [None] * len(rows)
-
-    async def _alone(self, row: dict[str, Any]) -> IntegrityError | None:
-        try:
-            async with self._autocommit.connect() as connection:
-                await connection.execute(self._statement, row)
-        except IntegrityError as error:
-            return error
-        return None
