@@ -40,12 +40,18 @@ async def _until_sent(send: Recorder, batches: int) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_lone_call_goes_at_once_and_later_ones_go_together() -> None:
+async def _first_call_out() -> tuple[Recorder, Batcher[int, int], asyncio.Future[int]]:
+    """A batcher whose first call, of 1, is being sent and waits for ``release``."""
     send = Recorder()
     send.release = asyncio.Event()
     batcher = Batcher(send)
     first = asyncio.ensure_future(batcher(1))
-    await _until_sent(send, 1)  # sent without waiting for company
+    await _until_sent(send, 1)  # sent at once, without waiting for company
+    return send, batcher, first
+
+
+async def test_a_lone_call_goes_at_once_and_later_ones_go_together() -> None:
+    send, batcher, first = await _first_call_out()
     later = asyncio.gather(*(batcher(n) for n in (2, 3)))
     send.release.set()
     assert await first == 10
@@ -56,11 +62,7 @@ async def test_a_lone_call_goes_at_once_and_later_ones_go_together() -> None:
 
 
 async def test_a_failed_send_fails_every_call_of_its_batch() -> None:
-    send = Recorder()
-    send.release = asyncio.Event()
-    batcher = Batcher(send)
-    first = asyncio.ensure_future(batcher(1))
-    await _until_sent(send, 1)
+    send, batcher, first = await _first_call_out()
     later = asyncio.gather(batcher(2), batcher(3), return_exceptions=True)
     send.fail = RuntimeError("down")
     send.release.set()
@@ -72,11 +74,7 @@ async def test_a_failed_send_fails_every_call_of_its_batch() -> None:
 
 
 async def test_a_canceled_caller_leaves_the_send_of_the_others() -> None:
-    send = Recorder()
-    send.release = asyncio.Event()
-    batcher = Batcher(send)
-    first = asyncio.ensure_future(batcher(1))
-    await _until_sent(send, 1)
+    send, batcher, first = await _first_call_out()
     canceled = asyncio.ensure_future(batcher(2))
     kept = asyncio.ensure_future(batcher(3))
     await asyncio.sleep(0)
@@ -89,11 +87,7 @@ async def test_a_canceled_caller_leaves_the_send_of_the_others() -> None:
 
 
 async def test_a_canceled_lone_call_does_not_stop_later_ones() -> None:
-    send = Recorder()
-    send.release = asyncio.Event()
-    batcher = Batcher(send)
-    first = asyncio.ensure_future(batcher(1))
-    await _until_sent(send, 1)
+    send, batcher, first = await _first_call_out()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first

@@ -28,6 +28,7 @@ from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import runner
+from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job, transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
@@ -49,6 +50,14 @@ async def _expire_lease(runtime: Runtime, job_id: str) -> None:
         )
 
 
+async def _running_job(deps: Deps, token: str) -> tuple[JobSnapshot, JobRow]:
+    """A new job, claimed (RUNNING) by a run holding ``token``."""
+    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
+    row = await runner._claim(deps, _uuid(job.id), token=token)
+    assert row is not None
+    return job, row
+
+
 async def _asset_count(runtime: Runtime, job_id: str) -> int:
     async with runtime.deps.sessions() as session:
         count = await session.scalar(
@@ -61,9 +70,7 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
     runtime: Runtime,
 ) -> None:
     deps = runtime.deps
-    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
-    dead = await runner._claim(deps, _uuid(job.id), token="dead-worker")
-    assert dead is not None
+    job, dead = await _running_job(deps, token="dead-worker")
     await _expire_lease(runtime, job.id)
 
     assert await runner.requeue_expired(deps) == 1
@@ -365,9 +372,7 @@ async def test_worker_killed_while_waiting_on_a_prediction_resumes_it(
 
 async def test_finishing_stores_every_output_field_and_the_result(runtime: Runtime) -> None:
     deps = runtime.deps
-    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
-    row = await runner._claim(deps, _uuid(job.id), token="w")
-    assert row is not None
+    job, row = await _running_job(deps, token="w")
     outputs = [
         runner.Produced("thumb", "image/webp", 64, 48, data=b"webp", info={"frames": [1, 2]}),
         runner.Produced(None, "image/png", None, None, data=b"png"),
@@ -404,9 +409,7 @@ async def test_finishing_a_job_this_run_no_longer_holds_stores_no_outputs(
     runtime: Runtime,
 ) -> None:
     deps = runtime.deps
-    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
-    row = await runner._claim(deps, _uuid(job.id), token="w")
-    assert row is not None
+    job, row = await _running_job(deps, token="w")
     outputs = [runner.Produced(None, "image/png", 1, 1, data=b"png")]
     context = runner.JobContext(deps, row, "another-run")
     outcome = await runner._succeed(deps, row, context, outputs)
