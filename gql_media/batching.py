@@ -3,8 +3,8 @@
 Under load many requests (or jobs) reach the same write at nearly the same time: an
 INSERT, a Redis script, a PUBLISH. Sent one by one, each costs a socket write and a round
 trip; sent together, a whole batch costs one. Nothing waits for a batch to fill: a call
-made while nothing is being sent goes at once, and calls made while a send is out go
-together as soon as it returns (group commit).
+made while fewer than ``in_flight`` sends are out goes at once, and calls made while they
+are all out go together as soon as one returns (group commit).
 """
 
 from __future__ import annotations
@@ -19,20 +19,24 @@ R = TypeVar("R")
 
 class Batcher(Generic[T, R]):
     """``await batcher(item)``: ``send`` gets a list of items and returns one result per
-    item, in order; each caller gets its own. One send is out at a time. When ``send``
-    raises, every caller of that batch gets the exception. A caller that is canceled while
-    its batch is sent leaves the send of the others."""
+    item, in order; each caller gets its own. At most ``in_flight`` sends are out at once,
+    so one slow send (a lock, a stalled connection) does not hold up every caller. When
+    ``send`` raises, every caller of that batch gets the exception. A caller that is
+    canceled while its batch is sent leaves the send of the others."""
 
-    def __init__(self, send: Callable[[list[T]], Awaitable[Sequence[R]]]) -> None:
+    def __init__(
+        self, send: Callable[[list[T]], Awaitable[Sequence[R]]], in_flight: int = 2
+    ) -> None:
         self._send = send
-        self._sending = False
+        self._in_flight = in_flight
+        self._sending = 0
         self._waiting: list[T] = []
         self._next: asyncio.Future[Sequence[R]] | None = None
-        self._task: asyncio.Task[None] | None = None  # the batch being sent, kept alive
+        self._tasks: set[asyncio.Task[None]] = set()  # batches being sent, kept alive
 
     async def __call__(self, item: T) -> R:
-        if not self._sending:
-            self._sending = True
+        if self._sending < self._in_flight:
+            self._sending += 1
             try:
                 return (await self._send([item]))[0]
             finally:
@@ -44,14 +48,16 @@ class Batcher(Generic[T, R]):
         return (await asyncio.shield(batch))[index]
 
     def _sent(self) -> None:
-        """The send that was out returned: send what piled up meanwhile, if anything."""
-        self._sending = False
+        """A send returned: send what piled up meanwhile, if anything."""
+        self._sending -= 1
         if self._next is None:
             return
         items, batch = self._waiting, self._next
         self._waiting, self._next = [], None
-        self._sending = True
-        self._task = asyncio.ensure_future(self._send_batch(items, batch))
+        self._sending += 1
+        task = asyncio.ensure_future(self._send_batch(items, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send_batch(self, items: list[T], batch: asyncio.Future[Sequence[R]]) -> None:
         try:

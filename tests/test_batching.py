@@ -41,10 +41,11 @@ async def _until_sent(send: Recorder, batches: int) -> None:
 
 
 async def _first_call_out() -> tuple[Recorder, Batcher[int, int], asyncio.Future[int]]:
-    """A batcher whose first call, of 1, is being sent and waits for ``release``."""
+    """A batcher with one send out at a time, whose first call, of 1, is being sent and
+    waits for ``release``."""
     send = Recorder()
     send.release = asyncio.Event()
-    batcher = Batcher(send)
+    batcher = Batcher(send, in_flight=1)
     first = asyncio.ensure_future(batcher(1))
     await _until_sent(send, 1)  # sent at once, without waiting for company
     return send, batcher, first
@@ -95,6 +96,29 @@ async def test_a_canceled_lone_call_does_not_stop_later_ones() -> None:
     assert await batcher(2) == 20
 
 
+async def test_a_stuck_send_leaves_the_other_lane_to_later_calls() -> None:
+    """With two sends allowed out, a send that hangs (a lock, a dead connection) holds up
+    only its own callers: later calls go, and pile up, on the other lane."""
+    stuck = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def send(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items == [1]:
+            await stuck.wait()
+        return [item * 10 for item in items]
+
+    batcher = Batcher(send, in_flight=2)
+    first = asyncio.ensure_future(batcher(1))
+    await asyncio.sleep(0)
+    assert await batcher(2) == 20
+    assert await asyncio.gather(batcher(3), batcher(4)) == [30, 40]
+    assert not first.done()
+    stuck.set()
+    assert await first == 10
+    assert batches[:2] == [[1], [2]]
+
+
 async def _job_count(runtime: Runtime) -> int:
     async with runtime.deps.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(JobRow)) or 0)
@@ -134,10 +158,10 @@ async def test_jobs_enqueued_together_share_one_round_trip(
 
     monkeypatch.setattr(runtime.redis, "pipeline", counted)
     queue = keys.queue_name(deps.settings.redis_namespace)
-    ids = [f"job_{uuid.uuid4().hex}" for _ in range(3)]  # arq's job keys are not namespaced
+    ids = [f"job_{uuid.uuid4().hex}" for _ in range(5)]  # arq's job keys are not namespaced
 
-    # the first goes alone, the two queued while it is out share one pipeline
-    assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in ids)) == [True] * 3
+    # two go at once (as many as may be out), the three queued meanwhile share a pipeline
+    assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in ids)) == [True] * 5
     assert len(pipelines) == 1
     for job_id in ids:
         assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
@@ -189,11 +213,14 @@ async def test_a_conflicting_row_fails_alone_and_the_rest_of_its_batch_is_stored
     runtime: Runtime,
 ) -> None:
     taken = uuid.uuid4()
-    rows = [_job_row(taken, "first"), _job_row(taken, "again"), _job_row(uuid.uuid4(), "other")]
+    # the first two occupy both lanes; the other three pile up into one batch
+    rows = [_job_row(uuid.uuid4(), f"lane {n}") for n in (1, 2)]
+    rows += [_job_row(taken, "first"), _job_row(taken, "again"), _job_row(uuid.uuid4(), "other")]
     results = await asyncio.gather(
         *(runtime.deps.job_inserts(row) for row in rows), return_exceptions=True
     )
-    assert [type(r).__name__ for r in results] == ["NoneType", "IntegrityError", "NoneType"]
+    assert [type(r).__name__ for r in results[2:]] == ["NoneType", "IntegrityError", "NoneType"]
+    assert results[:2] == [None, None]
     async with runtime.deps.sessions() as session:
         prompts = set((await session.execute(select(JobRow.prompt))).scalars())
-    assert prompts == {"first", "other"}
+    assert prompts == {"lane 1", "lane 2", "first", "other"}
