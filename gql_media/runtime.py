@@ -48,12 +48,13 @@ async def open_runtime(
     engine = create_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
     redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
     storage = build_storage(settings)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     deps = Deps(
         settings=settings,
         sessions=create_sessionmaker(engine),
         engine=engine,
-        autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
-        job_inserts=job_inserter(engine),
+        autocommit=autocommit,
+        job_inserts=job_inserter(engine, autocommit),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),

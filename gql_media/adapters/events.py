@@ -33,7 +33,7 @@ def encode_event(snapshot: JobSnapshot) -> bytes:
 class EventPublisher:
     """Publishes a job's snapshot after each committed change.
 
-    Changes published while an earlier publish is out travel together, in one write and one
+    Changes published while earlier publishes are out travel together, in one write and one
     round trip: a worker running many jobs publishes several at once, and each socket write
     is a large part of what a change costs.
     """

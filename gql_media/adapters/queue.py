@@ -151,12 +151,11 @@ class JobQueue:
         worker by the job timeout, and refuses an id it has seen. Such an entry reports
         TAKEN: the caller moves the job to a new version, which gets a new arq id.
         """
+        placement = (await self.standing([(job_id, version)]))[0]
+        if placement is not None:
+            return placement
         arq_id = keys.arq_job_id(job_id, version)
         try:
-            if await self._redis.zscore(self._queue, arq_id) is not None:
-                if await self._redis.exists(in_progress_key_prefix + arq_id):
-                    return Placement.TAKEN
-                return Placement.WAITING
             job = await self._redis.enqueue_job(
                 keys.RUN_JOB_TASK, job_id, _job_id=arq_id, _queue_name=self._queue
             )
@@ -170,8 +169,9 @@ class JobQueue:
 
     async def standing(self, jobs: Sequence[tuple[str, int]]) -> list[Placement | None]:
         """Where each ``(job id, version)`` stands, in two round trips however many there
-        are: WAITING or TAKEN for an entry on the queue (as ``ensure_queued`` says), None
-        for one that is not, UNAVAILABLE for all when Redis cannot be reached."""
+        are: WAITING for an entry on the queue, TAKEN for one a worker took (see
+        ``ensure_queued``), None for one that is not there, UNAVAILABLE for all when Redis
+        cannot be reached."""
         arq_ids = [keys.arq_job_id(job_id, version) for job_id, version in jobs]
         if not arq_ids:
             return []

@@ -12,14 +12,15 @@ from gql_media.batching import Batcher
 
 
 class RowInserter:
-    """``await inserter(row)`` runs ``statement`` for ``row``; rows given while an insert is
-    out go to the database together, atomically, in one round trip on PostgreSQL. A row that
+    """``await inserter(row)`` runs ``statement`` for ``row``; rows given while earlier inserts
+    are out go to the database together, atomically, in one round trip on PostgreSQL. A row that
     breaks a constraint raises IntegrityError for its caller alone: the batch is undone as a
     whole and its rows are then inserted one by one."""
 
-    def __init__(self, engine: AsyncEngine, statement: Insert) -> None:
+    def __init__(self, engine: AsyncEngine, autocommit: AsyncEngine, statement: Insert) -> None:
+        """``autocommit`` is ``engine`` where each statement commits by itself."""
         self._engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = autocommit
         self._statement = statement
         # asyncpg runs a batch as one pipelined, all-or-nothing command; elsewhere the
         # batch gets a transaction of its own

@@ -27,7 +27,7 @@ class Deps:
     # writes with a single statement
     engine: AsyncEngine
     autocommit: AsyncEngine
-    job_inserts: RowInserter  # INSERT of a new job, batched while one is out
+    job_inserts: RowInserter  # INSERT of a new job, batched while others are out
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -52,9 +52,9 @@ MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
 _INSERT_JOB = insert(cast(Table, JobRow.__table__))
 
 
-def job_inserter(engine: AsyncEngine) -> RowInserter:
-    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while one is out."""
-    return RowInserter(engine, _INSERT_JOB)
+def job_inserter(engine: AsyncEngine, autocommit: AsyncEngine) -> RowInserter:
+    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while others are out."""
+    return RowInserter(engine, autocommit, _INSERT_JOB)
 
 
 @dataclass(frozen=True, slots=True)
