@@ -21,6 +21,7 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from gql_media.adapters.events import Resync
+from gql_media.api import inputs
 from gql_media.api.context import Context
 from gql_media.api.errors import SubscriptionsOverWebSocket, classify, graphql_error
 from gql_media.api.fanout import SharedEventExecution
@@ -392,7 +393,7 @@ class MediaSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    return MediaSchema(
+    schema = MediaSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -408,3 +409,5 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         ],
         debug=settings.debug,
     )
+    inputs.install(schema)
+    return schema

@@ -271,7 +271,7 @@ async def create_image_job(
             "extra": job.extra,
         },
         idempotency_key=job.idempotency_key,
-        request_hash=_request_hash(job),
+        request_hash=_request_hash(job) if job.idempotency_key is not None else None,
         principal=principal,
         webhook_url=job.webhook_url,
     )
@@ -292,7 +292,7 @@ async def insert_job(
 ) -> JobSnapshot:
     """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
     the job an earlier request of the same owner with the same key and ``request_hash`` made
-    is returned."""
+    is returned; without one, ``request_hash`` is not needed."""
     if idempotency_key is not None:
         # keys are per owner: stored as a digest of owner and key
         idempotency_key = hashlib.sha256(

@@ -244,7 +244,7 @@ async def create_processing_job(
         provider=IMAGE_PROCESSOR if kind is JobKind.PROCESS_IMAGE else VIDEO_PROCESSOR,
         parameters=full,
         idempotency_key=idempotency_key,
-        request_hash=_request_hash(kind, full),
+        request_hash=_request_hash(kind, full) if idempotency_key is not None else None,
         principal=principal,
         webhook_url=webhook_url,
     )
