@@ -20,6 +20,18 @@ from gql_media.errors import ErrorCode, UserError
 
 SCRATCH = ".scratch"
 INLINE_WRITE_BYTES = 64 * 1024  # smaller files are written on the event loop
+MAX_KNOWN_DIRECTORIES = 4096
+
+
+def _move(source: Path, path: Path) -> None:
+    """Rename ``source`` to ``path``, making ``path``'s directory if it is missing."""
+    try:
+        os.replace(source, path)
+    except FileNotFoundError:
+        if not source.exists():
+            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, path)
 
 
 def check_key(key: str) -> PurePosixPath:
@@ -75,6 +87,10 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._scratch = self.root / SCRATCH
+        # directories writes go to, resolved and checked once: resolving a key's path
+        # costs a stat per part, more than the rest of writing a small file
+        self._directories: dict[PurePosixPath, Path] = {}
 
     def path_for(self, key: str) -> Path:
         """The file of ``key``; raises for keys that are absolute or climb out of the root."""
@@ -83,20 +99,32 @@ class LocalStorage:
             raise UserError(ErrorCode.INVALID_ARGUMENT, f"invalid storage key {key!r}", "key")
         return path
 
+    def _write_path(self, key: str) -> Path:
+        """Where ``key`` is written: ``path_for`` with its directory's resolution kept."""
+        pure = check_key(key)
+        directory = self._directories.get(pure.parent)
+        if directory is None:
+            directory = self.path_for(pure.parent.as_posix())
+            if len(self._directories) >= MAX_KNOWN_DIRECTORIES:
+                self._directories.clear()
+            self._directories[pure.parent] = directory
+        return directory / pure.name
+
     async def put(self, key: str, data: bytes) -> None:
+        path = self._write_path(key)
         if len(data) <= INLINE_WRITE_BYTES:  # a few syscalls: less than a thread hop
-            self._put(self.path_for(key), data, self.scratch_path())
+            self._put(path, data)
             return
-        await asyncio.to_thread(self._put, self.path_for(key), data, self.scratch_path())
+        await asyncio.to_thread(self._put, path, data)
 
     async def put_file(self, key: str, source: Path) -> None:
         """Move ``source`` (a file from ``scratch_path``) to ``key``."""
-        await asyncio.to_thread(self._put_file, self.path_for(key), source)
+        await asyncio.to_thread(_move, source, self._write_path(key))
 
     def scratch_path(self) -> Path:
         """A fresh path for a file being received or made, on the same file system as the
         root so ``put_file`` is a rename. Abandoned ones are swept as orphans."""
-        return new_scratch_path(self.root / SCRATCH)
+        return new_scratch_path(self._scratch)
 
     @asynccontextmanager
     async def local_copy(self, key: str) -> AsyncIterator[Path]:
@@ -134,19 +162,18 @@ class LocalStorage:
         if not os.access(self.root, os.W_OK):
             raise OSError(f"storage root {self.root} is not writable")
 
-    @staticmethod
-    def _put_file(path: Path, source: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, path)
-
-    @staticmethod
-    def _put(path: Path, data: bytes, tmp: Path) -> None:
-        """Write ``tmp`` (a scratch path: a write cut short by a crash leaves nothing next
-        to stored files, and scratch files are swept) and rename it into place."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _put(self, path: Path, data: bytes) -> None:
+        """Write a scratch file (a write cut short by a crash leaves nothing next to stored
+        files, and scratch files are swept) and rename it into place. Directories are made
+        when a write finds them missing rather than checked before every write."""
+        tmp = self._scratch / uuid.uuid4().hex
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(data)
+            except FileNotFoundError:
+                self._scratch.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+            _move(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
