@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -12,7 +13,9 @@ from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage import Storage
+from gql_media.batching import Batcher
 from gql_media.db.inserts import RowInserter
+from gql_media.db.models import JobRow
 from gql_media.observability.metrics import Metrics
 from gql_media.settings import Settings
 
@@ -28,6 +31,8 @@ class Deps:
     engine: AsyncEngine
     autocommit: AsyncEngine
     job_inserts: RowInserter  # INSERT of a new job, batched while others are out
+    # a worker's claims of jobs, batched while others are out (services.runner.job_claimer)
+    job_claims: Batcher[tuple[uuid.UUID, str], JobRow | None]
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -35,11 +35,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from gql_media.adapters.queue import Placement
+from gql_media.batching import Batcher
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
@@ -101,8 +102,11 @@ async def _one_job(engine: AsyncEngine, stmt: Executable, params: dict[str, Any]
 
 
 _NOW = _param("now", _JOBS.updated_at)
-_CLAIM = _returning_job(
-    _guarded(JobStatus.QUEUED, leased=False).values(
+
+
+def _claiming(token: ColumnElement[Any]) -> dict[str, Any]:
+    """The columns a claim sets: RUNNING under the lease ``token``."""
+    return dict(
         status=JobStatus.RUNNING.value,
         version=_JOBS.version + 1,
         updated_at=_NOW,
@@ -110,9 +114,28 @@ _CLAIM = _returning_job(
         progress=0.0,
         started_at=_NOW,
         finished_at=None,
-        lease_token=bindparam("token"),
+        lease_token=token,
         lease_until=_param("lease_until", _JOBS.lease_until),
     )
+
+
+_CLAIM = _returning_job(
+    _guarded(JobStatus.QUEUED, leased=False).values(**_claiming(bindparam("token")))
+)
+# On PostgreSQL, the claims that pile up while others are out as one UPDATE: each job id
+# with its own token
+_CLAIMS = (
+    func.unnest(
+        bindparam("job_ids", type_=ARRAY(_JOBS.id.type)),
+        bindparam("tokens", type_=ARRAY(_JOBS.lease_token.type)),
+    )
+    .table_valued("job_id", "token")
+    .render_derived(name="claims")
+)
+_CLAIM_MANY = _returning_job(
+    update(_JOBS_TABLE)
+    .where(_JOBS.id == _CLAIMS.c.job_id, _JOBS.status == JobStatus.QUEUED.value)
+    .values(**_claiming(_CLAIMS.c.token))
 )
 _PROGRESS = _returning_job(
     _guarded(JobStatus.RUNNING, leased=True).values(
@@ -281,11 +304,47 @@ def _request(row: JobRow) -> GenerateImageRequest:
     )
 
 
+Claim = tuple[uuid.UUID, str]  # a job id and the lease token its run will hold
+
+
+def job_claimer(autocommit: AsyncEngine, lease_seconds: float) -> Batcher[Claim, JobRow | None]:
+    """What ``Deps.job_claims`` is: ``await claims((job_id, token))`` makes a QUEUED job
+    RUNNING under the lease ``token`` and returns it, or None when it is not QUEUED. Claims
+    made while others are out go together, in one statement on PostgreSQL."""
+    together = autocommit.dialect.name == "postgresql"
+
+    async def send(claims: list[Claim]) -> list[JobRow | None]:
+        now = utcnow()
+        until = now + timedelta(seconds=lease_seconds)
+        if len(claims) == 1 or not together:
+            return [
+                await _one_job(
+                    autocommit,
+                    _CLAIM,
+                    {"job_id": job_id, "token": token, "now": now, "lease_until": until},
+                )
+                for job_id, token in claims
+            ]
+        params = {
+            "job_ids": [job_id for job_id, _ in claims],
+            "tokens": [token for _, token in claims],
+            "now": now,
+            "lease_until": until,
+        }
+        async with autocommit.connect() as connection:
+            found = (await connection.execute(_CLAIM_MANY, params)).all()
+        claimed = {row.id: JobRow(**row._mapping) for row in found}
+        # a job named twice in one batch is claimed once, under one of its tokens
+        return [
+            row if (row := claimed.get(job_id)) is not None and row.lease_token == token else None
+            for job_id, token in claims
+        ]
+
+    return Batcher(send)
+
+
 async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
-    now = utcnow()
-    until = now + timedelta(seconds=deps.settings.lease_seconds)
-    params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
-    return await _one_job(deps.autocommit, _CLAIM, params)
+    return await deps.job_claims((job_id, token))
 
 
 async def run_job(deps: Deps, job_id: str) -> Outcome:
