@@ -22,7 +22,6 @@ from gql_media.adapters.storage_factory import build_storage
 from gql_media.db.engine import create_engine, create_sessionmaker
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import job_inserter
-from gql_media.services.runner import job_claimer, job_finisher
 from gql_media.settings import Settings
 
 
@@ -56,8 +55,6 @@ async def open_runtime(
         engine=engine,
         autocommit=autocommit,
         job_inserts=job_inserter(engine, autocommit),
-        job_claims=job_claimer(autocommit, settings.lease_seconds),
-        job_successes=job_finisher(engine, autocommit),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from arq.constants import job_key_prefix
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from gql_media import keys
 from gql_media.batching import Batcher
@@ -224,50 +224,3 @@ async def test_a_conflicting_row_fails_alone_and_the_rest_of_its_batch_is_stored
     async with runtime.deps.sessions() as session:
         prompts = set((await session.execute(select(JobRow.prompt))).scalars())
     assert prompts == {"lane 1", "lane 2", "first", "other"}
-
-
-async def test_claims_made_together_each_get_their_own_job_once(runtime: Runtime) -> None:
-    """Claims piling up behind others go as one batch (one UPDATE on PostgreSQL): each
-    QUEUED job is claimed under its caller's token, a job named twice goes to one caller,
-    and a job that is not QUEUED is claimed by nobody."""
-    deps = runtime.deps
-    ids = [uuid.uuid4() for _ in range(5)]
-    for n, job_id in enumerate(ids):
-        await deps.job_inserts(_job_row(job_id, f"job {n}"))
-    await deps.job_claims((ids[4], "earlier"))  # RUNNING already
-    statements: list[str] = []
-    engine = deps.engine.sync_engine
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("UPDATE jobs"):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        # the first two take both lanes; the other five pile up into one batch
-        claims = [(ids[0], "a"), (ids[1], "b"), (ids[2], "c"), (ids[3], "d1"), (ids[3], "d2")]
-        claims.append((ids[4], "late"))
-        claims.append((uuid.uuid4(), "unknown"))
-        rows = await asyncio.gather(*(deps.job_claims(claim) for claim in claims))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-    for (job_id, token), row in zip(claims[:3], rows[:3], strict=True):
-        assert row is not None
-        assert (row.id, row.lease_token, row.status) == (job_id, token, JobStatus.RUNNING.value)
-    twice = [row for row in rows[3:5] if row is not None]
-    assert len(twice) == 1
-    assert twice[0].lease_token in ("d1", "d2")
-    assert rows[5:] == [None, None]
-    async with deps.sessions() as session:
-        found = (await session.execute(select(JobRow.id, JobRow.lease_token))).all()
-    tokens = {job_id: token for job_id, token in found}
-    assert tokens == {
-        ids[0]: "a",
-        ids[1]: "b",
-        ids[2]: "c",
-        ids[3]: twice[0].lease_token,
-        ids[4]: "earlier",
-    }
-    if deps.engine.dialect.name == "postgresql":
-        assert len(statements) == 3  # two alone, then the other five together

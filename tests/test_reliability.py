@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from pydantic import SecretStr
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
@@ -415,47 +415,3 @@ async def test_finishing_a_job_this_run_no_longer_holds_stores_no_outputs(
     outcome = await runner._succeed(deps, row, context, outputs)
     assert outcome is runner.Outcome.CANCELED
     assert await _asset_count(runtime, job.id) == 0
-
-
-async def test_runs_finishing_together_each_store_their_own_outputs(runtime: Runtime) -> None:
-    """Successes that pile up behind others go as one batch (one statement on PostgreSQL).
-    Each run stores its own result and outputs; a run that lost its job, finishing in the
-    same batch as the run that holds it now, stores nothing."""
-    deps = runtime.deps
-    runs = [await _running_job(deps, token=f"run-{n}") for n in range(4)]
-    held = runs[3][1]  # also finished by "lost-run", an earlier run of the same job
-    statements: list[str] = []
-    engine = deps.engine.sync_engine
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "UPDATE jobs" in statement:
-            statements.append(statement)
-
-    def finish(row: JobRow, token: str, size: int) -> Any:
-        """``row``'s run holding ``token`` succeeds with ``size`` bytes of output."""
-        outputs = [runner.Produced(None, "image/png", 1, 1, data=b"x" * size)]
-        context = runner.JobContext(deps, row, token)
-        return runner._succeed(deps, row, context, outputs, {"run": token})
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        # the first two take both lanes; the other three pile up into one batch
-        outcomes = await asyncio.gather(
-            *(finish(row, f"run-{n}", n + 1) for n, (_, row) in enumerate(runs[:3])),
-            finish(held, "lost-run", 99),
-            finish(held, "run-3", 4),
-        )
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-    assert outcomes == [runner.Outcome.SUCCEEDED] * 3 + [
-        runner.Outcome.CANCELED,
-        runner.Outcome.SUCCEEDED,
-    ]
-    for n, (job, _) in enumerate(runs):
-        done = await get_job(deps, job.id)
-        assert done is not None and done.status is JobStatus.SUCCEEDED
-        assert done.result == {"run": f"run-{n}"}
-        assert [o.byte_size for o in done.outputs] == [n + 1]
-    if deps.engine.dialect.name == "postgresql":
-        assert len(statements) == 3  # two alone, then the other three together

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,14 +12,9 @@ from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage import Storage
-from gql_media.batching import Batcher
 from gql_media.db.inserts import RowInserter
-from gql_media.db.models import JobRow
 from gql_media.observability.metrics import Metrics
 from gql_media.settings import Settings
-
-if TYPE_CHECKING:
-    from gql_media.services.runner import Success
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +28,6 @@ class Deps:
     engine: AsyncEngine
     autocommit: AsyncEngine
     job_inserts: RowInserter  # INSERT of a new job, batched while others are out
-    # a worker's claims of jobs, batched while others are out (services.runner.job_claimer)
-    job_claims: Batcher[tuple[uuid.UUID, str], JobRow | None]
-    # a worker's SUCCEEDED transitions, batched alike (services.runner.job_finisher)
-    job_successes: Batcher[Success, JobRow | None]
     storage: Storage
     publisher: EventPublisher
     queue: JobQueue

@@ -16,8 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
@@ -29,19 +28,18 @@ from sqlalchemy import (
     Update,
     bindparam,
     column,
+    exists,
     func,
     insert,
     literal,
     select,
-    tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from gql_media.adapters.queue import Placement
-from gql_media.batching import Batcher
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
@@ -103,11 +101,8 @@ async def _one_job(engine: AsyncEngine, stmt: Executable, params: dict[str, Any]
 
 
 _NOW = _param("now", _JOBS.updated_at)
-
-
-def _claiming(token: ColumnElement[Any]) -> dict[str, Any]:
-    """The columns a claim sets: RUNNING under the lease ``token``."""
-    return dict(
+_CLAIM = _returning_job(
+    _guarded(JobStatus.QUEUED, leased=False).values(
         status=JobStatus.RUNNING.value,
         version=_JOBS.version + 1,
         updated_at=_NOW,
@@ -115,53 +110,26 @@ def _claiming(token: ColumnElement[Any]) -> dict[str, Any]:
         progress=0.0,
         started_at=_NOW,
         finished_at=None,
-        lease_token=token,
+        lease_token=bindparam("token"),
         lease_until=_param("lease_until", _JOBS.lease_until),
     )
-
-
-_CLAIM = _returning_job(
-    _guarded(JobStatus.QUEUED, leased=False).values(**_claiming(bindparam("token")))
-)
-# On PostgreSQL, the claims that pile up while others are out as one UPDATE: each job id
-# with its own token
-_CLAIMS = (
-    func.unnest(
-        bindparam("job_ids", type_=ARRAY(_JOBS.id.type)),
-        bindparam("tokens", type_=ARRAY(_JOBS.lease_token.type)),
-    )
-    .table_valued("job_id", "token")
-    .render_derived(name="claims")
-)
-_CLAIM_MANY = _returning_job(
-    update(_JOBS_TABLE)
-    .where(_JOBS.id == _CLAIMS.c.job_id, _JOBS.status == JobStatus.QUEUED.value)
-    .values(**_claiming(_CLAIMS.c.token))
 )
 _PROGRESS = _returning_job(
     _guarded(JobStatus.RUNNING, leased=True).values(
         version=_JOBS.version + 1, updated_at=_NOW, progress=bindparam("progress")
     )
 )
-
-
-def _succeeding(now: ColumnElement[Any]) -> dict[str, Any]:
-    """The columns a run's success sets, but its result."""
-    return dict(
+_SUCCEED = _returning_job(
+    _guarded(JobStatus.RUNNING, leased=True).values(
         status=JobStatus.SUCCEEDED.value,
         version=_JOBS.version + 1,
-        updated_at=now,
+        updated_at=_NOW,
         progress=1.0,
-        finished_at=now,
+        finished_at=_NOW,
+        result=_param("result", _JOBS.result),
         lease_token=None,
         lease_until=None,
         webhook_state=OWES_WEBHOOK,
-    )
-
-
-_SUCCEED = _returning_job(
-    _guarded(JobStatus.RUNNING, leased=True).values(
-        **_succeeding(_NOW), result=_param("result", _JOBS.result)
     )
 )
 _ASSETS_TABLE = cast(Table, AssetRow.__table__)
@@ -181,118 +149,27 @@ _OUTPUT_COLUMNS = (
 )
 
 
-def _succeed_runs() -> Select[Any]:
-    """On PostgreSQL, the SUCCEEDED transitions of one or more runs and the insert of their
-    outputs as one statement: one round trip with no transaction to open and commit. Runs
-    and outputs come as JSON arrays typed by ``jsonb_to_recordset``; a run's outputs are
-    inserted only if its transition matched (job and lease token). Returns the jobs as
-    ``_SUCCEED`` does, each with the ``run_token`` that finished it."""
-    runs = (
-        func.jsonb_to_recordset(bindparam("runs", type_=JSONB))
-        .table_valued(
-            column("job_id", _JOBS.id.type),
-            column("token", _JOBS.lease_token.type),
-            column("now", _JOBS.updated_at.type),
-            column("result", JSONB),
-        )
-        .render_derived(name="runs", with_types=True)
-    )
-    done = (
-        update(_JOBS_TABLE)
-        .where(
-            _JOBS.id == runs.c.job_id,
-            _JOBS.status == JobStatus.RUNNING.value,
-            _JOBS.lease_token == runs.c.token,
-        )
-        .values(
-            **_succeeding(runs.c.now),
-            # a run without a result stores JSON null, as the statement for one run does
-            result=func.coalesce(runs.c.result, literal("null", JSONB)),
-        )
-        .returning(*_JOBS, runs.c.token.label("run_token"))
-        .cte("done")
-    )
+def _succeed_with_outputs() -> Select[Any]:
+    """On PostgreSQL, the SUCCEEDED transition and the insert of its outputs as one
+    statement: one round trip with no transaction to open and commit. The outputs come as
+    one JSON array typed by ``jsonb_to_recordset`` and are inserted only if the transition
+    matched; the statement returns the job as ``_SUCCEED`` does."""
+    done = _SUCCEED.cte("done")
     given = (
         func.jsonb_to_recordset(bindparam("outputs", type_=JSONB))
-        .table_valued(
-            *(column(name, _ASSETS_TABLE.c[name].type) for name in _OUTPUT_COLUMNS),
-            column("created_at", _ASSETS_TABLE.c.created_at.type),
-            column("run_token", _JOBS.lease_token.type),
-        )
+        .table_valued(*(column(name, _ASSETS_TABLE.c[name].type) for name in _OUTPUT_COLUMNS))
         .render_derived(name="given", with_types=True)
     )
     # defaults are not applied inside a CTE: every column is given
     role = literal("output", _ASSETS_TABLE.c.role.type)
-    rows = select(*(given.c[name] for name in _OUTPUT_COLUMNS), given.c.created_at, role).where(
-        tuple_(given.c.job_id, given.c.run_token).in_(select(done.c.id, done.c.run_token))
+    rows = select(*(given.c[name] for name in _OUTPUT_COLUMNS), _NOW, role).where(
+        exists(select(done.c.id))
     )
     outputs = insert(_ASSETS_TABLE).from_select([*_OUTPUT_COLUMNS, "created_at", "role"], rows)
     return select(done).add_cte(outputs.cte("outputs"))
 
 
-_SUCCEED_RUNS = _succeed_runs()
-
-
-@dataclass(frozen=True, slots=True)
-class Success:
-    """A run's SUCCEEDED transition: its job, lease token, time, result and output rows."""
-
-    job_id: uuid.UUID
-    token: str
-    now: datetime
-    result: dict[str, Any] | None
-    outputs: list[dict[str, Any]]
-
-
-def job_finisher(engine: AsyncEngine, autocommit: AsyncEngine) -> Batcher[Success, JobRow | None]:
-    """What ``Deps.job_successes`` is: ``await successes(success)`` makes the run's job
-    SUCCEEDED with its outputs and returns it, or None when the run no longer holds the
-    job. Those made while others are out go together, in one statement on PostgreSQL."""
-    if engine.dialect.name != "postgresql":
-
-        async def one_by_one(successes: list[Success]) -> list[JobRow | None]:
-            return [await _succeed_in_transaction(engine, success) for success in successes]
-
-        return Batcher(one_by_one)
-
-    async def together(successes: list[Success]) -> list[JobRow | None]:
-        params = {
-            "runs": [
-                {
-                    "job_id": str(s.job_id),
-                    "token": s.token,
-                    "now": s.now.isoformat(),
-                    "result": s.result,
-                }
-                for s in successes
-            ],
-            "outputs": [_json_output(o, s) for s in successes for o in s.outputs],
-        }
-        async with autocommit.connect() as connection:
-            found = (await connection.execute(_SUCCEED_RUNS, params)).all()
-        done = {}
-        for row in found:
-            columns = dict(row._mapping)
-            token = columns.pop("run_token")
-            done[(row.id, token)] = JobRow(**columns)
-        return [done.get((s.job_id, s.token)) for s in successes]
-
-    return Batcher(together)
-
-
-async def _succeed_in_transaction(engine: AsyncEngine, success: Success) -> JobRow | None:
-    """Elsewhere than PostgreSQL: the transition and its outputs in one transaction."""
-    params = {
-        "job_id": success.job_id,
-        "token": success.token,
-        "now": success.now,
-        "result": success.result,
-    }
-    async with engine.begin() as connection:
-        found = (await connection.execute(_SUCCEED, params)).first()
-        if found is not None and success.outputs:
-            await connection.execute(_INSERT_ASSETS, success.outputs)
-    return JobRow(**found._mapping) if found is not None else None
+_SUCCEED_WITH_OUTPUTS = _succeed_with_outputs()
 
 
 class Outcome(StrEnum):
@@ -404,47 +281,11 @@ def _request(row: JobRow) -> GenerateImageRequest:
     )
 
 
-Claim = tuple[uuid.UUID, str]  # a job id and the lease token its run will hold
-
-
-def job_claimer(autocommit: AsyncEngine, lease_seconds: float) -> Batcher[Claim, JobRow | None]:
-    """What ``Deps.job_claims`` is: ``await claims((job_id, token))`` makes a QUEUED job
-    RUNNING under the lease ``token`` and returns it, or None when it is not QUEUED. Claims
-    made while others are out go together, in one statement on PostgreSQL."""
-    together = autocommit.dialect.name == "postgresql"
-
-    async def send(claims: list[Claim]) -> list[JobRow | None]:
-        now = utcnow()
-        until = now + timedelta(seconds=lease_seconds)
-        if len(claims) == 1 or not together:
-            return [
-                await _one_job(
-                    autocommit,
-                    _CLAIM,
-                    {"job_id": job_id, "token": token, "now": now, "lease_until": until},
-                )
-                for job_id, token in claims
-            ]
-        params = {
-            "job_ids": [job_id for job_id, _ in claims],
-            "tokens": [token for _, token in claims],
-            "now": now,
-            "lease_until": until,
-        }
-        async with autocommit.connect() as connection:
-            found = (await connection.execute(_CLAIM_MANY, params)).all()
-        claimed = {row.id: JobRow(**row._mapping) for row in found}
-        # a job named twice in one batch is claimed once, under one of its tokens
-        return [
-            row if (row := claimed.get(job_id)) is not None and row.lease_token == token else None
-            for job_id, token in claims
-        ]
-
-    return Batcher(send)
-
-
 async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
-    return await deps.job_claims((job_id, token))
+    now = utcnow()
+    until = now + timedelta(seconds=deps.settings.lease_seconds)
+    params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
+    return await _one_job(deps.autocommit, _CLAIM, params)
 
 
 async def run_job(deps: Deps, job_id: str) -> Outcome:
@@ -614,10 +455,21 @@ async def _succeed(
             )
         )
 
-    success = Success(row.id, context.token, now, result, assets)
+    async def finish() -> tuple[JobRow | None, list[AssetRow]]:
+        params = {"job_id": row.id, "token": context.token, "now": now, "result": result}
+        if deps.engine.dialect.name == "postgresql":
+            params["outputs"] = [_json_output(values) for values in assets]
+            done = await _one_job(deps.autocommit, _SUCCEED_WITH_OUTPUTS, params)
+        else:
+            async with deps.engine.begin() as connection:
+                found = (await connection.execute(_SUCCEED, params)).first()
+                if found is not None and assets:
+                    await connection.execute(_INSERT_ASSETS, assets)
+            done = JobRow(**found._mapping) if found is not None else None
+        return done, [AssetRow(**values) for values in assets]
+
     failpoint(BEFORE_FINISH)
-    done = await _persist(deps, lambda: deps.job_successes(success), "finishing job")
-    rows = [AssetRow(**values) for values in assets]
+    done, rows = await _persist(deps, finish, "finishing job")
     if done is None:
         await _discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
         return Outcome.CANCELED
@@ -625,11 +477,10 @@ async def _succeed(
     return Outcome.SUCCEEDED
 
 
-def _json_output(values: dict[str, Any], success: Success) -> dict[str, Any]:
-    """An output row for ``_SUCCEED_RUNS``: its columns and its run's token, as JSON."""
+def _json_output(values: dict[str, Any]) -> dict[str, Any]:
+    """An output row for ``_SUCCEED_WITH_OUTPUTS``: its columns, ids as text."""
     output = {name: values[name] for name in _OUTPUT_COLUMNS}
     output["id"], output["job_id"] = str(values["id"]), str(values["job_id"])
-    output["created_at"], output["run_token"] = values["created_at"].isoformat(), success.token
     return output
 
 
