@@ -1,4 +1,4 @@
-"""Media storage by key (``jobs/<id>/0.png``): a local directory, or an S3-compatible bucket.
+"""Media storage by key (``jobs/<xx>/<id>-0.png``): a local directory, or an S3-compatible bucket.
 
 Keys are checked before use, so none can name anything outside the root or the prefix.
 Both backends receive finished files from ``scratch_path()`` (a local directory) and hand
@@ -83,7 +83,7 @@ def new_scratch_path(directory: Path) -> Path:
 
 
 class LocalStorage:
-    """Stores blobs under ``root`` by key (``jobs/<id>/0.png``); writes are atomic renames."""
+    """Stores blobs under ``root`` by key (``jobs/<xx>/<id>-0.png``); writes are atomic renames."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
