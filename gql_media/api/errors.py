@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 from graphql import GraphQLError
 from starlette.websockets import WebSocket
-from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from gql_media.db.engine import is_unavailable
@@ -76,18 +75,14 @@ def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLErr
     )
 
 
-class SubscriptionsOverWebSocket(SchemaExtension):
-    """Refuses subscriptions over HTTP, which would otherwise run as a plain field and fail
-    as an internal error; the view answers 400 BAD_REQUEST."""
-
-    def on_parse(self) -> Iterator[None]:
-        yield
-        context = self.execution_context
-        if context.graphql_document is None or isinstance(context.context.request, WebSocket):
-            return
-        try:
-            operation_type = context.operation_type
-        except RuntimeError:
-            return  # no such operation: strawberry reports it
-        if operation_type is OperationType.SUBSCRIPTION:
-            raise InvalidOperationTypeError(operation_type)
+def refuse_subscription_over_http(context: ExecutionContext) -> None:
+    """Raise for a parsed subscription that came over HTTP, which would otherwise run as a
+    plain field and fail as an internal error; the view answers 400 BAD_REQUEST."""
+    if context.graphql_document is None or isinstance(context.context.request, WebSocket):
+        return
+    try:
+        operation_type = context.operation_type
+    except RuntimeError:
+        return  # no such operation: strawberry reports it
+    if operation_type is OperationType.SUBSCRIPTION:
+        raise InvalidOperationTypeError(operation_type)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import strawberry
@@ -12,7 +12,6 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.file_uploads import Upload
@@ -23,7 +22,7 @@ from strawberry.types.graphql import OperationType as StrawberryOperationType
 from gql_media.adapters.events import Resync
 from gql_media.api import inputs
 from gql_media.api.context import Context
-from gql_media.api.errors import SubscriptionsOverWebSocket, classify, graphql_error
+from gql_media.api.errors import classify, graphql_error
 from gql_media.api.fanout import SharedEventExecution
 from gql_media.api.media_types import (
     ProcessImageInput,
@@ -31,7 +30,7 @@ from gql_media.api.media_types import (
     UploadMediaPayload,
     to_json,
 )
-from gql_media.api.security import NoIntrospection, ParseOnce, cost_rule
+from gql_media.api.security import DocumentChecks, NoIntrospection, cost_rule
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -325,26 +324,10 @@ class Subscription:
             ctx.hub.unsubscribe(None, subscriber)
 
 
-class OperationLimits(SchemaExtension):
-    """The parser's token cap and our validation rules, set as parsing starts (every
-    operation parses first) rather than around the whole operation as strawberry's
-    MaxTokensLimiter and AddValidationRules do: their hooks stay suspended for as long as
-    a subscription lives, about 1 KB per subscribed socket."""
-
-    def __init__(self, max_tokens: int, rules: tuple[type[ASTValidationRule], ...]) -> None:
-        self.max_tokens = max_tokens
-        self.rules = rules
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        context.parse_options["max_tokens"] = self.max_tokens
-        context.validation_rules = context.validation_rules + self.rules
-        yield
-
-
-def operation_limits(settings: Settings) -> Callable[[], SchemaExtension]:
-    """Every validation rule of ours, built once: the same rule classes on every request
-    let the validation cache hit (strawberry's limiters make a new class per instance)."""
+def document_checks(settings: Settings) -> Callable[[], SchemaExtension]:
+    """The extension every document goes through, with every validation rule of ours built
+    once: the same rule classes on every request let the validation cache hit (strawberry's
+    limiters make a new class per instance)."""
     rules: list[type[ASTValidationRule]] = [
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
@@ -352,7 +335,7 @@ def operation_limits(settings: Settings) -> Callable[[], SchemaExtension]:
     ]
     if not settings.introspection_enabled:
         rules.append(NoIntrospection)
-    return lambda: OperationLimits(settings.max_tokens, tuple(rules))
+    return lambda: DocumentChecks(settings.max_tokens, tuple(rules))
 
 
 class MediaSchema(strawberry.Schema):
@@ -399,14 +382,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         config=StrawberryConfig(),
         execution_context_class=SharedEventExecution,
-        extensions=[
-            operation_limits(settings),  # first: ParseOnce parses with its token cap
-            # parsing and validating a document again for each request costs more than
-            # running most of them; both depend on the document (and the rules) alone
-            ParseOnce,
-            lambda: ValidationCache(maxsize=1024),
-            SubscriptionsOverWebSocket,
-        ],
+        extensions=[document_checks(settings)],
         debug=settings.debug,
     )
     inputs.install(schema)

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -25,7 +26,9 @@ from graphql import (
 )
 from starlette.types import Scope
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 
+from gql_media.api.errors import refuse_subscription_over_http
 from gql_media.errors import ErrorCode
 from gql_media.settings import Settings
 
@@ -160,15 +163,44 @@ def _parse(query: str, options: tuple[tuple[str, Any], ...]) -> DocumentNode:
     return parse(query, **dict(options))
 
 
-class ParseOnce(SchemaExtension):
-    """Parses each distinct document once (an LRU of 1024): the same DocumentNode for the
-    same text also lets validation results be cached. A document that does not parse is
-    left to strawberry, which reports the syntax error as usual."""
+# strawberry's own validation (its rules added to the given ones), once per document and
+# rule set: the same rule classes on every request let it hit
+_validate = lru_cache(maxsize=1024)(validate_document)
+
+
+class DocumentChecks(SchemaExtension):
+    """What every operation's document goes through, as one extension: strawberry runs
+    each extension's hooks on every request and on every result a subscription streams,
+    so one costs less than four.
+
+    - The parser's token cap and our validation rules are set as parsing starts (every
+      operation parses first), not in hooks around the whole operation, which stay
+      suspended as long as a subscription lives (about 1 KB per subscribed socket).
+    - Each distinct document is parsed once and validated once per rule set (LRUs of
+      1024); a document that does not parse is left to strawberry, which reports the
+      syntax error as usual.
+    - Subscriptions over HTTP are refused (``refuse_subscription_over_http``).
+    """
+
+    def __init__(self, max_tokens: int, rules: tuple[type[ASTValidationRule], ...]) -> None:
+        self.max_tokens = max_tokens
+        self.rules = rules
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
+        context.parse_options["max_tokens"] = self.max_tokens
+        context.validation_rules = context.validation_rules + self.rules
         if context.query and context.graphql_document is None:
             options = tuple(sorted(context.parse_options.items()))
             with contextlib.suppress(GraphQLError):
                 context.graphql_document = _parse(context.query, options)
+        yield
+        refuse_subscription_over_http(context)
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        assert context.graphql_document is not None  # validation follows a parse
+        context.pre_execution_errors = _validate(
+            context.schema._schema, context.graphql_document, context.validation_rules
+        )
         yield
