@@ -291,9 +291,9 @@ async def _wait_and_save(client: Any, job: dict[str, Any], out: str | None) -> i
     target = Path(out or ".")
     target.mkdir(parents=True, exist_ok=True)
     for index, output in enumerate(job["outputs"]):
-        # the file name of the URL's path: signed URLs carry a query string
-        name = PurePosixPath(urlsplit(output["url"]).path).name
-        path = target / f"{job['id']}-{output.get('name') or index}-{name}"
+        # the extension of the URL's path: signed URLs carry a query string
+        suffix = PurePosixPath(urlsplit(output["url"]).path).suffix
+        path = target / f"{job['id']}-{output.get('name') or index}{suffix}"
         await client.download(output["url"], path)
         print(path)
     return EXIT_OK

@@ -49,7 +49,8 @@ async def test_generate_waits_with_progress_and_saves_the_images(
     )
     assert code == 0, err
     job_id, *files = out.split()
-    assert job_id.startswith("job_") and len(files) == 2
+    assert job_id.startswith("job_")
+    assert files == [str(tmp_path / f"{job_id}-{index}.png") for index in (0, 1)]
     assert "100.0% SUCCEEDED" in err and "RUNNING" in err
     for file in files:
         with Image.open(file) as image:
