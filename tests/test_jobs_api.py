@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from gql_media.runtime import Runtime
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 from tests.support import JOB_FIELDS, LiveServer, graphql_ws, start_server
@@ -434,3 +435,22 @@ async def test_media_paths_cannot_leave_the_media_directory(server: LiveServer) 
         status, body = await _raw_get(server, target)
         assert status == 404, (target, status)
         assert b"SQLite format" not in body and b"root:" not in body, target
+
+
+async def test_a_new_jobs_snapshot_is_the_stored_job(runtime: Runtime) -> None:
+    """The snapshot a create returns (and announces) is made from the values it inserts,
+    not read back: it must equal the job as the database then has it."""
+    deps = runtime.deps
+    created = await create_image_job(
+        deps,
+        NewImageJob(
+            prompt=" a kite ",
+            provider="mock",
+            width=128,
+            seed=5,
+            idempotency_key="kite-1",
+            extra={"steps": 2},
+        ),
+    )
+    stored = await get_job(deps, created.id)
+    assert stored == created

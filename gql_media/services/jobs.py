@@ -41,7 +41,7 @@ from gql_media.errors import (
 )
 from gql_media.services.deps import Deps
 from gql_media.services.limits import check_active_jobs
-from gql_media.services.snapshots import job_snapshot
+from gql_media.services.snapshots import ColumnValues, job_snapshot
 from gql_media.services.webhooks import announce, announce_queued
 from gql_media.settings import Settings
 
@@ -333,7 +333,7 @@ async def insert_job(
         if existing is None:
             raise
         return existing
-    snapshot = job_snapshot(JobRow(**values))
+    snapshot = job_snapshot(ColumnValues(values))
     await announce_queued(deps, snapshot)
     return snapshot
 

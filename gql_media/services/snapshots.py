@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gql_media.db.models import AssetRow, JobRow
 from gql_media.domain import (
@@ -33,7 +34,26 @@ def asset_snapshot(row: AssetRow) -> AssetSnapshot:
     )
 
 
-def job_snapshot(row: JobRow, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
+_JOB_COLUMNS = frozenset(JobRow.__table__.columns.keys())
+
+
+class ColumnValues:
+    """A job's column values as ``job_snapshot`` reads a row, the ones not given None: the
+    snapshot of a job about to be inserted, without building its ORM row (which costs
+    more than the rest of a request's bookkeeping)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _JOB_COLUMNS:
+            raise AttributeError(name)
+        return self._values.get(name)
+
+
+def job_snapshot(row: JobRow | ColumnValues, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
     error = (
         JobError(row.error_code, row.error_message or "", bool(row.error_retryable))
         if row.error_code
