@@ -64,7 +64,7 @@ from gql_media.services.deps import Deps
 from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, stale_queued_jobs, transition
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
-from gql_media.services.snapshots import job_snapshot
+from gql_media.services.snapshots import ColumnValues, JobColumns, job_snapshot
 from gql_media.services.webhooks import announce, announce_queued
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,14 @@ def _returning_job(stmt: Update) -> ReturningUpdate[Any]:
     return stmt.returning(*_JOBS)
 
 
-async def _one_job(engine: AsyncEngine, stmt: Executable, params: dict[str, Any]) -> JobRow | None:
+async def _one_job(
+    engine: AsyncEngine, stmt: Executable, params: dict[str, Any]
+) -> ColumnValues | None:
     """Run ``stmt`` (returning a job's columns) on a connection of ``engine``: the job it
     changed, or None. A Core connection costs less per statement than an ORM session."""
     async with engine.connect() as connection:
         found = (await connection.execute(stmt, params)).first()
-    return JobRow(**found._mapping) if found is not None else None
+    return ColumnValues(found._mapping) if found is not None else None
 
 
 _NOW = _param("now", _JOBS.updated_at)
@@ -191,7 +193,7 @@ class JobContext:
     Progress is written and published at most every ``progress_interval`` seconds.
     """
 
-    def __init__(self, deps: Deps, row: JobRow, token: str) -> None:
+    def __init__(self, deps: Deps, row: JobColumns, token: str) -> None:
         self._deps = deps
         self._job_id = row.id
         self.token = token
@@ -266,7 +268,7 @@ class JobContext:
         return bool(result.rowcount)
 
 
-def _request(row: JobRow) -> GenerateImageRequest:
+def _request(row: JobColumns) -> GenerateImageRequest:
     p = row.parameters
     return GenerateImageRequest(
         prompt=row.prompt or "",
@@ -281,7 +283,7 @@ def _request(row: JobRow) -> GenerateImageRequest:
     )
 
 
-async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> JobRow | None:
+async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> ColumnValues | None:
     now = utcnow()
     until = now + timedelta(seconds=deps.settings.lease_seconds)
     params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
@@ -347,7 +349,7 @@ async def _keep_lease(deps: Deps, context: JobContext) -> None:
             log.warning("could not renew lease: %s", exc)
 
 
-async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
+async def _work(deps: Deps, row: JobColumns, context: JobContext) -> Outcome:
     try:
         outputs, result = await _produce(deps, row, context)
         return await _succeed(deps, row, context, outputs, result)
@@ -370,7 +372,7 @@ async def _work(deps: Deps, row: JobRow, context: JobContext) -> Outcome:
 
 
 async def _produce(
-    deps: Deps, row: JobRow, context: JobContext
+    deps: Deps, row: JobColumns, context: JobContext
 ) -> tuple[list[Produced], dict[str, Any] | None]:
     """The job's outputs (and result): from its provider, or from processing an upload."""
     kind = JobKind(row.kind)
@@ -421,7 +423,7 @@ async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) ->
 
 async def _succeed(
     deps: Deps,
-    row: JobRow,
+    row: JobColumns,
     context: JobContext,
     outputs: list[Produced],
     result: dict[str, Any] | None = None,
@@ -455,7 +457,7 @@ async def _succeed(
             )
         )
 
-    async def finish() -> tuple[JobRow | None, list[AssetRow]]:
+    async def finish() -> tuple[ColumnValues | None, list[AssetRow]]:
         params = {"job_id": row.id, "token": context.token, "now": now, "result": result}
         if deps.engine.dialect.name == "postgresql":
             params["outputs"] = [_json_output(values) for values in assets]
@@ -465,7 +467,7 @@ async def _succeed(
                 found = (await connection.execute(_SUCCEED, params)).first()
                 if found is not None and assets:
                     await connection.execute(_INSERT_ASSETS, assets)
-            done = JobRow(**found._mapping) if found is not None else None
+            done = ColumnValues(found._mapping) if found is not None else None
         return done, [AssetRow(**values) for values in assets]
 
     failpoint(BEFORE_FINISH)
@@ -494,7 +496,7 @@ async def _discard_outputs(deps: Deps, job_id: uuid.UUID, keys: list[str]) -> No
 
 
 async def _fail_or_retry(
-    deps: Deps, row: JobRow, context: JobContext, error: ProviderError
+    deps: Deps, row: JobColumns, context: JobContext, error: ProviderError
 ) -> Outcome:
     attempts = row.attempts
     retry = error.retryable and attempts < row.max_attempts
@@ -546,7 +548,7 @@ async def _fail_or_retry(
     return Outcome.FAILED
 
 
-async def _hand_back(deps: Deps, row: JobRow, token: str) -> None:
+async def _hand_back(deps: Deps, row: JobColumns, token: str) -> None:
     """Return a job this worker cannot finish (shutdown) to the queue; the try is not counted."""
     try:
         async with deps.sessions.begin() as session:

@@ -34,26 +34,26 @@ def asset_snapshot(row: AssetRow) -> AssetSnapshot:
     )
 
 
-_JOB_COLUMNS = frozenset(JobRow.__table__.columns.keys())
+_NO_VALUES = dict.fromkeys(JobRow.__table__.columns.keys())
 
 
 class ColumnValues:
-    """A job's column values as ``job_snapshot`` reads a row, the ones not given None: the
-    snapshot of a job about to be inserted, without building its ORM row (which costs
-    more than the rest of a request's bookkeeping)."""
+    """A job's column values, read like a row's attributes (the ones not given are None):
+    a job as a statement returned it or as it is about to be inserted, without building an
+    ORM row for it, which costs more than the rest of a request's or a run's bookkeeping."""
 
-    __slots__ = ("_values",)
+    def __init__(self, values: Mapping[Any, Any]) -> None:
+        self.__dict__.update(_NO_VALUES)
+        self.__dict__.update(values)
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in _JOB_COLUMNS:
-            raise AttributeError(name)
-        return self._values.get(name)
+    def __getattr__(self, name: str) -> Any:  # every column is set: this is not one
+        raise AttributeError(name)
 
 
-def job_snapshot(row: JobRow | ColumnValues, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
+JobColumns = JobRow | ColumnValues  # what a job's columns are read from
+
+
+def job_snapshot(row: JobColumns, outputs: Sequence[AssetRow] = ()) -> JobSnapshot:
     error = (
         JobError(row.error_code, row.error_message or "", bool(row.error_retryable))
         if row.error_code
