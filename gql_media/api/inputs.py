@@ -45,9 +45,14 @@ class Field:
     kind: Kind
 
 
-def _is_value(type_: object, registry: Registry) -> bool:
+def _required(type_: Any) -> Any:
+    """``type_`` without its nullability (``Maybe`` stays: strawberry checks its nulls)."""
     if isinstance(type_, StrawberryOptional) and not isinstance(type_, StrawberryMaybe):
-        type_ = type_.of_type
+        return type_.of_type
+    return type_
+
+
+def _is_value(type_: Any, registry: Registry) -> bool:
     return (
         is_scalar(type_, registry)
         or isinstance(type_, StrawberryEnumDefinition)
@@ -56,10 +61,9 @@ def _is_value(type_: object, registry: Registry) -> bool:
 
 
 def _kind(type_: StrawberryType | type, registry: Registry) -> Kind:
-    if isinstance(type_, StrawberryOptional) and not isinstance(type_, StrawberryMaybe):
-        type_ = type_.of_type
+    type_ = _required(type_)
     if isinstance(type_, StrawberryList):
-        return Kind.VALUES if _is_value(type_.of_type, registry) else Kind.CONVERT
+        return Kind.VALUES if _is_value(_required(type_.of_type), registry) else Kind.CONVERT
     return Kind.VALUE if _is_value(type_, registry) else Kind.CONVERT
 
 

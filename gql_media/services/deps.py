@@ -12,8 +12,8 @@ from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage import Storage
-from gql_media.db.inserts import RowInserter
 from gql_media.observability.metrics import Metrics
+from gql_media.services.inserts import RowInserter
 from gql_media.settings import Settings
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
-from gql_media.db.inserts import RowInserter
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
     ANONYMOUS,
@@ -40,6 +39,7 @@ from gql_media.errors import (
     UserError,
 )
 from gql_media.services.deps import Deps
+from gql_media.services.inserts import RowInserter
 from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import ColumnValues, job_snapshot
 from gql_media.services.webhooks import announce, announce_queued

@@ -6,7 +6,6 @@ Neither ever touches the media of a job that is QUEUED or RUNNING.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
@@ -14,6 +13,7 @@ from sqlalchemy import delete, select, update
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import TERMINAL_STATUSES, JobStatus
 from gql_media.services.deps import Deps
+from gql_media.services.runner import job_of_output_key
 from gql_media.services.snapshots import job_snapshot
 
 log = logging.getLogger(__name__)
@@ -59,19 +59,6 @@ async def expire_media(deps: Deps, limit: int = 500) -> int:
     return len(rows)
 
 
-def _job_of(key: str) -> uuid.UUID | None:
-    """The job a stored output belongs to: ``jobs/<xx>/<id>-<n>.<ext>``, or the earlier
-    layout ``jobs/<id>/<n>.<ext>``."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "jobs":
-        return None
-    hex_id = parts[1] if len(parts[1]) == 32 else parts[2].split("-", 1)[0]
-    try:
-        return uuid.UUID(hex=hex_id)
-    except ValueError:
-        return None
-
-
 async def sweep_orphans(deps: Deps) -> int:
     """Delete files older than ``orphan_grace`` that no asset row points to, unless they
     belong to a live job (a run writes its files before the row that names them)."""
@@ -88,7 +75,9 @@ async def sweep_orphans(deps: Deps) -> int:
                     )
                 ).scalars()
             )
-            job_ids = {j for k in batch if k not in known and (j := _job_of(k)) is not None}
+            job_ids = {
+                j for k in batch if k not in known and (j := job_of_output_key(k)) is not None
+            }
             live = set(
                 (
                     await session.execute(
@@ -97,7 +86,7 @@ async def sweep_orphans(deps: Deps) -> int:
                 ).scalars()
             )
         for key in batch:
-            if key in known or _job_of(key) in live:
+            if key in known or job_of_output_key(key) in live:
                 continue
             await deps.storage.delete(key)
             deleted += 1

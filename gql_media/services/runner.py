@@ -402,6 +402,19 @@ def output_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
     return f"jobs/{hex_id[:2]}/{hex_id}-{index}.{extension_for(content_type)}"
 
 
+def job_of_output_key(key: str) -> uuid.UUID | None:
+    """The job an ``output_key`` belongs to, also for the earlier layout
+    ``jobs/<id>/<n>.<ext>``; None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "jobs":
+        return None
+    hex_id = parts[1] if len(parts[1]) == 32 else parts[2].split("-", 1)[0]
+    try:
+        return uuid.UUID(hex=hex_id)
+    except ValueError:
+        return None
+
+
 async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) -> T:
     """Run a final database write, retrying while the database is unreachable, so a finished
     job's result is not lost to a brief outage (the lease bounds how long that may take)."""
