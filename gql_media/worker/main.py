@@ -120,9 +120,9 @@ class GqlMediaWorker(Worker):
                 async for message in pubsub.listen():
                     if _text(message.get("channel")) == nudge:
                         self._nudge_providers(_text(message.get("data")))
-                    else:
+                    elif not self._start_directly(_text(message.get("data"))):
+                        # no free slot (or not a job): the poll picks it up when one frees
                         self._wake.set()
-                        self._start_directly(_text(message.get("data")))
             except (RedisError, OSError) as exc:
                 log.warning("wake-up listener lost Redis: %s", exc)
             finally:
@@ -145,19 +145,21 @@ class GqlMediaWorker(Worker):
                 return
             self._run_in_slot(arq_id)
 
-    def _start_directly(self, arq_id: str) -> None:
+    def _start_directly(self, arq_id: str) -> bool:
         """Start the job a wake-up names (``<job id>:v<version>``) here and now when a slot
         is free, instead of after arq's next read of the queue. Whoever removes the queue
         entry runs the job (arq skips an entry that is gone), and running it claims its row,
-        so it runs once; the poll stays the fallback."""
+        so it runs once; the poll stays the fallback. Returns whether it started: a started
+        job needs no poll, which would only race its take of the queue entry."""
         if not self.allow_pick_jobs or not _runs_a_job(arq_id):
-            return
+            return False
         if self.job_counter >= self.max_jobs or self.sem.locked():
-            return
+            return False
         # take a slot as arq's start_jobs does (semaphore and counter), without waiting: a
         # slot is free, so this is what acquire() would do at once
         self.sem._value -= 1
         self._run_in_slot(arq_id)
+        return True
 
     def _run_in_slot(self, arq_id: str) -> None:
         """Run ``arq_id`` in the slot the caller took; the slot is freed when it ends."""
