@@ -88,3 +88,22 @@ async def test_a_woken_job_is_started_once_without_a_poll_racing_its_start(
     # the wake-up starts it; a poll of the queue started at the same time would find the
     # entry before it is taken and try to start the job a second time
     assert started == [f"{job_id}:v1"]
+
+
+async def test_jobs_woken_while_every_slot_is_busy_run_when_one_frees(
+    settings_factory: Any, fake_redis_server: Any
+) -> None:
+    from tests.support import start_server
+
+    # one slot, and no poll on the worker's timer: only the wake-ups can start the jobs
+    settings = settings_factory(worker_concurrency=1, worker_poll_delay=600, reconcile_interval=600)
+    async with start_server(settings, fake_redis_server, with_worker=True) as live:
+        jobs = await asyncio.gather(
+            *(live.generate(provider="mock", width=64, height=64) for _ in range(4))
+        )
+        ends = []
+        async with graphql_ws(live.ws_url) as ws:
+            for job in jobs:  # one at a time: the client keeps only the followed one's messages
+                op = await ws.subscribe(FOLLOW, {"id": job["job"]["id"]})
+                ends.append((await asyncio.wait_for(ws.collect(op), timeout=20))[-1])
+    assert [end["data"]["jobUpdated"]["status"] for end in ends] == ["SUCCEEDED"] * 4

@@ -34,13 +34,7 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     # keys expire, and could starve the jobs behind them; redelivery is the reconciler's.
     with contextlib.suppress(RedisError, OSError):
         await ctx["redis"].zrem(keys.queue_name(deps.settings.redis_namespace), ctx["job_id"])
-    try:
-        outcome = await runner.run_job(deps, job_id)
-    finally:
-        # a slot is free: look at the queue now rather than at the next poll
-        wake: asyncio.Event | None = ctx.get("wake")
-        if wake is not None:
-            wake.set()
+    outcome = await runner.run_job(deps, job_id)
     return outcome.value
 
 
@@ -70,7 +64,8 @@ class GqlMediaWorker(Worker):
         )
         self.deps = deps
         self._wake = asyncio.Event()
-        self.ctx["wake"] = self._wake
+        # entries may wait on the queue that no slot was free for: read it when one frees
+        self._backlog = False
         self._redis_down_since: float | None = None
         self._take = redis.register_script(_TAKE)
 
@@ -121,7 +116,8 @@ class GqlMediaWorker(Worker):
                     if _text(message.get("channel")) == nudge:
                         self._nudge_providers(_text(message.get("data")))
                     elif not self._start_directly(_text(message.get("data"))):
-                        # no free slot (or not a job): the poll picks it up when one frees
+                        # not a job, or no free slot: the poll takes it, now or when one frees
+                        self._backlog = True
                         self._wake.set()
             except (RedisError, OSError) as exc:
                 log.warning("wake-up listener lost Redis: %s", exc)
@@ -130,10 +126,25 @@ class GqlMediaWorker(Worker):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def _poll_iteration(self) -> None:
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            self._backlog = False  # arq reads the queue now; start_jobs says what it left
+        await super()._poll_iteration()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        """A slot is free (arq calls this as a task ends): when entries wait for one, read
+        the queue now rather than at the next poll. After the release, so that the poll
+        sees the free slot."""
+        super()._release_sem_dec_counter_on_complete()
+        if self._backlog:
+            self._wake.set()
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Start polled jobs the way a wake-up does (take the queue entry, run the job): one
         round trip where arq's start and finish take about seven. Other tasks (webhook
         deliveries) start through arq."""
+        if len(job_ids) >= self.queue_read_limit:
+            self._backlog = True  # the read was cut at its limit: more may wait
         for raw in job_ids:
             arq_id = raw.decode()
             if not _runs_a_job(arq_id):
@@ -142,6 +153,7 @@ class GqlMediaWorker(Worker):
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
+                self._backlog = True
                 return
             self._run_in_slot(arq_id)
 
@@ -178,8 +190,6 @@ class GqlMediaWorker(Worker):
             log.warning("could not start %s directly: %s", arq_id, exc)
         except Exception:
             log.exception("job %s failed outside the runner", arq_id)
-        finally:
-            self._wake.set()
 
     def _nudge_providers(self, external_id: str) -> None:
         """A webhook said this provider-side work changed: whoever waits on it looks now."""
