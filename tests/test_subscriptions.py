@@ -365,6 +365,103 @@ async def test_subscribers_asking_the_same_share_one_rendering(
     assert delivered <= set(runs)
 
 
+# -- events written straight to the socket (api.fanout.DirectEvents) ---------------------
+
+
+async def follow_and_watch(
+    server: LiveServer, runtime: Runtime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A job made, followed over jobUpdated and jobEvents on a socket each, then run to
+    success by a worker: both lists of updates, up to the end."""
+    async with graphql_ws(server.ws_url) as watcher, graphql_ws(server.ws_url) as follower:
+        events_op = await listening(watcher, EVENTS, {})
+        job_id = await create(server, provider="mock", width=64, height=64)
+        follow_op = await follower.subscribe(FOLLOW, {"id": job_id})
+        followed = updates([await follower.next_payload(follow_op) or {}])  # QUEUED
+        watched: list[dict[str, Any]] = []
+        async with running_worker(runtime):
+            followed += updates(await asyncio.wait_for(follower.collect(follow_op), timeout=20))
+            while not watched or watched[-1]["status"] != "SUCCEEDED":
+                payload = await asyncio.wait_for(watcher.next_payload(events_op), timeout=20)
+                assert payload is not None and "errors" not in payload, payload
+                watched.append(payload["data"]["jobEvents"])
+    return followed, watched
+
+
+def assert_whole_run(followed: list[dict[str, Any]], watched: list[dict[str, Any]]) -> None:
+    assert statuses(followed) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert statuses(watched) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert_rising(followed)
+    assert_rising(watched)
+    assert watched[-1]["version"] == followed[-1]["version"]
+
+
+async def test_changes_go_straight_to_waiting_sockets_in_order(
+    api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+
+    written: list[bytes] = []
+    send_texts_now = LightWebSocketProtocol.send_texts_now
+
+    def recording(self: LightWebSocketProtocol, texts: list[bytes]) -> bool:
+        sent = send_texts_now(self, texts)
+        if sent:
+            written.extend(texts)
+        return sent
+
+    monkeypatch.setattr(LightWebSocketProtocol, "send_texts_now", recording)
+    followed, watched = await follow_and_watch(api, runtime)
+    assert_whole_run(followed, watched)
+    direct = [orjson.loads(text) for text in written]
+    # the same messages as the usual path sends
+    assert {m["type"] for m in direct} == {"next"} and all(m["id"] for m in direct)
+    by_field = {
+        field: [m["payload"]["data"][field] for m in direct if field in m["payload"]["data"]]
+        for field in ("jobUpdated", "jobEvents")
+    }
+    # a dashboard's changes after it subscribed, and a follower's between its first
+    # snapshot and its last (which ends the operation, so goes its own way)
+    assert by_field["jobEvents"] and by_field["jobEvents"][-1] == watched[-1]
+    assert all(update in followed[1:-1] for update in by_field["jobUpdated"])
+    assert all(event in watched for event in by_field["jobEvents"])
+
+
+async def test_changes_a_socket_cannot_take_at_once_go_the_usual_way(
+    api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+
+    refused: list[int] = []
+
+    def full(self: LightWebSocketProtocol, texts: list[bytes]) -> bool:
+        refused.append(len(texts))
+        return False  # as when the transport's buffer is full
+
+    monkeypatch.setattr(LightWebSocketProtocol, "send_texts_now", full)
+    assert_whole_run(*await follow_and_watch(api, runtime))
+    assert refused
+
+
+async def test_changes_that_cannot_be_rendered_at_once_keep_their_order(
+    api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gql_media.api.fanout import SharedEventExecution
+
+    render_payload = SharedEventExecution.render_payload
+    declined: list[int] = []
+
+    def every_other(self: SharedEventExecution, event: Any) -> bytes | None:
+        if event.version % 2:
+            declined.append(event.version)
+            return None  # as for a result with errors, or one to await
+        return render_payload(self, event)
+
+    monkeypatch.setattr(SharedEventExecution, "render_payload", every_other)
+    assert_whole_run(*await follow_and_watch(api, runtime))
+    assert declined
+
+
 def test_an_event_carries_the_whole_snapshot_back_unchanged() -> None:
     """Events are the snapshot's dataclasses written by orjson; the api reads them back."""
     created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds

@@ -83,9 +83,24 @@ class Subscriber:
 
     One task reads it. It waits on a single future rather than an asyncio.Event (or
     Queue): an api holds one inbox per subscribed socket, and the Event's waiter deque
-    alone weighed more than the rest of the inbox."""
+    alone weighed more than the rest of the inbox.
 
-    __slots__ = ("_maxsize", "_pending", "_predicate", "_resync", "_waiter", "alike", "dropped")
+    ``direct``, when set, may take a snapshot to deliver itself (it returns whether it
+    did): it is asked only while the reader waits with nothing pending, so everything the
+    reader took before has gone out; what it declines goes to the reader, and so does what
+    it took and could not deliver after all (``enqueue``, in order).
+    """
+
+    __slots__ = (
+        "_maxsize",
+        "_pending",
+        "_predicate",
+        "_resync",
+        "_waiter",
+        "alike",
+        "direct",
+        "dropped",
+    )
 
     def __init__(
         self,
@@ -100,6 +115,7 @@ class Subscriber:
         self._waiter: asyncio.Future[None] | None = None
         self._resync = False
         self.dropped = 0
+        self.direct: Callable[[JobSnapshot], bool] | None = None
 
     def wants(self, snapshot: JobSnapshot) -> bool:
         return self._predicate is None or self._predicate(snapshot)
@@ -110,6 +126,19 @@ class Subscriber:
 
     def accept(self, snapshot: JobSnapshot) -> None:
         """Take ``snapshot`` (the caller has checked that it is wanted)."""
+        waiter = self._waiter
+        if (
+            self.direct is not None
+            and waiter is not None
+            and not waiter.done()
+            and not self._pending
+            and self._deliver_directly(snapshot)
+        ):
+            return
+        self.enqueue(snapshot)
+
+    def enqueue(self, snapshot: JobSnapshot) -> None:
+        """Take ``snapshot`` for the reader (never ``direct``)."""
         current = self._pending.get(snapshot.id)
         if current is not None:
             if current.version >= snapshot.version:
@@ -121,6 +150,15 @@ class Subscriber:
                 self.dropped += 1
             self._pending[snapshot.id] = snapshot
         self._wake()
+
+    def _deliver_directly(self, snapshot: JobSnapshot) -> bool:
+        assert self.direct is not None
+        try:
+            return self.direct(snapshot)
+        except Exception:  # the reader sends it, and meets the problem where it is handled
+            log.exception("direct delivery of job %s failed", snapshot.id)
+            self.direct = None
+            return False
 
     def request_resync(self) -> None:
         self._resync = True

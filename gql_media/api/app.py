@@ -26,6 +26,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
@@ -34,6 +35,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.providers.replicate import WEBHOOK_PATH
+from gql_media.api import fanout
 from gql_media.api.context import Context, media_base_url, media_url
 from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
@@ -43,6 +45,7 @@ from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
+from gql_media.api.websocket_protocol import protocol_of
 from gql_media.domain import ANONYMOUS
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
@@ -65,6 +68,22 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().handle_connection_init(message)
         if self.connection_init_received:
             self.connection_init_timeout_task = None
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # in the operation's own task: its subscription may write events directly
+        # (starlette's WebSocket inside strawberry's adapter keeps uvicorn's send)
+        protocol = protocol_of(getattr(getattr(self.websocket, "ws", None), "_send", None))
+        if protocol is not None:
+            fanout.DIRECT_TARGET.set(
+                fanout.DirectTarget(
+                    protocol,
+                    self.operations,
+                    operation.id,
+                    operation,
+                    b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":',
+                )
+            )
+        await super().run_operation(operation)
 
 
 class GraphQLView(GraphQL[Context, None]):

@@ -19,8 +19,8 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
-from gql_media.adapters.events import Resync
-from gql_media.api import inputs
+from gql_media.adapters.events import Resync, Subscriber
+from gql_media.api import fanout, inputs
 from gql_media.api.context import Context
 from gql_media.api.errors import classify, graphql_error
 from gql_media.api.fanout import SharedEventExecution
@@ -74,6 +74,16 @@ def _shared_job(info: Info, snapshot: JobSnapshot) -> Job:
     so the event's result can be rendered once (see ``api.fanout``)."""
     ctx = info.context
     return ctx.shared_jobs.get(snapshot, ctx.media_base_url, lambda: _job(info, snapshot))
+
+
+def _direct(info: Info, subscriber: Subscriber, sent: dict[str, int], terminal_too: bool) -> None:
+    """Let the subscription's events be written straight to its socket where they can be
+    (``api.fanout``); ``sent`` is the record of versions sent that both ways keep."""
+    target = fanout.direct_target()
+    if target is not None:
+        subscriber.direct = fanout.DirectEvents(
+            target, subscriber, lambda snapshot: _shared_job(info, snapshot), sent, terminal_too
+        )
 
 
 def _job(info: Info, snapshot: JobSnapshot) -> Job:
@@ -269,11 +279,15 @@ class Subscription:
     async def job_updated(self, info: Info, job_id: IdArgument) -> AsyncGenerator[Job, None]:
         ctx = info.context
         subscriber = ctx.hub.subscribe(job_id)  # listen first: no change is lost
+        sent: dict[str, int] = {}  # the version sent, here or directly
         try:
             snapshot = await job_service.get_job(ctx.deps, job_id, ctx.principal)
             if snapshot is None:
                 raise graphql_error(ErrorCode.NOT_FOUND, "job not found")
+            fanout.remember(sent, snapshot)
             yield _shared_job(info, snapshot)
+            # later changes may go out directly; the terminal one comes here, to end
+            _direct(info, subscriber, sent, terminal_too=False)
             while not snapshot.status.terminal:
                 item = await subscriber.get()
                 if isinstance(item, Resync):
@@ -281,8 +295,9 @@ class Subscription:
                     if fresh is None:
                         return
                     item = fresh
-                if item.version > snapshot.version:
+                if item.version > sent[job_id]:
                     snapshot = item
+                    fanout.remember(sent, snapshot)
                     yield _shared_job(info, snapshot)
         finally:
             ctx.hub.unsubscribe(job_id, subscriber)
@@ -300,7 +315,8 @@ class Subscription:
 
         # subscribers with the same principal and filter want the same events
         subscriber = ctx.hub.subscribe(None, wanted, alike=(principal, domain_filter))
-        seen: dict[str, int] = {}
+        seen: dict[str, int] = {}  # versions sent, here or directly
+        _direct(info, subscriber, seen, terminal_too=True)
         try:
             while True:
                 item = await subscriber.get()
@@ -316,9 +332,7 @@ class Subscription:
                     candidates = [item]
                 for snapshot in candidates:
                     if snapshot.version > seen.get(snapshot.id, 0):
-                        if len(seen) > 10_000:
-                            seen.clear()
-                        seen[snapshot.id] = snapshot.version
+                        fanout.remember(seen, snapshot)
                         yield _shared_job(info, snapshot)
         finally:
             ctx.hub.unsubscribe(None, subscriber)

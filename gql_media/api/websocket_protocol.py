@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 
 class Inbox:
@@ -100,3 +101,30 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and "response" in self.__dict__:
             del self.response  # read only until the handshake is answered
+
+    def send_texts_now(self, texts: list[bytes]) -> bool:
+        """Write text messages (UTF-8) as ``send`` would, in one write, when that needs no
+        waiting: the socket is open and its transport takes writes. False, having written
+        nothing, otherwise; the caller then sends them the usual way."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        try:
+            for text in texts:
+                self.conn.send_text(text)
+        except InvalidState:  # the connection is closing: send would fail the same way
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
+
+
+def protocol_of(send: Any) -> LightWebSocketProtocol | None:
+    """The protocol behind an ASGI ``send`` that uvicorn handed over unwrapped, if ours."""
+    protocol = getattr(send, "__self__", None)
+    return protocol if isinstance(protocol, LightWebSocketProtocol) else None
