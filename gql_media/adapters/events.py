@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -111,7 +112,7 @@ class Subscriber:
         self._pending: OrderedDict[str, JobSnapshot] = OrderedDict()
         self._maxsize = maxsize
         self._predicate = predicate
-        self.alike = alike  # subscribers with equal ``alike`` have equivalent predicates
+        self.alike = alike  # subscribers with the same ``alike`` have equivalent predicates
         self._waiter: asyncio.Future[None] | None = None
         self._resync = False
         self.dropped = 0
@@ -184,6 +185,12 @@ class Subscriber:
         return snapshot
 
 
+class _Alike:
+    """The token of subscribers whose ``alike`` keys are equal."""
+
+    __slots__ = ("__weakref__",)
+
+
 class EventHub:
     """The process-wide pub/sub reader; ``subscribe`` hands out local subscribers."""
 
@@ -200,6 +207,8 @@ class EventHub:
         self._reconnect_max_delay = reconnect_max_delay
         self._by_job: dict[str, set[Subscriber]] = {}
         self._all: set[Subscriber] = set()
+        # alike key → its subscribers' token, while one of them holds it
+        self._alike: weakref.WeakValueDictionary[Hashable, _Alike] = weakref.WeakValueDictionary()
         # newest version dispatched per job, for the catch-up to skip what arrived
         self._delivered: OrderedDict[str, int] = OrderedDict()
         self._delivered_limit = 100_000
@@ -236,9 +245,14 @@ class EventHub:
         """A subscriber for one job, or for all jobs matching ``predicate`` when job_id is None.
         Subscribers given equal ``alike`` keys must have equivalent predicates: an event asks
         one of them, not each (many dashboards watching the same jobs)."""
+        token: _Alike | None = None
         if alike is not None:
-            hash(alike)  # an unhashable key fails this subscription here, not the dispatcher
-        subscriber = Subscriber(self._queue_size, predicate, alike)
+            # one token per distinct key, hashed by identity: the dispatcher looks each
+            # subscriber's up per event, and hashing the key itself costs more
+            token = self._alike.get(alike)
+            if token is None:
+                token = self._alike[alike] = _Alike()
+        subscriber = Subscriber(self._queue_size, predicate, token)
         if job_id is None:
             self._all.add(subscriber)
         else:

@@ -24,19 +24,32 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from graphql import OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gql_media.adapters.events import Subscriber
-from gql_media.api.types import Job
+from gql_media.api.types import Job, job_from_snapshot
 from gql_media.api.websocket_protocol import LightWebSocketProtocol
 from gql_media.domain import JobSnapshot
 
+if TYPE_CHECKING:
+    from gql_media.api.context import Context
+
 RESULTS_KEPT = 4096
 JOBS_KEPT = 4096
+
+
+def shared_job(context: Context, snapshot: JobSnapshot) -> Job:
+    """The ``Job`` of a subscription event: one object per job version for every subscriber,
+    so the event's result can be rendered once."""
+    return context.shared_jobs.get(
+        snapshot,
+        context.media_base_url,
+        lambda: job_from_snapshot(snapshot, context.media_url),
+    )
 
 
 class SharedJobs:
@@ -90,19 +103,19 @@ class DirectEvents:
     shared with the subscription's own path, which gets back, in order, whatever could not
     be written this way."""
 
-    __slots__ = ("_job", "_loop", "_seen", "_subscriber", "_taken", "_target", "_terminal_too")
+    __slots__ = ("_context", "_loop", "_seen", "_subscriber", "_taken", "_target", "_terminal_too")
 
     def __init__(
         self,
         target: DirectTarget,
         subscriber: Subscriber,
-        job: Callable[[JobSnapshot], Job],
+        context: Context,
         seen: dict[str, int],
         terminal_too: bool,
     ) -> None:
         self._target = target
         self._subscriber = subscriber
-        self._job = job
+        self._context = context  # the socket's: where its jobs' media are fetched
         self._seen = seen
         self._terminal_too = terminal_too
         self._loop = asyncio.get_running_loop()
@@ -113,7 +126,7 @@ class DirectEvents:
         if taken is None:
             if snapshot.version <= self._seen.get(snapshot.id, 0):
                 return True  # sent already: the usual path would drop it too
-            if (snapshot.status.terminal and not self._terminal_too) or not self._target.is_open():
+            if snapshot.status.terminal and not self._terminal_too:
                 return False
             taken = self._taken = {}
             self._loop.call_soon(self._write)
@@ -142,7 +155,7 @@ class DirectEvents:
                 continue
             if snapshot.version <= seen.get(snapshot.id, 0):
                 continue
-            payload = target.executor.render_payload(self._job(snapshot))
+            payload = target.executor.render_payload(shared_job(self._context, snapshot))
             if payload is None:  # an error, or a result to await: the reader's path has both
                 left.append(snapshot)
                 continue

@@ -70,10 +70,8 @@ async def _chunks(file: Any) -> AsyncIterator[bytes]:
 
 
 def _shared_job(info: Info, snapshot: JobSnapshot) -> Job:
-    """The ``Job`` of a subscription event: one object per job version for every subscriber,
-    so the event's result can be rendered once (see ``api.fanout``)."""
-    ctx = info.context
-    return ctx.shared_jobs.get(snapshot, ctx.media_base_url, lambda: _job(info, snapshot))
+    """See ``fanout.shared_job``: the event's result is rendered once for all."""
+    return fanout.shared_job(info.context, snapshot)
 
 
 def _direct(info: Info, subscriber: Subscriber, sent: dict[str, int], terminal_too: bool) -> None:
@@ -82,7 +80,7 @@ def _direct(info: Info, subscriber: Subscriber, sent: dict[str, int], terminal_t
     target = fanout.direct_target()
     if target is not None:
         subscriber.direct = fanout.DirectEvents(
-            target, subscriber, lambda snapshot: _shared_job(info, snapshot), sent, terminal_too
+            target, subscriber, info.context, sent, terminal_too
         )
 
 
