@@ -443,8 +443,9 @@ async def test_changes_a_socket_cannot_take_at_once_go_the_usual_way(
     assert refused
 
 
+@pytest.mark.parametrize("declining", ["none", "raise"])
 async def test_changes_that_cannot_be_rendered_at_once_keep_their_order(
-    api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, declining: str
 ) -> None:
     from gql_media.api.fanout import SharedEventExecution
 
@@ -454,6 +455,8 @@ async def test_changes_that_cannot_be_rendered_at_once_keep_their_order(
     def every_other(self: SharedEventExecution, event: Any) -> bytes | None:
         if event.version % 2:
             declined.append(event.version)
+            if declining == "raise":
+                raise RuntimeError("a bug while rendering")
             return None  # as for a result with errors, or one to await
         return render_payload(self, event)
 

@@ -20,6 +20,7 @@ event that must end the operation) goes the usual way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -37,6 +38,8 @@ from gql_media.domain import JobSnapshot
 
 if TYPE_CHECKING:
     from gql_media.api.context import Context
+
+log = logging.getLogger(__name__)
 
 RESULTS_KEPT = 4096
 JOBS_KEPT = 4096
@@ -155,7 +158,11 @@ class DirectEvents:
                 continue
             if snapshot.version <= seen.get(snapshot.id, 0):
                 continue
-            payload = target.executor.render_payload(shared_job(self._context, snapshot))
+            try:
+                payload = target.executor.render_payload(shared_job(self._context, snapshot))
+            except Exception:  # the reader's path meets it again, where errors are handled
+                log.exception("could not render job %s for a subscriber", snapshot.id)
+                payload = None
             if payload is None:  # an error, or a result to await: the reader's path has both
                 left.append(snapshot)
                 continue
