@@ -465,6 +465,32 @@ async def test_changes_that_cannot_be_rendered_at_once_keep_their_order(
     assert declined
 
 
+async def test_a_completed_dashboard_gets_no_more_changes(server: LiveServer) -> None:
+    """Changes written directly stop with the operation: they go out only while the
+    subscription's task waits for them and while the connection still runs it."""
+    async with graphql_ws(server.ws_url) as ws:
+        dashboard = await listening(ws, EVENTS, {})
+        first = await create(server, provider="mock", width=64, height=64)
+        while (payload := await ws.next_payload(dashboard)) is not None:
+            event = payload["data"]["jobEvents"]
+            if (event["id"], event["status"]) == (first, "SUCCEEDED"):
+                break
+        await ws.send({"id": dashboard, "type": "complete"})
+        # the server reads a connection's messages in order: once this answers, it has
+        # ended the dashboard's operation
+        await assert_not_found(ws, UNKNOWN)
+        second = await create(server, provider="mock", width=64, height=64)
+        follow = await ws.subscribe(FOLLOW, {"id": second})
+        after: list[dict[str, Any]] = []
+        while True:
+            message = await asyncio.wait_for(ws.receive(), timeout=20)
+            after.append(message)
+            if message.get("id") == follow and message["type"] == "complete":
+                break
+    assert [m for m in after if m.get("id") == dashboard] == []
+    assert any(m.get("id") == follow and m["type"] == "next" for m in after)
+
+
 def test_an_event_carries_the_whole_snapshot_back_unchanged() -> None:
     """Events are the snapshot's dataclasses written by orjson; the api reads them back."""
     created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # no microseconds
