@@ -78,7 +78,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 fanout.DirectTarget(
                     protocol,
                     self.operations,
-                    operation.id,
                     operation,
                     b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":',
                 )

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from graphql import OperationType
@@ -55,6 +55,18 @@ def shared_job(context: Context, snapshot: JobSnapshot) -> Job:
     )
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def keep(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> V:
+    """Put ``value`` in ``cache``, dropping the oldest entry beyond ``limit``; returns it."""
+    cache[key] = value
+    if len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
+
 class SharedJobs:
     """One ``Job`` per (job, version, media base URL) for the subscriptions of a process."""
 
@@ -66,9 +78,7 @@ class SharedJobs:
         key = (snapshot.id, snapshot.version, base_url)
         job = self._jobs.get(key)
         if job is None:
-            job = self._jobs[key] = make()
-            if len(self._jobs) > self._limit:
-                self._jobs.popitem(last=False)
+            job = keep(self._jobs, key, make(), self._limit)
         return job
 
 
@@ -78,13 +88,12 @@ class DirectTarget:
 
     protocol: LightWebSocketProtocol
     operations: dict[str, Any]  # the connection's running operations, by id
-    operation_id: str
-    operation: Any  # strawberry's: the operation runs while ``operations`` maps its id to it
+    operation: Any  # strawberry's: it runs while ``operations`` maps its id to it
     prefix: bytes  # the ``next`` message up to its payload: {"id":…,"type":"next","payload":
     executor: SharedEventExecution | None = None  # the subscription's, once it is built
 
     def is_open(self) -> bool:
-        return self.operations.get(self.operation_id) is self.operation
+        return self.operations.get(self.operation.id) is self.operation
 
 
 # set by the transport handler in the task of each operation it runs
@@ -232,9 +241,7 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
             return None
         # exact-size bytes: orjson's own keep the 4 KB buffer they were written in
         payload = orjson.dumps({"data": result.data}).decode().encode()
-        self._payloads[key] = (event, self.operation, payload)
-        if len(self._payloads) > RESULTS_KEPT:
-            self._payloads.popitem(last=False)
+        keep(self._payloads, key, (event, self.operation, payload), RESULTS_KEPT)
         return payload
 
     def execute_operation(self, serially: bool | None = None) -> Any:
@@ -258,9 +265,7 @@ class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
         result = super().execute_operation(serially)
         if self.is_awaitable(result):
             result = asyncio.ensure_future(result)
-        self._results[key] = (self.root_value, self.operation, result)
-        if len(self._results) > RESULTS_KEPT:
-            self._results.popitem(last=False)
+        keep(self._results, key, (self.root_value, self.operation, result), RESULTS_KEPT)
         return result
 
 
