@@ -211,9 +211,19 @@ class ProviderInfo:
     models: tuple[ModelInfo, ...]
 
 
+def decimal(text: str | None, max_digits: int = 18) -> int | None:
+    """``text`` as a non-negative integer when it is 1 to ``max_digits`` ASCII digits, else
+    None (``str.isdigit`` also takes "²" and other digits ``int`` refuses)."""
+    if not text or len(text) > max_digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: an API key, or anyone when auth is off (who then sees everything)."""
+    """Who is asking. Only two places make one: auth (a key's principal, or ``OPEN`` when
+    auth is off) and the service's own paths (``SYSTEM``: the worker and maintenance).
+    Every service function takes it explicitly; none has a default."""
 
     key_id: uuid.UUID | None
     admin: bool
@@ -232,7 +242,12 @@ class Principal:
         return (owner if isinstance(owner, str) else owner.hex) == self.key_id.hex
 
 
-ANONYMOUS = Principal(None, admin=True)
+# Anyone who reaches the api when GQL_MEDIA_AUTH=off (who then sees everything); handed out
+# by auth only, and never while auth is required.
+OPEN = Principal(None, admin=True, name="open")
+# The service acting on its own behalf: the worker running jobs it was given, the catch-up
+# re-reading finished jobs, maintenance. Never the principal of a request.
+SYSTEM = Principal(None, admin=True, name="system")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@
     ├── UserError                  expected problem with a request → GraphQL ``userErrors``
     │   ├── NotFound               unknown (or malformed) id
     │   └── InvalidState           the job is not in a state that allows the action
+    ├── Unauthenticated            no principal was chosen by auth for this operation
     ├── ServiceUnavailable         a backing service (Redis, database) is down
     ├── JobCanceled                the job was canceled while a worker ran it
     └── ProviderError              a provider could not make the media
@@ -110,6 +111,15 @@ class InvalidState(UserError):
 
     def __init__(self, message: str, field: str | None = "id") -> None:
         super().__init__(ErrorCode.INVALID_STATE, message, field)
+
+
+class Unauthenticated(GqlMediaError):
+    """An operation reached a resolver without a principal chosen by auth; nothing runs."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "send an API key: Authorization: Bearer <key>", code=ErrorCode.UNAUTHENTICATED
+        )
 
 
 class ServiceUnavailable(GqlMediaError):

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from gql_media.adapters.events import EventHub
 from gql_media.db.migrate import upgrade
 from gql_media.db.models import AssetRow, utcnow
-from gql_media.domain import TERMINAL_STATUSES, JobSnapshot, JobStatus
+from gql_media.domain import SYSTEM, TERMINAL_STATUSES, JobSnapshot, JobStatus
 from gql_media.runtime import open_runtime
 from gql_media.services.catchup import catch_up
 from gql_media.services.deps import Deps
@@ -132,6 +132,7 @@ async def _soak(args: argparse.Namespace, database_url: str, redis_url: str, tmp
                         num_outputs=1 + i % 2,
                         extra={"delayMs": rng.randint(0, args.max_delay_ms), "failureRate": 0.1},
                     ),
+                    SYSTEM,
                 )
                 for i in range(args.jobs)
             ]
@@ -176,7 +177,7 @@ async def _report(deps: Deps, jobs: list[JobSnapshot], summary: Summary, setting
     problems: list[str] = []
     attempts = 0
     for job in jobs:
-        final = await get_job(deps, job.id)
+        final = await get_job(deps, job.id, SYSTEM)
         assert final is not None
         statuses[final.status.value] += 1
         attempts += final.attempts

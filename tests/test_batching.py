@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from gql_media import keys
 from gql_media.batching import Batcher
 from gql_media.db.models import JobRow, utcnow
-from gql_media.domain import JobKind, JobStatus
+from gql_media.domain import SYSTEM, JobKind, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.services.jobs import NewImageJob, create_image_job
 
@@ -132,14 +132,14 @@ async def test_jobs_created_together_are_all_stored_and_a_repeated_key_gives_one
     deps = runtime.deps
     jobs = [NewImageJob(prompt=f"p{n}", provider="mock") for n in range(4)]
     jobs += [NewImageJob(prompt="same", provider="mock", idempotency_key="k")] * 2
-    created = await asyncio.gather(*(create_image_job(deps, job) for job in jobs))
+    created = await asyncio.gather(*(create_image_job(deps, job, SYSTEM) for job in jobs))
     assert created[4].id == created[5].id
     assert len({job.id for job in created}) == 5
     assert await _job_count(runtime) == 5
 
     again = NewImageJob(prompt="same", provider="mock", idempotency_key="k")
     more = [NewImageJob(prompt="fresh", provider="mock"), again]
-    fresh, replayed = await asyncio.gather(*(create_image_job(deps, job) for job in more))
+    fresh, replayed = await asyncio.gather(*(create_image_job(deps, job, SYSTEM) for job in more))
     assert replayed.id == created[4].id
     assert fresh.id not in {job.id for job in created}
     assert await _job_count(runtime) == 6

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from gql_media.domain import SYSTEM
 from gql_media.runtime import open_runtime
 from gql_media.services.jobs import JobFilter, NewImageJob, create_image_job, list_jobs
 from gql_media.settings import Settings
@@ -136,8 +137,8 @@ async def test_connections_the_server_closed_are_replaced_before_use(
         deps = runtime.deps
         pooled: list[Any] = []
         event.listen(runtime.engine.sync_engine, "checkin", lambda _c, entry: pooled.append(entry))
-        first = await create_image_job(deps, NewImageJob(prompt="before", provider="mock"))
-        await list_jobs(deps, JobFilter(), 5, None)
+        first = await create_image_job(deps, NewImageJob(prompt="before", provider="mock"), SYSTEM)
+        await list_jobs(deps, JobFilter(), 5, None, SYSTEM)
         assert pooled
         await _admin(
             postgres_url,
@@ -147,7 +148,7 @@ async def test_connections_the_server_closed_are_replaced_before_use(
         async with asyncio.timeout(10):  # until the driver has read the server's goodbye
             while not all(entry.driver_connection.is_closed() for entry in pooled):
                 await asyncio.sleep(0.01)
-        page = await list_jobs(deps, JobFilter(), 5, None)
-        second = await create_image_job(deps, NewImageJob(prompt="after", provider="mock"))
+        page = await list_jobs(deps, JobFilter(), 5, None, SYSTEM)
+        second = await create_image_job(deps, NewImageJob(prompt="after", provider="mock"), SYSTEM)
     assert first.id in [job.id for job in page.jobs]
     assert second.status.value == "QUEUED"

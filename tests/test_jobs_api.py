@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gql_media.domain import SYSTEM
 from gql_media.runtime import Runtime
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.settings import Settings
@@ -451,6 +452,7 @@ async def test_a_new_jobs_snapshot_is_the_stored_job(runtime: Runtime) -> None:
             idempotency_key="kite-1",
             extra={"steps": 2},
         ),
+        SYSTEM,
     )
-    stored = await get_job(deps, created.id)
+    stored = await get_job(deps, created.id, SYSTEM)
     assert stored == created

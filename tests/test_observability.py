@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gql_media.adapters import redis as redis_adapter
 from gql_media.api.observability import READY_TIMEOUT
-from gql_media.domain import JobStatus
+from gql_media.domain import SYSTEM, JobStatus
 from gql_media.observability.logs import configure_handler, job_context
 from gql_media.observability.metrics import Metrics
 from gql_media.runtime import open_runtime
@@ -385,7 +385,7 @@ async def test_a_worker_process_serves_its_metrics(postgres_url: str, tmp_path: 
     await _admin(postgres_url, "TRUNCATE jobs, media_assets, api_keys CASCADE")
     async with open_runtime(settings) as runtime:
         job = await create_image_job(
-            runtime.deps, NewImageJob(prompt="x", provider="mock", width=64)
+            runtime.deps, NewImageJob(prompt="x", provider="mock", width=64), SYSTEM
         )
         with log_path.open("wb") as out:
             worker = subprocess.Popen(
@@ -399,7 +399,7 @@ async def test_a_worker_process_serves_its_metrics(postgres_url: str, tmp_path: 
                 if worker.poll() is None:
                     worker.kill()
                     worker.wait()
-        done = await get_job(runtime.deps, job.id)
+        done = await get_job(runtime.deps, job.id, SYSTEM)
     assert done is not None and done.status is JobStatus.SUCCEEDED
     assert "gql_media_active_websockets" not in body  # api series live on the api
     assert value(body, "gql_media_job_queue_seconds_count", provider="mock") == 1

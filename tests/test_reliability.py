@@ -24,7 +24,7 @@ from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.queue import Placement
 from gql_media.db.models import AssetRow, JobRow, utcnow
-from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id
+from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import runner
@@ -52,7 +52,9 @@ async def _expire_lease(runtime: Runtime, job_id: str) -> None:
 
 async def _running_job(deps: Deps, token: str) -> tuple[JobSnapshot, JobRow]:
     """A new job, claimed (RUNNING) by a run holding ``token``."""
-    job = await create_image_job(deps, NewImageJob(prompt="kiln", provider="mock", width=64))
+    job = await create_image_job(
+        deps, NewImageJob(prompt="kiln", provider="mock", width=64), SYSTEM
+    )
     row = await runner._claim(deps, _uuid(job.id), token=token)
     assert row is not None
     return job, row
@@ -74,12 +76,12 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
     await _expire_lease(runtime, job.id)
 
     assert await runner.requeue_expired(deps) == 1
-    requeued = await get_job(deps, job.id)
+    requeued = await get_job(deps, job.id, SYSTEM)
     assert requeued is not None and requeued.status is JobStatus.QUEUED
     assert requeued.error is not None and requeued.error.code == "WORKER_LOST"
 
     assert await runner.run_job(deps, job.id) is runner.Outcome.SUCCEEDED
-    finished = await get_job(deps, job.id)
+    finished = await get_job(deps, job.id, SYSTEM)
     assert finished is not None
     assert (finished.status, finished.attempts, len(finished.outputs)) == (
         JobStatus.SUCCEEDED,
@@ -97,17 +99,17 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
 async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory: object) -> None:
     settings = settings_factory(max_attempts=1)  # type: ignore[operator]
     async with open_runtime(settings) as runtime:
-        job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"))
+        job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
         await runner._claim(runtime.deps, _uuid(job.id), token="dead-worker")
         await _expire_lease(runtime, job.id)
         assert await runner.requeue_expired(runtime.deps) == 1
-        failed = await get_job(runtime.deps, job.id)
+        failed = await get_job(runtime.deps, job.id, SYSTEM)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "WORKER_LOST"
 
 
 async def test_a_live_lease_is_not_taken_away(runtime: Runtime) -> None:
-    job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"))
+    job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
     await runner._claim(runtime.deps, _uuid(job.id), token="busy-worker")
     assert await runner.requeue_expired(runtime.deps) == 0
     assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SKIPPED
@@ -117,14 +119,14 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
     """A worker that took the job and died before claiming the row leaves an arq entry
     marked in progress for the job timeout: the reconciler moves the job to a new version."""
     deps = runtime.deps
-    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"))
+    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
     queue = keys.queue_name(deps.settings.redis_namespace)
     arq_id = keys.arq_job_id(job.id, job.version)
     await runtime.redis.psetex(in_progress_key_prefix + arq_id, 60_000, b"1")  # a pick-up
 
     assert await deps.queue.ensure_queued(job.id, job.version) is Placement.TAKEN
     assert await runner.reconcile(deps, at_startup=True) == 1
-    moved = await get_job(deps, job.id)
+    moved = await get_job(deps, job.id, SYSTEM)
     assert moved is not None and (moved.status, moved.version) == (
         JobStatus.QUEUED,
         job.version + 1,
@@ -138,7 +140,7 @@ async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: 
     lost one is queued again and one a dead worker took moves the job to a new version."""
     deps = runtime.deps
     waiting, lost, taken = [
-        await create_image_job(deps, NewImageJob(prompt=name, provider="mock"))
+        await create_image_job(deps, NewImageJob(prompt=name, provider="mock"), SYSTEM)
         for name in ("waiting", "lost", "taken")
     ]
     queue = keys.queue_name(deps.settings.redis_namespace)
@@ -153,7 +155,7 @@ async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: 
     assert await runner.reconcile(deps, at_startup=True) == 2
 
     assert await deps.queue.standing(jobs[:2]) == [Placement.WAITING, Placement.WAITING]
-    moved = await get_job(deps, taken.id)
+    moved = await get_job(deps, taken.id, SYSTEM)
     assert moved is not None and moved.version == taken.version + 1
     assert await deps.queue.standing([(taken.id, moved.version)]) == [Placement.WAITING]
     assert await deps.queue.standing([]) == []
@@ -244,10 +246,14 @@ async def _wait_for(runtime: Runtime, job_id: str, *statuses: JobStatus, attempt
     try:
         await hub.wait_listening()
         subscriber = hub.subscribe(job_id)
-        current = await get_job(runtime.deps, job_id)
+        current = await get_job(runtime.deps, job_id, SYSTEM)
         while current is None or not (current.status in statuses and current.attempts >= attempts):
             item = await subscriber.get()
-            current = item if isinstance(item, JobSnapshot) else await get_job(runtime.deps, job_id)
+            current = (
+                item
+                if isinstance(item, JobSnapshot)
+                else await get_job(runtime.deps, job_id, SYSTEM)
+            )
     finally:
         await hub.stop()
 
@@ -265,6 +271,7 @@ async def test_sigkilled_worker_job_finishes_exactly_once(
             NewImageJob(
                 prompt="slow", provider="mock", width=64, extra={"delayMs": 3000, "steps": 30}
             ),
+            SYSTEM,
         )
         with worker_process(env, tmp_path / "w1.log") as first:
             await _wait_for(runtime, job.id, JobStatus.RUNNING)
@@ -272,7 +279,7 @@ async def test_sigkilled_worker_job_finishes_exactly_once(
             first.wait()
         with worker_process(env, tmp_path / "w2.log"):
             await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
-        done = await get_job(runtime.deps, job.id)
+        done = await get_job(runtime.deps, job.id, SYSTEM)
         assert done is not None
         assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
         assert await _asset_count(runtime, job.id) == 1
@@ -289,17 +296,18 @@ async def test_sigterm_hands_running_jobs_back(proc_settings: Settings, tmp_path
         job = await create_image_job(
             runtime.deps,
             NewImageJob(prompt="x", provider="mock", width=64, extra={"delayMs": 4000}),
+            SYSTEM,
         )
         with worker_process(env, tmp_path / "w1.log") as first:
             await _wait_for(runtime, job.id, JobStatus.RUNNING)
             first.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(first.wait, 30) == 0
-        handed_back = await get_job(runtime.deps, job.id)
+        handed_back = await get_job(runtime.deps, job.id, SYSTEM)
         assert handed_back is not None
         assert (handed_back.status, handed_back.attempts) == (JobStatus.QUEUED, 0)
         with worker_process(env, tmp_path / "w2.log"):
             await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
-        done = await get_job(runtime.deps, job.id)
+        done = await get_job(runtime.deps, job.id, SYSTEM)
         assert done is not None and (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
 
 
@@ -313,15 +321,15 @@ async def test_worker_crash_at_each_point_finishes_the_job_once(
     env = _env(proc_settings)
     async with open_runtime(proc_settings) as runtime:
         job = await create_image_job(
-            runtime.deps, NewImageJob(prompt="x", provider="mock", width=64, num_outputs=2)
+            runtime.deps, NewImageJob(prompt="x", provider="mock", width=64, num_outputs=2), SYSTEM
         )
         with worker_process({**env, "GQL_MEDIA_CRASH_AT": point}, tmp_path / "w1.log") as first:
             assert await asyncio.to_thread(first.wait, 60) == -signal.SIGKILL
-        crashed = await get_job(runtime.deps, job.id)
+        crashed = await get_job(runtime.deps, job.id, SYSTEM)
         assert crashed is not None and crashed.status is JobStatus.RUNNING
         with worker_process(env, tmp_path / "w2.log"):
             await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
-        done = await get_job(runtime.deps, job.id)
+        done = await get_job(runtime.deps, job.id, SYSTEM)
         assert done is not None
         assert (done.status, done.attempts, len(done.outputs)) == (JobStatus.SUCCEEDED, 2, 2)
         assert await _asset_count(runtime, job.id) == 2
@@ -351,19 +359,19 @@ async def test_worker_killed_while_waiting_on_a_prediction_resumes_it(
         }
         async with open_runtime(settings) as runtime:
             job = await create_image_job(
-                runtime.deps, NewImageJob(prompt="a fox", provider="replicate", width=64)
+                runtime.deps, NewImageJob(prompt="a fox", provider="replicate", width=64), SYSTEM
             )
             with worker_process(env, tmp_path / "w1.log") as first:
                 prediction = await fake.wait_for_prediction()
                 await fake.polled.wait()  # the id is saved on the job before the first poll
                 first.send_signal(signal.SIGKILL)
                 first.wait()
-            waiting = await get_job(runtime.deps, job.id)
+            waiting = await get_job(runtime.deps, job.id, SYSTEM)
             assert waiting is not None and waiting.status is JobStatus.RUNNING
             await fake.advance(prediction.id, to_end=True)
             with worker_process(env, tmp_path / "w2.log"):
                 await _wait_for(runtime, job.id, JobStatus.SUCCEEDED, JobStatus.FAILED)
-            done = await get_job(runtime.deps, job.id)
+            done = await get_job(runtime.deps, job.id, SYSTEM)
     assert done is not None
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error
     assert len(fake.creates) == 1  # the rerun resumed the prediction, it did not pay again
@@ -397,7 +405,7 @@ async def test_finishing_stores_every_output_field_and_the_result(runtime: Runti
         (1, None, "image/png", None, None, 3, None, "output"),
     ]
     assert result == {"pages": 2}
-    done = await get_job(deps, job.id)
+    done = await get_job(deps, job.id, SYSTEM)
     assert done is not None and done.status is JobStatus.SUCCEEDED
     assert [o.key for o in done.outputs] == [
         runner.output_key(row.id, 0, "image/webp"),

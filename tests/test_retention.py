@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import update
 
 from gql_media.db.models import JobRow, utcnow
-from gql_media.domain import JOB_ID_PREFIX, JobStatus, decode_id
+from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobStatus, decode_id
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import retention, runner
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
@@ -24,7 +24,9 @@ def _uuid(job_id: str) -> uuid.UUID:
 
 
 async def _finished_job(runtime: Runtime, finished_ago: timedelta) -> str:
-    job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock", width=64))
+    job = await create_image_job(
+        runtime.deps, NewImageJob(prompt="x", provider="mock", width=64), SYSTEM
+    )
     assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SUCCEEDED
     async with runtime.deps.sessions.begin() as session:
         await session.execute(
@@ -45,7 +47,7 @@ async def test_finished_media_expires_and_recent_media_stays(settings_factory: A
     async with open_runtime(settings) as runtime:
         old = await _finished_job(runtime, timedelta(hours=2))
         recent = await _finished_job(runtime, timedelta(minutes=5))
-        old_snapshot = await get_job(runtime.deps, old)
+        old_snapshot = await get_job(runtime.deps, old, SYSTEM)
         assert old_snapshot is not None
         [old_output] = old_snapshot.outputs
         old_file = runtime.deps.storage.path_for(old_output.key)
@@ -53,8 +55,8 @@ async def test_finished_media_expires_and_recent_media_stays(settings_factory: A
 
         assert await retention.expire_media(runtime.deps) == 1
 
-        expired = await get_job(runtime.deps, old)
-        kept = await get_job(runtime.deps, recent)
+        expired = await get_job(runtime.deps, old, SYSTEM)
+        kept = await get_job(runtime.deps, recent, SYSTEM)
     assert expired is not None and kept is not None
     assert expired.status is JobStatus.SUCCEEDED and expired.outputs == ()
     assert expired.version > old_snapshot.version
@@ -70,7 +72,7 @@ async def test_retention_off_by_default(runtime: Runtime) -> None:
 
 async def test_sweep_deletes_old_orphans_only(runtime: Runtime) -> None:
     storage = runtime.deps.storage
-    live = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"))
+    live = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
     await runner._claim(runtime.deps, _uuid(live.id), token="w")  # RUNNING, files not yet rowed
     live_key = runner.output_key(_uuid(live.id), 0, "image/png")
     live_key_earlier_layout = f"jobs/{_uuid(live.id).hex}/1.png"
@@ -82,7 +84,7 @@ async def test_sweep_deletes_old_orphans_only(runtime: Runtime) -> None:
         _age(storage.path_for(key), 7200)
     await storage.put(new_orphan, b"data")
     finished = await _finished_job(runtime, timedelta(0))
-    finished_snapshot = await get_job(runtime.deps, finished)
+    finished_snapshot = await get_job(runtime.deps, finished, SYSTEM)
     assert finished_snapshot is not None
     _age(storage.path_for(finished_snapshot.outputs[0].key), 7200)
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.webhook_signing import verify
+from gql_media.domain import SYSTEM
 from tests.fakes import serving
 from tests.support import JOB_FIELDS, LiveServer, graphql_ws, start_server
 
@@ -196,7 +197,7 @@ async def test_a_delivery_whose_queue_entry_was_lost_is_requeued(settings_factor
     fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
     async with receiver() as hook, open_runtime(settings, fake) as runtime:
         deps = runtime.deps
-        job = await create_image_job(deps, NewImageJob(prompt="x", webhook_url=hook.url))
+        job = await create_image_job(deps, NewImageJob(prompt="x", webhook_url=hook.url), SYSTEM)
         queue = keys.queue_name(settings.redis_namespace)
         await runtime.redis.delete(queue)  # the run's entry: this test finishes the job itself
         async with deps.sessions.begin() as session:  # ended a while ago, delivery owed

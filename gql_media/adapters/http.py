@@ -24,7 +24,7 @@ import httpx
 from PIL import Image
 
 from gql_media.adapters.outbound import OutboundGuard
-from gql_media.domain import GeneratedImage
+from gql_media.domain import GeneratedImage, decimal
 from gql_media.errors import (
     ErrorCode,
     PermanentProviderError,
@@ -239,8 +239,8 @@ async def _read_image(
             f"the provider's output has content type {declared or 'none'!r}; "
             f"expected one of {', '.join(sorted(allowed_types))}"
         )
-    length = response.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
+    length = decimal(response.headers.get("content-length"))
+    if length is not None and length > max_bytes:
         raise _bad_output(f"the provider's output is {length} bytes, over {max_bytes}")
     chunks = bytearray()
     async for chunk in response.aiter_bytes():

@@ -15,10 +15,11 @@ from typing import Any, cast
 import orjson
 from cross_web import HTTPException
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -46,7 +47,7 @@ from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.api.websocket_protocol import protocol_of
-from gql_media.domain import ANONYMOUS
+from gql_media.domain import decimal
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
@@ -113,8 +114,11 @@ class GraphQLView(GraphQL[Context, None]):
             return
         auth: Authenticator = scope["state"]["auth"]
         principal = await auth.principal(bearer(header(scope, b"authorization")))
-        if principal is None and not _is_ide_page(scope):
-            await _unauthenticated()(scope, receive, send)
+        if principal is None:
+            # GraphiQL's page is the one thing served without a key; it is answered here,
+            # so no document can run without a principal
+            page = self._ide_page(scope)
+            await (page if page is not None else _unauthenticated())(scope, receive, send)
             return
         scope["state"]["principal"] = principal
         if _is_multipart(scope):
@@ -150,6 +154,17 @@ class GraphQLView(GraphQL[Context, None]):
             await request.close()  # removes the spooled files of a multipart request
         await response(scope, receive, send)
 
+    def _ide_page(self, scope: Scope) -> Response | None:
+        """GraphiQL's page for a GET that asks for HTML and carries no document (decided on
+        the parsed query string, as strawberry decides whether to run one); else None."""
+        if not self.graphql_ide or scope["method"] != "GET":
+            return None
+        if "text/html" not in header(scope, b"accept"):
+            return None
+        if "query" in QueryParams(scope.get("query_string", b"")):
+            return None
+        return HTMLResponse(self.graphql_ide_html)
+
     @property
     def graphql_ide_html(self) -> str:
         """Strawberry's GraphiQL page with its assets served from the package, not a CDN."""
@@ -184,7 +199,7 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             media_base_url=media_base_url(self.settings.public_url, request),
             auth=state.auth,
-            principal=getattr(state, "principal", None) or ANONYMOUS,
+            caller=getattr(state, "principal", None),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -197,7 +212,7 @@ class GraphQLView(GraphQL[Context, None]):
         principal = await context.auth.principal(key)
         if principal is None:
             raise ConnectionRejectionError()
-        context.principal = principal
+        context.caller = principal
         return cast(UnsetType, UNSET)
 
 
@@ -264,15 +279,6 @@ def _capped(receive: Receive, limit: int) -> Receive:
     return capped
 
 
-def _is_ide_page(scope: Scope) -> bool:
-    """GraphiQL's page itself (GET, HTML, no query) opens without a key; its requests not."""
-    return (
-        scope["method"] == "GET"
-        and "text/html" in header(scope, b"accept")
-        and b"query=" not in scope.get("query_string", b"")
-    )
-
-
 def _unauthenticated() -> JSONResponse:
     response = _error(
         ErrorCode.UNAUTHENTICATED, "send an API key: Authorization: Bearer <key>", 401
@@ -292,6 +298,8 @@ async def upload(request: Request) -> Response:
     """POST /uploads: the raw file as the body, streamed to storage with the size capped;
     ``?filename=`` names it. Answers like uploadMedia: ``{"media": …, "userErrors": […]}``."""
     deps = request.state.runtime.deps
+    if not origin_allowed(request.scope, deps.settings):
+        return _error(ErrorCode.FORBIDDEN_ORIGIN, "this origin is not allowed", 403)
     auth: Authenticator = request.state.auth
     principal = await auth.principal(bearer(request.headers.get("authorization")))
     if principal is None:
@@ -309,8 +317,8 @@ async def upload(request: Request) -> Response:
             "send the file with its own content type, e.g. application/octet-stream",
             415,
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > deps.settings.max_upload_bytes:
+    declared = decimal(request.headers.get("content-length"))
+    if declared is not None and declared > deps.settings.max_upload_bytes:
         return _user_error(
             ErrorCode.MEDIA_TOO_LARGE,
             f"the file is larger than {deps.settings.max_upload_bytes} bytes",

@@ -11,7 +11,8 @@ from starlette.websockets import WebSocket
 
 from gql_media.adapters.events import EventHub
 from gql_media.api.fanout import SharedJobs
-from gql_media.domain import ANONYMOUS, Principal
+from gql_media.domain import Principal
+from gql_media.errors import Unauthenticated
 from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
 
@@ -25,8 +26,17 @@ class Context:
     media_base_url: str
     auth: Authenticator
     shared_jobs: SharedJobs
-    principal: Principal = ANONYMOUS
+    # who auth chose: set by the HTTP view before a request runs, and by on_ws_connect for
+    # a socket; None until then, and then no resolver runs
+    caller: Principal | None = None
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
+
+    @property
+    def principal(self) -> Principal:
+        """The principal auth chose for this request or socket; without one, nothing runs."""
+        if self.caller is None:
+            raise Unauthenticated()
+        return self.caller
 
     def media_url(self, key: str) -> str:
         return media_url(self.media_base_url, key, self.auth)

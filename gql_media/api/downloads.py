@@ -31,8 +31,19 @@ def _hidden(key: str) -> bool:
     return any(part.startswith(".") for part in key.split("/"))
 
 
-class MediaFiles(StaticFiles):
-    """Files of a local directory, with the cache headers of published media."""
+class PublicFiles(StaticFiles):
+    """The service's own static files (GraphiQL's assets): public, whatever auth is set to,
+    since the page that loads them opens without a key."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(CACHE_HEADERS)
+        return response
+
+
+class MediaFiles(PublicFiles):
+    """Files of a local directory, with the cache headers of published media, downloaded
+    with a signed URL when auth is required."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         if _hidden(path):
@@ -40,11 +51,6 @@ class MediaFiles(StaticFiles):
         if not _signed(scope, path):
             return _forbidden()
         return await super().get_response(path, scope)
-
-    def file_response(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().file_response(*args, **kwargs)
-        response.headers.update(CACHE_HEADERS)
-        return response
 
 
 async def s3_download(request: Request) -> Response:
@@ -102,5 +108,5 @@ def media_route(settings: Settings) -> BaseRoute:
     )
 
 
-def static_files(directory: Path) -> MediaFiles:
-    return MediaFiles(directory=directory)
+def static_files(directory: Path) -> PublicFiles:
+    return PublicFiles(directory=directory)

@@ -8,11 +8,7 @@ from typing import Annotated, Any, TypeVar
 import strawberry
 from graphql import ASTValidationRule
 from graphql import ExecutionResult as GraphQLExecutionResult
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
@@ -30,7 +26,7 @@ from gql_media.api.media_types import (
     UploadMediaPayload,
     to_json,
 )
-from gql_media.api.security import DocumentChecks, NoIntrospection, cost_rule
+from gql_media.api.security import DocumentChecks, NoIntrospection, bounds_rule
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -228,8 +224,8 @@ class Mutation:
                 deps,
                 str(data.media_id),
                 to_json(data.variants),
-                data.idempotency_key,
                 principal,
+                data.idempotency_key,
                 data.webhook_url,
             ),
         )
@@ -246,8 +242,8 @@ class Mutation:
                 deps,
                 str(data.media_id),
                 to_json(data.operations),
-                data.idempotency_key,
                 principal,
+                data.idempotency_key,
                 data.webhook_url,
             ),
         )
@@ -340,14 +336,11 @@ def document_checks(settings: Settings) -> Callable[[], SchemaExtension]:
     """The extension every document goes through, with every validation rule of ours built
     once: the same rule classes on every request let the validation cache hit (strawberry's
     limiters make a new class per instance)."""
-    rules: list[type[ASTValidationRule]] = [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
-        cost_rule(settings),
-    ]
-    if not settings.introspection_enabled:
+    rules: list[type[ASTValidationRule]] = [bounds_rule(settings)]
+    hidden = not settings.introspection_enabled
+    if hidden:
         rules.append(NoIntrospection)
-    return lambda: DocumentChecks(settings.max_tokens, tuple(rules))
+    return lambda: DocumentChecks(settings.max_tokens, tuple(rules), hide_suggestions=hidden)
 
 
 class MediaSchema(strawberry.Schema):
@@ -387,13 +380,25 @@ class MediaSchema(strawberry.Schema):
         return handled
 
 
+class QuietExecution(SharedEventExecution):
+    """The executor with "Did you mean …?" left out of variable errors, for a server whose
+    introspection is off (the hints would reveal the schema's names)."""
+
+    @classmethod
+    def build(cls, *args: Any, **kwargs: Any) -> Any:
+        kwargs["hide_suggestions"] = True
+        return super().build(*args, **kwargs)
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
     schema = MediaSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(),
-        execution_context_class=SharedEventExecution,
+        execution_context_class=(
+            SharedEventExecution if settings.introspection_enabled else QuietExecution
+        ),
         extensions=[document_checks(settings)],
         debug=settings.debug,
     )

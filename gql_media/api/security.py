@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from graphql import (
@@ -16,6 +17,7 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
@@ -23,13 +25,15 @@ from graphql import (
     ValidationContext,
     ValidationRule,
     parse,
+    validate,
 )
 from starlette.types import Scope
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from gql_media.api.errors import refuse_subscription_over_http
-from gql_media.errors import ErrorCode
+from gql_media.errors import ErrorCode, Unauthenticated
 from gql_media.settings import Settings
 
 # list fields whose size a client chooses with `first` (and the default when it does not)
@@ -74,56 +78,123 @@ def connection_key(params: Any) -> str | None:
     return None
 
 
-def cost_rule(settings: Settings) -> type[ValidationRule]:
-    """A validation rule refusing documents whose estimated cost passes ``max_query_cost``:
-    every field costs 1, times the page size of the lists around it (``first``, or the
-    default page size), other lists counted as ``LIST_FIELD_WEIGHT`` items."""
-    limit = settings.max_query_cost
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """What a selection set asks for once expanded: its depth (nested fields with
+    selections; introspection fields count 0, as in strawberry's depth limiter), its
+    aliases, and its estimated cost (see ``bounds_rule``)."""
+
+    depth: int = 0
+    aliases: int = 0
+    cost: int = 0
+
+
+NOTHING = Measure()
+
+
+class Measurer:
+    """Measures selection sets, each fragment once: a fragment's measure does not depend on
+    where it is spread, so a document costs time linear in its size however often its
+    fragments spread one another (a chain of fragments that each spread the next twice is
+    2^n paths walked naively). A spread that closes a cycle, or of an unknown fragment,
+    measures nothing (other rules report those)."""
+
+    def __init__(self, document: DocumentNode, default_page: int) -> None:
+        self.fragments = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+        self.default_page = default_page
+        self.measured: dict[str, Measure] = {}
+        self.measuring: set[str] = set()
+
+    def selections(self, selection_set: SelectionSetNode | None) -> Measure:
+        if selection_set is None:
+            return NOTHING
+        depth = aliases = cost = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                inner = self.selections(selection.selection_set)
+                if selection.selection_set is not None and not selection.name.value.startswith(
+                    "__"
+                ):
+                    depth = max(depth, 1 + inner.depth)
+                aliases += (selection.alias is not None) + inner.aliases
+                cost += 1 + _multiplier(selection, self.default_page) * inner.cost
+                continue
+            if isinstance(selection, InlineFragmentNode):
+                inner = self.selections(selection.selection_set)
+            else:
+                inner = self.fragment(cast(FragmentSpreadNode, selection).name.value)
+            depth = max(depth, inner.depth)
+            aliases += inner.aliases
+            cost += inner.cost
+        return Measure(depth, aliases, cost)
+
+    def fragment(self, name: str) -> Measure:
+        found = self.measured.get(name)
+        if found is not None:
+            return found
+        definition = self.fragments.get(name)
+        if definition is None or name in self.measuring:
+            return NOTHING
+        self.measuring.add(name)
+        found = self.measured[name] = self.selections(definition.selection_set)
+        self.measuring.discard(name)
+        return found
+
+
+def bounds_rule(settings: Settings) -> type[ValidationRule]:
+    """A validation rule refusing operations deeper than ``max_query_depth``, with more
+    aliases than ``max_aliases``, or whose estimated cost passes ``max_query_cost``: every
+    field costs 1, times the page size of the lists around it (``first``, or the default
+    page size), other lists counted as ``LIST_FIELD_WEIGHT`` items. Fragments count where
+    they are spread, and are measured once (``Measurer``)."""
+    max_depth, max_aliases, max_cost = (
+        settings.max_query_depth,
+        settings.max_aliases,
+        settings.max_query_cost,
+    )
     default_page = settings.max_page_size
 
-    class QueryCost(ValidationRule):
+    class DocumentBounds(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            self.measurer = Measurer(context.document, default_page)
+
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            context: ValidationContext = self.context
-            fragments = {
-                definition.name.value: definition
-                for definition in context.document.definitions
-                if isinstance(definition, FragmentDefinitionNode)
-            }
-            cost = _cost(node.selection_set, fragments, default_page, set())
-            if cost > limit:
-                context.report_error(
-                    GraphQLError(
-                        f"the query costs about {cost}, more than the limit of {limit}; "
-                        "ask for fewer items or fields",
-                        node,
-                        extensions={"code": ErrorCode.QUERY_TOO_COSTLY.value},
-                    )
+            measure = self.measurer.selections(node.selection_set)
+            name = node.name.value if node.name else "anonymous"
+            if measure.depth > max_depth:
+                self._refuse(
+                    ErrorCode.QUERY_TOO_DEEP,
+                    f"'{name}' exceeds maximum operation depth of {max_depth}",
+                    node,
+                )
+            if measure.aliases > max_aliases:
+                self._refuse(
+                    ErrorCode.TOO_MANY_ALIASES,
+                    f"{_shown(measure.aliases)} aliases found. Allowed: {max_aliases}",
+                    node,
+                )
+            if measure.cost > max_cost:
+                self._refuse(
+                    ErrorCode.QUERY_TOO_COSTLY,
+                    f"the query costs about {_shown(measure.cost)}, more than the limit of "
+                    f"{max_cost}; ask for fewer items or fields",
+                    node,
                 )
 
-    return QueryCost
+        def _refuse(self, code: ErrorCode, message: str, node: OperationDefinitionNode) -> None:
+            self.context.report_error(GraphQLError(message, node, extensions={"code": code}))
+
+    return DocumentBounds
 
 
-def _cost(
-    selection_set: SelectionSetNode | None,
-    fragments: dict[str, FragmentDefinitionNode],
-    default_page: int,
-    seen: set[str],
-) -> int:
-    if selection_set is None:
-        return 0
-    total = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            inner = _cost(selection.selection_set, fragments, default_page, seen)
-            total += 1 + _multiplier(selection, default_page) * inner
-        elif isinstance(selection, InlineFragmentNode):
-            total += _cost(selection.selection_set, fragments, default_page, seen)
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            if name in seen or name not in fragments:
-                continue
-            total += _cost(fragments[name].selection_set, fragments, default_page, seen | {name})
-    return total
+def _shown(count: int) -> str:
+    """A count for a message: fragments spreading fragments reach numbers of any length."""
+    return str(count) if count < 10**12 else "more than 10^12"
 
 
 def _multiplier(field: FieldNode, default_page: int) -> int:
@@ -140,7 +211,8 @@ def _first(arguments: Iterable[Any], default: int) -> int:
     """A literal ``first``; a variable counts as the largest page, as it is not known yet."""
     for argument in arguments:
         if argument.name.value == "first" and isinstance(argument.value, IntValueNode):
-            return int(argument.value.value)
+            digits = argument.value.value  # any length the parser took
+            return int(digits) if len(digits) <= 12 else 10**12
     return default
 
 
@@ -163,9 +235,23 @@ def _parse(query: str, options: tuple[tuple[str, Any], ...]) -> DocumentNode:
     return parse(query, **dict(options))
 
 
-# strawberry's own validation (its rules added to the given ones), once per document and
-# rule set: the same rule classes on every request let it hit
-_validate = lru_cache(maxsize=1024)(validate_document)
+@lru_cache(maxsize=1024)
+def _validate(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    rules: tuple[type[ASTValidationRule], ...],
+    hide_suggestions: bool,
+) -> list[GraphQLError]:
+    """graphql-core's validation with strawberry's two rules added (as strawberry's own
+    validation does), once per document and rule set: the same rule classes on every
+    request let it hit. ``hide_suggestions`` leaves out "Did you mean …?" hints, which
+    reveal the schema's names."""
+    return validate(
+        schema,
+        document,
+        (*rules, MaybeNullValidationRule, OneOfInputValidationRule),
+        hide_suggestions=hide_suggestions,
+    )
 
 
 class DocumentChecks(SchemaExtension):
@@ -180,14 +266,25 @@ class DocumentChecks(SchemaExtension):
       1024); a document that does not parse is left to strawberry, which reports the
       syntax error as usual.
     - Subscriptions over HTTP are refused (``refuse_subscription_over_http``).
+    - A document without a principal chosen by auth runs nothing (UNAUTHENTICATED).
     """
 
-    def __init__(self, max_tokens: int, rules: tuple[type[ASTValidationRule], ...]) -> None:
+    def __init__(
+        self,
+        max_tokens: int,
+        rules: tuple[type[ASTValidationRule], ...],
+        hide_suggestions: bool,
+    ) -> None:
         self.max_tokens = max_tokens
         self.rules = rules
+        self.hide_suggestions = hide_suggestions
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
+        if getattr(context.context, "caller", None) is None:
+            # every transport sets the principal auth chose before a document runs; one
+            # that arrives without it (a path that skipped auth) runs nothing
+            raise Unauthenticated()
         context.parse_options["max_tokens"] = self.max_tokens
         context.validation_rules = context.validation_rules + self.rules
         if context.query and context.graphql_document is None:
@@ -201,6 +298,9 @@ class DocumentChecks(SchemaExtension):
         context = self.execution_context
         assert context.graphql_document is not None  # validation follows a parse
         context.pre_execution_errors = _validate(
-            context.schema._schema, context.graphql_document, context.validation_rules
+            context.schema._schema,
+            context.graphql_document,
+            context.validation_rules,
+            self.hide_suggestions,
         )
         yield

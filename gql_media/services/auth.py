@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from gql_media.db.models import ApiKeyRow, utcnow
-from gql_media.domain import ANONYMOUS, Principal
+from gql_media.domain import OPEN, Principal, decimal
 from gql_media.errors import ErrorCode, UserError
 from gql_media.services.deps import Deps
 from gql_media.settings import Settings
@@ -132,9 +132,10 @@ class Authenticator:
         return self._settings.auth == "required"
 
     async def principal(self, key: str | None) -> Principal | None:
-        """Who presents ``key``: anonymous when auth is off, None for a missing or bad key."""
+        """Who presents ``key``: the open principal when auth is off (the only place it is
+        handed out), None for a missing or bad key."""
         if not self.required:
-            return ANONYMOUS
+            return OPEN
         if not key:
             return None
         digest = hash_key(key)
@@ -163,11 +164,10 @@ class Authenticator:
     def media_allowed(self, key: str, expires: str | None, signature: str | None) -> bool:
         if not self.required:
             return True
-        if not expires or not signature or not expires.isdigit():
+        expiry = decimal(expires)
+        if expiry is None or not signature or expiry < time.time():
             return False
-        if int(expires) < time.time():
-            return False
-        return hmac.compare_digest(_signature(self._secret, key, int(expires)), signature)
+        return hmac.compare_digest(_signature(self._secret, key, expiry), signature)
 
 
 def signed_query(secret: bytes, ttl: float, key: str, now: float | None = None) -> str:

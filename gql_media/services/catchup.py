@@ -16,7 +16,7 @@ from sqlalchemy import select
 from gql_media.adapters.events import EventHub
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import JobRow, utcnow
-from gql_media.domain import JOB_ID_PREFIX, TERMINAL_STATUSES, encode_id
+from gql_media.domain import JOB_ID_PREFIX, SYSTEM, TERMINAL_STATUSES, encode_id
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import get_job
 
@@ -40,7 +40,7 @@ async def catch_up(deps: Deps, hub: EventHub, since: datetime) -> int:
         job_id = encode_id(JOB_ID_PREFIX, row_id)
         if not hub.wants(job_id, version):
             continue
-        snapshot = await get_job(deps, job_id)
+        snapshot = await get_job(deps, job_id, SYSTEM)
         if snapshot is not None:
             hub.dispatch(snapshot)
             count += 1

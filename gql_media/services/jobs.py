@@ -20,7 +20,6 @@ from sqlalchemy.orm import selectinload
 
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
-    ANONYMOUS,
     JOB_ID_PREFIX,
     GenerateImageRequest,
     JobKind,
@@ -245,9 +244,7 @@ def describe_providers(deps: Deps) -> list[ProviderInfo]:
     return [deps.providers[name].describe() for name in sorted(deps.providers)]
 
 
-async def create_image_job(
-    deps: Deps, job: NewImageJob, principal: Principal = ANONYMOUS
-) -> JobSnapshot:
+async def create_image_job(deps: Deps, job: NewImageJob, principal: Principal) -> JobSnapshot:
     """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
     errors = validate_new_job(deps.settings, job, set(deps.providers))
     if not errors:
@@ -287,7 +284,7 @@ async def insert_job(
     model: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
-    principal: Principal = ANONYMOUS,
+    principal: Principal,
     webhook_url: str | None = None,
 ) -> JobSnapshot:
     """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
@@ -357,7 +354,7 @@ async def _by_idempotency_key(deps: Deps, key: str, request_hash: str | None) ->
     return job_snapshot(row, row.outputs)
 
 
-async def get_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -> JobSnapshot | None:
+async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot | None:
     """The job, or None for an unknown or malformed id, or another owner's job."""
     parsed = decode_id(JOB_ID_PREFIX, job_id)
     if parsed is None:
@@ -409,7 +406,7 @@ async def list_jobs(
     job_filter: JobFilter,
     first: int | None,
     after: str | None,
-    principal: Principal = ANONYMOUS,
+    principal: Principal,
 ) -> JobPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay right under inserts."""
     limit = deps.settings.max_page_size if first is None else first
@@ -474,7 +471,7 @@ async def transition(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def cancel_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -> JobSnapshot:
+async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
     """QUEUED or RUNNING → CANCELED; a running worker notices at its next progress write."""
     parsed = parse_job_id(job_id)
     async with deps.sessions.begin() as session:
@@ -517,7 +514,7 @@ async def _cancel_at_provider(deps: Deps, provider_name: str, external_id: str) 
         log.warning("could not cancel %s at %s: %s", external_id, provider_name, exc)
 
 
-async def retry_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -> JobSnapshot:
+async def retry_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
     """FAILED or CANCELED → QUEUED with a fresh set of attempts."""
     parsed = parse_job_id(job_id)
     now = utcnow()

@@ -23,7 +23,6 @@ from sqlalchemy import select
 from gql_media.adapters import image_ops, video
 from gql_media.db.models import AssetRow, utcnow
 from gql_media.domain import (
-    ANONYMOUS,
     ASSET_ID_PREFIX,
     AssetSnapshot,
     JobKind,
@@ -115,7 +114,7 @@ async def receive(deps: Deps, chunks: AsyncIterable[bytes]) -> Path:
 
 
 async def store_upload(
-    deps: Deps, staged: Path, filename: str | None, principal: Principal = ANONYMOUS
+    deps: Deps, staged: Path, filename: str | None, principal: Principal
 ) -> AssetSnapshot:
     """Identify the file ``staged`` (from ``receive``, which capped its size) and keep it as
     an upload; the scratch file is consumed either way."""
@@ -175,17 +174,13 @@ def _clean_filename(name: str | None) -> str | None:
     return base or None
 
 
-async def get_upload(
-    deps: Deps, media_id: str, principal: Principal = ANONYMOUS
-) -> AssetSnapshot | None:
+async def get_upload(deps: Deps, media_id: str, principal: Principal) -> AssetSnapshot | None:
     """An uploaded file, or None for an unknown or malformed id, or another owner's file."""
     row = await upload_row(deps, media_id, principal)
     return asset_snapshot(row) if row is not None else None
 
 
-async def upload_row(
-    deps: Deps, media_id: str, principal: Principal = ANONYMOUS
-) -> AssetRow | None:
+async def upload_row(deps: Deps, media_id: str, principal: Principal) -> AssetRow | None:
     parsed = decode_id(ASSET_ID_PREFIX, media_id)
     if parsed is None:
         return None
@@ -226,8 +221,8 @@ async def create_processing_job(
     kind: JobKind,
     media_id: str,
     parameters: dict[str, Any],
+    principal: Principal,
     idempotency_key: str | None = None,
-    principal: Principal = ANONYMOUS,
     webhook_url: str | None = None,
 ) -> JobSnapshot:
     """Queue a processImage or processVideo job on an upload; ``parameters`` were validated
@@ -251,10 +246,10 @@ async def create_processing_job(
 
 
 @asynccontextmanager
-async def source_file(deps: Deps, media_id: str) -> AsyncIterator[Path]:
+async def source_file(deps: Deps, media_id: str, principal: Principal) -> AsyncIterator[Path]:
     """A local file with the content of an upload, for the duration of the block;
-    MediaError NOT_FOUND if the upload or its file is gone."""
-    row = await upload_row(deps, media_id)
+    MediaError NOT_FOUND if the upload or its file is gone (or ``principal`` may not see it)."""
+    row = await upload_row(deps, media_id, principal)
     if row is None:
         raise MediaError(ErrorCode.NOT_FOUND, "the source media no longer exists")
     try:

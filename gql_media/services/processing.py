@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, cast, get_args
 
 from gql_media.adapters import image_ops, video
 from gql_media.adapters.providers import ProviderContext
-from gql_media.domain import ANONYMOUS, JobKind, JobSnapshot, Principal
+from gql_media.domain import SYSTEM, JobKind, JobSnapshot, Principal
 from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
 from gql_media.services.deps import Deps
 from gql_media.services.media import create_processing_job, source_file, upload_row
@@ -304,14 +304,14 @@ async def run_processing(
     """Carry out a processing job: its outputs and, for videoMetadata, its result."""
     async with contextlib.AsyncExitStack() as files:
         source = await files.enter_async_context(
-            source_file(deps, str(parameters.get("mediaId", "")))
+            source_file(deps, str(parameters.get("mediaId", "")), SYSTEM)
         )
         await context.progress(0.0)
         if kind is JobKind.PROCESS_IMAGE:
             raw = parameters.get("variants")
             marks = {
-                media_id: await files.enter_async_context(source_file(deps, media_id))
-                for media_id in await _watermark_ids(deps, raw)
+                media_id: await files.enter_async_context(source_file(deps, media_id, SYSTEM))
+                for media_id in await _watermark_ids(deps, raw, SYSTEM)
             }
             return await _process_image(
                 deps, source, image_variants(deps.settings, raw, marks.get), context
@@ -350,7 +350,7 @@ async def _process_video(
     return produced, result
 
 
-async def _watermark_ids(deps: Deps, variants: Any, principal: Principal = ANONYMOUS) -> set[str]:
+async def _watermark_ids(deps: Deps, variants: Any, principal: Principal) -> set[str]:
     """Ids of the image uploads that imageWatermark operations name."""
     ids: set[str] = set()
     for variant in variants if isinstance(variants, list) else []:
@@ -370,8 +370,8 @@ async def create_process_image_job(
     deps: Deps,
     media_id: str,
     variants: Any,
+    principal: Principal,
     idempotency_key: str | None = None,
-    principal: Principal = ANONYMOUS,
     webhook_url: str | None = None,
 ) -> JobSnapshot:
     known = await _watermark_ids(deps, variants, principal)
@@ -381,8 +381,8 @@ async def create_process_image_job(
         JobKind.PROCESS_IMAGE,
         media_id,
         {"variants": variants},
-        idempotency_key,
         principal,
+        idempotency_key,
         webhook_url,
     )
 
@@ -391,8 +391,8 @@ async def create_process_video_job(
     deps: Deps,
     media_id: str,
     operations: Any,
+    principal: Principal,
     idempotency_key: str | None = None,
-    principal: Principal = ANONYMOUS,
     webhook_url: str | None = None,
 ) -> JobSnapshot:
     video_operations(deps.settings, operations)
@@ -401,8 +401,8 @@ async def create_process_video_job(
         JobKind.PROCESS_VIDEO,
         media_id,
         {"operations": operations},
-        idempotency_key,
         principal,
+        idempotency_key,
         webhook_url,
     )
 
