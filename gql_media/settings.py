@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=10, ge=1)
     max_aliases: int = Field(default=15, ge=1)
     max_tokens: int = Field(default=2000, ge=10)
+    # a /graphql request's body (and a WebSocket message), comments and whitespace included
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # parsed and validated documents kept, counted in characters of their text
+    document_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     max_page_size: int = Field(default=100, ge=1)
     max_query_cost: int = Field(default=20000, ge=1)
     max_subscriptions_per_connection: int = Field(default=20, ge=1)

@@ -47,6 +47,7 @@ def free_port() -> int:
 class LiveServer:
     url: str
     http: httpx.AsyncClient
+    app: Any = None  # the Starlette app being served
 
     @property
     def ws_url(self) -> str:
@@ -97,7 +98,7 @@ async def start_server(
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            yield LiveServer(url=url, http=http)
+            yield LiveServer(url=url, http=http, app=app)
     finally:
         server.should_exit = True
         await task

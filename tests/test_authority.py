@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -90,6 +91,37 @@ async def test_no_http_request_runs_a_document_without_a_key(production: Secured
             assert asset.status_code == 200, path
     owner = await production.graphql(production.keys.alice, PROBES[0])
     assert SECRET_PROMPT in json.dumps(owner)  # the probe does show the job to its owner
+
+
+async def test_media_urls_with_malformed_expiries_are_refused(production: Secured) -> None:
+    """``exp`` is ASCII digits only: "²" passes ``str.isdigit`` but not ``int``, and Python
+    refuses to turn more than 4300 digits into an int."""
+    made = await production.generate(production.keys.alice)
+    job_id = made["job"]["id"]
+    query = "query($id: ID!) { job(id: $id) { status outputs { url } } }"
+    while True:  # the job's output, once it is made (the test's timeout bounds the wait)
+        job = (await production.graphql(production.keys.alice, query, {"id": job_id}))["data"]
+        if job["job"]["status"] == "SUCCEEDED":
+            break
+    url = httpx.URL(job["job"]["outputs"][0]["url"])
+    async with production.client(None) as http:
+        assert (await http.get(str(url))).status_code == 200
+        for expiry in ("²", "١٢٣", "9" * 5000, "-1", "1e9", "", " 1"):
+            forged = url.copy_merge_params({"exp": expiry})
+            response = await http.get(str(forged))
+            assert response.status_code == 403, (expiry[:5], response.status_code)
+        # /uploads checks the Origin as /graphql does
+        foreign = await http.post(
+            "/uploads",
+            content=b"x",
+            headers={
+                "Origin": "https://evil.example",
+                "Content-Type": "image/jpeg",
+                "Authorization": f"Bearer {production.keys.alice}",
+            },
+        )
+        assert foreign.status_code == 403
+        assert foreign.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN_ORIGIN"
 
 
 async def test_no_websocket_runs_a_document_without_a_key(production: Secured) -> None:

@@ -131,16 +131,19 @@ class GraphQLView(GraphQL[Context, None]):
                     400,
                 )(scope, receive, send)
                 return
-            receive = _capped(receive, self.settings.max_upload_bytes + MULTIPART_SLACK)
-        request = Request(scope, receive=receive)
+            limit = self.settings.max_upload_bytes + MULTIPART_SLACK
+            code = ErrorCode.MEDIA_TOO_LARGE
+        else:
+            limit, code = self.settings.max_body_bytes, ErrorCode.REQUEST_TOO_LARGE
+        declared = decimal(header(scope, b"content-length"))
+        if (declared is not None and declared > limit) or len(scope["query_string"]) > limit:
+            await _too_large(code, limit)(scope, receive, send)
+            return
+        request = Request(scope, receive=_capped(receive, limit))
         try:
             response = await self.run(request)
         except BodyTooLarge:
-            response = _error(
-                ErrorCode.MEDIA_TOO_LARGE,
-                f"the request is larger than {self.settings.max_upload_bytes} bytes",
-                413,
-            )
+            response = _too_large(code, limit)
         except HTTPException as exc:
             response = JSONResponse(
                 {
@@ -181,11 +184,22 @@ class GraphQLView(GraphQL[Context, None]):
     def parse_json(self, data: str | bytes) -> Any:
         try:
             parsed = super().parse_json(data)
-        except (UnicodeDecodeError, ValueError) as exc:  # bytes that are not text at all
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # bytes that are not text at all, or arrays nested past the parser's stack
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
         if not isinstance(parsed, dict | list):  # strawberry assumes an object (or a batch)
             raise HTTPException(400, "Expected a JSON object")
         return parsed
+
+    async def parse_multipart(self, request: Any) -> dict[str, str]:
+        """strawberry's, with a ``map`` that does not fit ``operations`` (not an object of
+        lists of dotted paths, or paths into nothing) answered 400, not a server error."""
+        try:
+            return await super().parse_multipart(request)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise HTTPException(
+                400, "the multipart map does not match the operations' variables"
+            ) from exc
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -277,6 +291,12 @@ def _capped(receive: Receive, limit: int) -> Receive:
         return message
 
     return capped
+
+
+def _too_large(code: ErrorCode, limit: int) -> JSONResponse:
+    """A request body past its cap (comments and whitespace count), refused before it is
+    parsed: uploads by GQL_MEDIA_MAX_UPLOAD_BYTES, the rest by GQL_MEDIA_MAX_BODY_BYTES."""
+    return _error(code, f"the request is larger than {limit} bytes", 413)
 
 
 def _unauthenticated() -> JSONResponse:
@@ -408,7 +428,7 @@ def create_app(
 
     view = GraphQLView(settings)
     graphql_ws = WebSocketRoute("/graphql", view)
-    return Api(
+    app = Api(
         graphql_ws,
         debug=settings.debug,
         routes=[
@@ -426,6 +446,8 @@ def create_app(
         middleware=[Middleware(ObserveRequests), *_middleware(settings)],
         lifespan=lifespan,
     )
+    app.graphql_view = view
+    return app
 
 
 class Api(Starlette):
@@ -435,6 +457,7 @@ class Api(Starlette):
 
     def __init__(self, graphql_ws: WebSocketRoute, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.graphql_view: GraphQLView | None = None  # the view serving /graphql
         self._graphql_ws_route = graphql_ws
         self._graphql_ws: ASGIApp = ObserveRequests(graphql_ws.app)
 

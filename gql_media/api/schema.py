@@ -26,7 +26,7 @@ from gql_media.api.media_types import (
     UploadMediaPayload,
     to_json,
 )
-from gql_media.api.security import DocumentChecks, NoIntrospection, bounds_rule
+from gql_media.api.security import DocumentCache, DocumentChecks, NoIntrospection, bounds_rule
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -332,7 +332,7 @@ class Subscription:
             ctx.hub.unsubscribe(None, subscriber)
 
 
-def document_checks(settings: Settings) -> Callable[[], SchemaExtension]:
+def document_checks(settings: Settings, cache: DocumentCache) -> Callable[[], SchemaExtension]:
     """The extension every document goes through, with every validation rule of ours built
     once: the same rule classes on every request let the validation cache hit (strawberry's
     limiters make a new class per instance)."""
@@ -340,7 +340,7 @@ def document_checks(settings: Settings) -> Callable[[], SchemaExtension]:
     hidden = not settings.introspection_enabled
     if hidden:
         rules.append(NoIntrospection)
-    return lambda: DocumentChecks(settings.max_tokens, tuple(rules), hide_suggestions=hidden)
+    return lambda: DocumentChecks(settings.max_tokens, tuple(rules), hidden, cache)
 
 
 class MediaSchema(strawberry.Schema):
@@ -349,8 +349,11 @@ class MediaSchema(strawberry.Schema):
     every extension for its results (ours add none; with thousands of subscribers the
     asking costs more than the rest of the event)."""
 
-    def __init__(self, *args: Any, debug: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, documents: DocumentCache, debug: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.documents = documents  # parsed and validated, shared by every operation
         self._debug = debug
 
     async def _handle_execution_result(
@@ -390,7 +393,8 @@ class QuietExecution(SharedEventExecution):
         return super().build(*args, **kwargs)
 
 
-def build_schema(settings: Settings) -> strawberry.Schema:
+def build_schema(settings: Settings) -> MediaSchema:
+    documents = DocumentCache(settings.document_cache_bytes)
     schema = MediaSchema(
         query=Query,
         mutation=Mutation,
@@ -399,7 +403,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         execution_context_class=(
             SharedEventExecution if settings.introspection_enabled else QuietExecution
         ),
-        extensions=[document_checks(settings)],
+        extensions=[document_checks(settings, documents)],
+        documents=documents,
         debug=settings.debug,
     )
     inputs.install(schema)

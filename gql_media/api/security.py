@@ -4,9 +4,9 @@ GraphQL validation rules that bound what one document may cost."""
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -187,7 +187,7 @@ def bounds_rule(settings: Settings) -> type[ValidationRule]:
                 )
 
         def _refuse(self, code: ErrorCode, message: str, node: OperationDefinitionNode) -> None:
-            self.context.report_error(GraphQLError(message, node, extensions={"code": code}))
+            self.context.report_error(GraphQLError(message, node, extensions={"code": code.value}))
 
     return DocumentBounds
 
@@ -230,12 +230,52 @@ class NoIntrospection(ValidationRule):
             )
 
 
-@lru_cache(maxsize=1024)
-def _parse(query: str, options: tuple[tuple[str, Any], ...]) -> DocumentNode:
-    return parse(query, **dict(options))
+class CachedDocument:
+    """A parsed document and its validation results, one per rule set."""
+
+    __slots__ = ("document", "errors")
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.document = document
+        self.errors: dict[tuple[Any, ...], list[GraphQLError]] = {}
 
 
-@lru_cache(maxsize=1024)
+class DocumentCache:
+    """Parsed and validated documents by their text, least recently used dropped first,
+    bounded by the characters of the texts it holds: a document's parse tree grows with
+    its text, and a text may be mostly comments and whitespace, which the token cap does
+    not count. A text over a sixteenth of the budget is not kept at all."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._entries: OrderedDict[tuple[str, tuple[Any, ...]], CachedDocument] = OrderedDict()
+
+    def get(self, query: str, options: tuple[Any, ...]) -> CachedDocument | None:
+        key = (query, options)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def add(self, query: str, options: tuple[Any, ...], document: DocumentNode) -> CachedDocument:
+        entry = CachedDocument(document)
+        if len(query) * 16 > self.budget:
+            return entry
+        key = (query, options)
+        if key in self._entries:
+            return self._entries[key]
+        self._entries[key] = entry
+        self.size += len(query)
+        while self.size > self.budget:
+            (old, _), _ = self._entries.popitem(last=False)
+            self.size -= len(old)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def _validate(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -243,8 +283,7 @@ def _validate(
     hide_suggestions: bool,
 ) -> list[GraphQLError]:
     """graphql-core's validation with strawberry's two rules added (as strawberry's own
-    validation does), once per document and rule set: the same rule classes on every
-    request let it hit. ``hide_suggestions`` leaves out "Did you mean …?" hints, which
+    validation does). ``hide_suggestions`` leaves out "Did you mean …?" hints, which
     reveal the schema's names."""
     return validate(
         schema,
@@ -262,9 +301,9 @@ class DocumentChecks(SchemaExtension):
     - The parser's token cap and our validation rules are set as parsing starts (every
       operation parses first), not in hooks around the whole operation, which stay
       suspended as long as a subscription lives (about 1 KB per subscribed socket).
-    - Each distinct document is parsed once and validated once per rule set (LRUs of
-      1024); a document that does not parse is left to strawberry, which reports the
-      syntax error as usual.
+    - Each distinct document is parsed once and validated once per rule set (a
+      ``DocumentCache`` bounded in bytes, shared by the schema's operations); a document
+      that does not parse is left to strawberry, which reports the syntax error as usual.
     - Subscriptions over HTTP are refused (``refuse_subscription_over_http``).
     - A document without a principal chosen by auth runs nothing (UNAUTHENTICATED).
     """
@@ -274,10 +313,13 @@ class DocumentChecks(SchemaExtension):
         max_tokens: int,
         rules: tuple[type[ASTValidationRule], ...],
         hide_suggestions: bool,
+        cache: DocumentCache,
     ) -> None:
         self.max_tokens = max_tokens
         self.rules = rules
         self.hide_suggestions = hide_suggestions
+        self.cache = cache
+        self.cached: CachedDocument | None = None
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
@@ -289,18 +331,28 @@ class DocumentChecks(SchemaExtension):
         context.validation_rules = context.validation_rules + self.rules
         if context.query and context.graphql_document is None:
             options = tuple(sorted(context.parse_options.items()))
-            with contextlib.suppress(GraphQLError):
-                context.graphql_document = _parse(context.query, options)
+            cached = self.cache.get(context.query, options)
+            if cached is None:
+                with contextlib.suppress(GraphQLError):
+                    document = parse(context.query, **context.parse_options)
+                    cached = self.cache.add(context.query, options, document)
+            if cached is not None:
+                context.graphql_document = cached.document
+                self.cached = cached
         yield
         refuse_subscription_over_http(context)
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         assert context.graphql_document is not None  # validation follows a parse
-        context.pre_execution_errors = _validate(
-            context.schema._schema,
-            context.graphql_document,
-            context.validation_rules,
-            self.hide_suggestions,
-        )
+        cached = self.cached
+        rules = tuple(context.validation_rules)
+        errors = cached.errors.get(rules) if cached is not None else None
+        if errors is None:
+            errors = _validate(
+                context.schema._schema, context.graphql_document, rules, self.hide_suggestions
+            )
+            if cached is not None:
+                cached.errors[rules] = errors
+        context.pre_execution_errors = errors
         yield
