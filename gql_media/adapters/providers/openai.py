@@ -142,7 +142,8 @@ class OpenAIProvider:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            # one client for the API and the outputs: the API host is trusted on its port
+            self._client = self._guard.client(timeout=self._timeout)
         return self._client
 
     async def _image(self, item: object) -> GeneratedImage:
@@ -158,7 +159,6 @@ class OpenAIProvider:
                 max_bytes=self._max_bytes,
                 provider=NAME,
                 max_pixels=self._max_pixels,
-                guard=self._guard,
             )
         raise _bad_output("an openai image has neither b64_json nor url")
 

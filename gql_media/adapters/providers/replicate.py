@@ -311,7 +311,8 @@ class ReplicateProvider:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            # one client for the API and the outputs: the API host is trusted on its port
+            self._client = self._guard.client(
                 timeout=httpx.Timeout(self._timeout_seconds, connect=self._connect_timeout)
             )
         return self._client
@@ -438,5 +439,4 @@ class ReplicateProvider:
             max_bytes=self._max_bytes,
             provider=NAME,
             max_pixels=self._max_pixels,
-            guard=self._guard,
         )
