@@ -51,7 +51,10 @@ async def test_internal_and_odd_urls_are_blocked(url: str) -> None:
     assert blocked.value.code is ErrorCode.OUTBOUND_BLOCKED
 
 
-async def test_the_allow_list_opens_internal_addresses_on_their_ports_only() -> None:
+async def test_the_allow_list_opens_internal_addresses_on_their_ports_only(
+    dns: Callable[..., StandInDNS],
+) -> None:
+    dns("nowhere.invalid", ["127.0.0.1"])  # every other name is unknown
     await OutboundGuard().check("https://93.184.216.34/image.png")  # public: any port
     await OutboundGuard().check("https://93.184.216.34:8443/image.png")
     guard = OutboundGuard(allow=["10.0.0.0/8", "images.internal", "[fd00::/8]:9000"])
@@ -72,8 +75,9 @@ async def test_the_allow_list_opens_internal_addresses_on_their_ports_only() -> 
     await ported.check("http://images.internal:8081/x.png")
     with pytest.raises(OutboundBlocked):
         await ported.check("http://127.0.0.1/x.png")
-    with pytest.raises(ProviderError):  # not trusted on 80: resolved, and unknown
+    with pytest.raises(ProviderError) as unknown:  # not trusted on 80: resolved, unknown
         await ported.check("http://images.internal/x.png")
+    assert unknown.value.code is ErrorCode.PROVIDER_UNAVAILABLE
 
 
 async def test_a_provider_base_url_is_trusted_on_its_own_port_only() -> None:
