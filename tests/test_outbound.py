@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gql_media.adapters import http, outbound
+from gql_media.adapters import http, outbound, outbound_http
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.outbound import OutboundBlocked, OutboundGuard, guard_from, parse_entry
 from gql_media.errors import ErrorCode, ProviderError
@@ -152,7 +152,7 @@ async def test_a_rebinding_name_is_connected_to_the_address_that_was_checked(
         # "localhost" also reaches 127.0.0.1 through the system's own resolver
         resolver = dns("localhost", ["127.0.0.2"], ["127.0.0.1"])
         guard = OutboundGuard(allow=[f"127.0.0.2:{port}"])
-        async with guard.client() as client:
+        async with outbound_http.client(guard) as client:
             for _ in range(2):
                 image = await http.download(
                     client, f"http://localhost:{port}/a.png", max_bytes=10_000
@@ -167,7 +167,7 @@ async def test_a_name_with_one_refused_address_is_refused(dns: Callable[..., Sta
     async with checked_and_loopback() as (checked, loopback, port):
         dns("localhost", ["127.0.0.2", "127.0.0.1"])
         guard = OutboundGuard(allow=[f"127.0.0.2:{port}"])
-        async with guard.client() as client:
+        async with outbound_http.client(guard) as client:
             with pytest.raises(OutboundBlocked) as blocked:
                 await http.download(client, f"http://localhost:{port}/a.png", max_bytes=10_000)
     assert blocked.value.code is ErrorCode.OUTBOUND_BLOCKED
@@ -194,7 +194,7 @@ async def test_https_keeps_the_name_for_sni_and_the_certificate(
     async with tls_pair(ca, "localhost") as (checked, loopback, port):
         dns("localhost", ["127.0.0.2"], ["127.0.0.1"])
         guard = OutboundGuard(allow=[f"127.0.0.2:{port}"])
-        async with guard.client(verify=trust) as client:
+        async with outbound_http.client(guard, verify=trust) as client:
             image = await http.download(client, f"https://localhost:{port}/a.png", max_bytes=10_000)
     assert image.width == 32
     assert (checked.requests, loopback.requests) == ([("GET", "/a.png", f"localhost:{port}")], [])
@@ -202,7 +202,7 @@ async def test_https_keeps_the_name_for_sni_and_the_certificate(
     async with tls_pair(ca, "elsewhere.example") as (checked, loopback, port):
         dns("localhost", ["127.0.0.2"])
         guard = OutboundGuard(allow=[f"127.0.0.2:{port}"])
-        async with guard.client(verify=trust) as client:
+        async with outbound_http.client(guard, verify=trust) as client:
             with pytest.raises(ProviderError) as refused:  # the certificate is for another name
                 await http.download(client, f"https://localhost:{port}/a.png", max_bytes=10_000)
     assert refused.value.code is ErrorCode.PROVIDER_UNAVAILABLE
@@ -224,7 +224,7 @@ async def test_redirects_are_checked_at_every_hop() -> None:
     async with serving(files_app()) as base:
         guard = guard_from([], base)  # the server's own host and port are trusted
         port = base.rsplit(":", 1)[1]
-        async with guard.client() as client:
+        async with outbound_http.client(guard) as client:
             same = await http.download(client, f"{base}/redirect?to=/a.png", max_bytes=10_000)
             assert (same.width, same.height) == (32, 24)
             for target in (

@@ -208,7 +208,7 @@ async def download(
     """Fetch the image at ``url``, refusing more than ``max_bytes`` while it streams.
 
     ``url`` comes from outside the configuration: ``client`` must be one made by
-    ``OutboundGuard.client``, which checks every address it connects to; each redirect hop
+    ``outbound_http.client``, which checks every address it connects to; each redirect hop
     must be an http(s) URL (else OUTBOUND_BLOCKED). Both the declared Content-Type and the
     bytes (sniffed by Pillow) must be one of ``allowed_types``; otherwise, or when too
     large, PermanentProviderError ``PROVIDER_BAD_OUTPUT``. HTTP and transport failures are

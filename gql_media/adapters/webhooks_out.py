@@ -34,7 +34,7 @@ async def post_signed(
 ) -> Attempt:
     """One delivery attempt. Redirects are not followed (a 3xx is a failed attempt).
 
-    ``client`` must be one made by ``OutboundGuard.client``: a refused address is an attempt
+    ``client`` must be one made by ``outbound_http.client``: a refused address is an attempt
     that failed with ``OUTBOUND_BLOCKED``."""
     started = time.perf_counter()
 

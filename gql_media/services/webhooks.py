@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
+from gql_media.adapters import outbound_http
 from gql_media.adapters.events import encode_event
 from gql_media.adapters.outbound import OutboundGuard
 from gql_media.adapters.webhooks_out import post_signed
@@ -122,7 +123,7 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
     body = orjson.dumps(
         {"type": event, "timestamp": utcnow().isoformat(), "data": job_payload(settings, snapshot)}
     )
-    async with OutboundGuard(settings.outbound_allow).client() as client:
+    async with outbound_http.client(OutboundGuard(settings.outbound_allow)) as client:
         result = await post_signed(
             client,
             url,

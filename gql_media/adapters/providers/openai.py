@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from gql_media.adapters import http
+from gql_media.adapters import http, outbound_http
 from gql_media.adapters.outbound import guard_from
 from gql_media.adapters.providers import ProviderContext, catalogue
 from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
@@ -143,7 +143,7 @@ class OpenAIProvider:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # one client for the API and the outputs: the API host is trusted on its port
-            self._client = self._guard.client(timeout=self._timeout)
+            self._client = outbound_http.client(self._guard, timeout=self._timeout)
         return self._client
 
     async def _image(self, item: object) -> GeneratedImage:

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gql_media.adapters import http
+from gql_media.adapters import http, outbound_http
 from gql_media.adapters.outbound import guard_from
 from gql_media.adapters.providers import ProviderContext, catalogue
 from gql_media.domain import GeneratedImage, GenerateImageRequest, OutputFormat, ProviderInfo
@@ -312,8 +312,9 @@ class ReplicateProvider:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # one client for the API and the outputs: the API host is trusted on its port
-            self._client = self._guard.client(
-                timeout=httpx.Timeout(self._timeout_seconds, connect=self._connect_timeout)
+            self._client = outbound_http.client(
+                self._guard,
+                timeout=httpx.Timeout(self._timeout_seconds, connect=self._connect_timeout),
             )
         return self._client
 
