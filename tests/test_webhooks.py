@@ -12,15 +12,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gql_media.adapters import outbound
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.webhook_signing import verify
 from gql_media.domain import SYSTEM
-from tests.fakes import serving
+from tests.fakes import StandInDNS, serving
 from tests.support import JOB_FIELDS, LiveServer, graphql_ws, start_server
 
 SECRET = "whsec_" + base64.b64encode(b"a webhook secret of 32 bytes!!!!").decode()
@@ -49,19 +51,24 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver(*statuses: int) -> AsyncIterator[Receiver]:
+async def receiver(
+    *statuses: int, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[Receiver]:
     made = Receiver(list(statuses))
     app = Starlette(routes=[Route("/hook", made.hook, methods=["POST"])])
-    async with serving(app) as url:
+    async with serving(app, host, port) as url:
         made.url = f"{url}/hook"
         yield made
 
 
 @asynccontextmanager
-async def service(settings_factory: Any, **overrides: Any) -> AsyncIterator[LiveServer]:
+async def service(
+    settings_factory: Any, hook: Receiver | None = None, **overrides: Any
+) -> AsyncIterator[LiveServer]:
     values = {
         "webhook_secret": SECRET,
-        "outbound_allow": ["127.0.0.1"],
+        # the receiver's address is internal: allowed on its port only
+        "outbound_allow": [hook.url] if hook is not None else [],
         "webhook_retry_base_delay": 0,
         "webhook_max_attempts": 3,
     }
@@ -101,7 +108,7 @@ def deliveries_when(live: LiveServer, job_id: str, count: int) -> Callable[[], A
 
 
 async def test_a_finished_job_is_posted_signed_and_retried(settings_factory: Any) -> None:
-    async with receiver(500) as hook, service(settings_factory) as live:
+    async with receiver(500) as hook, service(settings_factory, hook) as live:
         body = await live.graphql(
             GENERATE,
             {"input": {"prompt": "a heron", "width": 64, "height": 64, "webhookUrl": hook.url}},
@@ -132,7 +139,7 @@ async def test_a_finished_job_is_posted_signed_and_retried(settings_factory: Any
 
 
 async def test_canceled_jobs_are_announced_too(settings_factory: Any) -> None:
-    async with receiver() as hook, service(settings_factory) as live:
+    async with receiver() as hook, service(settings_factory, hook) as live:
         body = await live.graphql(
             GENERATE,
             {
@@ -153,17 +160,58 @@ async def test_canceled_jobs_are_announced_too(settings_factory: Any) -> None:
     assert payload["type"] == "job.canceled" and payload["data"]["status"] == "CANCELED"
 
 
-async def test_internal_addresses_are_refused_and_recorded(settings_factory: Any) -> None:
-    async with receiver() as hook, service(settings_factory, outbound_allow=[]) as live:
-        body = await live.graphql(
-            GENERATE, {"input": {"prompt": "x", "provider": "mock", "webhookUrl": hook.url}}
-        )
-        job_id = body["data"]["generateImage"]["job"]["id"]
-        assert (await finish(live, job_id))["status"] == "SUCCEEDED"
-        deliveries = await eventually(deliveries_when(live, job_id, 3))
+@pytest.mark.parametrize(
+    "allow",
+    [
+        [],
+        ["127.0.0.1"],  # allowed on 80 and 443 only
+        ["127.0.0.1:{other}"],
+        ["http://127.0.0.1:{other}"],
+        ["127.0.0.0/8:{other}"],
+    ],
+)
+async def test_internal_addresses_are_refused_and_recorded(
+    settings_factory: Any, allow: list[str]
+) -> None:
+    async with receiver() as hook:
+        port = int(hook.url.split(":")[2].split("/")[0])
+        entries = [entry.format(other=port % 65535 + 1) for entry in allow]
+        async with service(settings_factory, outbound_allow=entries) as live:
+            body = await live.graphql(
+                GENERATE, {"input": {"prompt": "x", "provider": "mock", "webhookUrl": hook.url}}
+            )
+            job_id = body["data"]["generateImage"]["job"]["id"]
+            assert (await finish(live, job_id))["status"] == "SUCCEEDED"
+            deliveries = await eventually(deliveries_when(live, job_id, 3))
     assert hook.received == []
     assert [d["attempt"] for d in deliveries] == [1, 2, 3]  # then given up on
     assert all(d["error"].startswith("OUTBOUND_BLOCKED") for d in deliveries)
+
+
+async def test_a_webhook_goes_to_the_address_that_was_checked(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook host that resolves to an allowed address at the check and to loopback a
+    moment later: the delivery reaches the address checked, nothing reaches loopback."""
+    async with receiver(host="127.0.0.2") as checked:
+        port = int(checked.url.split(":")[2].split("/")[0])
+        async with (
+            receiver(host="127.0.0.1", port=port) as loopback,
+            service(settings_factory, outbound_allow=[f"127.0.0.2:{port}"]) as live,
+        ):
+            monkeypatch.setattr(
+                outbound, "resolve", StandInDNS("localhost", [["127.0.0.2"], ["127.0.0.1"]])
+            )
+            url = f"http://localhost:{port}/hook"
+            body = await live.graphql(
+                GENERATE, {"input": {"prompt": "x", "provider": "mock", "webhookUrl": url}}
+            )
+            job_id = body["data"]["generateImage"]["job"]["id"]
+            assert (await finish(live, job_id))["status"] == "SUCCEEDED"
+            deliveries = await eventually(deliveries_when(live, job_id, 1))
+    assert [(d["statusCode"], d["succeeded"]) for d in deliveries] == [(200, True)]
+    assert loopback.received == []
+    assert [headers["host"] for headers, _, _ in checked.received] == [f"localhost:{port}"]
 
 
 async def test_webhook_urls_are_validated(settings_factory: Any) -> None:
@@ -193,25 +241,28 @@ async def test_a_delivery_whose_queue_entry_was_lost_is_requeued(settings_factor
     from gql_media.services import webhooks
     from gql_media.services.jobs import NewImageJob, create_image_job
 
-    settings = settings_factory(webhook_secret=SECRET, outbound_allow=["127.0.0.1"])
-    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
-    async with receiver() as hook, open_runtime(settings, fake) as runtime:
-        deps = runtime.deps
-        job = await create_image_job(deps, NewImageJob(prompt="x", webhook_url=hook.url), SYSTEM)
-        queue = keys.queue_name(settings.redis_namespace)
-        await runtime.redis.delete(queue)  # the run's entry: this test finishes the job itself
-        async with deps.sessions.begin() as session:  # ended a while ago, delivery owed
-            await session.execute(
-                update(JobRow)
-                .where(JobRow.id == decode_id(JOB_ID_PREFIX, job.id))
-                .values(
-                    status="SUCCEEDED",
-                    webhook_state="pending",
-                    finished_at=utcnow() - timedelta(minutes=5),
-                )
+    async with receiver() as hook:
+        settings = settings_factory(webhook_secret=SECRET, outbound_allow=[hook.url])
+        fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+        async with open_runtime(settings, fake) as runtime:
+            deps = runtime.deps
+            job = await create_image_job(
+                deps, NewImageJob(prompt="x", webhook_url=hook.url), SYSTEM
             )
-        assert await webhooks.requeue_lost(deps) == 1
-        assert await runtime.redis.zscore(queue, f"{job.id}:webhook:1") is not None
-        assert await webhooks.deliver(deps, job.id, 1) == "delivered"
-        assert await webhooks.requeue_lost(deps) == 0  # delivered: nothing owed any more
+            queue = keys.queue_name(settings.redis_namespace)
+            await runtime.redis.delete(queue)  # the run's entry: this test finishes the job itself
+            async with deps.sessions.begin() as session:  # ended a while ago, delivery owed
+                await session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == decode_id(JOB_ID_PREFIX, job.id))
+                    .values(
+                        status="SUCCEEDED",
+                        webhook_state="pending",
+                        finished_at=utcnow() - timedelta(minutes=5),
+                    )
+                )
+            assert await webhooks.requeue_lost(deps) == 1
+            assert await runtime.redis.zscore(queue, f"{job.id}:webhook:1") is not None
+            assert await webhooks.deliver(deps, job.id, 1) == "delivered"
+            assert await webhooks.requeue_lost(deps) == 0  # delivered: nothing owed any more
     assert json.loads(hook.received[0][1])["data"]["id"] == job.id

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from PIL import Image
 
-from gql_media.adapters.outbound import OutboundGuard
+from gql_media.adapters.outbound import check_url
 from gql_media.domain import GeneratedImage, decimal
 from gql_media.errors import (
     ErrorCode,
@@ -204,17 +204,18 @@ async def download(
     allowed_types: Collection[str] = IMAGE_TYPES,
     provider: str = "the provider",
     max_pixels: int | None = None,
-    guard: OutboundGuard | None = None,
 ) -> GeneratedImage:
     """Fetch the image at ``url``, refusing more than ``max_bytes`` while it streams.
 
-    Both the declared Content-Type and the bytes (sniffed by Pillow) must be one of
-    ``allowed_types``; otherwise, or when too large, PermanentProviderError
-    ``PROVIDER_BAD_OUTPUT``. HTTP and transport failures are translated as elsewhere.
+    ``url`` comes from outside the configuration: ``client`` must be one made by
+    ``outbound_http.client``, which checks every address it connects to; each redirect hop
+    must be an http(s) URL (else OUTBOUND_BLOCKED). Both the declared Content-Type and the
+    bytes (sniffed by Pillow) must be one of ``allowed_types``; otherwise, or when too
+    large, PermanentProviderError ``PROVIDER_BAD_OUTPUT``. HTTP and transport failures are
+    translated as elsewhere.
     """
     for _ in range(MAX_REDIRECTS + 1):
-        if guard is not None:
-            await guard.check(url)
+        check_url(url)
         async with (
             translated(provider),
             client.stream("GET", url, follow_redirects=False) as response,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from gql_media.adapters.outbound import OutboundBlocked, OutboundGuard
+from gql_media.adapters.outbound import check_url
 from gql_media.adapters.webhook_signing import sign
 from gql_media.errors import ProviderError
 
@@ -30,18 +30,20 @@ async def post_signed(
     secret: str,
     webhook_id: str,
     body: bytes,
-    guard: OutboundGuard,
     timeout: float,
 ) -> Attempt:
-    """One delivery attempt. Redirects are not followed (a 3xx is a failed attempt)."""
+    """One delivery attempt. Redirects are not followed (a 3xx is a failed attempt).
+
+    ``client`` must be one made by ``outbound_http.client``: a refused address is an attempt
+    that failed with ``OUTBOUND_BLOCKED``."""
     started = time.perf_counter()
 
     def elapsed() -> float:
         return round((time.perf_counter() - started) * 1000, 1)
 
     try:
-        await guard.check(url)
-    except (OutboundBlocked, ProviderError) as exc:
+        check_url(url)
+    except ProviderError as exc:
         return Attempt(None, f"{exc.code.value}: {exc.message}", elapsed())
     timestamp = int(time.time())
     headers = {
@@ -55,6 +57,8 @@ async def post_signed(
         response = await client.post(
             url, content=body, headers=headers, timeout=timeout, follow_redirects=False
         )
+    except ProviderError as exc:
+        return Attempt(None, f"{exc.code.value}: {exc.message}"[:500], elapsed())
     except httpx.HTTPError as exc:
         return Attempt(None, f"{type(exc).__name__}: {exc}"[:500], elapsed())
     error = None if response.is_success else f"HTTP {response.status_code}"

@@ -15,11 +15,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
+from gql_media.adapters import outbound_http
 from gql_media.adapters.events import encode_event
 from gql_media.adapters.outbound import OutboundGuard
 from gql_media.adapters.webhooks_out import post_signed
@@ -123,14 +123,13 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
     body = orjson.dumps(
         {"type": event, "timestamp": utcnow().isoformat(), "data": job_payload(settings, snapshot)}
     )
-    async with httpx.AsyncClient() as client:
+    async with outbound_http.client(OutboundGuard(settings.outbound_allow)) as client:
         result = await post_signed(
             client,
             url,
             secret=settings.webhook_secret.get_secret_value(),
             webhook_id=webhook_id,
             body=body,
-            guard=OutboundGuard(settings.outbound_allow),
             timeout=settings.webhook_timeout,
         )
     final = result.succeeded or attempt >= settings.webhook_max_attempts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import random
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -25,13 +26,16 @@ from gql_media.errors import JobCanceled
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL."""
+async def serving(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host`` (any loopback address) until the block ends; yields its
+    base URL. ``options`` go to uvicorn's Config (``ssl_certfile``... for HTTPS)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False)
+    config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -40,7 +44,7 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
                 task.result()
                 raise RuntimeError("fake server exited during start-up")
             await asyncio.sleep(0.005)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         await task
@@ -160,3 +164,21 @@ def image_request(**fields: Any) -> GenerateImageRequest:
     }
     values.update(fields)
     return GenerateImageRequest(**values)
+
+
+@dataclass
+class StandInDNS:
+    """Stands in for DNS, which is outside the project, at ``outbound.resolve``: ``name``
+    resolves to each of ``answers`` in turn (the last one ever after, as a rebinding name
+    does); other names do not resolve. ``lookups`` records every question."""
+
+    name: str
+    answers: list[list[str]]
+    lookups: list[tuple[str, int]] = field(default_factory=list)
+
+    async def __call__(self, host: str, port: int) -> list[Any]:
+        self.lookups.append((host, port))
+        if host != self.name:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return [ipaddress.ip_address(address) for address in answer]

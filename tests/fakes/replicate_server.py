@@ -51,6 +51,7 @@ class Script:
     data_urls: bool = False  # outputs inline as ``data:`` URLs rather than file URLs
     file_type: str | None = None  # declared Content-Type of outputs (default: the real one)
     file_body: bytes | None = None  # served instead of the picture
+    file_base: str | None = None  # output URLs on this server rather than the fake itself
 
 
 @dataclass
@@ -260,7 +261,7 @@ class FakeReplicate:
             if prediction.script.data_urls:
                 urls.append(f"data:{real_type};base64,{base64.b64encode(data).decode()}")
             else:
-                urls.append(f"{self.url}/files/{name}")
+                urls.append(f"{prediction.script.file_base or self.url}/files/{name}")
         return urls[0] if prediction.script.single_output else urls
 
     def _json(self, prediction: Prediction) -> dict[str, Any]:

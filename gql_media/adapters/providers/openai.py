@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from gql_media.adapters import http
+from gql_media.adapters import http, outbound_http
 from gql_media.adapters.outbound import guard_from
 from gql_media.adapters.providers import ProviderContext, catalogue
 from gql_media.domain import GeneratedImage, GenerateImageRequest, ProviderInfo
@@ -142,7 +142,8 @@ class OpenAIProvider:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            # one client for the API and the outputs: the API host is trusted on its port
+            self._client = outbound_http.client(self._guard, timeout=self._timeout)
         return self._client
 
     async def _image(self, item: object) -> GeneratedImage:
@@ -158,7 +159,6 @@ class OpenAIProvider:
                 max_bytes=self._max_bytes,
                 provider=NAME,
                 max_pixels=self._max_pixels,
-                guard=self._guard,
             )
         raise _bad_output("an openai image has neither b64_json nor url")
 

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gql_media.adapters import http
+from gql_media.adapters import http, outbound_http
 from gql_media.adapters.outbound import guard_from
 from gql_media.adapters.providers import ProviderContext, catalogue
 from gql_media.domain import GeneratedImage, GenerateImageRequest, OutputFormat, ProviderInfo
@@ -311,8 +311,10 @@ class ReplicateProvider:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout_seconds, connect=self._connect_timeout)
+            # one client for the API and the outputs: the API host is trusted on its port
+            self._client = outbound_http.client(
+                self._guard,
+                timeout=httpx.Timeout(self._timeout_seconds, connect=self._connect_timeout),
             )
         return self._client
 
@@ -438,5 +440,4 @@ class ReplicateProvider:
             max_bytes=self._max_bytes,
             provider=NAME,
             max_pixels=self._max_pixels,
-            guard=self._guard,
         )
