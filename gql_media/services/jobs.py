@@ -39,6 +39,7 @@ from gql_media.errors import (
     UserError,
 )
 from gql_media.services.deps import Deps
+from gql_media.services.input_limits import json_problem, text_problem, url_problem
 from gql_media.services.inserts import RowInserter
 from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import ColumnValues, job_snapshot
@@ -48,6 +49,8 @@ from gql_media.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
+MAX_PROVIDER_NAME = 64  # the length of the provider column
+MAX_IDEMPOTENCY_KEY = 255
 # built once: reused, it is not keyed again for the compiled cache on every request
 _INSERT_JOB = insert(cast(Table, JobRow.__table__))
 
@@ -83,6 +86,10 @@ class JobFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
 
+    def problem(self) -> UserError | None:
+        """What makes the filter unusable (text no database can compare), or None."""
+        return text_problem("filter.provider", self.provider, MAX_PROVIDER_NAME)
+
     def matches(self, job: JobSnapshot) -> bool:
         """The same test as the SQL filter, for live events."""
         return (
@@ -111,26 +118,13 @@ def parse_job_id(text: str) -> uuid.UUID:
 
 def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list[UserError]:
     """Every problem with ``job``; an empty list means it may be queued."""
-    errors: list[UserError] = []
-    prompt = job.prompt.strip()
-    if not prompt:
-        errors.append(UserError(ErrorCode.PROMPT_EMPTY, "prompt must not be empty", "prompt"))
-    elif len(prompt) > s.max_prompt_length:
-        errors.append(
-            UserError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"prompt is {len(prompt)} characters; the maximum is {s.max_prompt_length}",
-                "prompt",
-            )
-        )
-    if job.negative_prompt is not None and len(job.negative_prompt) > s.max_prompt_length:
-        errors.append(
-            UserError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"negativePrompt is longer than {s.max_prompt_length} characters",
-                "negativePrompt",
-            )
-        )
+    found = [
+        _prompt_problem(s, job.prompt),
+        _negative_prompt_problem(s, job.negative_prompt),
+        text_problem("provider", job.provider, MAX_PROVIDER_NAME),
+        text_problem("model", job.model, s.max_model_length),
+    ]
+    errors = [problem for problem in found if problem is not None]
     for name, value in (("width", job.width), ("height", job.height)):
         if not s.min_image_size <= value <= s.max_image_size:
             errors.append(
@@ -153,7 +147,7 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
             UserError(ErrorCode.SEED_OUT_OF_RANGE, f"seed must be between 0 and {MAX_SEED}", "seed")
         )
     provider = job.provider or s.default_provider
-    if provider not in providers:
+    if found[2] is None and provider not in providers:
         errors.append(
             UserError(
                 ErrorCode.UNKNOWN_PROVIDER,
@@ -163,8 +157,40 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
         )
     if not isinstance(job.extra, dict):
         errors.append(UserError(ErrorCode.INVALID_ARGUMENT, "extra must be a JSON object", "extra"))
+    else:
+        problem = json_problem(
+            "extra", job.extra, max_bytes=s.max_extra_bytes, max_depth=s.max_extra_depth
+        )
+        if problem is not None:
+            errors.append(problem)
     errors.extend(common_problems(s, job.idempotency_key, job.webhook_url))
     return errors
+
+
+def _prompt_problem(s: Settings, prompt: str) -> UserError | None:
+    problem = text_problem("prompt", prompt)
+    if problem is not None:
+        return problem
+    length = len(prompt.strip())
+    if not length:
+        return UserError(ErrorCode.PROMPT_EMPTY, "prompt must not be empty", "prompt")
+    if length > s.max_prompt_length:
+        return UserError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"prompt is {length} characters; the maximum is {s.max_prompt_length}",
+            "prompt",
+        )
+    return None
+
+
+def _negative_prompt_problem(s: Settings, negative_prompt: str | None) -> UserError | None:
+    if negative_prompt is not None and len(negative_prompt) > s.max_prompt_length:
+        return UserError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"negativePrompt is longer than {s.max_prompt_length} characters",
+            "negativePrompt",
+        )
+    return text_problem("negativePrompt", negative_prompt)
 
 
 def common_problems(
@@ -172,11 +198,14 @@ def common_problems(
 ) -> list[UserError]:
     """Problems with the inputs every job-creating mutation takes."""
     errors = []
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+    key_problem = text_problem("idempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY)
+    if key_problem is not None:
+        errors.append(key_problem)
+    elif idempotency_key is not None and not idempotency_key:
         errors.append(
             UserError(
                 ErrorCode.INVALID_ARGUMENT,
-                "idempotencyKey must be 1 to 255 characters",
+                f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
                 "idempotencyKey",
             )
         )
@@ -197,12 +226,16 @@ def webhook_url_problems(settings: Settings, url: str | None) -> list[UserError]
                 "webhookUrl",
             )
         ]
+    problem = url_problem("webhookUrl", url, settings.max_webhook_url_length)
+    if problem is not None:
+        return [problem]
     scheme = url.split(":", 1)[0].lower()
-    if len(url) > 2048 or scheme not in ("http", "https") or "://" not in url:
+    if scheme not in ("http", "https") or "://" not in url:
         return [
             UserError(
                 ErrorCode.INVALID_ARGUMENT,
-                "webhookUrl must be an http(s) URL of at most 2048 characters",
+                "webhookUrl must be an http(s) URL of at most "
+                f"{settings.max_webhook_url_length} characters",
                 "webhookUrl",
             )
         ]
@@ -412,6 +445,9 @@ async def list_jobs(
     principal: Principal = ANONYMOUS,
 ) -> JobPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay right under inserts."""
+    problem = job_filter.problem()
+    if problem is not None:
+        raise problem
     limit = deps.settings.max_page_size if first is None else first
     if not 0 <= limit <= deps.settings.max_page_size:
         raise UserError(
