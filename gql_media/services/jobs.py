@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import Select, Table, case, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -40,7 +40,7 @@ from gql_media.errors import (
 )
 from gql_media.services.deps import Deps
 from gql_media.services.input_limits import json_problem, text_problem, url_problem
-from gql_media.services.inserts import RowInserter
+from gql_media.services.inserts import RowInserter, refused_value
 from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import ColumnValues, job_snapshot
 from gql_media.services.webhooks import announce, announce_queued
@@ -357,18 +357,33 @@ async def insert_job(
         updated_at=now,
     )
     try:
-        await deps.job_inserts(values)  # with the jobs that arrive meanwhile: one round trip
-    except IntegrityError:
+        # with the jobs that arrive meanwhile: one round trip
+        await deps.job_inserts(values)
+    except IntegrityError as exc:
         # A concurrent request with the same idempotency key won the insert.
-        if idempotency_key is None:
-            raise
-        existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
+        existing = None
+        if idempotency_key is not None:
+            existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
         if existing is None:
-            raise
+            raise _refused(exc) from exc
         return existing
+    except (StatementError, ValueError, OverflowError) as exc:
+        if not refused_value(exc):
+            raise
+        raise _refused(exc) from exc
     snapshot = job_snapshot(ColumnValues(values))
     await announce_queued(deps, snapshot)
     return snapshot
+
+
+def _refused(exc: Exception) -> UserError:
+    """The userError of a job the database refused although it passed validation (a value
+    only the database knows it cannot store): for this request alone."""
+    # not str(exc): a statement's text repeats its parameters, however large or deep
+    log.warning(
+        "the database refused a new job: %s %s", type(exc).__name__, getattr(exc, "orig", "")
+    )
+    return UserError(ErrorCode.INVALID_ARGUMENT, "the database refused a value of this job")
 
 
 async def _by_idempotency_key(deps: Deps, key: str, request_hash: str | None) -> JobSnapshot | None:
