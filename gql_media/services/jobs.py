@@ -38,10 +38,10 @@ from gql_media.errors import (
     NotFound,
     UserError,
 )
+from gql_media.services import limits
 from gql_media.services.deps import Deps
 from gql_media.services.input_limits import json_problem, text_problem, url_problem
 from gql_media.services.inserts import RowInserter, refused_value
-from gql_media.services.limits import check_active_jobs
 from gql_media.services.snapshots import ColumnValues, job_snapshot
 from gql_media.services.webhooks import announce, announce_queued
 from gql_media.settings import Settings
@@ -55,9 +55,16 @@ MAX_IDEMPOTENCY_KEY = 255
 _INSERT_JOB = insert(cast(Table, JobRow.__table__))
 
 
-def job_inserter(engine: AsyncEngine, autocommit: AsyncEngine) -> RowInserter:
-    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while others are out."""
-    return RowInserter(engine, autocommit, _INSERT_JOB)
+def job_inserter(engine: AsyncEngine, autocommit: AsyncEngine, settings: Settings) -> RowInserter:
+    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while others are out, each
+    within its owner's cap on unfinished jobs."""
+    return RowInserter(
+        engine,
+        autocommit,
+        _INSERT_JOB,
+        guard=limits.active_jobs_cap(settings),
+        guarded=limits.capped(settings),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +341,6 @@ async def insert_job(
         existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
         if existing is not None:
             return existing
-    await check_active_jobs(deps, principal)
     now = utcnow()
     values = dict(
         id=uuid.uuid4(),
@@ -357,7 +363,7 @@ async def insert_job(
         updated_at=now,
     )
     try:
-        # with the jobs that arrive meanwhile: one round trip
+        # with the jobs that arrive meanwhile: one round trip; within the owner's cap
         await deps.job_inserts(values)
     except IntegrityError as exc:
         # A concurrent request with the same idempotency key won the insert.
@@ -581,7 +587,7 @@ async def retry_job(deps: Deps, job_id: str, principal: Principal = ANONYMOUS) -
             raise InvalidState(
                 f"job is {status.value}; only FAILED or CANCELED jobs can be retried"
             )
-        await check_active_jobs(deps, principal)
+        await limits.hold_active_job_slot(await session.connection(), deps.settings, principal)
         updated = await transition(
             session,
             parsed,
