@@ -63,17 +63,22 @@ def json_problem(field: str, value: Any, *, max_bytes: int, max_depth: int) -> U
     that is not finite. Walks without recursion, and stops early once over the size."""
     stack: list[tuple[str, Any, int]] = [(field, value, 0)]
     size = 0  # a lower bound of the encoded size, to stop a huge value early
-    while stack and size <= max_bytes:
+    while stack and size <= max_bytes:  # (checked once more below, exactly)
         path, item, depth = stack.pop()
         if isinstance(item, dict | list):
             if depth >= max_depth:
                 return _invalid(path, f"{field} is nested deeper than {max_depth} levels")
+            size += len(item) + 1  # brackets and commas; then each key, quoted, and a colon
+            if isinstance(item, dict):
+                size += sum(len(key) + 3 for key in item if isinstance(key, str))
+            if size > max_bytes:
+                break
             problem = _children(path, item, depth + 1, stack)
         else:
             problem = _scalar_problem(path, item)
+            size += len(item) + 2 if isinstance(item, str) else 1
         if problem is not None:
             return problem
-        size += len(item) + 2 if isinstance(item, str | dict | list) else 1
     if size > max_bytes or len(orjson.dumps(value)) > max_bytes:
         return _invalid(field, f"{field} is larger than {max_bytes} bytes as JSON")
     return None

@@ -119,7 +119,8 @@ class JobPage:
 def parse_job_id(text: str) -> uuid.UUID:
     job_id = decode_id(JOB_ID_PREFIX, text)
     if job_id is None:
-        raise UserError(ErrorCode.INVALID_ID, f"{text!r} is not a job id", "id")
+        shown = repr(text) if len(text) <= 64 else f"{text[:64]!r}…"  # not a megabyte back
+        raise UserError(ErrorCode.INVALID_ID, f"{shown} is not a job id", "id")
     return job_id
 
 
