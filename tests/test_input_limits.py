@@ -304,6 +304,23 @@ async def test_the_unfinished_jobs_cap_holds_against_concurrent_submissions(
         assert await api.codes(api.keys.bob, **SLOW) == []  # another key's cap is its own
 
 
+async def test_the_unfinished_jobs_cap_holds_across_api_processes(settings_factory: Any) -> None:
+    async with (
+        serving(settings_factory, max_active_jobs=5) as api,
+        start_server(api.settings, api.runtime.fake_redis_server, with_worker=False) as live,
+    ):
+        other = Served(live, api.keys, api.settings, api.runtime)  # its own engine and batches
+        outcomes = await asyncio.gather(
+            *(
+                (api, other)[i % 2].codes(api.keys.alice, prompt=f"job {i}", **SLOW)
+                for i in range(25)
+            )
+        )
+        assert outcomes.count([]) == 5
+        assert outcomes.count([(None, "TOO_MANY_ACTIVE_JOBS")]) == 20
+        assert await count_jobs(api) == 5
+
+
 async def test_retries_cannot_race_past_the_unfinished_jobs_cap(settings_factory: Any) -> None:
     async with serving(settings_factory, max_active_jobs=5) as api:
         canceled = []
