@@ -26,7 +26,7 @@ from gql_media.services import auth
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 from tests.media import jpeg
-from tests.support import start_server
+from tests.support import graphql_ws, start_server
 from tests.test_security import Keys, Secured
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
@@ -233,6 +233,11 @@ async def test_processing_inputs_and_filters_are_bounded(settings_factory: Any) 
             {"p": "mo\x00ck"},
         )
         assert listed["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"
+        auth_payload = {"authorization": f"Bearer {api.keys.alice}"}
+        async with graphql_ws(api.live.ws_url, payload=auth_payload) as ws:
+            events = "subscription($p: String) { jobEvents(filter: {provider: $p}) { id } }"
+            [refused] = await ws.collect(await ws.subscribe(events, {"p": "mo\x00ck"}))
+            assert [e["extensions"]["code"] for e in refused["errors"]] == ["INVALID_ARGUMENT"]
         assert await count_jobs(api) == 0
 
 
