@@ -97,7 +97,9 @@ class RowInserter:
                     refusals = await guard(connection, [rows[i] for i in guarded])
                     for i, refused in zip(guarded, refusals, strict=True):
                         results[i] = refused
-                admitted = [row for row, refused in zip(rows, results, strict=True) if not refused]
+                admitted = [
+                    row for row, refusal in zip(rows, results, strict=True) if refusal is None
+                ]
                 if admitted:
                     await connection.execute(self._statement, admitted)
         except (StatementError, ValueError, OverflowError) as error:

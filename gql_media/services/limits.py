@@ -5,11 +5,12 @@ The cap holds under concurrency, across every api process: a job is queued (inse
 retried) in a transaction that first locks its owner's key row, then counts the owner's
 unfinished jobs, then writes. The database is the one place every api process shares and
 the truth of which jobs are unfinished, so nothing has to be reconciled; holding the key row
-until commit serialises only the owner's own queueing. PostgreSQL takes the row lock (FOR NO
-KEY UPDATE: new jobs may still reference the row); SQLite has one writer at a time, which a
-no-op write on the row makes this transaction from its start. Batched inserts lock every
-owner of the batch, in id order (no deadlock between two batches), and count each owner's
-rows of the batch too.
+until commit serialises only the owner's own queueing (readers of the key never wait).
+PostgreSQL locks the row (SELECT ... FOR NO KEY UPDATE, under READ COMMITTED: the count
+that follows sees every job committed before the lock was granted); SQLite has one writer at
+a time, which a no-op write on the row makes this transaction from its start. Batched
+inserts lock every owner of the batch, in id order (no deadlock between two batches), and
+count each owner's rows of the batch too.
 """
 
 from __future__ import annotations
