@@ -34,6 +34,16 @@ class Batcher(Generic[T, R]):
         self._next: asyncio.Future[Sequence[R]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # batches being sent, kept alive
 
+    @property
+    def sending(self) -> int:
+        """Sends out now."""
+        return self._sending
+
+    @property
+    def waiting(self) -> int:
+        """Items waiting for the next send."""
+        return len(self._waiting)
+
     async def __call__(self, item: T) -> R:
         if self._sending < self._in_flight:
             self._sending += 1

@@ -54,7 +54,7 @@ async def open_runtime(
         sessions=create_sessionmaker(engine),
         engine=engine,
         autocommit=autocommit,
-        job_inserts=job_inserter(engine, autocommit),
+        job_inserts=job_inserter(engine, autocommit, settings),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
         queue=JobQueue(redis, settings.redis_namespace),

@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     min_image_size: int = Field(default=64, ge=1)
     max_image_size: int = Field(default=2048, ge=1)
     max_outputs: int = Field(default=4, ge=1)
+    # ``model`` is stored in a 256-character column
+    max_model_length: int = Field(default=256, ge=1, le=256)
+    # ``extra``: bytes of its JSON encoding, and levels of nesting (the encoder used for
+    # events stops at 254)
+    max_extra_bytes: int = Field(default=16384, ge=2)
+    max_extra_depth: int = Field(default=10, ge=1, le=200)
+    # ``webhookUrl`` is stored in a 2048-character column
+    max_webhook_url_length: int = Field(default=2048, ge=16, le=2048)
     default_provider: str = "local"
 
     # uploads and processing

@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import json
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
 from gql_media.api.websocket_protocol import LightWebSocketProtocol
+from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 
@@ -72,11 +73,17 @@ class LiveServer:
 
 @asynccontextmanager
 async def start_server(
-    settings: Settings, fake_redis_server: Any, *, with_worker: bool, port: int | None = None
+    settings: Settings,
+    fake_redis_server: Any,
+    *,
+    with_worker: bool,
+    port: int | None = None,
+    background: Callable[[Runtime], AbstractAsyncContextManager[Any]] | None = None,
 ) -> AsyncIterator[LiveServer]:
+    """``background`` replaces the in-process worker (to reach the server's Runtime)."""
     app = create_app(
         settings,
-        background=running_worker if with_worker else None,
+        background=background or (running_worker if with_worker else None),
         fake_redis_server=fake_redis_server,
     )
     port = port or free_port()

@@ -62,14 +62,14 @@ async def test_generates_from_b64_json(
 ) -> None:
     provider = make_provider()
     images = await provider.generate(
-        image_request(num_outputs=2, extra={"quality": "low"}), RecordingContext()
+        image_request(num_outputs=2, extra={"quality": "low", "n": 9}), RecordingContext()
     )
 
     [body] = fake.requests
     assert body == {
         "model": "gpt-image-1",
         "prompt": "a lighthouse at dusk",
-        "n": 2,
+        "n": 2,  # extra adds options; it never replaces what the fields set
         "size": "256x192",
         "quality": "low",
     }

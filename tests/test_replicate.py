@@ -123,7 +123,7 @@ async def test_a_model_name_creates_through_the_models_endpoint_with_mapped_inpu
         "height": 576,
         "aspect_ratio": "16:9",
         "num_outputs": 2,
-        "seed": 8,  # extra overrides
+        "seed": 7,  # extra adds options; it never replaces what the fields set
         "output_format": "webp",
         "num_inference_steps": 2,
     }

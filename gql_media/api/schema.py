@@ -302,6 +302,9 @@ class Subscription:
     ) -> AsyncGenerator[Job, None]:
         ctx = info.context
         domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
+        problem = domain_filter.problem()
+        if problem is not None:
+            raise graphql_error(problem.code, problem.message)
         principal = ctx.principal
 
         def wanted(job: JobSnapshot) -> bool:

@@ -228,7 +228,9 @@ class GenerateImageInput:
     )
     output_format: OutputFormat = domain.OutputFormat.PNG
     extra: JSON | None = strawberry.field(
-        default=None, description="Provider-specific input passed through unchanged."
+        default=None,
+        description="Provider-specific options added to the provider's request; a key that "
+        "the other fields set is refused.",
     )
     idempotency_key: str | None = strawberry.field(
         default=None, description="Repeating a request with the same key returns the same job."

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import Select, Table, case, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -37,9 +37,10 @@ from gql_media.errors import (
     NotFound,
     UserError,
 )
+from gql_media.services import limits
 from gql_media.services.deps import Deps
-from gql_media.services.inserts import RowInserter
-from gql_media.services.limits import check_active_jobs
+from gql_media.services.input_limits import json_problem, text_problem, url_problem
+from gql_media.services.inserts import RowInserter, refused_value
 from gql_media.services.snapshots import ColumnValues, job_snapshot
 from gql_media.services.webhooks import announce, announce_queued
 from gql_media.settings import Settings
@@ -47,13 +48,22 @@ from gql_media.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
+MAX_PROVIDER_NAME = 64  # the length of the provider column
+MAX_IDEMPOTENCY_KEY = 255
 # built once: reused, it is not keyed again for the compiled cache on every request
 _INSERT_JOB = insert(cast(Table, JobRow.__table__))
 
 
-def job_inserter(engine: AsyncEngine, autocommit: AsyncEngine) -> RowInserter:
-    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while others are out."""
-    return RowInserter(engine, autocommit, _INSERT_JOB)
+def job_inserter(engine: AsyncEngine, autocommit: AsyncEngine, settings: Settings) -> RowInserter:
+    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while others are out, each
+    within its owner's cap on unfinished jobs."""
+    return RowInserter(
+        engine,
+        autocommit,
+        _INSERT_JOB,
+        guard=limits.active_jobs_cap(settings),
+        guarded=limits.capped(settings),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,10 @@ class JobFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
 
+    def problem(self) -> UserError | None:
+        """What makes the filter unusable (text no database can compare), or None."""
+        return text_problem("filter.provider", self.provider, MAX_PROVIDER_NAME)
+
     def matches(self, job: JobSnapshot) -> bool:
         """The same test as the SQL filter, for live events."""
         return (
@@ -104,32 +118,20 @@ class JobPage:
 def parse_job_id(text: str) -> uuid.UUID:
     job_id = decode_id(JOB_ID_PREFIX, text)
     if job_id is None:
-        raise UserError(ErrorCode.INVALID_ID, f"{text!r} is not a job id", "id")
+        shown = repr(text) if len(text) <= 64 else f"{text[:64]!r}…"  # not a megabyte back
+        raise UserError(ErrorCode.INVALID_ID, f"{shown} is not a job id", "id")
     return job_id
 
 
 def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list[UserError]:
     """Every problem with ``job``; an empty list means it may be queued."""
-    errors: list[UserError] = []
-    prompt = job.prompt.strip()
-    if not prompt:
-        errors.append(UserError(ErrorCode.PROMPT_EMPTY, "prompt must not be empty", "prompt"))
-    elif len(prompt) > s.max_prompt_length:
-        errors.append(
-            UserError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"prompt is {len(prompt)} characters; the maximum is {s.max_prompt_length}",
-                "prompt",
-            )
-        )
-    if job.negative_prompt is not None and len(job.negative_prompt) > s.max_prompt_length:
-        errors.append(
-            UserError(
-                ErrorCode.PROMPT_TOO_LONG,
-                f"negativePrompt is longer than {s.max_prompt_length} characters",
-                "negativePrompt",
-            )
-        )
+    found = [
+        _prompt_problem(s, job.prompt),
+        _negative_prompt_problem(s, job.negative_prompt),
+        text_problem("provider", job.provider, MAX_PROVIDER_NAME),
+        text_problem("model", job.model, s.max_model_length),
+    ]
+    errors = [problem for problem in found if problem is not None]
     for name, value in (("width", job.width), ("height", job.height)):
         if not s.min_image_size <= value <= s.max_image_size:
             errors.append(
@@ -152,7 +154,7 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
             UserError(ErrorCode.SEED_OUT_OF_RANGE, f"seed must be between 0 and {MAX_SEED}", "seed")
         )
     provider = job.provider or s.default_provider
-    if provider not in providers:
+    if found[2] is None and provider not in providers:
         errors.append(
             UserError(
                 ErrorCode.UNKNOWN_PROVIDER,
@@ -162,8 +164,40 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
         )
     if not isinstance(job.extra, dict):
         errors.append(UserError(ErrorCode.INVALID_ARGUMENT, "extra must be a JSON object", "extra"))
+    else:
+        problem = json_problem(
+            "extra", job.extra, max_bytes=s.max_extra_bytes, max_depth=s.max_extra_depth
+        )
+        if problem is not None:
+            errors.append(problem)
     errors.extend(common_problems(s, job.idempotency_key, job.webhook_url))
     return errors
+
+
+def _prompt_problem(s: Settings, prompt: str) -> UserError | None:
+    problem = text_problem("prompt", prompt)
+    if problem is not None:
+        return problem
+    length = len(prompt.strip())
+    if not length:
+        return UserError(ErrorCode.PROMPT_EMPTY, "prompt must not be empty", "prompt")
+    if length > s.max_prompt_length:
+        return UserError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"prompt is {length} characters; the maximum is {s.max_prompt_length}",
+            "prompt",
+        )
+    return None
+
+
+def _negative_prompt_problem(s: Settings, negative_prompt: str | None) -> UserError | None:
+    if negative_prompt is not None and len(negative_prompt) > s.max_prompt_length:
+        return UserError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"negativePrompt is longer than {s.max_prompt_length} characters",
+            "negativePrompt",
+        )
+    return text_problem("negativePrompt", negative_prompt)
 
 
 def common_problems(
@@ -171,11 +205,14 @@ def common_problems(
 ) -> list[UserError]:
     """Problems with the inputs every job-creating mutation takes."""
     errors = []
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+    key_problem = text_problem("idempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY)
+    if key_problem is not None:
+        errors.append(key_problem)
+    elif idempotency_key is not None and not idempotency_key:
         errors.append(
             UserError(
                 ErrorCode.INVALID_ARGUMENT,
-                "idempotencyKey must be 1 to 255 characters",
+                f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
                 "idempotencyKey",
             )
         )
@@ -196,12 +233,16 @@ def webhook_url_problems(settings: Settings, url: str | None) -> list[UserError]
                 "webhookUrl",
             )
         ]
+    problem = url_problem("webhookUrl", url, settings.max_webhook_url_length)
+    if problem is not None:
+        return [problem]
     scheme = url.split(":", 1)[0].lower()
-    if len(url) > 2048 or scheme not in ("http", "https") or "://" not in url:
+    if scheme not in ("http", "https") or "://" not in url:
         return [
             UserError(
                 ErrorCode.INVALID_ARGUMENT,
-                "webhookUrl must be an http(s) URL of at most 2048 characters",
+                "webhookUrl must be an http(s) URL of at most "
+                f"{settings.max_webhook_url_length} characters",
                 "webhookUrl",
             )
         ]
@@ -298,7 +339,6 @@ async def insert_job(
         existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
         if existing is not None:
             return existing
-    await check_active_jobs(deps, principal)
     now = utcnow()
     values = dict(
         id=uuid.uuid4(),
@@ -321,18 +361,33 @@ async def insert_job(
         updated_at=now,
     )
     try:
-        await deps.job_inserts(values)  # with the jobs that arrive meanwhile: one round trip
-    except IntegrityError:
+        # with the jobs that arrive meanwhile: one round trip; within the owner's cap
+        await deps.job_inserts(values)
+    except IntegrityError as exc:
         # A concurrent request with the same idempotency key won the insert.
-        if idempotency_key is None:
-            raise
-        existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
+        existing = None
+        if idempotency_key is not None:
+            existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
         if existing is None:
-            raise
+            raise _refused(exc) from exc
         return existing
+    except (StatementError, ValueError, OverflowError) as exc:
+        if not refused_value(exc):
+            raise
+        raise _refused(exc) from exc
     snapshot = job_snapshot(ColumnValues(values))
     await announce_queued(deps, snapshot)
     return snapshot
+
+
+def _refused(exc: Exception) -> UserError:
+    """The userError of a job the database refused although it passed validation (a value
+    only the database knows it cannot store): for this request alone."""
+    # not str(exc): a statement's text repeats its parameters, however large or deep
+    log.warning(
+        "the database refused a new job: %s %s", type(exc).__name__, getattr(exc, "orig", "")
+    )
+    return UserError(ErrorCode.INVALID_ARGUMENT, "the database refused a value of this job")
 
 
 async def _by_idempotency_key(deps: Deps, key: str, request_hash: str | None) -> JobSnapshot | None:
@@ -409,6 +464,9 @@ async def list_jobs(
     principal: Principal,
 ) -> JobPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay right under inserts."""
+    problem = job_filter.problem()
+    if problem is not None:
+        raise problem
     limit = deps.settings.max_page_size if first is None else first
     if not 0 <= limit <= deps.settings.max_page_size:
         raise UserError(
@@ -527,7 +585,7 @@ async def retry_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapsho
             raise InvalidState(
                 f"job is {status.value}; only FAILED or CANCELED jobs can be retried"
             )
-        await check_active_jobs(deps, principal)
+        await limits.hold_active_job_slot(await session.connection(), deps.settings, principal)
         updated = await transition(
             session,
             parsed,

@@ -20,11 +20,14 @@ from gql_media.adapters.providers import ProviderContext
 from gql_media.domain import SYSTEM, JobKind, JobSnapshot, Principal
 from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
 from gql_media.services.deps import Deps
+from gql_media.services.input_limits import text_problem
 from gql_media.services.media import create_processing_job, source_file, upload_row
 from gql_media.settings import Settings
 
 T = TypeVar("T")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # whole names only: fullmatch
+MAX_TEXT = 200  # a text watermark's characters
+MAX_COLOR = 64  # a color's characters: names, #rgb(a), rgb(...) and hsl(...) fit
 POSITIONS: tuple[str, ...] = get_args(image_ops.Position)
 IMAGE_FORMATS = image_ops.OUTPUT_FORMATS
 FITS: tuple[str, ...] = get_args(image_ops.Fit)
@@ -80,6 +83,20 @@ class _Problems:
             return default
         return value
 
+    def text(self, data: dict[str, Any], key: str, field: str, max_chars: int, default: str) -> str:
+        """A free-form string option: bounded, and storable (see ``input_limits``)."""
+        value = data.get(key)
+        if value is None or value == "":
+            return default
+        if not isinstance(value, str):
+            self.add(f"{field}.{key}", f"{key} must be a string")
+            return default
+        problem = text_problem(f"{field}.{key}", value, max_chars)
+        if problem is not None:
+            self.errors.append(problem)
+            return default
+        return value
+
     def raise_any(self) -> None:
         if self.errors:
             raise InvalidInput(self.errors)
@@ -119,7 +136,7 @@ def image_variants(
             problems.add(field, "a variant must be an object")
             continue
         name = variant.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             problems.add(f"{field}.name", "name: 1-64 letters, digits, '-' or '_'")
             name = f"variant-{i}"
         elif name in names:
@@ -179,7 +196,7 @@ def _image_op(
         return image_ops.Rotate(
             degrees=float(problems.number(data, "degrees", field, -360, 360, 0)),
             expand=bool(data.get("expand", True)),
-            background=str(data.get("background") or "#00000000"),
+            background=problems.text(data, "background", field, MAX_COLOR, "#00000000"),
         )
     if kind == "autoOrient":
         return image_ops.AutoOrient()
@@ -188,8 +205,10 @@ def _image_op(
     opacity = float(problems.number(data, "opacity", field, 0, 1, 0.5))
     if kind == "textWatermark":
         text = data.get("text")
-        if not isinstance(text, str) or not text.strip() or len(text) > 200:
-            problems.add(f"{field}.text", "text must be 1 to 200 characters")
+        if isinstance(text, str) and text.strip():
+            text = problems.text(data, "text", field, MAX_TEXT, "?")
+        else:
+            problems.add(f"{field}.text", f"text must be 1 to {MAX_TEXT} characters")
             text = "?"
         return image_ops.TextWatermark(
             text=text,
@@ -197,7 +216,7 @@ def _image_op(
             margin=margin,
             opacity=opacity,
             scale=float(problems.number(data, "scale", field, 0.005, 1, 0.05)),
-            color=str(data.get("color") or "#ffffff"),
+            color=problems.text(data, "color", field, MAX_COLOR, "#ffffff"),
         )
     if kind == "imageWatermark":
         media_id = str(data.get("mediaId") or "")
@@ -265,7 +284,7 @@ def video_operations(settings: Settings, operations: Any) -> list[VideoOperation
             continue
         default = {"videoThumbnail": "thumbnail", "transcode": "video", "extractAudio": "audio"}
         name = raw.get("name") or default.get(kind, "metadata")
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             problems.add(f"{field}.name", "name: 1-64 letters, digits, '-' or '_'")
         elif name in names:
             problems.add(f"{field}.name", f"output name {name!r} is used twice")

@@ -7,7 +7,8 @@ than a failed job later.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from gql_media.domain import GenerateImageRequest, ModelInfo, ProviderInfo
 from gql_media.errors import ErrorCode, UserError
@@ -59,3 +60,23 @@ def check_model_limits(
             )
         )
     return errors
+
+
+def with_extra(own: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A provider's request ``own`` with the keys of ``extra`` it does not set itself: the
+    options ``extra`` passes through never replace what the checked fields set (size, count,
+    model...), which the limits above were checked on."""
+    return {**extra, **own}
+
+
+def extra_overrides(extra: dict[str, Any], own: Iterable[str]) -> list[UserError]:
+    """A userError for each key of ``extra`` that names one of the keys ``own`` a provider
+    sets from the request's fields."""
+    return [
+        UserError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"extra.{key} is set from the request's own fields; use those instead",
+            f"extra.{key}",
+        )
+        for key in sorted(set(extra).intersection(own))
+    ]

@@ -3,8 +3,9 @@
 One ``POST {base}/v1/images/generations`` makes every image of a job; the answer carries
 each image as base64 (``b64_json``) or as a URL, which is downloaded at once with the
 size cap. The call is synchronous, so there is no provider-side id to resume and no
-progress before it returns. ``request.extra`` is merged into the request body, so any
-option of the API (``quality``, ``background``, ``output_format``...) can be passed through.
+progress before it returns. ``request.extra`` adds to the request body, so any option of
+the API (``quality``, ``background``, ``output_format``...) can be passed through; it cannot
+replace what the request's fields set (``model``, ``n``, ``size``...).
 """
 
 from __future__ import annotations
@@ -95,10 +96,23 @@ class OpenAIProvider:
                     "negativePrompt",
                 )
             ]
+        overrides = catalogue.extra_overrides(request.extra, self._own_body(request))
         if not self._is_openai:  # a self-hosted server decides what its models accept
-            return []
+            return overrides
         model = request.model or self._model
-        return catalogue.check_model_limits(request, model, catalogue.OPENAI_MODELS)
+        return [*catalogue.check_model_limits(request, model, catalogue.OPENAI_MODELS), *overrides]
+
+    def _own_body(self, request: GenerateImageRequest) -> dict[str, Any]:
+        """The request body that the fields of ``request`` make, without ``extra``."""
+        body: dict[str, Any] = {
+            "model": request.model or self._model,
+            "prompt": request.prompt,
+            "n": request.num_outputs,
+            "size": f"{request.width}x{request.height}",
+        }
+        if self._response_format is not None:
+            body["response_format"] = self._response_format
+        return body
 
     @property
     def _is_openai(self) -> bool:
@@ -117,15 +131,7 @@ class OpenAIProvider:
                 "the openai provider has no base URL", code=ErrorCode.PROVIDER_NOT_CONFIGURED
             )
         await context.ensure_running()
-        body: dict[str, Any] = {
-            "model": request.model or self._model,
-            "prompt": request.prompt,
-            "n": request.num_outputs,
-            "size": f"{request.width}x{request.height}",
-        }
-        if self._response_format is not None:
-            body["response_format"] = self._response_format
-        body.update(request.extra)
+        body = catalogue.with_extra(self._own_body(request), request.extra)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         answer = await http.request_json(
             self._http(), "POST", self._url, provider=NAME, json=body, headers=headers

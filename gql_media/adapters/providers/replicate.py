@@ -98,7 +98,13 @@ def nearest_aspect_ratio(width: int, height: int) -> str:
 
 
 def build_input(request: GenerateImageRequest, model: ModelRef) -> dict[str, Any]:
-    """The prediction ``input`` for ``request``; ``request.extra`` overrides any key."""
+    """The prediction ``input`` for ``request``; ``request.extra`` adds the keys it does not
+    set itself (see ``catalogue.with_extra``)."""
+    return catalogue.with_extra(own_input(request, model), request.extra)
+
+
+def own_input(request: GenerateImageRequest, model: ModelRef) -> dict[str, Any]:
+    """The prediction ``input`` that the fields of ``request`` make, without ``extra``."""
     data: dict[str, Any] = {
         "prompt": request.prompt,
         "width": request.width,
@@ -111,7 +117,6 @@ def build_input(request: GenerateImageRequest, model: ModelRef) -> dict[str, Any
         data["negative_prompt"] = request.negative_prompt
     if model.flux_style:
         data["aspect_ratio"] = nearest_aspect_ratio(request.width, request.height)
-    data.update(request.extra)
     return data
 
 
@@ -250,10 +255,13 @@ class ReplicateProvider:
             ]
         model = request.model or self._model
         try:
-            parse_model(model)
+            ref = parse_model(model)
         except ValueError as exc:
             return [UserError(ErrorCode.INVALID_ARGUMENT, str(exc), "model")]
-        return catalogue.check_model_limits(request, model, catalogue.REPLICATE_MODELS)
+        return [
+            *catalogue.check_model_limits(request, model, catalogue.REPLICATE_MODELS),
+            *catalogue.extra_overrides(request.extra, own_input(request, ref)),
+        ]
 
     def describe(self) -> ProviderInfo:
         return catalogue.describe(
