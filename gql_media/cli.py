@@ -153,7 +153,7 @@ def _serve(app: Any, settings: Settings, args: argparse.Namespace) -> None:
     """Serve ``app`` with uvicorn until it is stopped."""
     import uvicorn
 
-    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+    from gql_media.api.protocols import LightWebSocketProtocol
 
     _tune_gc(settings.gc_threshold)
     uvicorn.run(

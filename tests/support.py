@@ -16,7 +16,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
-from gql_media.api.websocket_protocol import LightWebSocketProtocol
+from gql_media.api.protocols import LightWebSocketProtocol
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from gql_media.api.websocket_protocol import LightWebSocketProtocol
+from gql_media.api.protocols import LightWebSocketProtocol
 from gql_media.cli import _serve
 from gql_media.settings import Settings
 from tests.support import LiveServer, free_port

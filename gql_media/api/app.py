@@ -41,11 +41,11 @@ from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.fanout import SharedJobs
 from gql_media.api.observability import ObserveRequests, metrics_endpoint, readyz
+from gql_media.api.protocols import protocol_of
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
-from gql_media.api.websocket_protocol import protocol_of
 from gql_media.domain import ANONYMOUS
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError

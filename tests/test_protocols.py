@@ -14,7 +14,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from gql_media.api.websocket_protocol import Flag, Inbox, LightWebSocketProtocol
+from gql_media.api.protocols import Flag, Inbox, LightWebSocketProtocol
 
 
 async def test_the_inbox_gives_events_in_order_and_wakes_its_reader() -> None:
