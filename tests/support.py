@@ -16,7 +16,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
-from gql_media.api.protocols import LightWebSocketProtocol
+from gql_media.api.protocols import server_options
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 
@@ -85,7 +85,7 @@ async def start_server(
         port=port,
         log_config=None,
         lifespan="on",
-        ws=LightWebSocketProtocol,  # as the api serves
+        **server_options(settings),  # as the api serves
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

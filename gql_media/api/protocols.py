@@ -1,19 +1,41 @@
-"""uvicorn's WebSocket protocol (websockets' sans-I/O implementation), lighter per socket.
+"""uvicorn's protocols, patched: the one module that uses uvicorn's internals.
 
-An api holds thousands of idle subscribed sockets; uvicorn gives each an asyncio.Queue for
-incoming messages (three deques and an Event with a fourth), an asyncio.Event for
-write flow control (a fifth) and keeps the handshake response: about 5 KB a socket, more
-than the rest of uvicorn's share. Here the queue and the flag hold a list or a future only
-while something waits, and the response goes once sent. Behaviour is uvicorn's.
+``LightWebSocketProtocol`` is uvicorn's WebSocket protocol (websockets' sans-I/O
+implementation), lighter per socket: an api holds thousands of idle subscribed sockets;
+uvicorn gives each an asyncio.Queue for incoming messages (three deques and an Event with a
+fourth), an asyncio.Event for write flow control (a fifth) and keeps the handshake
+response: about 5 KB a socket, more than the rest of uvicorn's share. Here the queue and the
+flag hold a list or a future only while something waits, and the response goes once sent.
+It also bounds what waits for a client that does not read (uvicorn holds every message a
+paused socket is sent, for as long as the client likes): past ``max_send_buffer`` bytes
+the socket is closed with 4413.
+
+``GuardedHttpProtocol`` is uvicorn's httptools protocol with the time and size limits
+uvicorn lacks: it waits for a request's headers and body as long as the client likes (only
+an idle keep-alive connection times out), so half-sent requests held every file
+descriptor. Here headers must arrive within a time and a size, a body within a time that
+grows with its size and without long pauses, and connections past a cap are refused.
+
+``server_options`` is how the api runs uvicorn, for ``gql-media serve``/``api`` and tests.
+Without these classes (``http="httptools"``, ``ws="websockets-sansio"``) the api works the
+same, without the limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+
+from gql_media.errors import ErrorCode
+from gql_media.settings import Settings
 
 
 class Inbox:
@@ -88,19 +110,76 @@ class Flag:
         return True
 
 
+SEND_BUFFER_FULL_CLOSE = 4413  # the client left more than max_send_buffer bytes unread
+CLOSE_GRACE = 10.0  # seconds a closed socket's unread bytes wait for its client
+
+
 class LightWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with the lighter inbox and write flag, and
-    without the handshake response once it is sent. Pass it as uvicorn's ``ws``."""
+    """uvicorn's sans-I/O WebSocket protocol with the lighter inbox and write flag, without
+    the handshake response once it is sent, and with a bounded send buffer. Pass it (or
+    the subclass ``server_options`` makes) as uvicorn's ``ws``."""
+
+    # bytes a socket may have unsent (in its transport and in sends waiting to write)
+    # before it is closed with 4413
+    max_send_buffer = 1024 * 1024
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag(is_set=True)  # type: ignore[assignment]
+        self.waiting_bytes = 0  # of messages whose send waits for the transport
 
     async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.send" and not self.writable.is_set():
+            await self._wait_to_send(message)
         await super().send(message)
         if self.handshake_complete and "response" in self.__dict__:
             del self.response  # read only until the handshake is answered
+
+    async def _wait_to_send(self, message: Any) -> None:
+        """Wait, counted, until the transport takes writes; close the socket instead when
+        what its client has not read would pass ``max_send_buffer``."""
+        size = len(message.get("text") or message.get("bytes") or b"")
+        if self.unsent_bytes() + size > self.max_send_buffer:
+            self.close_now(SEND_BUFFER_FULL_CLOSE, "SEND_BUFFER_FULL")
+        if self.close_sent or self.disconnected:
+            raise ClientDisconnected
+        self.waiting_bytes += size
+        try:
+            await self.writable.wait()
+        finally:
+            self.waiting_bytes -= size
+        if self.close_sent or self.disconnected:  # closed meanwhile: drop the message
+            raise ClientDisconnected
+
+    def unsent_bytes(self) -> int:
+        """Bytes written for this socket that its client has not taken yet."""
+        return self.waiting_bytes + self.transport.get_write_buffer_size()
+
+    def handle_ping(self) -> None:
+        super().handle_ping()  # the pong goes out at once: a client may ping without reading
+        if self.unsent_bytes() > self.max_send_buffer:
+            self.close_now(SEND_BUFFER_FULL_CLOSE, "SEND_BUFFER_FULL")
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` without waiting for the transport: the close frame
+        goes after what is buffered, waiting sends fail (freeing their messages) and the
+        application sees a disconnect. A client that does not read the close within
+        ``CLOSE_GRACE`` seconds is cut off, and its buffer freed."""
+        if not self.handshake_complete or self.close_sent or self.disconnected:
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        try:
+            self.conn.send_close(code, reason)
+        except InvalidState:  # the client is closing already
+            pass
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:  # to read the client's closing reply
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.writable.set()  # waiting sends see close_sent and give up
+        self.close_timer = self.loop.call_later(CLOSE_GRACE, self.transport.abort)
 
     def send_texts_now(self, texts: list[bytes]) -> bool:
         """Write text messages (UTF-8) as ``send`` would, in one write, when that needs no
@@ -128,3 +207,195 @@ def protocol_of(send: Any) -> LightWebSocketProtocol | None:
     """The protocol behind an ASGI ``send`` that uvicorn handed over unwrapped, if ours."""
     protocol = getattr(send, "__self__", None)
     return protocol if isinstance(protocol, LightWebSocketProtocol) else None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How long and how much a client may take to send a request, and how many
+    connections a process holds (see ``Settings``)."""
+
+    header_timeout: float
+    max_header_bytes: int
+    body_timeout: float
+    body_min_rate: int
+    body_idle_timeout: float
+    max_connections: int
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"  # between requests (uvicorn's keep-alive timeout) or while the app works
+    HEADERS = "headers"  # the request line and headers are due
+    BODY = "body"  # the body is due
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with ``limits`` on slow and greedy clients:
+
+    - a request's line and headers must arrive within ``header_timeout`` seconds of the
+      connection or of the request's first byte, and within ``max_header_bytes`` bytes;
+    - its body within ``body_timeout`` seconds plus one second per ``body_min_rate``
+      bytes received, and with no pause over ``body_idle_timeout`` seconds (time while the
+      api itself does not read does not count);
+    - a connection past ``max_connections`` (HTTP and WebSocket) is answered 503.
+
+    Late requests are answered 408 ``REQUEST_TIMEOUT`` (a connection that sent nothing is
+    closed silently), headers too large 431 ``HEADERS_TOO_LARGE``; the application sees a
+    disconnect. One timer per connection follows the phase it is in."""
+
+    limits: HttpLimits  # set on the subclass server_options makes
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase = Phase.IDLE
+        self._timer: asyncio.TimerHandle | None = None
+        self._began = 0.0  # when the phase began (less time the api did not read)
+        self._last = 0.0  # when body bytes last arrived
+        self._checked = 0.0  # when the timer last looked
+        self._received = 0  # bytes of the headers, then of the body
+        self._request_seen = False  # a byte of the current request arrived
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._answer(503, ErrorCode.TOO_MANY_CONNECTIONS, "the server has too many connections")
+            return
+        self._enter(Phase.HEADERS)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._phase = Phase.IDLE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase is Phase.HEADERS:
+            self._received += len(data)
+        super().data_received(data)
+        if self._phase is Phase.HEADERS and self._received > self.limits.max_header_bytes:
+            self._answer(
+                431,
+                ErrorCode.HEADERS_TOO_LARGE,
+                f"the request line and headers take more than {self.limits.max_header_bytes} bytes",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_seen = True
+        if self._phase is not Phase.HEADERS:  # a request on a kept-alive connection
+            self._enter(Phase.HEADERS)
+
+    def on_headers_complete(self) -> None:
+        self._enter(Phase.BODY)  # until on_message_complete, maybe at once
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._received += len(body)
+        self._last = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._phase = Phase.IDLE
+        self._request_seen = False
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._phase = Phase.IDLE  # the WebSocket protocol takes over the connection
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().handle_websocket_upgrade()
+
+    def _enter(self, phase: Phase) -> None:
+        now = self.loop.time()
+        self._phase, self._began, self._last, self._checked = phase, now, now, now
+        self._received = 0
+        self._arm(self._deadline())
+
+    def _deadline(self) -> float:
+        limits = self.limits
+        if self._phase is Phase.HEADERS:
+            return self._began + limits.header_timeout
+        allowed = limits.body_timeout + self._received / limits.body_min_rate
+        return min(self._began + allowed, self._last + limits.body_idle_timeout)
+
+    def _arm(self, when: float) -> None:
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # it looks again in time
+            timer.cancel()
+        self._timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._phase is Phase.IDLE or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the api is not reading: the client cannot send
+            self._began += now - self._checked
+            self._last += now - self._checked
+        self._checked = now
+        deadline = self._deadline()
+        if now < deadline:
+            self._arm(deadline)
+        elif self._phase is Phase.HEADERS and not self._request_seen:
+            self.transport.close()  # nothing sent: as uvicorn's keep-alive timeout does
+        else:
+            what = "headers" if self._phase is Phase.HEADERS else "body"
+            self._answer(408, ErrorCode.REQUEST_TIMEOUT, f"the request {what} came too slowly")
+
+    def _answer(self, status: int, code: ErrorCode, message: str) -> None:
+        """Answer ``status`` with an error ``code`` unless a response is under way, and
+        close the connection; the application, if it has the request, sees a disconnect."""
+        self._phase = Phase.IDLE
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+            self.transport.write(
+                STATUS_LINE[status]
+                + b"content-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + body
+            )
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the api (host, port and logging aside)."""
+    limits = HttpLimits(
+        header_timeout=settings.header_timeout,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout=settings.body_timeout,
+        body_min_rate=settings.body_min_rate,
+        body_idle_timeout=settings.body_idle_timeout,
+        max_connections=settings.max_connections or default_max_connections(settings),
+    )
+    return {
+        "http": type("HttpProtocol", (GuardedHttpProtocol,), {"limits": limits}),
+        "ws": type(
+            "WebSocketProtocol",
+            (LightWebSocketProtocol,),
+            {"max_send_buffer": settings.ws_max_send_buffer_bytes},
+        ),
+        # job updates are small JSON: compressing costs ~40 KB per socket and CPU per
+        # message for little gain
+        "ws_per_message_deflate": False,
+    }
+
+
+def default_max_connections(settings: Settings) -> int:
+    """The open-file limit, less what a process keeps open besides its clients: its
+    database pool (twice: it may overflow), Redis, logs and files being processed."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 10_000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(64, soft - 2 * settings.database_pool_size - 100)
