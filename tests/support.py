@@ -147,9 +147,13 @@ class GraphQLWS:
 
 @asynccontextmanager
 async def graphql_ws(
-    url: str, protocol: str = "graphql-transport-ws", payload: dict[str, Any] | None = None
+    url: str,
+    protocol: str = "graphql-transport-ws",
+    payload: dict[str, Any] | None = None,
+    **options: Any,
 ) -> AsyncIterator[GraphQLWS]:
-    async with connect(url, subprotocols=[protocol]) as connection:  # type: ignore[list-item]
+    """An acknowledged connection; ``options`` go to websockets' ``connect``."""
+    async with connect(url, subprotocols=[protocol], **options) as connection:  # type: ignore[list-item]
         client = GraphQLWS(connection)
         await client.send({"type": "connection_init", "payload": payload or {}})
         ack = await client.receive()

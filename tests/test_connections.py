@@ -7,12 +7,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
 from gql_media.adapters import redis as redis_adapter
-from tests.support import LiveServer, start_server
+from gql_media.runtime import open_runtime
+from gql_media.services import auth
+from tests.support import LiveServer, graphql_ws, start_server
+from tests.test_security import secured
 
 SLOW = {"header_timeout": 0.5, "body_timeout": 0.5, "body_idle_timeout": 0.5}
 
@@ -126,3 +135,124 @@ async def test_connections_past_the_cap_are_refused_until_slow_ones_go(
             writer.close()
         response = await live.http.get("/healthz")
         assert response.status_code == 200
+
+
+FOLLOW_UNKNOWN = 'subscription { jobUpdated(id: "job_00000000000000000000000000000000") { id } }'
+
+
+async def refused_close(url: str, payload: dict[str, Any]) -> tuple[int, str]:
+    """The close code and reason of a socket refused after its connection_init."""
+    async with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def test_sockets_per_key_are_capped(settings_factory: Any) -> None:
+    async with secured(settings_factory, max_sockets_per_key=2) as api:
+        url, alice, bob = api.live.ws_url, {"apiKey": api.keys.alice}, {"apiKey": api.keys.bob}
+        async with graphql_ws(url, payload=alice), graphql_ws(url, payload=alice):
+            assert await refused_close(url, alice) == (4429, "TOO_MANY_SOCKETS")
+            async with connect(url, subprotocols=[Subprotocol("graphql-ws")]) as legacy:
+                await legacy.send(json.dumps({"type": "connection_init", "payload": alice}))
+                error = json.loads(await legacy.recv())
+                with pytest.raises(ConnectionClosed):
+                    await legacy.recv()
+            assert error["type"] == "connection_error"
+            assert error["payload"]["extensions"]["code"] == "TOO_MANY_SOCKETS"
+            async with graphql_ws(url, payload=bob) as other:  # another key has its own
+                op = await other.subscribe(FOLLOW_UNKNOWN)
+                assert (await other.next_payload(op)) is not None
+        async with graphql_ws(url, payload=alice):  # closed ones are counted off
+            pass
+
+
+async def test_sockets_per_address_are_capped_when_auth_is_off(settings_factory: Any) -> None:
+    async with running(settings_factory, max_sockets_per_key=1) as live:
+        async with graphql_ws(live.ws_url):
+            assert await refused_close(live.ws_url, {}) == (4429, "TOO_MANY_SOCKETS")
+        async with graphql_ws(live.ws_url):
+            pass
+
+
+async def test_operations_per_key_are_capped_across_its_sockets(settings_factory: Any) -> None:
+    async with secured(settings_factory, max_subscriptions_per_key=3) as api:
+        url, alice = api.live.ws_url, {"apiKey": api.keys.alice}
+        async with graphql_ws(url, payload=alice) as first, graphql_ws(url, payload=alice) as two:
+            held = [await first.subscribe("subscription { jobEvents { id } }") for _ in range(2)]
+            await two.subscribe("subscription { jobEvents { id } }")
+            over = await two.subscribe(FOLLOW_UNKNOWN)
+            message = await two.receive()
+            assert message["id"] == over and message["type"] == "error"
+            assert message["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+            async with graphql_ws(url, payload={"apiKey": api.keys.bob}) as bob:
+                op = await bob.subscribe(FOLLOW_UNKNOWN)  # another key has its own
+                assert (await bob.next_payload(op)) is not None
+            await first.send({"id": held[0], "type": "complete"})
+            while True:  # the completed one frees its place (once the server ends it)
+                op = await two.subscribe(FOLLOW_UNKNOWN)
+                message = await two.receive()
+                if message["type"] == "next":
+                    break
+                assert message["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+            assert message["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_revoked_keys_open_sockets_are_closed(settings_factory: Any) -> None:
+    async with secured(settings_factory, api_key_cache_seconds=1) as api:
+        url = api.live.ws_url
+        async with (
+            graphql_ws(url, payload={"apiKey": api.keys.alice}) as alice,
+            graphql_ws(url, payload={"apiKey": api.keys.bob}) as bob,
+        ):
+            await alice.subscribe("subscription { jobEvents { id } }")
+            async with open_runtime(api.settings) as runtime:
+                assert await auth.revoke_key(runtime.deps, "alice")
+            with pytest.raises(ConnectionClosed) as closed:
+                await alice.receive()  # bounded by the key cache time, then a check
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4403, "UNAUTHENTICATED")
+            op = await bob.subscribe(FOLLOW_UNKNOWN)  # other keys' sockets stay open
+            assert (await bob.next_payload(op)) is not None
+
+
+# ten pages of the jobs with the longest prompts: about 600 KB a result
+BIG_RESULT = "{ %s }" % " ".join(  # noqa: UP031
+    f"a{i}: jobs(first: 30) {{ edges {{ node {{ prompt }} }} }}" for i in range(10)
+)
+
+
+async def active_websockets(live: LiveServer) -> float:
+    metrics = (await live.http.get("/metrics")).text
+    [line] = [x for x in metrics.splitlines() if x.startswith("gql_media_active_websockets ")]
+    return float(line.split()[1])
+
+
+async def test_a_socket_that_does_not_read_is_closed_past_its_send_buffer(
+    settings_factory: Any,
+) -> None:
+    async with running(
+        settings_factory,
+        ws_max_send_buffer_bytes=64 * 1024,
+        rate_limit_per_minute=0,
+        max_active_jobs=0,
+    ) as live:
+        for _ in range(30):
+            await live.generate(prompt="a long prompt " * 140)
+        host, port = live.url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        async with graphql_ws(live.ws_url, sock=sock, max_queue=1) as ws:
+            for _ in range(20):  # megabytes of results, none of them read
+                await ws.subscribe(BIG_RESULT)
+            while await active_websockets(live):  # the server gives up on the socket
+                await asyncio.sleep(0.05)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # what was written before the close, then the close
+                    await ws.connection.recv()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4413, "SEND_BUFFER_FULL")
