@@ -8,13 +8,21 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from gql_media.api.protocols import Flag, Inbox, LightWebSocketProtocol
+from gql_media.api.protocols import (
+    Flag,
+    GuardedHttpProtocol,
+    HttpLimits,
+    Inbox,
+    LightWebSocketProtocol,
+    Phase,
+)
 
 
 async def test_the_inbox_gives_events_in_order_and_wakes_its_reader() -> None:
@@ -85,6 +93,12 @@ class Transport(asyncio.Transport):
     def pause_reading(self) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return len(self.written)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
     def resume_reading(self) -> None:
         pass
 
@@ -136,3 +150,108 @@ async def test_a_socket_is_served_through_the_light_protocol() -> None:
     ]
     assert received == ["hello"]
     protocol.connection_lost(None)
+
+
+def light_protocol(app: Any, **attributes: Any) -> LightWebSocketProtocol:
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    config.load()
+    protocol_class = type("Protocol", (LightWebSocketProtocol,), attributes)
+    protocol: LightWebSocketProtocol = protocol_class(
+        config=config, server_state=ServerState(), app_state={}
+    )
+    return protocol
+
+
+async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffer() -> None:
+    """Sends wait while the transport is full, counted; past ``max_send_buffer`` the
+    socket is closed with 4413, the waiting sends fail and the app sees the disconnect."""
+    outcome: list[Any] = []
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        protocol.pause_writing()  # as the transport does once its buffer is full
+        waiting = [
+            asyncio.create_task(send({"type": "websocket.send", "text": "x" * 600}))
+            for _ in range(3)
+        ]
+        outcome.extend(await asyncio.gather(*waiting, return_exceptions=True))
+        outcome.append(await receive())
+        done.set()
+
+    protocol = light_protocol(app, max_send_buffer=1024)
+    transport = Transport()
+    protocol.connection_made(transport)
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/graphql"))
+    client.send_request(client.connect())
+    protocol.data_received(b"".join(client.data_to_send()))
+    await done.wait()
+    assert [type(result) for result in outcome[:3]] == [ClientDisconnected] * 3
+    assert outcome[3] == {
+        "type": "websocket.disconnect",
+        "code": 4413,
+        "reason": "SEND_BUFFER_FULL",
+    }
+    client.receive_data(bytes(transport.written))
+    [response, close] = client.events_received()
+    assert isinstance(close, Frame) and close.opcode is Opcode.CLOSE
+    assert close.data[:2] == (4413).to_bytes(2, "big")
+    assert protocol.waiting_bytes == 0 and protocol.close_timer is not None
+    protocol.connection_lost(None)
+
+
+async def test_the_guarded_http_protocol_follows_uvicorns_parser_callbacks() -> None:
+    """Headers, then body, are timed from uvicorn's callbacks; a late body is answered 408
+    and the application sees a disconnect; a WebSocket upgrade leaves no timer behind."""
+    received: list[Any] = []
+    first, done = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append(await receive())
+        first.set()
+        received.append(await receive())
+        done.set()
+
+    config = uvicorn.Config(app, ws=LightWebSocketProtocol, lifespan="off", log_config=None)
+    config.load()
+    limits = HttpLimits(
+        header_timeout=30,
+        max_header_bytes=4096,
+        body_timeout=30,
+        body_min_rate=1,
+        body_idle_timeout=30,
+        max_connections=10,
+    )
+    protocol_class = type("Protocol", (GuardedHttpProtocol,), {"limits": limits})
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    assert protocol._phase is Phase.HEADERS and protocol._timer is not None
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: a\r\n")
+    assert protocol._phase is Phase.HEADERS and protocol._request_seen
+    protocol.data_received(b"Content-Length: 10\r\n\r\n12345")
+    assert protocol._phase is Phase.BODY and protocol._received == 5
+    await first.wait()
+    protocol._began -= 60  # the body's time has run out
+    protocol._check()
+    await done.wait()
+    assert transport.written.startswith(b"HTTP/1.1 408") and transport.closed
+    assert b'"code":"REQUEST_TIMEOUT"' in transport.written
+    assert received == [
+        {"type": "http.request", "body": b"12345", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    protocol.connection_lost(None)
+    assert protocol._timer is None
+
+    upgraded = protocol_class(config=config, server_state=ServerState(), app_state={})
+    upgrading = Transport()
+    upgraded.connection_made(upgrading)
+    upgraded.data_received(
+        b"GET /graphql HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert upgraded._phase is Phase.IDLE and upgraded._timer is None
+    assert isinstance(upgrading.protocol, LightWebSocketProtocol)
+    upgrading.protocol.connection_lost(None)

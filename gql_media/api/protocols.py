@@ -130,8 +130,11 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
         self.waiting_bytes = 0  # of messages whose send waits for the transport
 
     async def send(self, message: Any) -> None:
-        if message["type"] == "websocket.send" and not self.writable.is_set():
-            await self._wait_to_send(message)
+        if message["type"] == "websocket.send":
+            if self.close_sent and self.handshake_complete:  # maybe by close_now: gone
+                raise ClientDisconnected
+            if not self.writable.is_set():
+                await self._wait_to_send(message)
         await super().send(message)
         if self.handshake_complete and "response" in self.__dict__:
             del self.response  # read only until the handshake is answered
