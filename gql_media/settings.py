@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     max_subscriptions_per_key: int = Field(default=2048, ge=0)
     # bytes a WebSocket may have waiting for its client to read before it is closed (4413)
     ws_max_send_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # largest message a WebSocket client may send (close 1009 past it)
+    ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # subscriptions
     subscriber_queue_size: int = Field(default=256, ge=1)

@@ -150,6 +150,17 @@ async def refused_close(url: str, payload: dict[str, Any]) -> tuple[int, str]:
     return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
+async def test_websocket_messages_are_capped(settings_factory: Any) -> None:
+    async with running(settings_factory, ws_max_message_bytes=64 * 1024) as live:
+        subprotocols = [Subprotocol("graphql-transport-ws")]
+        async with connect(live.ws_url, subprotocols=subprotocols, max_size=None) as ws:
+            init = {"type": "connection_init", "payload": {"padding": "x" * 100_000}}
+            await ws.send(json.dumps(init))  # before any key is checked
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
 async def test_sockets_per_key_are_capped(settings_factory: Any) -> None:
     async with secured(settings_factory, max_sockets_per_key=2) as api:
         url, alice, bob = api.live.ws_url, {"apiKey": api.keys.alice}, {"apiKey": api.keys.bob}

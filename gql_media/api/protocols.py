@@ -388,6 +388,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         # job updates are small JSON: compressing costs ~40 KB per socket and CPU per
         # message for little gain
         "ws_per_message_deflate": False,
+        "ws_max_size": settings.ws_max_message_bytes,  # uvicorn's default: 16 MiB
     }
 
 
