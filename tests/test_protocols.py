@@ -223,7 +223,7 @@ async def test_the_guarded_http_protocol_follows_uvicorns_parser_callbacks() -> 
         body_idle_timeout=30,
         max_connections=10,
     )
-    protocol_class = type("Protocol", (GuardedHttpProtocol,), {"limits": limits})
+    protocol_class = type("Protocol", (GuardedHttpProtocol,), {"limits": limits, "waiting": {}})
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = Transport()
     protocol.connection_made(transport)

@@ -239,13 +239,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     - its body within ``body_timeout`` seconds plus one second per ``body_min_rate``
       bytes received, and with no pause over ``body_idle_timeout`` seconds (time while the
       api itself does not read does not count);
-    - a connection past ``max_connections`` (HTTP and WebSocket) is answered 503.
+    - past ``max_connections`` (HTTP and WebSocket) a new connection takes the place of
+      the one that has waited longest for a request (half sent, not begun, or idle between
+      requests), or is answered 503 ``TOO_MANY_CONNECTIONS`` when every other is busy:
+      clients that send their requests are served while slow ones hold the rest.
 
     Late requests are answered 408 ``REQUEST_TIMEOUT`` (a connection that sent nothing is
     closed silently), headers too large 431 ``HEADERS_TOO_LARGE``; the application sees a
     disconnect. One timer per connection follows the phase it is in."""
 
     limits: HttpLimits  # set on the subclass server_options makes
+    # a server's connections waiting for a request, longest waiting first (its own dict)
+    waiting: dict[GuardedHttpProtocol, None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -259,13 +264,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self._make_room():
             self._answer(503, ErrorCode.TOO_MANY_CONNECTIONS, "the server has too many connections")
             return
         self._enter(Phase.HEADERS)
 
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for a request; False if none does."""
+        oldest = next(iter(self.waiting), None)
+        if oldest is None:
+            return False
+        if oldest._request_seen:
+            oldest._answer(503, ErrorCode.TOO_MANY_CONNECTIONS, "a ready client needed the place")
+        else:  # nothing sent: closed as an idle keep-alive connection is
+            oldest._idle()
+            oldest.transport.close()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._phase = Phase.IDLE
+        self._idle()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -298,12 +315,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._phase = Phase.IDLE
+        self._idle()
         self._request_seen = False
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # a request waiting behind this one starts now
+        super().on_response_complete()
+        if not pipelined and self._phase is Phase.IDLE and not self.transport.is_closing():
+            self.waiting[self] = None  # idle until the next request (or keep-alive's end)
+
     def handle_websocket_upgrade(self) -> None:
-        self._phase = Phase.IDLE  # the WebSocket protocol takes over the connection
+        self._idle()  # the WebSocket protocol takes over the connection
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -313,7 +336,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         now = self.loop.time()
         self._phase, self._began, self._last, self._checked = phase, now, now, now
         self._received = 0
+        self.waiting.pop(self, None)
+        if phase is Phase.HEADERS:
+            self.waiting[self] = None  # the newest to wait
         self._arm(self._deadline())
+
+    def _idle(self) -> None:
+        self._phase = Phase.IDLE
+        self.waiting.pop(self, None)
 
     def _deadline(self) -> float:
         limits = self.limits
@@ -351,7 +381,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _answer(self, status: int, code: ErrorCode, message: str) -> None:
         """Answer ``status`` with an error ``code`` unless a response is under way, and
         close the connection; the application, if it has the request, sees a disconnect."""
-        self._phase = Phase.IDLE
+        self._idle()
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
             body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
@@ -379,7 +409,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         max_connections=settings.max_connections or default_max_connections(settings),
     )
     return {
-        "http": type("HttpProtocol", (GuardedHttpProtocol,), {"limits": limits}),
+        "http": type("HttpProtocol", (GuardedHttpProtocol,), {"limits": limits, "waiting": {}}),
         "ws": type(
             "WebSocketProtocol",
             (LightWebSocketProtocol,),
