@@ -207,10 +207,18 @@ async def test_sockets_per_address_are_capped_when_auth_is_off(settings_factory:
 
 
 async def test_operations_per_key_are_capped_across_its_sockets(settings_factory: Any) -> None:
-    async with secured(settings_factory, max_subscriptions_per_key=3) as api:
+    async with secured(
+        settings_factory, max_subscriptions_per_key=3, max_subscriptions_per_connection=2
+    ) as api:
         url, alice = api.live.ws_url, {"apiKey": api.keys.alice}
         async with graphql_ws(url, payload=alice) as first, graphql_ws(url, payload=alice) as two:
             held = [await first.subscribe("subscription { jobEvents { id } }") for _ in range(2)]
+            over = await first.subscribe(FOLLOW_UNKNOWN)  # past the socket's own cap
+            message = await first.receive()
+            assert message["id"] == over and message["type"] == "error"
+            [error] = message["payload"]
+            assert error["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+            assert "WebSocket" in error["message"]
             await two.subscribe("subscription { jobEvents { id } }")
             over = await two.subscribe(FOLLOW_UNKNOWN)
             message = await two.receive()

@@ -38,7 +38,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyInitMessage,
 )
-from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage, StartMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
@@ -90,14 +90,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle_task_exception(error)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and not sockets_of(self.context).may_start(
-            self.context.request
-        ):
-            error = sockets_of(self.context).too_many_operations()
-            await self.send_message(
-                {"id": message["id"], "type": "error", "payload": [error.formatted]}
-            )
-            return
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            refused = sockets_of(self.context).refusal(self.context.request, self.operations)
+            if refused is not None:
+                await self.send_message(
+                    {"id": message["id"], "type": "error", "payload": [refused.formatted]}
+                )
+                return
         await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
@@ -130,12 +129,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         sockets_of(self.context).follow(self.context.request, self.tasks)
 
     async def handle_start(self, message: StartMessage) -> None:
-        if self.connection_acknowledged and not sockets_of(self.context).may_start(
-            self.context.request
-        ):
-            error = sockets_of(self.context).too_many_operations().formatted
-            await self.send_message({"type": "error", "id": message["id"], "payload": error})
-            return
+        if self.connection_acknowledged and message["id"] not in self.tasks:
+            refused = sockets_of(self.context).refusal(self.context.request, self.tasks)
+            if refused is not None:
+                await self.send_message(
+                    ErrorMessage(type="error", id=message["id"], payload=refused.formatted)
+                )
+                return
         await super().handle_start(message)
 
 

@@ -3,7 +3,8 @@
 An owner is the API key a socket authenticated with, or the client's address when auth
 is off. Each owner may hold ``max_sockets_per_key`` sockets (past it a socket is closed
 with 4429 ``TOO_MANY_SOCKETS`` instead of acknowledged) running ``max_subscriptions_per_key``
-operations together (past it an operation gets an error ``TOO_MANY_SUBSCRIPTIONS``).
+operations together, ``max_subscriptions_per_connection`` on one socket (past either an
+operation gets an error ``TOO_MANY_SUBSCRIPTIONS``).
 Every process counts its own sockets: with N api processes behind a load balancer an
 owner may hold up to N times as many.
 
@@ -61,6 +62,7 @@ class OpenSockets:
     def __init__(self, settings: Settings) -> None:
         self._max_sockets = settings.max_sockets_per_key
         self._max_operations = settings.max_subscriptions_per_key
+        self._max_per_socket = settings.max_subscriptions_per_connection
         self._recheck = max(settings.api_key_cache_seconds, MIN_RECHECK)
         self._sockets: dict[int, OpenSocket] = {}  # by id() of the starlette WebSocket
         self._owners: dict[Hashable, dict[int, OpenSocket]] = {}
@@ -97,21 +99,26 @@ class OpenSockets:
             if not held:
                 del self._owners[entry.owner]
 
-    def may_start(self, websocket: HTTPConnection) -> bool:
-        """Whether an operation may start on ``websocket``: its owner's sockets run fewer
-        than ``max_subscriptions_per_key`` together."""
-        entry = self._sockets.get(id(websocket))
-        if entry is None or not self._max_operations:
-            return True
-        held = self._owners[entry.owner].values()
-        return sum(len(other.operations) for other in held) < self._max_operations
-
-    def too_many_operations(self) -> GraphQLError:
+    def refusal(self, websocket: HTTPConnection, running: Sized) -> GraphQLError | None:
+        """Why an operation may not start on ``websocket``, whose handler runs ``running``:
+        the socket runs ``max_subscriptions_per_connection`` operations, or its owner's
+        sockets run ``max_subscriptions_per_key`` together; None when it may."""
+        if len(running) >= self._max_per_socket:
+            limit, per = self._max_per_socket, "WebSocket"
+        elif self._max_operations and self._running(websocket) >= self._max_operations:
+            limit, per = self._max_operations, "key"
+        else:
+            return None
         return GraphQLError(
-            f"this key runs the most WebSocket operations it may ({self._max_operations}); "
-            "complete some first",
+            f"this {per} runs the most operations it may ({limit}); complete some first",
             extensions={"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value},
         )
+
+    def _running(self, websocket: HTTPConnection) -> int:
+        entry = self._sockets.get(id(websocket))
+        if entry is None:
+            return 0
+        return sum(len(other.operations) for other in self._owners[entry.owner].values())
 
     @asynccontextmanager
     async def rechecking(self, auth: Authenticator) -> AsyncIterator[None]:
