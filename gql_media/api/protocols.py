@@ -122,12 +122,12 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
     # bytes a socket may have unsent (in its transport and in sends waiting to write)
     # before it is closed with 4413
     max_send_buffer = 1024 * 1024
+    waiting_bytes = 0  # of messages whose send waits for the transport (set while any do)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag(is_set=True)  # type: ignore[assignment]
-        self.waiting_bytes = 0  # of messages whose send waits for the transport
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.send":
@@ -381,9 +381,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _answer(self, status: int, code: ErrorCode, message: str) -> None:
         """Answer ``status`` with an error ``code`` unless a response is under way, and
         close the connection; the application, if it has the request, sees a disconnect."""
+        cycle = self.cycle  # the previous request's while the next one's headers come
+        answer = cycle is None or not cycle.response_started
+        answer = answer or (self._phase is Phase.HEADERS and cycle.response_complete)
         self._idle()
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        if answer:
             body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
             self.transport.write(
                 STATUS_LINE[status]

@@ -67,9 +67,6 @@ class OpenSockets:
         self._sockets: dict[int, OpenSocket] = {}  # by id() of the starlette WebSocket
         self._owners: dict[Hashable, dict[int, OpenSocket]] = {}
 
-    def __len__(self) -> int:
-        return len(self._sockets)
-
     def admit(self, websocket: HTTPConnection, owner: Hashable, digest: str | None) -> None:
         """Count ``websocket`` for ``owner`` until ``discard``; SocketRefused past the cap."""
         if id(websocket) in self._sockets:
@@ -79,7 +76,7 @@ class OpenSockets:
             raise SocketRefused(
                 TOO_MANY_SOCKETS_CLOSE,
                 ErrorCode.TOO_MANY_SOCKETS,
-                f"this key has {len(held)} open WebSockets, the most it may have",
+                f"{len(held)} WebSockets are open for this key (or address), the most allowed",
             )
         assert isinstance(websocket, WebSocket)
         entry = held[id(websocket)] = OpenSocket(owner, digest, _closer(websocket))
@@ -150,14 +147,6 @@ class OpenSockets:
                 entry.close(REVOKED_CLOSE, ErrorCode.UNAUTHENTICATED.value)
 
 
-def _decrement(counts: dict[Hashable, int], owner: Hashable) -> None:
-    left = counts.get(owner, 0) - 1
-    if left > 0:
-        counts[owner] = left
-    else:
-        counts.pop(owner, None)
-
-
 def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
     """Close ``websocket`` at once, even while its client does not read (then a send would
     wait for the client)."""
@@ -165,11 +154,19 @@ def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
     if protocol is not None:
         return protocol.close_now
 
+    async def closing(code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):  # closed already
+            await websocket.close(code, reason)
+
     def close(code: int, reason: str) -> None:  # another server: its own close, in a task
-        task = asyncio.create_task(websocket.close(code, reason))
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        task = asyncio.create_task(closing(code, reason))
+        _CLOSING.add(task)  # held until done
+        task.add_done_callback(_CLOSING.discard)
 
     return close
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 def owner_of(websocket: HTTPConnection, key_id: Hashable | None) -> Hashable:
