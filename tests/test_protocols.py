@@ -15,6 +15,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from gql_media.api import protocols
 from gql_media.api.protocols import (
     Flag,
     GuardedHttpProtocol,
@@ -75,6 +76,7 @@ class Transport(asyncio.Transport):
         super().__init__()
         self.written = bytearray()
         self.closed = False
+        self.aborted = asyncio.Event()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
@@ -89,6 +91,10 @@ class Transport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+        self.aborted.set()
 
     def pause_reading(self) -> None:
         pass
@@ -162,7 +168,9 @@ def light_protocol(app: Any, **attributes: Any) -> LightWebSocketProtocol:
     return protocol
 
 
-async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffer() -> None:
+async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Sends wait while the transport is full, counted; past ``max_send_buffer`` the
     socket is closed with 4413, the waiting sends fail and the app sees the disconnect."""
     outcome: list[Any] = []
@@ -180,6 +188,7 @@ async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffe
         outcome.append(await receive())
         done.set()
 
+    monkeypatch.setattr(protocols, "CLOSE_GRACE", 0.0)
     protocol = light_protocol(app, max_send_buffer=1024)
     transport = Transport()
     protocol.connection_made(transport)
@@ -198,7 +207,37 @@ async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffe
     assert isinstance(close, Frame) and close.opcode is Opcode.CLOSE
     assert close.data[:2] == (4413).to_bytes(2, "big")
     assert protocol.waiting_bytes == 0 and protocol.close_timer is not None
+    await transport.aborted.wait()  # the client has not read the close in time: cut off
     protocol.connection_lost(None)
+
+
+async def test_a_socket_closed_for_a_missing_pong_is_cut_off_if_it_does_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn closes a socket whose pong is late, and a transport only closes once its
+    buffer is flushed: a client that does not read is cut off after the grace instead."""
+    accepted, done = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await receive()  # the disconnect
+        done.set()
+
+    monkeypatch.setattr(protocols, "CLOSE_GRACE", 0.0)
+    protocol = light_protocol(app)
+    transport = Transport()
+    protocol.connection_made(transport)
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/graphql"))
+    client.send_request(client.connect())
+    protocol.data_received(b"".join(client.data_to_send()))
+    await accepted.wait()
+    protocol.keepalive_timeout()
+    assert transport.closed and protocol.close_timer is not None
+    await transport.aborted.wait()
+    protocol.connection_lost(None)
+    await done.wait()
 
 
 async def test_the_guarded_http_protocol_follows_uvicorns_parser_callbacks() -> None:

@@ -138,6 +138,8 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and "response" in self.__dict__:
             del self.response  # read only until the handshake is answered
+        if message["type"] == "websocket.close" and self.close_timer is not None:
+            self._abort_later()  # uvicorn's timer would close(), which waits for the client
 
     async def _wait_to_send(self, message: Any) -> None:
         """Wait, counted, until the transport takes writes; close the socket instead when
@@ -182,6 +184,19 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         self.writable.set()  # waiting sends see close_sent and give up
+        self._abort_later()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # closes the transport, which waits to flush first
+        if self.close_sent and not self.disconnected:
+            self._abort_later()
+
+    def _abort_later(self) -> None:
+        """Cut the connection off in ``CLOSE_GRACE`` seconds unless it ends before: a
+        transport only closes once its buffer is flushed, which a client that does not
+        read never lets happen."""
+        if self.close_timer is not None:
+            self.close_timer.cancel()
         self.close_timer = self.loop.call_later(CLOSE_GRACE, self.transport.abort)
 
     def send_texts_now(self, texts: list[bytes]) -> bool:
