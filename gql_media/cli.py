@@ -153,20 +153,17 @@ def _serve(app: Any, settings: Settings, args: argparse.Namespace) -> None:
     """Serve ``app`` with uvicorn until it is stopped."""
     import uvicorn
 
-    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+    from gql_media.api.protocols import server_options
 
     _tune_gc(settings.gc_threshold)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        ws=LightWebSocketProtocol,  # uvicorn's own, lighter per idle socket
         timeout_graceful_shutdown=10,
         log_config=None,
         access_log=settings.access_log,
-        # job updates are small JSON: compressing costs ~40 KB per socket and CPU per
-        # message for little gain
-        ws_per_message_deflate=False,
+        **server_options(settings),  # uvicorn's protocols with our limits, as tests run them
     )
 
 

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=10, ge=1)
     max_aliases: int = Field(default=15, ge=1)
     max_tokens: int = Field(default=2000, ge=10)
-    # a /graphql request's body (and a WebSocket message), comments and whitespace included
+    # a /graphql request's body, comments and whitespace included
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # parsed and validated documents kept, counted in characters of their text
     document_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
@@ -140,6 +140,27 @@ class Settings(BaseSettings):
 
     # images fetched from a provider's URLs
     max_download_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+
+    # slow and greedy clients, bounded by each api process on its own
+    # request line and headers: seconds from the connection (or the request's first byte)
+    header_timeout: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    # a body must arrive within body_timeout seconds plus one second per body_min_rate bytes,
+    # with no pause longer than body_idle_timeout (uploads too)
+    body_timeout: float = Field(default=30.0, gt=0)
+    body_min_rate: int = Field(default=1024, ge=1)
+    body_idle_timeout: float = Field(default=30.0, gt=0)
+    # open HTTP connections and WebSockets; 0: the open-file limit less what the process
+    # keeps for its database, Redis and files
+    max_connections: int = Field(default=0, ge=0)
+    # open WebSockets and running WebSocket operations per key (per client address when
+    # auth is off); 0: no cap
+    max_sockets_per_key: int = Field(default=256, ge=0)
+    max_subscriptions_per_key: int = Field(default=2048, ge=0)
+    # bytes a WebSocket may have waiting for its client to read before it is closed (4413)
+    ws_max_send_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # largest message a WebSocket client may send (close 1009 past it)
+    ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # subscriptions
     subscriber_queue_size: int = Field(default=256, ge=1)

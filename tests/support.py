@@ -16,7 +16,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
-from gql_media.api.websocket_protocol import LightWebSocketProtocol
+from gql_media.api.protocols import server_options
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
@@ -93,7 +93,7 @@ async def start_server(
         port=port,
         log_config=None,
         lifespan="on",
-        ws=LightWebSocketProtocol,  # as the api serves
+        **server_options(settings),  # as the api serves
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -155,9 +155,13 @@ class GraphQLWS:
 
 @asynccontextmanager
 async def graphql_ws(
-    url: str, protocol: str = "graphql-transport-ws", payload: dict[str, Any] | None = None
+    url: str,
+    protocol: str = "graphql-transport-ws",
+    payload: dict[str, Any] | None = None,
+    **options: Any,
 ) -> AsyncIterator[GraphQLWS]:
-    async with connect(url, subprotocols=[protocol]) as connection:  # type: ignore[list-item]
+    """An acknowledged connection; ``options`` go to websockets' ``connect``."""
+    async with connect(url, subprotocols=[protocol], **options) as connection:  # type: ignore[list-item]
         client = GraphQLWS(connection)
         await client.send({"type": "connection_init", "payload": payload or {}})
         ack = await client.receive()

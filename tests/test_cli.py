@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from gql_media.api.websocket_protocol import LightWebSocketProtocol
+from gql_media.api.protocols import GuardedHttpProtocol, LightWebSocketProtocol
 from gql_media.cli import _serve
 from gql_media.settings import Settings
 from tests.support import LiveServer, free_port
@@ -118,7 +118,8 @@ def test_the_api_collects_garbage_at_its_own_pace(monkeypatch: pytest.MonkeyPatc
         _serve(object(), Settings(gc_threshold=0), args)
         assert gc.get_threshold()[0] == 12_345
         assert [options["access_log"] for options in served] == [True, False]
-        assert all(options["ws"] is LightWebSocketProtocol for options in served)
+        assert all(issubclass(options["ws"], LightWebSocketProtocol) for options in served)
+        assert all(issubclass(options["http"], GuardedHttpProtocol) for options in served)
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)

@@ -399,7 +399,7 @@ def assert_whole_run(followed: list[dict[str, Any]], watched: list[dict[str, Any
 async def test_changes_go_straight_to_waiting_sockets_in_order(
     api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+    from gql_media.api.protocols import LightWebSocketProtocol
 
     written: list[bytes] = []
     send_texts_now = LightWebSocketProtocol.send_texts_now
@@ -430,7 +430,7 @@ async def test_changes_go_straight_to_waiting_sockets_in_order(
 async def test_changes_a_socket_cannot_take_at_once_go_the_usual_way(
     api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gql_media.api.websocket_protocol import LightWebSocketProtocol
+    from gql_media.api.protocols import LightWebSocketProtocol
 
     refused: list[int] = []
 

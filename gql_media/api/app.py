@@ -23,15 +23,23 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
+from starlette.websockets import WebSocketDisconnected as StarletteDisconnected
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
+    SubscribeMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage as LegacyInitMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage, StartMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
@@ -42,18 +50,19 @@ from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.fanout import SharedJobs
 from gql_media.api.observability import ObserveRequests, metrics_endpoint, readyz
+from gql_media.api.protocols import protocol_of
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
+from gql_media.api.sockets import OpenSockets, SocketRefused, owner_of
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
-from gql_media.api.websocket_protocol import protocol_of
 from gql_media.domain import decimal
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import limits
 from gql_media.services import media as media_service
-from gql_media.services.auth import Authenticator, bearer
+from gql_media.services.auth import Authenticator, bearer, hash_key
 from gql_media.services.catchup import run_catch_up
 from gql_media.settings import Settings
 
@@ -66,9 +75,30 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     for the life of every connection, a few KB each."""
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refused:
+            await self.websocket.close(code=refused.close_code, reason=refused.code.value)
+            return
         if self.connection_init_received:
             self.connection_init_timeout_task = None
+        sockets_of(self.context).follow(self.context.request, self.operations)
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        # an operation that finds its socket closed (the client left, or was cut off) is
+        # not an error of the api's
+        if not isinstance(error, WebSocketDisconnected | StarletteDisconnected):
+            await super().handle_task_exception(error)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            refused = sockets_of(self.context).refusal(self.context.request, self.operations)
+            if refused is not None:
+                await self.send_message(
+                    {"id": message["id"], "type": "error", "payload": [refused.formatted]}
+                )
+                return
+        await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         # in the operation's own task: its subscription may write events directly
@@ -86,10 +116,40 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().run_operation(operation)
 
 
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """Strawberry's graphql-ws handler, with the caps of ``OpenSockets``."""
+
+    async def handle_connection_init(self, message: LegacyInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refused:
+            payload = {"message": refused.message, "extensions": {"code": refused.code.value}}
+            await self.send_message(cast(Any, {"type": "connection_error", "payload": payload}))
+            await self.websocket.close(code=refused.close_code, reason=refused.code.value)
+            return
+        sockets_of(self.context).follow(self.context.request, self.tasks)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if self.connection_acknowledged and message["id"] not in self.tasks:
+            refused = sockets_of(self.context).refusal(self.context.request, self.tasks)
+            if refused is not None:
+                await self.send_message(
+                    ErrorMessage(type="error", id=message["id"], payload=refused.formatted)
+                )
+                return
+        await super().handle_start(message)
+
+
+def sockets_of(context: Context) -> OpenSockets:
+    sockets: OpenSockets = context.request.state.sockets
+    return sockets
+
+
 class GraphQLView(GraphQL[Context, None]):
     """Strawberry's ASGI view, answering malformed requests with JSON errors that have codes."""
 
     graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
@@ -110,7 +170,11 @@ class GraphQLView(GraphQL[Context, None]):
                 )
             return
         if scope["type"] == "websocket":
-            await self.run(WebSocket(scope, receive=receive, send=send))
+            websocket = WebSocket(scope, receive=receive, send=send)
+            try:
+                await self.run(websocket)
+            finally:
+                websocket.state.sockets.discard(websocket)
             return
         auth: Authenticator = scope["state"]["auth"]
         principal = await auth.principal(bearer(header(scope, b"authorization")))
@@ -144,6 +208,8 @@ class GraphQLView(GraphQL[Context, None]):
             response = await self.run(request)
         except BodyTooLarge:
             response = _too_large(code, limit)
+        except ClientDisconnect:
+            return  # the client left (or was cut off) mid-body: nobody to answer
         except HTTPException as exc:
             response = JSONResponse(
                 {
@@ -227,6 +293,12 @@ class GraphQLView(GraphQL[Context, None]):
         if principal is None:
             raise ConnectionRejectionError()
         context.caller = principal
+        # counted for its key (or address) while open; past the caps SocketRefused closes it
+        sockets_of(context).admit(
+            context.request,
+            owner_of(context.request, principal.key_id),
+            hash_key(key) if key and context.auth.required else None,
+        )
         return cast(UnsetType, UNSET)
 
 
@@ -424,7 +496,15 @@ def create_app(
                     "auth is off (GQL_MEDIA_AUTH=off): anyone who can reach this api can use "
                     "it and see every job"
                 )
-            yield {"runtime": runtime, "hub": hub, "auth": auth, "shared_jobs": SharedJobs()}
+            sockets = OpenSockets(settings)
+            await stack.enter_async_context(sockets.rechecking(auth))
+            yield {
+                "runtime": runtime,
+                "hub": hub,
+                "auth": auth,
+                "shared_jobs": SharedJobs(),
+                "sockets": sockets,
+            }
 
     view = GraphQLView(settings)
     graphql_ws = WebSocketRoute("/graphql", view)

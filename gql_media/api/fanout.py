@@ -32,8 +32,8 @@ from graphql import OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gql_media.adapters.events import Subscriber
+from gql_media.api.protocols import LightWebSocketProtocol
 from gql_media.api.types import Job, job_from_snapshot
-from gql_media.api.websocket_protocol import LightWebSocketProtocol
 from gql_media.domain import JobSnapshot
 
 if TYPE_CHECKING:

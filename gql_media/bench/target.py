@@ -119,6 +119,9 @@ def _child_env(options: Options, data_dir: Path, embedded: bool) -> dict[str, st
         env.pop(name, None)
     env["GQL_MEDIA_DATA_DIR"] = str(data_dir)
     env["GQL_MEDIA_STORAGE_BACKEND"] = "local"
+    # the fan-out sockets all come from this machine, as one key or address
+    env.setdefault("GQL_MEDIA_MAX_SOCKETS_PER_KEY", "0")
+    env.setdefault("GQL_MEDIA_MAX_SUBSCRIPTIONS_PER_KEY", "0")
     env["GQL_MEDIA_REDIS_NAMESPACE"] = (
         options.namespace or f"gql_media_bench_{uuid.uuid4().hex[:8]}"
     )

@@ -20,6 +20,7 @@ import math
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -154,6 +155,28 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (found, now + self._settings.api_key_cache_seconds)
         return found
+
+    async def live_digests(self, digests: Collection[str]) -> set[str]:
+        """Which of these key hashes belong to live keys, read now in one query per
+        thousand; the answers refresh the cache."""
+        now = time.monotonic()
+        live: dict[str, Principal] = {}
+        wanted = list(digests)
+        async with self._deps.sessions() as session:
+            for start in range(0, len(wanted), 1000):
+                rows = await session.scalars(
+                    select(ApiKeyRow).where(
+                        ApiKeyRow.key_hash.in_(wanted[start : start + 1000]),
+                        ApiKeyRow.revoked_at.is_(None),
+                    )
+                )
+                for row in rows:
+                    live[row.key_hash] = Principal(row.id, row.admin, row.name)
+        expires = now + self._settings.api_key_cache_seconds
+        for digest in wanted:
+            if digest in self._cache:
+                self._cache[digest] = (live.get(digest), expires)
+        return set(live)
 
     # signed media URLs
 

@@ -1,0 +1,177 @@
+"""The GraphQL WebSockets open on one api process, by owner: caps and revocation.
+
+An owner is the API key a socket authenticated with, or the client's address when auth
+is off. Each owner may hold ``max_sockets_per_key`` sockets (past it a socket is closed
+with 4429 ``TOO_MANY_SOCKETS`` instead of acknowledged) running ``max_subscriptions_per_key``
+operations together, ``max_subscriptions_per_connection`` on one socket (past either an
+operation gets an error ``TOO_MANY_SUBSCRIPTIONS``).
+Every process counts its own sockets: with N api processes behind a load balancer an
+owner may hold up to N times as many.
+
+Keys are checked again while their sockets stay open: every ``api_key_cache_seconds``
+(at least every ``MIN_RECHECK`` seconds) one query asks which of the keys behind this
+process's sockets are still live, and the sockets of a revoked key are closed with 4403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Hashable, Sized
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from graphql import GraphQLError
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
+
+from gql_media.api.protocols import protocol_of
+from gql_media.errors import ErrorCode
+from gql_media.services.auth import Authenticator
+from gql_media.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOO_MANY_SOCKETS_CLOSE = 4429
+REVOKED_CLOSE = 4403
+MIN_RECHECK = 0.5  # seconds between checks of open sockets' keys, at the least
+
+
+class SocketRefused(Exception):
+    """A socket that may not be acknowledged: closed with ``close_code``."""
+
+    def __init__(self, close_code: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True, eq=False)
+class OpenSocket:
+    owner: Hashable
+    digest: str | None  # the hash of its key, checked again while it is open
+    close: Callable[[int, str], None]
+    operations: Sized = ()  # the running operations of its protocol handler, by id
+
+
+class OpenSockets:
+    """The acknowledged GraphQL WebSockets of this process, by owner."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._max_sockets = settings.max_sockets_per_key
+        self._max_operations = settings.max_subscriptions_per_key
+        self._max_per_socket = settings.max_subscriptions_per_connection
+        self._recheck = max(settings.api_key_cache_seconds, MIN_RECHECK)
+        self._sockets: dict[int, OpenSocket] = {}  # by id() of the starlette WebSocket
+        self._owners: dict[Hashable, dict[int, OpenSocket]] = {}
+
+    def admit(self, websocket: HTTPConnection, owner: Hashable, digest: str | None) -> None:
+        """Count ``websocket`` for ``owner`` until ``discard``; SocketRefused past the cap."""
+        if id(websocket) in self._sockets:
+            return
+        held = self._owners.setdefault(owner, {})
+        if self._max_sockets and len(held) >= self._max_sockets:
+            raise SocketRefused(
+                TOO_MANY_SOCKETS_CLOSE,
+                ErrorCode.TOO_MANY_SOCKETS,
+                f"{len(held)} WebSockets are open for this key (or address), the most allowed",
+            )
+        assert isinstance(websocket, WebSocket)
+        entry = held[id(websocket)] = OpenSocket(owner, digest, _closer(websocket))
+        self._sockets[id(websocket)] = entry
+
+    def follow(self, websocket: HTTPConnection, operations: Sized) -> None:
+        """Count ``operations`` (its handler's, by id) as the socket's running ones."""
+        entry = self._sockets.get(id(websocket))
+        if entry is not None:
+            entry.operations = operations
+
+    def discard(self, websocket: HTTPConnection) -> None:
+        entry = self._sockets.pop(id(websocket), None)
+        if entry is not None:
+            held = self._owners[entry.owner]
+            del held[id(websocket)]
+            if not held:
+                del self._owners[entry.owner]
+
+    def refusal(self, websocket: HTTPConnection, running: Sized) -> GraphQLError | None:
+        """Why an operation may not start on ``websocket``, whose handler runs ``running``:
+        the socket runs ``max_subscriptions_per_connection`` operations, or its owner's
+        sockets run ``max_subscriptions_per_key`` together; None when it may."""
+        if len(running) >= self._max_per_socket:
+            limit, per = self._max_per_socket, "WebSocket"
+        elif self._max_operations and self._running(websocket) >= self._max_operations:
+            limit, per = self._max_operations, "key"
+        else:
+            return None
+        return GraphQLError(
+            f"this {per} runs the most operations it may ({limit}); complete some first",
+            extensions={"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value},
+        )
+
+    def _running(self, websocket: HTTPConnection) -> int:
+        entry = self._sockets.get(id(websocket))
+        if entry is None:
+            return 0
+        return sum(len(other.operations) for other in self._owners[entry.owner].values())
+
+    @asynccontextmanager
+    async def rechecking(self, auth: Authenticator) -> AsyncIterator[None]:
+        """Close the sockets of revoked keys, checking for as long as this is entered."""
+        if not auth.required:
+            yield
+            return
+        task = asyncio.create_task(self._recheck_keys(auth), name="gql-media-socket-keys")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _recheck_keys(self, auth: Authenticator) -> None:
+        while True:
+            await asyncio.sleep(self._recheck)
+            digests = {entry.digest for entry in self._sockets.values() if entry.digest}
+            if not digests:
+                continue
+            try:
+                live = await auth.live_digests(digests)
+            except Exception:  # the database is down: keep what is open, try again
+                log.warning("could not check the keys of open WebSockets", exc_info=True)
+                continue
+            revoked = [e for e in self._sockets.values() if e.digest and e.digest not in live]
+            for entry in revoked:
+                entry.close(REVOKED_CLOSE, ErrorCode.UNAUTHENTICATED.value)
+
+
+def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
+    """Close ``websocket`` at once, even while its client does not read (then a send would
+    wait for the client)."""
+    protocol = protocol_of(getattr(websocket, "_send", None))
+    if protocol is not None:
+        return protocol.close_now
+
+    async def closing(code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):  # closed already
+            await websocket.close(code, reason)
+
+    def close(code: int, reason: str) -> None:  # another server: its own close, in a task
+        task = asyncio.create_task(closing(code, reason))
+        _CLOSING.add(task)  # held until done
+        task.add_done_callback(_CLOSING.discard)
+
+    return close
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def owner_of(websocket: HTTPConnection, key_id: Hashable | None) -> Hashable:
+    """The key's id, or the client's address when there is no key (auth is off)."""
+    if key_id is not None:
+        return ("key", key_id)
+    client = websocket.client
+    return ("address", client.host if client is not None else None)
