@@ -214,11 +214,11 @@ TEXT_WATERMARK = Operation(
         OPACITY,
         Param(
             "scale",
-            "Height of the text as a fraction of the picture's height",
+            "Size of the font as a fraction of the picture's height",
             "",
             0.005,
             1,
-            note="The text is at least 8 pixels high.",
+            note="The font is at least 8 pixels.",
             default=0.05,
         ),
         Param("color", f"Colour of the text, {COLOUR}", default="#ffffff", max_chars=64),
@@ -329,8 +329,8 @@ VIDEO_THUMBNAIL = Operation(
 )
 VIDEO_METADATA = Operation(
     "videoMetadata",
-    "Put the duration, container, codecs, width, height, fps, bitrate and rotation in "
-    "Job.result; makes no output.",
+    "Put the kind, container, duration, width, height, fps, codecs, bitrate, rotation, "
+    "sample rate and channels in Job.result; makes no output.",
 )
 TRANSCODE = Operation(
     "transcode",
