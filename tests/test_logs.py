@@ -58,6 +58,13 @@ async def test_a_clients_mistakes_are_not_logged_as_errors(
     )
     assert cancel["data"]["cancelJob"]["userErrors"] == [{"code": "NOT_FOUND"}]
 
+    malformed = await server.http.post(
+        "/graphql", content=b'{"query": ', headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    subscription_over_http = await codes(server, FOLLOW, {"id": UNKNOWN_JOB})
+    assert subscription_over_http == ["BAD_REQUEST"]
+
     assert graphql_errors(caplog, logging.WARNING) == []
     # they are still there for whoever debugs a client
     debug = [r.getMessage() for r in caplog.records if r.name == "gql_media.api.errors"]
