@@ -88,8 +88,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
             settings.effective_storage_dir,
         )
     app = create_app(settings, background=running_worker)
-    log.info("GraphiQL: http://%s:%d/graphql", args.host, args.port)
+    url = browser_url(args.host, args.port)
+    log.info("dashboard: %s/  GraphiQL: %s/graphql", url, url)
     _serve(app, settings, args)
+
+
+def browser_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches a server listening on ``host``: a wildcard
+    address (0.0.0.0, ::) is not one to open, so the loopback of its family stands in."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:

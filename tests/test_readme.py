@@ -20,3 +20,12 @@ def test_every_setting_is_documented(name: str) -> None:
 @pytest.mark.parametrize("code", sorted(ErrorCode))
 def test_every_error_code_is_documented(code: ErrorCode) -> None:
     assert f"| `{code.value}` |" in README
+
+
+def test_the_operation_tables_are_what_the_schema_states() -> None:
+    from gql_media.services.operation_fields import generated_blocks, readme_sections
+
+    assert generated_blocks(README) == readme_sections(), (
+        "the README's operation tables are stale: run "
+        "`python -m gql_media.services.operation_fields README.md`"
+    )

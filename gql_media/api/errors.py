@@ -32,8 +32,23 @@ def graphql_error(code: ErrorCode, message: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": code.value})
 
 
+def is_unexpected(error: GraphQLError) -> bool:
+    """Whether the error is the server's fault (``classify`` makes it INTERNAL_ERROR), not
+    something the request did or met: a bad document or argument, an unknown id, a limit,
+    a database that is down."""
+    if error.extensions and "code" in error.extensions:
+        return False
+    original = error.original_error
+    return not (
+        original is None
+        or isinstance(original, GraphQLError | GqlMediaError | InvalidOperationTypeError)
+        or is_unavailable(original)
+    )
+
+
 def classify(error: GraphQLError, debug: bool) -> GraphQLError:
-    """The error with ``extensions.code`` set; unexpected errors are masked unless debugging."""
+    """The error with ``extensions.code`` set; unexpected errors are masked unless debugging.
+    Logging them is ``log_errors``'s work."""
     if error.extensions and "code" in error.extensions:
         return error
     original = error.original_error
@@ -58,9 +73,20 @@ def classify(error: GraphQLError, debug: bool) -> GraphQLError:
             ErrorCode.GRAPHQL_VALIDATION_FAILED,
         )
         return _with_code(error, code, error.message)
-    log.error("unexpected error in %s", error.path, exc_info=original)
     message = f"{type(original).__name__}: {original}" if debug else "Internal server error."
     return _with_code(error, ErrorCode.INTERNAL_ERROR, message)
+
+
+def log_errors(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """Log the errors a request met at DEBUG, and return the unexpected ones, which the
+    caller logs at ERROR with their traceback: a client's mistake is not the server's."""
+    unexpected: list[GraphQLError] = []
+    for error in errors:
+        if is_unexpected(error):
+            unexpected.append(error)
+        else:
+            log.debug("request error at %s: %s", error.path, error.message)
+    return unexpected
 
 
 def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLError:

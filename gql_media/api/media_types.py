@@ -14,14 +14,34 @@ from typing import Any
 import strawberry
 
 from gql_media.api.types import MediaAsset, UserError
+from gql_media.services import operation_fields as ops
+
+
+def _described(param: ops.Param, values: type[enum.Enum] | None = None) -> Any:
+    """A field with the description and default that ``operation_fields`` states."""
+    if param.required:
+        return strawberry.field(description=param.description)
+    default = param.default
+    if values is not None and default is not None:
+        default = values(default)
+    return strawberry.field(default=default, description=param.description)
+
+
+def _value(param: ops.Param, value: str) -> Any:
+    return strawberry.enum_value(value, description=param.choice_description(value))
+
+
+_FIT = ops.RESIZE["fit"]
+_QUALITY = ops.TRANSCODE["quality"]
+_CODEC = ops.EXTRACT_AUDIO["codec"]
 
 
 @strawberry.enum(description="How a resize fits the box.")
 class FitMode(enum.Enum):
-    CONTAIN = "contain"
-    COVER = "cover"
-    FILL = "fill"
-    INSIDE = "inside"
+    CONTAIN = _value(_FIT, "contain")
+    COVER = _value(_FIT, "cover")
+    FILL = _value(_FIT, "fill")
+    INSIDE = _value(_FIT, "inside")
 
 
 @strawberry.enum(description="Where a watermark goes.")
@@ -45,95 +65,108 @@ class ImageFormat(enum.Enum):
     AVIF = "AVIF"
 
 
-@strawberry.enum(description="Quality of a transcode: CRF 28, 23 or 18.")
+@strawberry.enum(description="Quality of a transcode.")
 class VideoQuality(enum.Enum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
+    LOW = _value(_QUALITY, "low")
+    MEDIUM = _value(_QUALITY, "medium")
+    HIGH = _value(_QUALITY, "high")
 
 
 @strawberry.enum(description="Codec of extracted audio.")
 class AudioCodec(enum.Enum):
-    AAC = "aac"
-    MP3 = "mp3"
-    OPUS = "opus"
+    AAC = _value(_CODEC, "aac")
+    MP3 = _value(_CODEC, "mp3")
+    OPUS = _value(_CODEC, "opus")
 
 
-@strawberry.input(description="Scale into a box; one of width and height may be omitted.")
+@strawberry.input(description=ops.RESIZE.description)
 class ResizeInput:
-    width: int | None = None
-    height: int | None = None
-    fit: FitMode = FitMode.CONTAIN
-    upscale: bool = strawberry.field(default=False, description="Allow making it larger.")
+    width: int | None = _described(ops.RESIZE["width"])
+    height: int | None = _described(ops.RESIZE["height"])
+    fit: FitMode = _described(_FIT, FitMode)
+    upscale: bool = _described(ops.RESIZE["upscale"])
 
 
-@strawberry.input(description="Shrink so the longest edge is at most `size`.")
+@strawberry.input(description=ops.THUMBNAIL.description)
 class ThumbnailInput:
-    size: int
+    size: int = _described(ops.THUMBNAIL["size"])
 
 
-@strawberry.input
+@strawberry.input(description=ops.CROP.description)
 class CropInput:
-    left: int = 0
-    top: int = 0
-    width: int
-    height: int
+    left: int = _described(ops.CROP["left"])
+    top: int = _described(ops.CROP["top"])
+    width: int = _described(ops.CROP["width"])
+    height: int = _described(ops.CROP["height"])
 
 
-@strawberry.input
+@strawberry.input(description=ops.ROTATE.description)
 class RotateInput:
-    degrees: float = strawberry.field(description="Counter-clockwise.")
-    expand: bool = True
-    background: str | None = None
+    degrees: float = _described(ops.ROTATE["degrees"])
+    expand: bool = _described(ops.ROTATE["expand"])
+    background: str | None = _described(ops.ROTATE["background"])
 
 
-@strawberry.input
+_TEXT = ops.TEXT_WATERMARK
+
+
+@strawberry.input(description=_TEXT.description)
 class TextWatermarkInput:
-    text: str
-    position: Position = Position.BOTTOM_RIGHT
-    margin: int = 16
-    opacity: float = 0.5
-    scale: float = strawberry.field(default=0.05, description="Text height / image height.")
-    color: str = "#ffffff"
+    text: str = _described(_TEXT["text"])
+    position: Position = _described(_TEXT["position"], Position)
+    margin: int = _described(_TEXT["margin"])
+    opacity: float = _described(_TEXT["opacity"])
+    scale: float = _described(_TEXT["scale"])
+    color: str = _described(_TEXT["color"])
 
 
-@strawberry.input
+_MARK = ops.IMAGE_WATERMARK
+
+
+@strawberry.input(description=_MARK.description)
 class ImageWatermarkInput:
-    media_id: strawberry.ID = strawberry.field(description="An uploaded image.")
-    position: Position = Position.BOTTOM_RIGHT
-    margin: int = 16
-    opacity: float = 0.5
-    scale: float = strawberry.field(default=0.2, description="Mark width / image width.")
+    media_id: strawberry.ID = _described(_MARK["mediaId"])
+    position: Position = _described(_MARK["position"], Position)
+    margin: int = _described(_MARK["margin"])
+    opacity: float = _described(_MARK["opacity"])
+    scale: float = _described(_MARK["scale"])
 
 
 @strawberry.input(description="Exactly one operation.")
 class ImageOperationInput:
-    resize: ResizeInput | None = None
-    thumbnail: ThumbnailInput | None = None
-    crop: CropInput | None = None
-    rotate: RotateInput | None = None
+    resize: ResizeInput | None = strawberry.field(default=None, description=ops.RESIZE.description)
+    thumbnail: ThumbnailInput | None = strawberry.field(
+        default=None, description=ops.THUMBNAIL.description
+    )
+    crop: CropInput | None = strawberry.field(default=None, description=ops.CROP.description)
+    rotate: RotateInput | None = strawberry.field(default=None, description=ops.ROTATE.description)
     auto_orient: bool | None = strawberry.field(
-        default=None, description="Apply EXIF orientation (always done first anyway)."
+        default=None, description=ops.AUTO_ORIENT.description
     )
-    text_watermark: TextWatermarkInput | None = None
-    image_watermark: ImageWatermarkInput | None = None
+    text_watermark: TextWatermarkInput | None = strawberry.field(
+        default=None, description=_TEXT.description
+    )
+    image_watermark: ImageWatermarkInput | None = strawberry.field(
+        default=None, description=_MARK.description
+    )
 
 
-@strawberry.input(description="One named output made from the source by its operations.")
+_VARIANT = ops.VARIANT
+
+
+@strawberry.input(description=_VARIANT.description)
 class ImageVariantInput:
-    name: str
+    name: str = _described(_VARIANT["name"])
     operations: list[ImageOperationInput] = strawberry.field(default_factory=list)
-    format: ImageFormat | None = strawberry.field(
-        default=None, description="Keep the source's format when omitted."
-    )
-    quality: int | None = strawberry.field(default=None, description="1 to 100.")
-    progressive: bool = False
-    strip_metadata: bool = True
+    format: ImageFormat | None = _described(_VARIANT["format"])
+    quality: int | None = _described(_VARIANT["quality"])
+    progressive: bool = _described(_VARIANT["progressive"])
+    strip_metadata: bool = _described(_VARIANT["stripMetadata"])
 
 
 @strawberry.input
 class ProcessImageInput:
-    media_id: strawberry.ID
+    media_id: strawberry.ID = strawberry.field(description=f"An uploaded image. {ops.ANIMATION}")
     variants: list[ImageVariantInput]
     idempotency_key: str | None = None
     webhook_url: str | None = strawberry.field(
@@ -141,35 +174,44 @@ class ProcessImageInput:
     )
 
 
-@strawberry.input(description="A frame as an image, at `at` seconds or `fraction` of the way.")
+_FRAME = ops.VIDEO_THUMBNAIL
+
+
+@strawberry.input(description=_FRAME.description)
 class VideoThumbnailInput:
-    at: float | None = None
-    fraction: float | None = None
-    max_size: int | None = None
-    format: ImageFormat = ImageFormat.JPEG
+    at: float | None = _described(_FRAME["at"])
+    fraction: float | None = _described(_FRAME["fraction"])
+    max_size: int | None = _described(_FRAME["maxSize"])
+    format: ImageFormat = _described(_FRAME["format"], ImageFormat)
 
 
-@strawberry.input(description="H.264/AAC MP4, never larger than the source.")
+@strawberry.input(description=ops.TRANSCODE.description)
 class TranscodeInput:
-    target_height: int | None = None
-    quality: VideoQuality = VideoQuality.MEDIUM
+    target_height: int | None = _described(ops.TRANSCODE["targetHeight"])
+    quality: VideoQuality = _described(_QUALITY, VideoQuality)
 
 
-@strawberry.input
+@strawberry.input(description=ops.EXTRACT_AUDIO.description)
 class ExtractAudioInput:
-    codec: AudioCodec = AudioCodec.AAC
-    bitrate: int | None = None
+    codec: AudioCodec = _described(_CODEC, AudioCodec)
+    bitrate: int | None = _described(ops.EXTRACT_AUDIO["bitrate"])
 
 
 @strawberry.input(description="Exactly one operation, with an optional output name.")
 class VideoOperationInput:
-    name: str | None = None
-    video_thumbnail: VideoThumbnailInput | None = None
-    video_metadata: bool | None = strawberry.field(
-        default=None, description="Put duration, codecs, size, fps, bitrate in Job.result."
+    name: str | None = _described(ops.OUTPUT_NAME)
+    video_thumbnail: VideoThumbnailInput | None = strawberry.field(
+        default=None, description=_FRAME.description
     )
-    transcode: TranscodeInput | None = None
-    extract_audio: ExtractAudioInput | None = None
+    video_metadata: bool | None = strawberry.field(
+        default=None, description=ops.VIDEO_METADATA.description
+    )
+    transcode: TranscodeInput | None = strawberry.field(
+        default=None, description=ops.TRANSCODE.description
+    )
+    extract_audio: ExtractAudioInput | None = strawberry.field(
+        default=None, description=ops.EXTRACT_AUDIO.description
+    )
 
 
 @strawberry.input

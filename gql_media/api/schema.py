@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import strawberry
-from graphql import ASTValidationRule
+from graphql import ASTValidationRule, GraphQLError
 from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
@@ -18,7 +18,7 @@ from strawberry.types.graphql import OperationType as StrawberryOperationType
 from gql_media.adapters.events import Resync, Subscriber
 from gql_media.api import fanout, inputs
 from gql_media.api.context import Context
-from gql_media.api.errors import classify, graphql_error
+from gql_media.api.errors import classify, graphql_error, log_errors
 from gql_media.api.fanout import SharedEventExecution
 from gql_media.api.media_types import (
     ProcessImageInput,
@@ -358,6 +358,13 @@ class MediaSchema(strawberry.Schema):
         super().__init__(*args, **kwargs)
         self.documents = documents  # parsed and validated, shared by every operation
         self._debug = debug
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Strawberry logs every error at ERROR; only the unexpected ones are logged so here
+        (with their traceback), a request's own mistakes and limits at DEBUG."""
+        super().process_errors(log_errors(errors), execution_context)
 
     async def _handle_execution_result(
         self,

@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, TypeVar, cast
 
 from gql_media.adapters import image_ops, video
 from gql_media.adapters.providers import ProviderContext
 from gql_media.domain import SYSTEM, JobKind, JobSnapshot, Principal
 from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
+from gql_media.services import operation_fields as spec
 from gql_media.services.deps import Deps
 from gql_media.services.input_limits import text_problem
 from gql_media.services.media import create_processing_job, source_file, upload_row
@@ -26,13 +27,6 @@ from gql_media.settings import Settings
 
 T = TypeVar("T")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # whole names only: fullmatch
-MAX_TEXT = 200  # a text watermark's characters
-MAX_COLOR = 64  # a color's characters: names, #rgb(a), rgb(...) and hsl(...) fit
-POSITIONS: tuple[str, ...] = get_args(image_ops.Position)
-IMAGE_FORMATS = image_ops.OUTPUT_FORMATS
-FITS: tuple[str, ...] = get_args(image_ops.Fit)
-QUALITIES = ("low", "medium", "high")
-AUDIO_CODECS = ("aac", "mp3", "opus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,41 +51,46 @@ class _Problems:
     def add(self, field: str, message: str, code: ErrorCode = ErrorCode.INVALID_ARGUMENT) -> None:
         self.errors.append(UserError(code, message, field))
 
-    def number(
-        self, data: dict[str, Any], key: str, field: str, low: float, high: float, default: Any
-    ) -> Any:
-        value = data.get(key, default)
+    def number(self, data: dict[str, Any], field: str, param: spec.Param) -> Any:
+        """``param``'s number in ``data``: its default when omitted, and a problem (with the
+        range the schema states) when out of range."""
+        value = data.get(param.name)
         if value is None:
-            return default
+            if param.required:
+                self.add(f"{field}.{param.name}", f"{param.name} is required")
+                return param.low
+            return param.default
+        assert param.low is not None and param.high is not None
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not low <= value <= high
+            or not param.low <= value <= param.high
         ):
-            self.add(f"{field}.{key}", f"{key} must be a number from {low:g} to {high:g}")
-            return default
+            self.add(f"{field}.{param.name}", param.out_of_range)
+            return param.default if param.default is not None else param.low
         return value
 
-    def choice(
-        self, data: dict[str, Any], key: str, field: str, options: tuple[str, ...], default: Any
-    ) -> Any:
-        value = data.get(key, default)
+    def choice(self, data: dict[str, Any], field: str, param: spec.Param) -> Any:
+        value = data.get(param.name)
         if value is None:
-            return default
-        if value not in options:
-            self.add(f"{field}.{key}", f"{key} must be one of {', '.join(options)}")
-            return default
+            return param.default
+        if value not in param.values:
+            self.add(
+                f"{field}.{param.name}", f"{param.name} must be one of {', '.join(param.values)}"
+            )
+            return param.default
         return value
 
-    def text(self, data: dict[str, Any], key: str, field: str, max_chars: int, default: str) -> str:
+    def text(self, data: dict[str, Any], field: str, param: spec.Param) -> str:
         """A free-form string option: bounded, and storable (see ``input_limits``)."""
-        value = data.get(key)
+        value = data.get(param.name)
+        default = str(param.default or "")
         if value is None or value == "":
             return default
         if not isinstance(value, str):
-            self.add(f"{field}.{key}", f"{key} must be a string")
+            self.add(f"{field}.{param.name}", f"{param.name} must be a string")
             return default
-        problem = text_problem(f"{field}.{key}", value, max_chars)
+        problem = text_problem(f"{field}.{param.name}", value, param.max_chars)
         if problem is not None:
             self.errors.append(problem)
             return default
@@ -112,6 +111,11 @@ def _one_of(op: Any, field: str, problems: _Problems) -> tuple[str, dict[str, An
         return None
     key, value = given[0]
     return key, value if isinstance(value, dict) else {}
+
+
+def _flag(data: dict[str, Any], param: spec.Param) -> bool:
+    value = data.get(param.name)
+    return bool(param.default if value is None else value)
 
 
 def image_variants(
@@ -153,10 +157,10 @@ def image_variants(
             is not None
         ]
         output = image_ops.Output(
-            format=problems.choice(variant, "format", field, IMAGE_FORMATS, None),
-            quality=problems.number(variant, "quality", field, 1, 100, None),
-            progressive=bool(variant.get("progressive", False)),
-            strip_metadata=bool(variant.get("stripMetadata", True)),
+            format=problems.choice(variant, field, spec.VARIANT["format"]),
+            quality=problems.number(variant, field, spec.VARIANT["quality"]),
+            progressive=_flag(variant, spec.VARIANT["progressive"]),
+            strip_metadata=_flag(variant, spec.VARIANT["stripMetadata"]),
         )
         result.append(image_ops.Variant(name=name, operations=tuple(operations), output=output))
     problems.raise_any()
@@ -174,49 +178,50 @@ def _image_op(
         return None
     kind, data = found
     field = f"{field}.{kind}"
-    limit = 100_000
     if kind == "resize":
-        width = problems.number(data, "width", field, 1, limit, None)
-        height = problems.number(data, "height", field, 1, limit, None)
+        width = problems.number(data, field, spec.RESIZE["width"])
+        height = problems.number(data, field, spec.RESIZE["height"])
         if width is None and height is None:
             problems.add(field, "resize needs a width, a height or both")
-        fit = problems.choice(data, "fit", field, FITS, "contain")
         return image_ops.Resize(
-            width=width, height=height, fit=fit, upscale=bool(data.get("upscale", False))
+            width=width,
+            height=height,
+            fit=problems.choice(data, field, spec.RESIZE["fit"]),
+            upscale=_flag(data, spec.RESIZE["upscale"]),
         )
     if kind == "thumbnail":
-        return image_ops.Thumbnail(size=int(problems.number(data, "size", field, 1, limit, 256)))
+        return image_ops.Thumbnail(size=int(problems.number(data, field, spec.THUMBNAIL["size"])))
     if kind == "crop":
-        left, top = (int(problems.number(data, k, field, 0, limit, 0)) for k in ("left", "top"))
-        width, height = (
-            int(problems.number(data, k, field, 1, limit, 1)) for k in ("width", "height")
+        left, top, width, height = (
+            int(problems.number(data, field, param)) for param in spec.CROP.params
         )
         return image_ops.Crop(left=left, top=top, width=width, height=height)
     if kind == "rotate":
         return image_ops.Rotate(
-            degrees=float(problems.number(data, "degrees", field, -360, 360, 0)),
-            expand=bool(data.get("expand", True)),
-            background=problems.text(data, "background", field, MAX_COLOR, "#00000000"),
+            degrees=float(problems.number(data, field, spec.ROTATE["degrees"])),
+            expand=_flag(data, spec.ROTATE["expand"]),
+            background=problems.text(data, field, spec.ROTATE["background"]),
         )
     if kind == "autoOrient":
         return image_ops.AutoOrient()
-    position = problems.choice(data, "position", field, POSITIONS, "bottom-right")
-    margin = int(problems.number(data, "margin", field, 0, 10_000, 16))
-    opacity = float(problems.number(data, "opacity", field, 0, 1, 0.5))
+    position = problems.choice(data, field, spec.POSITION)
+    margin = int(problems.number(data, field, spec.MARGIN))
+    opacity = float(problems.number(data, field, spec.OPACITY))
     if kind == "textWatermark":
+        text_param = spec.TEXT_WATERMARK["text"]
         text = data.get("text")
         if isinstance(text, str) and text.strip():
-            text = problems.text(data, "text", field, MAX_TEXT, "?")
+            text = problems.text(data, field, text_param)
         else:
-            problems.add(f"{field}.text", f"text must be 1 to {MAX_TEXT} characters")
+            problems.add(f"{field}.text", f"text must be 1 to {text_param.max_chars} characters")
             text = "?"
         return image_ops.TextWatermark(
             text=text,
             position=position,
             margin=margin,
             opacity=opacity,
-            scale=float(problems.number(data, "scale", field, 0.005, 1, 0.05)),
-            color=problems.text(data, "color", field, MAX_COLOR, "#ffffff"),
+            scale=float(problems.number(data, field, spec.TEXT_WATERMARK["scale"])),
+            color=problems.text(data, field, spec.TEXT_WATERMARK["color"]),
         )
     if kind == "imageWatermark":
         media_id = str(data.get("mediaId") or "")
@@ -229,7 +234,7 @@ def _image_op(
             position=position,
             margin=margin,
             opacity=opacity,
-            scale=float(problems.number(data, "scale", field, 0.01, 1, 0.2)),
+            scale=float(problems.number(data, field, spec.IMAGE_WATERMARK["scale"])),
         )
     problems.add(field, f"unknown operation {kind!r}")
     return None
@@ -259,39 +264,50 @@ def video_operations(settings: Settings, operations: Any) -> list[VideoOperation
         sub = f"{field}.{kind}"
         options: dict[str, Any]
         if kind == "videoThumbnail":
+            frame = spec.VIDEO_THUMBNAIL
             options = {
-                "at": problems.number(data, "at", sub, 0, 86_400, None),
-                "fraction": problems.number(data, "fraction", sub, 0, 1, None),
-                "max_size": problems.number(data, "maxSize", sub, 16, 8192, None),
-                "format": problems.choice(data, "format", sub, ("JPEG", "PNG", "WEBP"), "JPEG"),
+                "at": problems.number(data, sub, frame["at"]),
+                "fraction": problems.number(data, sub, frame["fraction"]),
+                "max_size": problems.number(data, sub, frame["maxSize"]),
+                "format": problems.choice(data, sub, frame["format"]),
             }
             if options["at"] is not None and options["fraction"] is not None:
                 problems.add(sub, "give at or fraction, not both")
+            elif options["at"] is None and options["fraction"] is None:
+                options["fraction"] = spec.DEFAULT_FRACTION
         elif kind == "videoMetadata":
             options = {}
         elif kind == "transcode":
             options = {
-                "target_height": problems.number(data, "targetHeight", sub, 16, 4320, None),
-                "quality": problems.choice(data, "quality", sub, QUALITIES, "medium"),
+                "target_height": problems.number(data, sub, spec.TRANSCODE["targetHeight"]),
+                "quality": problems.choice(data, sub, spec.TRANSCODE["quality"]),
             }
         elif kind == "extractAudio":
-            options = {
-                "codec": problems.choice(data, "codec", sub, AUDIO_CODECS, "aac"),
-                "bitrate": problems.number(data, "bitrate", sub, 8_000, 512_000, None),
-            }
+            codec = problems.choice(data, sub, spec.EXTRACT_AUDIO["codec"])
+            bitrate = problems.number(data, sub, spec.EXTRACT_AUDIO["bitrate"])
+            options = {"codec": codec, "bitrate": bitrate or spec.AUDIO_BITRATES[codec]}
         else:
             problems.add(sub, f"unknown operation {kind!r}")
             continue
-        default = {"videoThumbnail": "thumbnail", "transcode": "video", "extractAudio": "audio"}
-        name = raw.get("name") or default.get(kind, "metadata")
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            problems.add(f"{field}.name", "name: 1-64 letters, digits, '-' or '_'")
-        elif name in names:
-            problems.add(f"{field}.name", f"output name {name!r} is used twice")
-        names.add(name)
+        name = _output_name(raw.get("name"), kind, f"{field}.name", names, problems)
         result.append(VideoOperation(cast(Any, kind), name, options))
     problems.raise_any()
     return result
+
+
+def _output_name(given: Any, kind: str, field: str, names: set[str], problems: _Problems) -> str:
+    """The name of a video operation's output (its default when not ``given``); an
+    operation that makes no output has none, so any name it is given is no output's."""
+    output = next(op.output for op in spec.VIDEO_OPERATIONS if op.name == kind)
+    if output is None:
+        return ""
+    name = given or output
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        problems.add(field, "name: 1-64 letters, digits, '-' or '_'")
+    elif name in names:
+        problems.add(field, f"output name {name!r} is used twice")
+    names.add(name)
+    return str(name)
 
 
 async def _in_thread(context: ProviderContext, interval: float, work: Callable[[Any], T]) -> T:

@@ -226,9 +226,17 @@ class GqlMediaWorker(Worker):
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones ``grace`` seconds, then cancel the rest."""
         self.allow_pick_jobs = False
-        running = [t for t in self.tasks.values() if not t.done()]
+        running = {arq_id: t for arq_id, t in self.tasks.items() if not t.done()}
         if running:
-            await asyncio.wait(running, timeout=grace)
+            jobs = sum(1 for key in running if _runs_a_job(_arq_id(key)))
+            log.info(
+                "stopping: waiting up to %gs (GQL_MEDIA_SHUTDOWN_GRACE) for %d running job(s)"
+                " and %d other task(s) to finish; what still runs then goes back to the queue",
+                grace,
+                jobs,
+                len(running) - jobs,
+            )
+            await asyncio.wait(running.values(), timeout=grace)
         if self.main_task is not None:
             self.main_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,6 +253,13 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
 return 1
 """
+
+
+def _arq_id(task_key: str) -> str:
+    """The queue entry a worker task runs: its key in ``tasks``, or inside a direct start's."""
+    if task_key.startswith("direct:"):
+        return task_key.removeprefix("direct:").rpartition(":")[0]
+    return task_key
 
 
 def _runs_a_job(arq_id: str) -> bool:
