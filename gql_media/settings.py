@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(default=100, ge=0)
     # comma-separated in the environment
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # request headers those origins may send (CORS preflight): what GraphQL clients send
+    cors_allow_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "Authorization",
+            "Content-Type",
+            "GraphQL-Require-Preflight",
+            "Apollo-Require-Preflight",
+            "X-Requested-With",
+            "apollographql-client-name",
+            "apollographql-client-version",
+            "traceparent",
+            "tracestate",
+        ]
+    )
     outbound_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # outbound webhooks: jobs with a webhookUrl are POSTed there, signed, when they end
@@ -201,7 +215,7 @@ class Settings(BaseSettings):
             return self.effective_storage_dir / ".scratch"
         return (self.data_dir / "scratch").resolve()
 
-    @field_validator("cors_origins", "outbound_allow", mode="before")
+    @field_validator("cors_origins", "cors_allow_headers", "outbound_allow", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -156,6 +156,9 @@ class GraphQLView(GraphQL[Context, None]):
             build_schema(settings),
             connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout),
             multipart_uploads_enabled=True,
+            # strawberry checks a WebSocket handshake's Origin on its own as well: the origins
+            # allowed to call the api from a browser may also open its WebSockets
+            allowed_origins=settings.cors_origins,
         )
         self.max_subscriptions_per_connection = settings.max_subscriptions_per_connection
         self.settings = settings
@@ -562,13 +565,7 @@ def _middleware(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "GraphQL-Require-Preflight",
-                "Apollo-Require-Preflight",
-                "X-Requested-With",
-            ],
+            allow_headers=settings.cors_allow_headers,
             max_age=600,
         )
     ]
