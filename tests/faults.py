@@ -1,5 +1,6 @@
 """Fault injection helpers: a private redis-server to kill and restart, and a TCP proxy
-that can cut every connection to PostgreSQL. The machine's own servers are never touched."""
+that can cut every connection to PostgreSQL, or stop forwarding without closing anything
+(a network partition). The machine's own servers are never touched."""
 
 from __future__ import annotations
 
@@ -62,14 +63,25 @@ class PrivateRedis:
 
 
 class TcpProxy:
-    """Forwards a local port to ``target``; ``cut()`` drops every connection and refuses new
-    ones until ``restore()``, like a database that went away and came back."""
+    """Forwards a local port to ``target``. ``cut()`` drops every connection and refuses new
+    ones until ``restore()``, like a database that went away and came back. ``blackhole()``
+    stops forwarding in both directions but closes nothing and accepts new connections, like
+    a partition that drops packets: peers see no reset, only silence, until ``heal()``
+    (bytes held meanwhile are forwarded then, as TCP would retransmit them)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def blackhole(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -87,6 +99,8 @@ class TcpProxy:
         await self.start()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()  # a partition: the connection is open, nothing answers
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -98,10 +112,14 @@ class TcpProxy:
         )
         self._writers.difference_update({writer, up_writer})
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while data := await reader.read(65536):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(65536)
+                if not data:
+                    return
+                await self._flowing.wait()  # read before the partition: held until it heals
                 writer.write(data)
                 await writer.drain()
         finally:

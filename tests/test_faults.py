@@ -1,4 +1,5 @@
-"""Redis restarted empty and PostgreSQL cut off: nothing is lost, everything recovers."""
+"""Redis restarted empty, PostgreSQL cut off or silent behind a partition: nothing is lost,
+every wait ends with a code, everything recovers."""
 
 from __future__ import annotations
 
@@ -122,6 +123,55 @@ async def test_postgres_cut_off_fails_fast_and_recovers(postgres_url: str, tmp_p
             assert len(final["outputs"]) == 1
         assert await _status(server, job["id"]) == "SUCCEEDED"
     await proxy.cut()
+
+
+def _proxied(postgres_url: str) -> tuple[TcpProxy, str]:
+    """A proxy in front of the test database, and the database URL through it."""
+    base, _, database = postgres_url.rpartition("/")
+    scheme, _, hostport = base.rpartition("@")
+    host, _, port = hostport.partition(":")
+    proxy = TcpProxy(host, int(port or 5432))
+    return proxy, f"{scheme}@127.0.0.1:{proxy.port}/{database}"
+
+
+@pytest.mark.timeout(25)  # far below what a statement on a pooled connection waited before
+async def test_a_silent_database_answers_service_unavailable_and_loses_no_job(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A partition (packets dropped, no reset): requests and new subscriptions end with
+    SERVICE_UNAVAILABLE after GQL_MEDIA_DATABASE_TIMEOUT instead of hanging for the outage;
+    a subscription already following a job keeps working, and the job finishes once."""
+    assert TEST_REDIS_URL is not None
+    proxy, proxied = _proxied(postgres_url)
+    await proxy.start()
+    settings = _settings(proxied, TEST_REDIS_URL, tmp_path).model_copy(
+        update={"database_timeout": 1.0}
+    )
+    try:
+        async with start_server(settings, None, with_worker=True) as server:
+            job = (await server.generate(**SLOW))["job"]
+            async with graphql_ws(server.ws_url) as ws:
+                op = await ws.subscribe(FOLLOW, {"id": job["id"]})
+                await _until(ws, op, "RUNNING")
+
+                proxy.blackhole()
+                # pooled connections and new ones alike: each request ends with the code
+                for query in ("{ jobs { totalCount } }", "{ jobs(first: 1) { totalCount } }"):
+                    down = await server.graphql(query)
+                    assert down["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+                    assert "Traceback" not in str(down)
+                late = await ws.collect(await ws.subscribe(FOLLOW, {"id": job["id"]}))
+                assert [e["extensions"]["code"] for e in late[0]["errors"]] == [
+                    "SERVICE_UNAVAILABLE"
+                ]
+                proxy.heal()
+
+                final = (await _until(ws, op, "SUCCEEDED"))[-1]
+                assert len(final["outputs"]) == 1
+            assert await _status(server, job["id"]) == "SUCCEEDED"
+    finally:
+        proxy.heal()
+        await proxy.cut()
 
 
 async def test_connections_the_server_closed_are_replaced_before_use(

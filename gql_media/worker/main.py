@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
+from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
 from gql_media.services import retention, runner, webhooks
 from gql_media.services.deps import Deps
@@ -210,8 +211,11 @@ class GqlMediaWorker(Worker):
                     lost = await webhooks.requeue_lost(self.deps)
                     if lost:
                         log.info("re-enqueued %d webhook deliveries", lost)
-            except Exception:
-                log.exception("reconciler failed")
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("reconciler failed")
+                else:  # an outage, not a bug: no traceback every pass while it lasts
+                    log.warning("reconciler: database unavailable (%r); retrying", exc)
             await asyncio.sleep(interval)
 
     async def _retain_forever(self, interval: float) -> None:
