@@ -6,12 +6,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.support import free_port
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``gql-media worker`` as a child process with ``env``, killed at the end if alive."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gql_media", "worker"], env=env, stdout=out, stderr=out
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def worker_env(**settings: Any) -> dict[str, str]:
+    """This process's environment with no GQL_MEDIA_* variable but those of ``settings``
+    (lists comma-separated)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GQL_MEDIA_")}
+    for name, value in settings.items():
+        text = ",".join(value) if isinstance(value, list) else str(value)
+        env[f"GQL_MEDIA_{name.upper()}"] = text
+    env["GQL_MEDIA_WORKER_METRICS_PORT"] = "0"
+    return env
 
 
 class PrivateRedis:

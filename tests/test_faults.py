@@ -4,19 +4,29 @@ every wait ends with a code, everything recovers."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import signal
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gql_media.domain import SYSTEM
 from gql_media.runtime import open_runtime
 from gql_media.services.jobs import JobFilter, NewImageJob, create_image_job, list_jobs
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL, _admin
-from tests.faults import PrivateRedis, TcpProxy
+from tests.fakes import serving
+from tests.faults import PrivateRedis, TcpProxy, worker_env, worker_process
 from tests.support import JOB_FIELDS, GraphQLWS, LiveServer, graphql_ws, start_server
 
 pytestmark = [
@@ -202,3 +212,101 @@ async def test_connections_the_server_closed_are_replaced_before_use(
         second = await create_image_job(deps, NewImageJob(prompt="after", provider="mock"), SYSTEM)
     assert first.id in [job.id for job in page.jobs]
     assert second.status.value == "QUEUED"
+
+
+@dataclass
+class HoldingReceiver:
+    """A webhook receiver that holds the first delivery open, never answering it, and
+    answers 200 to the next ones."""
+
+    url: str = ""
+    requests: list[dict[str, str]] = field(default_factory=list)
+    first_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def hook(self, request: Request) -> Response:
+        self.requests.append(dict(request.headers))
+        await request.body()
+        if len(self.requests) == 1:
+            self.first_arrived.set()
+            await self.release.wait()  # held until the test ends
+            return Response(status_code=500)
+        self.answered.set()
+        return Response(status_code=204)
+
+
+@asynccontextmanager
+async def holding_receiver() -> AsyncIterator[HoldingReceiver]:
+    made = HoldingReceiver()
+    app = Starlette(routes=[Route("/hook", made.hook, methods=["POST"])])
+    try:
+        async with serving(app) as url:
+            made.url = f"{url}/hook"
+            yield made
+            made.release.set()
+    finally:
+        made.release.set()
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a webhook secret of 32 bytes!!!!").decode()
+DELIVERIES = """query($id: ID!) { job(id: $id) { webhookDeliveries {
+  webhookId attempt statusCode error succeeded } } }"""
+
+
+@pytest.mark.timeout(60)  # arq alone would run the lost delivery again after 370 s
+async def test_a_delivery_lost_with_its_killed_worker_is_sent_again(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A worker SIGKILLed while its webhook POST is in flight: another worker sends the
+    delivery again (same webhook-id) once the attempt's mark expires, within
+    GQL_MEDIA_WEBHOOK_TIMEOUT + 5 s + a reconciler pass; the lost attempt is not counted."""
+    assert TEST_REDIS_URL is not None
+    async with holding_receiver() as hook:
+        settings = _settings(postgres_url, TEST_REDIS_URL, tmp_path).model_copy(
+            update={"webhook_timeout": 2.0}
+        )
+        env = worker_env(
+            database_url=postgres_url,
+            redis_url=TEST_REDIS_URL,
+            redis_namespace=settings.redis_namespace,
+            data_dir=tmp_path,
+            reconcile_interval=0.2,
+            reconcile_after=0.5,
+            worker_poll_delay=0.05,
+            webhook_secret=WEBHOOK_SECRET,
+            webhook_timeout=2.0,
+            outbound_allow=[hook.url],
+        )
+        server_settings = settings.model_copy(
+            update={"webhook_secret": WEBHOOK_SECRET, "outbound_allow": [hook.url]}
+        )
+        async with start_server(server_settings, None, with_worker=False) as server:
+            with worker_process(env, tmp_path / "w1.log") as first:
+                job = (await server.generate(provider="mock", webhookUrl=hook.url))["job"]
+                await hook.first_arrived.wait()
+                first.send_signal(signal.SIGKILL)
+                first.wait()
+            with worker_process(env, tmp_path / "w2.log"):
+                await hook.answered.wait()
+                while not (found := await _deliveries(server, job["id"])):
+                    await asyncio.sleep(0.02)  # recorded right after the receiver answers
+    assert len(hook.requests) == 2
+    assert hook.requests[0]["webhook-id"] == hook.requests[1]["webhook-id"]
+    assert found == [
+        {
+            "webhookId": hook.requests[0]["webhook-id"],
+            "attempt": 1,
+            "statusCode": 204,
+            "error": None,
+            "succeeded": True,
+        }
+    ]
+    log = (tmp_path / "w2.log").read_text()
+    assert log.count("re-enqueued 1 webhook deliveries") == 1, log  # only when it was
+
+
+async def _deliveries(server: LiveServer, job_id: str) -> list[dict[str, Any]]:
+    body = await server.graphql(DELIVERIES, {"id": job_id})
+    found: list[dict[str, Any]] = body["data"]["job"]["webhookDeliveries"]
+    return found

@@ -263,6 +263,7 @@ async def test_a_delivery_whose_queue_entry_was_lost_is_requeued(settings_factor
                 )
             assert await webhooks.requeue_lost(deps) == 1
             assert await runtime.redis.zscore(queue, f"{job.id}:webhook:1") is not None
+            assert await webhooks.requeue_lost(deps) == 0  # it waits on the queue: not again
             assert await webhooks.deliver(deps, job.id, 1) == "delivered"
             assert await webhooks.requeue_lost(deps) == 0  # delivered: nothing owed any more
     assert json.loads(hook.received[0][1])["data"]["id"] == job.id
