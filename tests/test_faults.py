@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -25,8 +26,15 @@ from gql_media.runtime import open_runtime
 from gql_media.services.jobs import JobFilter, NewImageJob, create_image_job, list_jobs
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL, _admin
-from tests.fakes import serving
-from tests.faults import PrivateRedis, TcpProxy, worker_env, worker_process
+from tests.fakes import picture, serving
+from tests.faults import (
+    PrivateRedis,
+    TcpProxy,
+    fill,
+    small_filesystem,
+    worker_env,
+    worker_process,
+)
 from tests.support import JOB_FIELDS, GraphQLWS, LiveServer, graphql_ws, start_server
 
 pytestmark = [
@@ -310,3 +318,75 @@ async def _deliveries(server: LiveServer, job_id: str) -> list[dict[str, Any]]:
     body = await server.graphql(DELIVERIES, {"id": job_id})
     found: list[dict[str, Any]] = body["data"]["job"]["webhookDeliveries"]
     return found
+
+
+UPLOAD = (
+    """mutation($file: Upload!) { uploadMedia(file: $file) { media { id } userErrors { code } } }"""
+)
+RETRY = "mutation($id: ID!) { retryJob(id: $id) { job { id } userErrors { code } } }"
+
+
+async def _upload(server: LiveServer, data: bytes) -> Any:
+    return await server.http.post(
+        "/uploads?filename=a.png",
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+
+
+async def _upload_multipart(server: LiveServer, data: bytes) -> dict[str, Any]:
+    operations = json.dumps({"query": UPLOAD, "variables": {"file": None}})
+    response = await server.http.post(
+        "/graphql",
+        data={"operations": operations, "map": '{"0": ["variables.file"]}'},
+        files={"0": ("a.png", data, "image/png")},
+        headers={"GraphQL-Require-Preflight": "1"},
+    )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_full_disk_is_a_storage_error_and_readyz_says_so(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Media storage on a small tmpfs filled up: uploads and a job writing its output get
+    STORAGE_UNAVAILABLE (the job after its retries, not as a database outage), /readyz
+    answers 503 naming storage; once space is freed all of it works again."""
+    assert TEST_REDIS_URL is not None
+    with small_filesystem(tmp_path / "media", 4 * 1024 * 1024) as media:
+        settings = _settings(postgres_url, TEST_REDIS_URL, tmp_path).model_copy(
+            update={"storage_dir": media, "storage_probe_interval": 0.0, "max_attempts": 2}
+        )
+        image = picture(64, 64, 1)
+        async with start_server(settings, None, with_worker=True) as server:
+            assert (await server.http.get("/readyz")).status_code == 200
+            filler = fill(media)
+
+            ready = await server.http.get("/readyz")
+            assert ready.status_code == 503
+            storage = ready.json()["checks"]["storage"]
+            assert storage["status"] == "error"
+            assert storage["error"].startswith("STORAGE_UNAVAILABLE: ")
+            assert ready.json()["checks"]["database"]["status"] == "ok"
+
+            refused = await _upload(server, image)
+            assert refused.status_code == 503
+            assert refused.json()["errors"][0]["extensions"]["code"] == "STORAGE_UNAVAILABLE"
+            body = await _upload_multipart(server, image)
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["STORAGE_UNAVAILABLE"]
+
+            job = (await server.generate(provider="mock", width=64, height=64))["job"]
+            failed = await _follow_to_end(server, job["id"])
+            assert failed["status"] == "FAILED"
+            assert failed["error"]["code"] == "STORAGE_UNAVAILABLE"
+            assert failed["error"]["retryable"] is True
+            assert failed["attempts"] == 2  # retried, then failed with the storage's code
+
+            filler.unlink()
+            assert (await server.http.get("/readyz")).status_code == 200
+            stored = await _upload(server, image)
+            assert stored.status_code == 201, stored.text
+            again = await server.graphql(RETRY, {"id": job["id"]})
+            assert again["data"]["retryJob"]["userErrors"] == []
+            done = await _follow_to_end(server, job["id"])
+            assert done["status"] == "SUCCEEDED" and len(done["outputs"]) == 1

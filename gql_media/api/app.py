@@ -41,14 +41,14 @@ from gql_media.api.context import Context, media_base_url, media_url
 from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.fanout import SharedJobs
-from gql_media.api.observability import ObserveRequests, metrics_endpoint, readyz
+from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.api.websocket_protocol import protocol_of
 from gql_media.domain import decimal
-from gql_media.errors import ErrorCode
+from gql_media.errors import ErrorCode, StorageUnavailable
 from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import limits
@@ -352,6 +352,9 @@ async def upload(request: Request) -> Response:
     except DomainUserError as exc:
         status = 413 if exc.code is ErrorCode.MEDIA_TOO_LARGE else 422
         return _user_error(exc.code, exc.message, status, exc.field)
+    except StorageUnavailable as exc:
+        log.warning("upload refused: %s", exc.message)
+        return _error(exc.code, exc.message, 503)
     except ClientDisconnect:
         return Response(status_code=400)
     base = media_base_url(deps.settings.public_url, request)
@@ -424,7 +427,15 @@ def create_app(
                     "auth is off (GQL_MEDIA_AUTH=off): anyone who can reach this api can use "
                     "it and see every job"
                 )
-            yield {"runtime": runtime, "hub": hub, "auth": auth, "shared_jobs": SharedJobs()}
+            yield {
+                "runtime": runtime,
+                "hub": hub,
+                "auth": auth,
+                "shared_jobs": SharedJobs(),
+                "storage_probe": CachedProbe(
+                    runtime.deps.storage.probe_write, settings.storage_probe_interval
+                ),
+            }
 
     view = GraphQLView(settings)
     graphql_ws = WebSocketRoute("/graphql", view)

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from gql_media.errors import STORAGE_ERRNOS
+
 # A pooled connection idle longer than this is pinged before use; a busier one is not
 # (SQLAlchemy's pre-ping costs three round trips on every checkout).
 PING_AFTER_IDLE_SECONDS = 1.0
@@ -75,7 +77,10 @@ def _check_on_checkout(engine: Engine, ping_after: float) -> None:
 
 def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database could not be reached (worth retrying later),
-    as opposed to a statement that is wrong."""
+    as opposed to a statement that is wrong. A file system's refusal to write (a full disk)
+    is an OSError too, but it is the storage's, not the database's."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        return False
     if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
