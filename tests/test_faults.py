@@ -323,6 +323,8 @@ async def _deliveries(server: LiveServer, job_id: str) -> list[dict[str, Any]]:
 UPLOAD = (
     """mutation($file: Upload!) { uploadMedia(file: $file) { media { id } userErrors { code } } }"""
 )
+PROCESS_IMAGE = """mutation($input: ProcessImageInput!) {
+  processImage(input: $input) { job { id } userErrors { code } } }"""
 RETRY = "mutation($id: ID!) { retryJob(id: $id) { job { id } userErrors { code } } }"
 
 
@@ -360,6 +362,7 @@ async def test_a_full_disk_is_a_storage_error_and_readyz_says_so(
         image = picture(64, 64, 1)
         async with start_server(settings, None, with_worker=True) as server:
             assert (await server.http.get("/readyz")).status_code == 200
+            source = (await _upload(server, image)).json()["media"]
             filler = fill(media)
 
             ready = await server.http.get("/readyz")
@@ -375,18 +378,25 @@ async def test_a_full_disk_is_a_storage_error_and_readyz_says_so(
             body = await _upload_multipart(server, image)
             assert [e["extensions"]["code"] for e in body["errors"]] == ["STORAGE_UNAVAILABLE"]
 
-            job = (await server.generate(provider="mock", width=64, height=64))["job"]
-            failed = await _follow_to_end(server, job["id"])
-            assert failed["status"] == "FAILED"
-            assert failed["error"]["code"] == "STORAGE_UNAVAILABLE"
-            assert failed["error"]["retryable"] is True
-            assert failed["attempts"] == 2  # retried, then failed with the storage's code
+            generated = (await server.generate(provider="mock", width=64, height=64))["job"]
+            variants = [{"name": "small", "operations": [{"thumbnail": {"size": 32}}]}]
+            processed = await server.graphql(
+                PROCESS_IMAGE, {"input": {"mediaId": source["id"], "variants": variants}}
+            )
+            jobs = [generated["id"], processed["data"]["processImage"]["job"]["id"]]
+            for job_id in jobs:
+                failed = await _follow_to_end(server, job_id)
+                assert failed["status"] == "FAILED"
+                assert failed["error"]["code"] == "STORAGE_UNAVAILABLE"
+                assert failed["error"]["retryable"] is True
+                assert failed["attempts"] == 2  # retried, then failed with the storage's code
 
             filler.unlink()
             assert (await server.http.get("/readyz")).status_code == 200
             stored = await _upload(server, image)
             assert stored.status_code == 201, stored.text
-            again = await server.graphql(RETRY, {"id": job["id"]})
-            assert again["data"]["retryJob"]["userErrors"] == []
-            done = await _follow_to_end(server, job["id"])
-            assert done["status"] == "SUCCEEDED" and len(done["outputs"]) == 1
+            for job_id in jobs:
+                again = await server.graphql(RETRY, {"id": job_id})
+                assert again["data"]["retryJob"]["userErrors"] == []
+                done = await _follow_to_end(server, job_id)
+                assert done["status"] == "SUCCEEDED" and len(done["outputs"]) == 1
