@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -41,7 +42,7 @@ def bucket_errors() -> Iterator[None]:
     with storage_errors():
         try:
             yield
-        except (BotoCoreError, ClientError) as exc:
+        except (Boto3Error, BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"media storage cannot be written: {exc}") from exc
 
 
