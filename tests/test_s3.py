@@ -146,8 +146,9 @@ async def test_a_bucket_that_refuses_writes_is_storage_unavailable(
         await storage.put("jobs/abc/0.png", b"png bytes")
     scratch = storage.scratch_path()
     scratch.write_bytes(b"x" * 1000)
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StorageUnavailable, match=r"\(NoSuchBucket\)$") as refused:
         await storage.put_file("uploads/def/original.png", scratch)
+    assert bucket not in refused.value.message and "scratch" not in refused.value.message
     assert not scratch.exists()
 
 

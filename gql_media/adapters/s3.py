@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -31,6 +32,7 @@ from gql_media.adapters.storage import (
 )
 from gql_media.errors import StorageUnavailable
 
+log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 PROBE_KEY = ".readyz/probe-"  # write probes' objects: this plus a random suffix
 
@@ -38,12 +40,26 @@ PROBE_KEY = ".readyz/probe-"  # write probes' objects: this plus a random suffix
 @contextmanager
 def bucket_errors() -> Iterator[None]:
     """Raise a write the bucket (or the local scratch directory) refused as
-    StorageUnavailable."""
+    StorageUnavailable, naming the S3 error code only: boto3's messages carry local paths,
+    the bucket and keys, which the error's message (shown to clients) must not."""
     with storage_errors():
         try:
             yield
         except (Boto3Error, BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"media storage cannot be written: {exc}") from exc
+            log.warning("S3 write failed: %s", exc)
+            raise StorageUnavailable(
+                f"media storage cannot be written: the bucket refused it ({_reason(exc)})"
+            ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The S3 error code behind ``exc`` (boto3 wraps it in its own errors), else its kind."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            return _code(seen) or str(_status(seen))
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)

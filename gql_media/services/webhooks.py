@@ -42,7 +42,9 @@ EVENTS = {
     JobStatus.CANCELED: "job.canceled",
 }
 # seconds an attempt may spend on the database around its POST (which the webhook timeout
-# bounds): a worker may take GQL_MEDIA_WEBHOOK_TIMEOUT + this over one attempt
+# bounds): a worker may take GQL_MEDIA_WEBHOOK_TIMEOUT + this over one attempt. An attempt
+# slowed past that by a struggling database may be made twice, which receivers drop by
+# webhook-id; a longer margin would delay every attempt lost with its worker as much.
 DELIVERY_MARGIN = 5.0
 
 

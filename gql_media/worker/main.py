@@ -222,10 +222,10 @@ class GqlMediaWorker(Worker):
                     if lost:
                         log.info("re-enqueued %d webhook deliveries", lost)
             except Exception as exc:
-                if not is_unavailable(exc):
-                    log.exception("reconciler failed")
-                else:  # an outage, not a bug: no traceback every pass while it lasts
+                if is_unavailable(exc):  # an outage, not a bug: no traceback every pass
                     log.warning("reconciler: database unavailable (%r); retrying", exc)
+                else:
+                    log.exception("reconciler failed")
             await asyncio.sleep(interval)
 
     async def _retain_forever(self, interval: float) -> None:
