@@ -40,6 +40,8 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
 
 
 async def deliver_webhook_task(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
+    """A delivery started by arq itself. Workers take delivery entries directly (see
+    ``start_jobs``); this stays registered so that no entry could fail as unknown."""
     return await webhooks.deliver(ctx["deps"], job_id, attempt)
 
 
