@@ -6,6 +6,7 @@
     │   └── InvalidState           the job is not in a state that allows the action
     ├── Unauthenticated            no principal was chosen by auth for this operation
     ├── ServiceUnavailable         a backing service (Redis, database) is down
+    ├── StorageUnavailable         media storage cannot be written (full, read-only, refused)
     ├── JobCanceled                the job was canceled while a worker ran it
     └── ProviderError              a provider could not make the media
         ├── TransientProviderError timeouts, 429, 5xx, connection errors: retried
@@ -17,6 +18,7 @@ Every ``code`` is stable and documented in the README.
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 
 
@@ -37,6 +39,7 @@ class ErrorCode(StrEnum):
     WEBHOOKS_NOT_CONFIGURED = "WEBHOOKS_NOT_CONFIGURED"
     TOO_MANY_ACTIVE_JOBS = "TOO_MANY_ACTIVE_JOBS"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     # request level (top-level GraphQL errors)
     BAD_REQUEST = "BAD_REQUEST"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
@@ -134,6 +137,28 @@ class ServiceUnavailable(GqlMediaError):
     """A backing service is down; the request may succeed later."""
 
     code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+# what a file system answers when it cannot take a write: full, over quota, read-only, a
+# file too large, or not permitted
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+)
+
+
+class StorageUnavailable(GqlMediaError):
+    """Media storage cannot be written now (a full disk, a read-only or refused one, an
+    unreachable bucket); the request or job may succeed once an operator fixes it."""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
+    @classmethod
+    def from_os_error(cls, exc: BaseException) -> StorageUnavailable | None:
+        """The storage error ``exc`` stands for, or None when it is no such OSError."""
+        if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+            return None
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "error")
+        return cls(f"media storage cannot be written: {reason}")
 
 
 class JobCanceled(GqlMediaError):

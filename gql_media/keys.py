@@ -22,6 +22,25 @@ def arq_job_id(job_id: str, version: int) -> str:
     return f"{job_id}:v{version}"
 
 
+def webhook_delivery_id(job_id: str, attempt: int) -> str:
+    """The arq id of delivery ``attempt`` of a finished job's webhook."""
+    return f"{job_id}:webhook:{attempt}"
+
+
+def parse_webhook_delivery_id(arq_id: str) -> tuple[str, int] | None:
+    """``(job id, attempt)`` of a ``webhook_delivery_id``; None for any other arq id."""
+    job_id, marker, attempt = arq_id.rpartition(":webhook:")
+    if not marker or not job_id or not attempt.isdigit():
+        return None
+    return job_id, int(attempt)
+
+
+def delivering_key(namespace: str, arq_id: str) -> str:
+    """Set, with an expiry, while a worker makes the delivery ``arq_id``: once it expires
+    with no attempt recorded, the worker died during it."""
+    return f"{namespace}:delivering:{arq_id}"
+
+
 def wake_channel(namespace: str) -> str:
     """Pub/sub channel that wakes idle workers as soon as a job is enqueued."""
     return f"{namespace}:wake"

@@ -45,7 +45,11 @@ async def open_runtime(
     """Everything a process needs, closed again on exit."""
     if settings.redis_url is None and fake_redis_server is None:
         fake_redis_server = redis_adapter.new_fake_server()
-    engine = create_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
+    engine = create_engine(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        timeout=settings.database_timeout,
+    )
     redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
     storage = build_storage(settings)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # PostgreSQL connections each process keeps open (as many again may open under load)
     database_pool_size: int = Field(default=20, ge=1)
+    # seconds one wait on PostgreSQL may take (connect, pool checkout, each statement) before
+    # it fails as SERVICE_UNAVAILABLE: a silent outage (a partition) answers within this
+    database_timeout: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
     data_dir: Path = Path("gql-media-data")
     storage_dir: Path | None = None
@@ -35,6 +38,8 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_prefix: str = ""
     s3_create_bucket: bool = False
+    # seconds /readyz reuses the result of its storage write probe
+    storage_probe_interval: float = Field(default=5.0, ge=0)
     redis_namespace: str = "gql_media"
     public_url: str | None = None
     debug: bool = False

@@ -1,16 +1,48 @@
 """Fault injection helpers: a private redis-server to kill and restart, and a TCP proxy
-that can cut every connection to PostgreSQL. The machine's own servers are never touched."""
+that can cut every connection to PostgreSQL, or stop forwarding without closing anything
+(a network partition). The machine's own servers are never touched."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.support import free_port
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``gql-media worker`` as a child process with ``env``, killed at the end if alive."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gql_media", "worker"], env=env, stdout=out, stderr=out
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def worker_env(**settings: Any) -> dict[str, str]:
+    """This process's environment with no GQL_MEDIA_* variable but those of ``settings``
+    (lists comma-separated)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GQL_MEDIA_")}
+    for name, value in settings.items():
+        text = ",".join(value) if isinstance(value, list) else str(value)
+        env[f"GQL_MEDIA_{name.upper()}"] = text
+    env["GQL_MEDIA_WORKER_METRICS_PORT"] = "0"
+    return env
 
 
 class PrivateRedis:
@@ -62,14 +94,25 @@ class PrivateRedis:
 
 
 class TcpProxy:
-    """Forwards a local port to ``target``; ``cut()`` drops every connection and refuses new
-    ones until ``restore()``, like a database that went away and came back."""
+    """Forwards a local port to ``target``. ``cut()`` drops every connection and refuses new
+    ones until ``restore()``, like a database that went away and came back. ``blackhole()``
+    stops forwarding in both directions but closes nothing and accepts new connections, like
+    a partition that drops packets: peers see no reset, only silence, until ``heal()``
+    (bytes held meanwhile are forwarded then, as TCP would retransmit them)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def blackhole(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -87,6 +130,8 @@ class TcpProxy:
         await self.start()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()  # a partition: the connection is open, nothing answers
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -98,11 +143,53 @@ class TcpProxy:
         )
         self._writers.difference_update({writer, up_writer})
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while data := await reader.read(65536):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(65536)
+                if not data:
+                    return
+                await self._flowing.wait()  # read before the partition: held until it heals
                 writer.write(data)
                 await writer.drain()
         finally:
             writer.close()
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes mounted at ``path`` for the block (needs root, or the test
+    is skipped): a disk that really fills up."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its file system is full; returns the file."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as handle:
+        while True:
+            try:
+                handle.write(b"\0" * 65536)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+    with contextlib.suppress(OSError):  # the last partial pages too
+        with filler.open("ab", buffering=0) as handle:
+            while True:
+                handle.write(b"\0" * 512)
+    return filler

@@ -23,8 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gql_media.adapters import redis as redis_adapter
-from gql_media.api.observability import READY_TIMEOUT
+from gql_media.api.observability import READY_TIMEOUT, CachedProbe
 from gql_media.domain import SYSTEM, JobStatus
+from gql_media.errors import StorageUnavailable
 from gql_media.observability.logs import configure_handler, job_context
 from gql_media.observability.metrics import Metrics
 from gql_media.runtime import open_runtime
@@ -189,6 +190,25 @@ async def test_readyz_reports_every_check(server: LiveServer) -> None:
         assert check["status"] == "ok"
         assert check["latency_ms"] >= 0
     assert (await server.http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_the_storage_probe_runs_once_per_interval_however_many_ask() -> None:
+    """Readiness checks share one write probe per interval, its failure included."""
+    calls = 0
+
+    async def probe() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StorageUnavailable("media storage cannot be written: No space left on device")
+
+    cached = CachedProbe(probe, interval=3600)
+    for _ in range(2):
+        results = await asyncio.gather(*(cached() for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(r, StorageUnavailable) for r in results)
+    assert calls == 1
+    assert await CachedProbe(probe, interval=0)() is None  # no reuse: probed anew
+    assert calls == 2
 
 
 @asynccontextmanager

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +28,7 @@ from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job, transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.faults import worker_process
 from tests.support import JOB_FIELDS, graphql_ws, start_server
 
 
@@ -193,20 +190,6 @@ async def test_a_change_no_event_announced_still_reaches_job_updated(
 # --- real worker processes, killed with real signals --------------------------------------
 
 integration = pytest.mark.skipif(not INTEGRATION, reason="needs PostgreSQL and Redis")
-
-
-@contextmanager
-def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gql_media", "worker"], env=env, stdout=out, stderr=out
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

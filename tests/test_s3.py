@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from gql_media.adapters.s3 import S3Storage
-from gql_media.errors import UserError
+from gql_media.errors import StorageUnavailable, UserError
 from tests.media import jpeg
 from tests.support import LiveServer, free_port, start_server
 from tests.test_media_api import PROCESS_IMAGE, follow, upload_stream
@@ -130,6 +130,26 @@ async def test_check_creates_a_missing_bucket_only_when_asked(
     )
     await creating.check()
     assert name in [b["Name"] for b in client(s3_endpoint).list_buckets()["Buckets"]]
+
+
+async def test_a_bucket_that_refuses_writes_is_storage_unavailable(
+    storage: S3Storage, s3_endpoint: str, bucket: str
+) -> None:
+    """The readiness probe writes and deletes an object (leaving none); a write the bucket
+    refuses (here: the bucket is gone) is StorageUnavailable, for writes and the probe."""
+    await storage.probe_write()
+    assert "Contents" not in client(s3_endpoint).list_objects_v2(Bucket=bucket)
+    client(s3_endpoint).delete_bucket(Bucket=bucket)
+    with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+        await storage.probe_write()
+    with pytest.raises(StorageUnavailable):
+        await storage.put("jobs/abc/0.png", b"png bytes")
+    scratch = storage.scratch_path()
+    scratch.write_bytes(b"x" * 1000)
+    with pytest.raises(StorageUnavailable, match=r"\(NoSuchBucket\)$") as refused:
+        await storage.put_file("uploads/def/original.png", scratch)
+    assert bucket not in refused.value.message and "scratch" not in refused.value.message
+    assert not scratch.exists()
 
 
 async def test_service_on_s3_uploads_processes_and_serves_ranges(

@@ -263,6 +263,16 @@ async def test_a_delivery_whose_queue_entry_was_lost_is_requeued(settings_factor
                 )
             assert await webhooks.requeue_lost(deps) == 1
             assert await runtime.redis.zscore(queue, f"{job.id}:webhook:1") is not None
+            assert await webhooks.requeue_lost(deps) == 0  # it waits on the queue: not again
+            # a worker takes the entry and marks the attempt as being made: not again either
+            arq_id = f"{job.id}:webhook:1"
+            delivering = keys.delivering_key(settings.redis_namespace, arq_id)
+            await runtime.redis.zrem(queue, arq_id)
+            await runtime.redis.set(delivering, b"1")
+            assert await webhooks.requeue_lost(deps) == 0
+            # the mark expired and no attempt was recorded: the worker died during it
+            await runtime.redis.delete(delivering)
+            assert await webhooks.requeue_lost(deps) == 1
             assert await webhooks.deliver(deps, job.id, 1) == "delivered"
             assert await webhooks.requeue_lost(deps) == 0  # delivered: nothing owed any more
     assert json.loads(hook.received[0][1])["data"]["id"] == job.id

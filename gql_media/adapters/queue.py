@@ -43,6 +43,22 @@ return 1
 """
 
 
+# Queue a webhook delivery attempt unless it waits on the queue already or a worker is making
+# it now (its delivering key is set). Workers take a delivery's entry off the queue and drop
+# its stored job as they start it (see worker.main), so arq keeps no key that would refuse
+# the id again once the attempt was lost with its worker. KEYS: job key, queue, delivering
+# key. ARGV: job data, expiry ms, score, arq id, wake channel ('' for none).
+_ENQUEUE_DELIVERY = """
+if redis.call('ZSCORE', KEYS[2], ARGV[4]) or redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _Enqueue:
     """One call of the enqueue script."""
@@ -63,6 +79,7 @@ class JobQueue:
         self._events = keys.events_channel(namespace)
         self._wake = keys.wake_channel(namespace)
         self._enqueue = redis.register_script(_ENQUEUE)
+        self._enqueue_delivery = redis.register_script(_ENQUEUE_DELIVERY)
         self._enqueue_batch = Batcher(self._send_enqueues)
 
     async def enqueue(
@@ -125,24 +142,31 @@ class JobQueue:
         return True
 
     async def enqueue_webhook(self, job_id: str, attempt: int, defer: float | None = None) -> bool:
-        """Queue delivery ``attempt`` of a finished job's webhook; one arq job per attempt, so
-        duplicate requests for the same attempt collapse. False when Redis is unreachable
-        (the reconciler retries pending deliveries)."""
+        """Queue delivery ``attempt`` of a finished job's webhook, one arq job per attempt.
+
+        True when it was queued now; False when that attempt waits on the queue already or
+        a worker is making it (requests for the same attempt collapse), or when Redis is
+        unreachable (the reconciler retries pending deliveries)."""
+        arq_id = keys.webhook_delivery_id(job_id, attempt)
+        now = timestamp_ms()
+        delay = round(defer * 1000) if defer else 0
+        data = serialize_job(keys.DELIVER_WEBHOOK_TASK, (job_id, attempt), {}, None, now)
+        delivering = keys.delivering_key(self._namespace, arq_id)
         try:
-            await self._redis.enqueue_job(
-                keys.DELIVER_WEBHOOK_TASK,
-                job_id,
-                attempt,
-                _job_id=f"{job_id}:webhook:{attempt}",
-                _queue_name=self._queue,
-                _defer_by=defer if defer else None,
+            queued = await self._enqueue_delivery(
+                keys=[job_key_prefix + arq_id, self._queue, delivering],
+                args=[
+                    data,
+                    delay + int(self._redis.expires_extra_ms),
+                    now + delay,
+                    arq_id,
+                    b"" if defer else self._wake,
+                ],
             )
-            if not defer:
-                await self._redis.publish(keys.wake_channel(self._namespace), b"1")
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue the webhook of job %s: %s", job_id, exc)
             return False
-        return True
+        return bool(queued)
 
     async def ensure_queued(self, job_id: str, version: int) -> Placement:
         """Queue ``job_id`` at ``version`` unless it waits on the queue already.

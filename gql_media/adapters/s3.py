@@ -9,19 +9,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from gql_media.adapters.storage import check_key, content_type_of, new_scratch_path
+from gql_media.adapters.storage import (
+    PROBE_BYTES,
+    check_key,
+    content_type_of,
+    new_scratch_path,
+    probe_scratch,
+    storage_errors,
+)
+from gql_media.errors import StorageUnavailable
 
+log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
+PROBE_KEY = ".readyz/probe-"  # write probes' objects: this plus a random suffix
+
+
+@contextmanager
+def bucket_errors() -> Iterator[None]:
+    """Raise a write the bucket (or the local scratch directory) refused as
+    StorageUnavailable, naming the S3 error code only: boto3's messages carry local paths,
+    the bucket and keys, which the error's message (shown to clients) must not."""
+    with storage_errors():
+        try:
+            yield
+        except (Boto3Error, BotoCoreError, ClientError) as exc:
+            log.warning("S3 write failed: %s", exc)
+            raise StorageUnavailable(
+                f"media storage cannot be written: the bucket refused it ({_reason(exc)})"
+            ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The S3 error code behind ``exc`` (boto3 wraps it in its own errors), else its kind."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            return _code(seen) or str(_status(seen))
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,23 +107,27 @@ class S3Storage:
         return self.prefix + check_key(key).as_posix()
 
     async def put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(
-            self.client.put_object,
-            Bucket=self.bucket,
-            Key=self.object_key(key),
-            Body=data,
-            ContentType=content_type_of(key),
-        )
+        object_key = self.object_key(key)
+        with bucket_errors():
+            await asyncio.to_thread(
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=data,
+                ContentType=content_type_of(key),
+            )
 
     async def put_file(self, key: str, source: Path) -> None:
+        object_key = self.object_key(key)
         try:
-            await asyncio.to_thread(
-                self.client.upload_file,
-                str(source),
-                self.bucket,
-                self.object_key(key),
-                ExtraArgs={"ContentType": content_type_of(key)},
-            )
+            with bucket_errors():
+                await asyncio.to_thread(
+                    self.client.upload_file,
+                    str(source),
+                    self.bucket,
+                    object_key,
+                    ExtraArgs={"ContentType": content_type_of(key)},
+                )
         finally:
             source.unlink(missing_ok=True)
 
@@ -96,13 +138,17 @@ class S3Storage:
     async def local_copy(self, key: str) -> AsyncIterator[Path]:
         path = self.scratch_path()
         try:
-            await asyncio.to_thread(
-                self.client.download_file, self.bucket, self.object_key(key), str(path)
-            )
+            with storage_errors():  # the scratch directory may be full
+                await asyncio.to_thread(
+                    self.client.download_file, self.bucket, self.object_key(key), str(path)
+                )
         except ClientError as exc:
             path.unlink(missing_ok=True)
             if _status(exc) == 404:
                 raise FileNotFoundError(key) from exc
+            raise
+        except StorageUnavailable:
+            path.unlink(missing_ok=True)
             raise
         try:
             yield path
@@ -149,6 +195,17 @@ class S3Storage:
             if _status(exc) != 404 or not self.create_bucket:
                 raise
             self.client.create_bucket(Bucket=self.bucket)
+
+    async def probe_write(self) -> None:
+        """Write and delete a small scratch file and a small object (under the prefix)."""
+        await asyncio.to_thread(self._probe_write)
+
+    def _probe_write(self) -> None:
+        probe_scratch(self.scratch_dir)
+        key = self.prefix + PROBE_KEY + uuid.uuid4().hex
+        with bucket_errors():
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=PROBE_BYTES[:1])
+            self.client.delete_object(Bucket=self.bucket, Key=key)
 
     async def open(
         self, key: str, range_header: str | None, if_none_match: str | None

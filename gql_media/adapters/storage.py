@@ -2,7 +2,8 @@
 
 Keys are checked before use, so none can name anything outside the root or the prefix.
 Both backends receive finished files from ``scratch_path()`` (a local directory) and hand
-out local copies of stored files for processing with ``local_copy()``.
+out local copies of stored files for processing with ``local_copy()``. A write the storage
+cannot take (a full disk, a read-only or refused one) raises ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,29 @@ import asyncio
 import mimetypes
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from gql_media.errors import ErrorCode, UserError
+from gql_media.errors import ErrorCode, StorageUnavailable, UserError
 
 SCRATCH = ".scratch"
 INLINE_WRITE_BYTES = 64 * 1024  # smaller files are written on the event loop
 MAX_KNOWN_DIRECTORIES = 4096
+PROBE_BYTES = b"\0" * 4096  # what a write probe writes: one page
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Raise a file system's refusal to write (``STORAGE_ERRNOS``) as StorageUnavailable."""
+    try:
+        yield
+    except OSError as exc:
+        failure = StorageUnavailable.from_os_error(exc)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 def _move(source: Path, path: Path) -> None:
@@ -68,7 +82,12 @@ class Storage(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise unless the storage can be written."""
+        """Raise unless the storage is there and may be written (at start-up)."""
+        ...
+
+    async def probe_write(self) -> None:
+        """Write and delete a small file, raising StorageUnavailable when that fails (for
+        readiness: a full disk passes ``check``)."""
         ...
 
 
@@ -78,8 +97,19 @@ def content_type_of(key: str) -> str:
 
 
 def new_scratch_path(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    with storage_errors():
+        directory.mkdir(parents=True, exist_ok=True)
     return directory / uuid.uuid4().hex
+
+
+def probe_scratch(directory: Path) -> None:
+    """Write and delete a small file in ``directory``; StorageUnavailable when it fails."""
+    path = new_scratch_path(directory)
+    try:
+        with storage_errors():
+            path.write_bytes(PROBE_BYTES)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class LocalStorage:
@@ -112,14 +142,16 @@ class LocalStorage:
 
     async def put(self, key: str, data: bytes) -> None:
         path = self._write_path(key)
-        if len(data) <= INLINE_WRITE_BYTES:  # a few syscalls: less than a thread hop
-            self._put(path, data)
-            return
-        await asyncio.to_thread(self._put, path, data)
+        with storage_errors():
+            if len(data) <= INLINE_WRITE_BYTES:  # a few syscalls: less than a thread hop
+                self._put(path, data)
+                return
+            await asyncio.to_thread(self._put, path, data)
 
     async def put_file(self, key: str, source: Path) -> None:
         """Move ``source`` (a file from ``scratch_path``) to ``key``."""
-        await asyncio.to_thread(_move, source, self._write_path(key))
+        with storage_errors():
+            await asyncio.to_thread(_move, source, self._write_path(key))
 
     def scratch_path(self) -> Path:
         """A fresh path for a file being received or made, on the same file system as the
@@ -161,6 +193,10 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise OSError(f"storage root {self.root} is not writable")
+
+    async def probe_write(self) -> None:
+        """Write and delete a small file next to the stored ones (in the scratch directory)."""
+        await asyncio.to_thread(probe_scratch, self._scratch)
 
     def _put(self, path: Path, data: bytes) -> None:
         """Write a scratch file (a write cut short by a crash leaves nothing next to stored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ async def post_signed(
     body: bytes,
     timeout: float,
 ) -> Attempt:
-    """One delivery attempt. Redirects are not followed (a 3xx is a failed attempt).
+    """One delivery attempt, of at most ``timeout`` seconds in all (httpx's own timeout
+    bounds each read or write, and a receiver trickling its answer could pass it). Redirects
+    are not followed (a 3xx is a failed attempt).
 
     ``client`` must be one made by ``outbound_http.client``: a refused address is an attempt
     that failed with ``OUTBOUND_BLOCKED``."""
@@ -54,9 +57,12 @@ async def post_signed(
         "webhook-signature": sign(secret, webhook_id, timestamp, body),
     }
     try:
-        response = await client.post(
-            url, content=body, headers=headers, timeout=timeout, follow_redirects=False
-        )
+        async with asyncio.timeout(timeout):
+            response = await client.post(
+                url, content=body, headers=headers, timeout=timeout, follow_redirects=False
+            )
+    except TimeoutError:
+        return Attempt(None, f"timed out after {timeout:g}s", elapsed())
     except ProviderError as exc:
         return Attempt(None, f"{exc.code.value}: {exc.message}"[:500], elapsed())
     except httpx.HTTPError as exc:

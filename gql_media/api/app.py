@@ -49,7 +49,7 @@ from gql_media.api.context import Context, media_base_url, media_url
 from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.fanout import SharedJobs
-from gql_media.api.observability import ObserveRequests, metrics_endpoint, readyz
+from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.protocols import protocol_of
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
@@ -57,7 +57,7 @@ from gql_media.api.sockets import OpenSockets, SocketRefused, owner_of
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.domain import decimal
-from gql_media.errors import ErrorCode
+from gql_media.errors import ErrorCode, StorageUnavailable
 from gql_media.errors import UserError as DomainUserError
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import limits
@@ -427,6 +427,9 @@ async def upload(request: Request) -> Response:
     except DomainUserError as exc:
         status = 413 if exc.code is ErrorCode.MEDIA_TOO_LARGE else 422
         return _user_error(exc.code, exc.message, status, exc.field)
+    except StorageUnavailable as exc:
+        log.warning("upload refused: %s", exc.message)
+        return _error(exc.code, exc.message, 503)
     except ClientDisconnect:
         return Response(status_code=400)
     base = media_base_url(deps.settings.public_url, request)
@@ -507,6 +510,9 @@ def create_app(
                 "auth": auth,
                 "shared_jobs": SharedJobs(),
                 "sockets": sockets,
+                "storage_probe": CachedProbe(
+                    runtime.deps.storage.probe_write, settings.storage_probe_interval
+                ),
             }
 
     view = GraphQLView(settings)

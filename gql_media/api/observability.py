@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gql_media.errors import GqlMediaError
 from gql_media.observability.metrics import ApiMetrics
 from gql_media.runtime import Runtime
 from gql_media.services import stats
@@ -58,14 +59,42 @@ async def _measure_queue(runtime: Runtime, api: ApiMetrics) -> None:
         api.queue_depth.set(float("nan"))
 
 
+class CachedProbe:
+    """``probe`` run at most once every ``interval`` seconds: callers meanwhile get its last
+    outcome (returned, or its error raised again), so frequent readiness checks stay cheap."""
+
+    def __init__(self, probe: Callable[[], Awaitable[None]], interval: float) -> None:
+        self._probe = probe
+        self._interval = interval
+        self._lock = asyncio.Lock()
+        self._at: float | None = None
+        self._error: Exception | None = None
+
+    async def __call__(self) -> None:
+        async with self._lock:  # one probe at a time; who waited reuses its outcome
+            now = time.monotonic()
+            if self._at is None or now - self._at >= self._interval:
+                try:
+                    await self._probe()
+                    self._error = None
+                except Exception as exc:
+                    self._error = exc
+                self._at = time.monotonic()
+            if self._error is not None:
+                raise self._error.with_traceback(None)
+
+
 async def readyz(request: Request) -> Response:
-    """GET /readyz: 200 when the database, Redis and storage answer, 503 when any does not;
-    each check's status and latency, every check bounded by READY_TIMEOUT."""
+    """GET /readyz: 200 when the database and Redis answer and storage takes a write (a
+    small file written and deleted, at most every GQL_MEDIA_STORAGE_PROBE_INTERVAL), 503
+    when any does not; each check's status, reason and latency, every check bounded by
+    READY_TIMEOUT."""
     runtime: Runtime = request.state.runtime
+    storage_probe: CachedProbe = request.state.storage_probe
     database, redis, storage = await asyncio.gather(
         _check(lambda: _ping_database(runtime)),
         _check(runtime.redis.ping),
-        _check(runtime.deps.storage.check),
+        _check(storage_probe),
     )
     checks = {"database": database, "redis": redis, "storage": storage}
     ready = all(check["status"] == "ok" for check in checks.values())
@@ -95,6 +124,8 @@ async def _check(probe: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, GqlMediaError):  # ours: its code and what went wrong
+        return f"{exc.code.value}: {exc.message}"
     return type(exc).__name__
 
 

@@ -11,13 +11,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from gql_media.errors import STORAGE_ERRNOS
+
 # A pooled connection idle longer than this is pinged before use; a busier one is not
 # (SQLAlchemy's pre-ping costs three round trips on every checkout).
 PING_AFTER_IDLE_SECONDS = 1.0
 
 
-def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL and a busy timeout for concurrent writers."""
+def create_engine(url: str, *, pool_size: int = 20, timeout: float = 5.0) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL and a busy timeout for concurrent writers.
+
+    On PostgreSQL, ``timeout`` bounds each wait on the database: connecting, taking a
+    connection from the pool, and every statement on a pooled connection (the driver's
+    ``command_timeout``). A database that went silent (a partition drops packets, so no
+    connection is reset) fails the wait with TimeoutError, which ``is_unavailable`` takes for
+    an outage, instead of hanging requests and workers until the network heals."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -31,14 +39,12 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
             cursor.close()
 
         return engine
-    # Fail fast when PostgreSQL is down instead of hanging requests: short connect and
-    # pool timeouts, and a statement timeout for anything stuck on the server.
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_timeout=5,
-        connect_args={"timeout": 3, "command_timeout": 30},
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
     )
     _check_on_checkout(engine.sync_engine, PING_AFTER_IDLE_SECONDS)
     return engine
@@ -71,7 +77,10 @@ def _check_on_checkout(engine: Engine, ping_after: float) -> None:
 
 def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database could not be reached (worth retrying later),
-    as opposed to a statement that is wrong."""
+    as opposed to a statement that is wrong. A file system's refusal to write (a full disk)
+    is an OSError too, but it is the storage's, not the database's."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        return False
     if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):

@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import select
 
 from gql_media.adapters import image_ops, video
+from gql_media.adapters.storage import storage_errors
 from gql_media.db.models import AssetRow, utcnow
 from gql_media.domain import (
     ASSET_ID_PREFIX,
@@ -96,12 +97,13 @@ def identify(path: Path, max_pixels: int) -> Identified:
 
 
 async def receive(deps: Deps, chunks: AsyncIterable[bytes]) -> Path:
-    """Stream ``chunks`` into a scratch file, stopping at the upload size limit."""
+    """Stream ``chunks`` into a scratch file, stopping at the upload size limit; a disk that
+    cannot take it raises StorageUnavailable."""
     limit = deps.settings.max_upload_bytes
     path = deps.storage.scratch_path()
     size = 0
     try:
-        with path.open("wb") as handle:
+        with storage_errors(), path.open("wb") as handle:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:

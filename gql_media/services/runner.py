@@ -55,6 +55,7 @@ from gql_media.errors import (
     ErrorCode,
     JobCanceled,
     ProviderError,
+    StorageUnavailable,
     TransientProviderError,
 )
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoint
@@ -360,6 +361,13 @@ async def _work(deps: Deps, row: JobColumns, context: JobContext) -> Outcome:
         deps.metrics.worker.provider_error(row.provider, exc.code)
         return await _fail_or_retry(deps, row, context, exc)
     except Exception as exc:
+        storage = (
+            exc if isinstance(exc, StorageUnavailable) else StorageUnavailable.from_os_error(exc)
+        )
+        if storage is not None:  # a full disk: retried, as freeing space lets a rerun succeed
+            log.warning("job %s: %s", job_snapshot(row).id, storage.message)
+            full = TransientProviderError(storage.message, code=ErrorCode.STORAGE_UNAVAILABLE)
+            return await _fail_or_retry(deps, row, context, full)
         if is_unavailable(exc):
             log.warning("job %s: database unavailable (%s); retrying", job_snapshot(row).id, exc)
             unavailable = TransientProviderError(

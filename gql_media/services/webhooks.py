@@ -6,6 +6,11 @@ the delivery of a finished job) is the fast path; the reconciler queues deliveri
 queue entry was lost. Each attempt is recorded in ``webhook_deliveries``; failures are
 retried with exponential backoff up to ``webhook_max_attempts``. Receivers deduplicate with
 ``webhook-id``, which stays the same across the attempts of one delivery.
+
+An attempt that a worker took and never recorded (the worker was killed during it) is made
+again: the worker marks the attempt as being made for ``attempt_seconds`` (see
+``JobQueue.enqueue_webhook``), and once that mark is gone the reconciler queues the attempt
+again. Making an attempt is idempotent: one already recorded is skipped.
 """
 
 from __future__ import annotations
@@ -36,8 +41,26 @@ EVENTS = {
     JobStatus.FAILED: "job.failed",
     JobStatus.CANCELED: "job.canceled",
 }
-# a pending delivery with no attempt this long after the job ended lost its queue entry
-LOST_AFTER = timedelta(seconds=30)
+# seconds an attempt may spend on the database around its POST (which the webhook timeout
+# bounds): a worker may take GQL_MEDIA_WEBHOOK_TIMEOUT + this over one attempt. An attempt
+# slowed past that by a struggling database may be made twice, which receivers drop by
+# webhook-id; a longer margin would delay every attempt lost with its worker as much.
+DELIVERY_MARGIN = 5.0
+
+
+def attempt_seconds(settings: Settings) -> float:
+    """How long a worker may take over one attempt; past that, one not recorded was lost."""
+    return settings.webhook_timeout + DELIVERY_MARGIN
+
+
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """Seconds between failed attempt ``attempt`` and the next one."""
+    return float(
+        min(
+            settings.webhook_retry_base_delay * 2 ** (attempt - 1),
+            settings.webhook_retry_max_delay,
+        )
+    )
 
 
 async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
@@ -114,6 +137,11 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
         )
         if row is None or row.webhook_state != "pending" or row.webhook_url is None:
             return "skipped"
+        made = await session.scalar(
+            select(func.max(WebhookDeliveryRow.attempt)).where(WebhookDeliveryRow.job_id == parsed)
+        )
+        if made is not None and made >= attempt:
+            return "skipped"  # this attempt was made (and recorded) already
         snapshot = job_snapshot(row, row.outputs)
         url = row.webhook_url
     if not snapshot.status.terminal or snapshot.finished_at is None:
@@ -160,9 +188,7 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
     if final:
         log.warning("job %s: webhook to %s failed %d times; giving up", job_id, url, attempt)
         return "failed"
-    delay = min(
-        settings.webhook_retry_base_delay * 2 ** (attempt - 1), settings.webhook_retry_max_delay
-    )
+    delay = retry_delay(settings, attempt)
     log.info(
         "job %s: webhook attempt %d failed (%s); retrying in %.0fs",
         job_id,
@@ -175,33 +201,40 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
 
 
 async def requeue_lost(deps: Deps, limit: int = 200) -> int:
-    """Queue again the pending deliveries whose queue entry was lost: never attempted 30 s
-    after the job ended, or last attempted longer ago than the longest retry delay."""
+    """Queue again the pending deliveries whose next attempt is overdue by
+    ``reconcile_after`` while it neither waits on the queue nor is being made: its entry was
+    lost with Redis, or with a worker killed during the attempt (whose mark expired after
+    ``attempt_seconds``). Returns how many were queued now."""
+    settings = deps.settings
     now = utcnow()
-    stale = now - timedelta(seconds=deps.settings.webhook_retry_max_delay) - LOST_AFTER
+    grace = timedelta(seconds=settings.reconcile_after)
     attempts = (
         select(
             WebhookDeliveryRow.job_id,
-            func.count().label("made"),
+            func.max(WebhookDeliveryRow.attempt).label("made"),
             func.max(WebhookDeliveryRow.created_at).label("last"),
         )
         .group_by(WebhookDeliveryRow.job_id)
         .subquery()
     )
     stmt = (
-        select(JobRow.id, attempts.c.made, attempts.c.last)
+        select(JobRow.id, JobRow.finished_at, attempts.c.made, attempts.c.last)
         .outerjoin(attempts, attempts.c.job_id == JobRow.id)
-        .where(JobRow.webhook_state == "pending", JobRow.finished_at < now - LOST_AFTER)
+        .where(JobRow.webhook_state == "pending", JobRow.finished_at < now - grace)
+        .order_by(JobRow.finished_at)
         .limit(limit)
     )
     async with deps.sessions() as session:
         rows = (await session.execute(stmt)).all()
     queued = 0
-    for job_id, made, last in rows:
-        if made and last is not None and last > stale:
-            continue  # a retry is scheduled
-        await deps.queue.enqueue_webhook(encode_id(JOB_ID_PREFIX, job_id), (made or 0) + 1)
-        queued += 1
+    for job_id, finished_at, made, last in rows:
+        due = finished_at
+        if made and last is not None:  # the next attempt is due once the last one's delay ran
+            due = last + timedelta(seconds=retry_delay(settings, made))
+        if due > now - grace:
+            continue
+        if await deps.queue.enqueue_webhook(encode_id(JOB_ID_PREFIX, job_id), (made or 0) + 1):
+            queued += 1
     return queued
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
+from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
 from gql_media.services import retention, runner, webhooks
 from gql_media.services.deps import Deps
@@ -39,6 +40,8 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
 
 
 async def deliver_webhook_task(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
+    """A delivery started by arq itself. Workers take delivery entries directly (see
+    ``start_jobs``); this stays registered so that no entry could fail as unknown."""
     return await webhooks.deliver(ctx["deps"], job_id, attempt)
 
 
@@ -140,14 +143,15 @@ class GqlMediaWorker(Worker):
             self._wake.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Start polled jobs the way a wake-up does (take the queue entry, run the job): one
-        round trip where arq's start and finish take about seven. Other tasks (webhook
-        deliveries) start through arq."""
+        """Start polled jobs and webhook deliveries the way a wake-up does (take the queue
+        entry, then run it): one round trip where arq's start and finish take about seven.
+        A taken delivery leaves no arq key behind that would refuse its id, so one lost
+        with its worker can be queued again (``webhooks.requeue_lost``)."""
         if len(job_ids) >= self.queue_read_limit:
             self._backlog = True  # the read was cut at its limit: more may wait
         for raw in job_ids:
             arq_id = raw.decode()
-            if not _runs_a_job(arq_id):
+            if not _runs_a_job(arq_id) and keys.parse_webhook_delivery_id(arq_id) is None:
                 await super().start_jobs([raw])
                 continue
             await self.sem.acquire()
@@ -181,11 +185,20 @@ class GqlMediaWorker(Worker):
         self.tasks[f"direct:{arq_id}:{id(task)}"] = task
 
     async def _run_directly(self, arq_id: str) -> None:
+        delivery = keys.parse_webhook_delivery_id(arq_id)
+        take_keys, take_args = [self.queue_name, job_key_prefix + arq_id], [arq_id]
+        if delivery is not None:  # mark the attempt as being made, for as long as it may take
+            namespace = self.deps.settings.redis_namespace
+            take_keys.append(keys.delivering_key(namespace, arq_id))
+            take_args.append(str(round(webhooks.attempt_seconds(self.deps.settings) * 1000)))
         try:
-            taken = await self._take(keys=[self.queue_name, job_key_prefix + arq_id], args=[arq_id])
-            if not taken:
+            if not await self._take(keys=take_keys, args=take_args):
                 return  # another worker, or another path of this one, has it
-            await runner.run_job(self.deps, arq_id.rsplit(":v", 1)[0])
+            if delivery is None:
+                await runner.run_job(self.deps, arq_id.rsplit(":v", 1)[0])
+            else:
+                outcome = await webhooks.deliver(self.deps, *delivery)
+                log.info("webhook %s: %s", arq_id, outcome)
         except (RedisError, OSError) as exc:
             log.warning("could not start %s directly: %s", arq_id, exc)
         except Exception:
@@ -210,8 +223,11 @@ class GqlMediaWorker(Worker):
                     lost = await webhooks.requeue_lost(self.deps)
                     if lost:
                         log.info("re-enqueued %d webhook deliveries", lost)
-            except Exception:
-                log.exception("reconciler failed")
+            except Exception as exc:
+                if is_unavailable(exc):  # an outage, not a bug: no traceback every pass
+                    log.warning("reconciler: database unavailable (%r); retrying", exc)
+                else:
+                    log.exception("reconciler failed")
             await asyncio.sleep(interval)
 
     async def _retain_forever(self, interval: float) -> None:
@@ -246,11 +262,13 @@ class GqlMediaWorker(Worker):
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
-# Take a job's queue entry (and drop its stored arguments, which a job run does not need):
-# 1 for the caller who removed it, 0 for everyone else. KEYS: queue, job key. ARGV: arq id.
+# Take a queue entry (and drop its stored arguments, which the id carries): 1 for the caller
+# who removed it, 0 for everyone else. KEYS: queue, job key, and for a webhook delivery its
+# delivering key. ARGV: arq id, and for a delivery how many ms its mark lasts.
 _TAKE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
+if KEYS[3] then redis.call('PSETEX', KEYS[3], ARGV[2], '1') end
 return 1
 """
 
