@@ -427,6 +427,7 @@ COUNT = "query($filter: JobFilter) { jobs(filter: $filter) { totalCount } }"
 PROCESS_IMAGE = """mutation($input: ProcessImageInput!) { processImage(input: $input) {
   job { id } userErrors { code message } } }"""
 QUICK = {"delayMs": 0, "steps": 1}
+CANCEL = "mutation($id: ID!) { cancelJob(id: $id) { job { status } } }"
 
 
 async def total(server: LiveServer, **job_filter: Any) -> int:
@@ -533,7 +534,9 @@ async def test_the_list_counts_pages_and_filters(dashboard: Dashboard, server: L
     card = dashboard.card("a mountain to stop")
     await expect(card.locator(".badge")).to_have_text("RUNNING")
     await expect(page.locator("#jobs-count")).to_have_text("1 job")
-    await card.get_by_role("button", name="Cancel").click()
+    job_id = await card.get_attribute("data-job-id")
+    canceled = await server.graphql(CANCEL, {"id": job_id})  # elsewhere: seen through events
+    assert canceled["data"]["cancelJob"]["job"]["status"] == "CANCELED"
     await expect(card).to_have_count(0)
     await expect(page.locator("#jobs-count")).to_have_text("0 jobs")
     await expect(page.locator("#jobs-empty")).to_be_visible()
@@ -542,7 +545,16 @@ async def test_the_list_counts_pages_and_filters(dashboard: Dashboard, server: L
 
 # -- media: upload, process, play -----------------------------------------------------------
 
-MEDIA_LOADED = """el => el.readyState >= 1 && el.duration > 0"""
+MEDIA_SETTLED = "el => el.readyState >= 1 || el.error !== null"
+MEDIA_STATE = "el => [el.readyState, el.error && el.error.code, el.duration]"
+
+
+async def assert_plays(page: Page, media: Locator) -> float:
+    """Wait until the element has loaded its metadata (or failed to); returns the duration."""
+    await page.wait_for_function(MEDIA_SETTLED, arg=await media.element_handle())
+    ready, error, duration = await media.evaluate(MEDIA_STATE)
+    assert error is None and ready >= 1 and duration > 0, (ready, error, duration)
+    return float(duration)
 
 
 async def upload_on_page(page: Page, path: Path) -> None:
@@ -587,10 +599,9 @@ async def test_a_video_is_uploaded_processed_live_and_played(
     await expect(video).to_have_count(1)
     await expect(audio).to_have_count(1)
     await expect(card.locator(".job-outputs img")).to_have_count(1)  # the thumbnail
-    await page.wait_for_function(MEDIA_LOADED, arg=await video.element_handle())
-    await page.wait_for_function(MEDIA_LOADED, arg=await audio.element_handle())
-    duration = await video.evaluate("v => [v.duration, v.videoWidth, v.videoHeight]")
-    assert duration[0] == pytest.approx(1.0, abs=0.2) and duration[1:] == [160, 120]
+    assert await assert_plays(page, video) == pytest.approx(1.0, abs=0.2)
+    assert await video.evaluate("v => [v.videoWidth, v.videoHeight]") == [160, 120]
+    assert await assert_plays(page, audio) == pytest.approx(1.0, abs=0.2)
     outputs = await outputs_of(server, job_id)
     assert outputs["video"]["contentType"] == "video/mp4"
     assert outputs["audio"]["contentType"] == "audio/mpeg"
