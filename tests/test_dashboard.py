@@ -400,6 +400,10 @@ async def test_an_api_key_is_asked_for_and_used(
         await expect(page.locator("#key-needed")).to_be_visible()
         await expect(page.get_by_label("API key")).to_be_focused()
         await expect(page.locator("#jobs-empty")).to_be_hidden()
+        await expect(page.locator("#jobs-loading")).to_have_text(
+            "Enter an API key to see the jobs."
+        )
+        await screenshot(page, "dashboard-key.png")
 
         await page.get_by_label("API key").fill(key)
         await page.get_by_role("button", name="Save").click()
@@ -478,6 +482,7 @@ async def test_the_list_counts_pages_and_filters(dashboard: Dashboard, server: L
     await expect(page.locator("#jobs-empty")).to_be_hidden()
     await expect(page.locator("body")).not_to_contain_text("No jobs yet")
     await expect(page.locator("#jobs-count")).to_have_text("")
+    await screenshot(page, "dashboard-loading.png")
     release.set()
 
     await expect(page.locator("#jobs-loading")).to_be_hidden()
@@ -490,6 +495,8 @@ async def test_the_list_counts_pages_and_filters(dashboard: Dashboard, server: L
     await expect(jobs).to_have_count(23)
     await expect(more).to_be_hidden()
     await expect(jobs.last.locator(".job-prompt")).to_have_text("a quick sketch 0")
+    await page.mouse.move(0, 0)
+    await screenshot(page, "dashboard-list.png")
 
     status = page.get_by_label("Filter by status")
     await status.select_option("FAILED")

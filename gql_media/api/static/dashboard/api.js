@@ -58,8 +58,9 @@ export async function upload(file) {
   const url = `${UPLOAD_PATH}?${new URLSearchParams({ filename: file.name })}`;
   const response = await fetch(url, {
     method: "POST",
-    // a form's content types are refused (they need no preflight): send the file's own
-    headers: authorization({ "Content-Type": file.type || "application/octet-stream" }),
+    // the api tells the type from the content; a form's content types (text/plain...)
+    // would be refused, as they need no CORS preflight
+    headers: authorization({ "Content-Type": "application/octet-stream" }),
     body: file,
   });
   if (response.status === 401) throw new AuthRequired();

@@ -19,6 +19,7 @@ function setConnection(state, text) {
 function askForKey() {
   setConnection("error", "This server needs an API key");
   el("key-needed").hidden = false;
+  el("jobs-loading").textContent = "Enter an API key to see the jobs.";
   const box = el("key-box");
   if (!box.open) {
     box.open = true;
@@ -74,6 +75,7 @@ el("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   saveApiKey(el("api-key").value.trim());
   el("key-needed").hidden = true;
+  el("jobs-loading").textContent = "Loading jobs…";
   event.currentTarget.closest("details").open = false;
   setConnection("connecting", "Connecting…");
   live.restart();

@@ -28,6 +28,7 @@ let endCursor = null;
 let hasNextPage = false;
 let tick = 0; // rises with every job received, to tell what changed during a reload
 let busy = 0;
+let paging = false; // a page is being applied: it brings its own count
 let onProblem = () => {};
 
 // -- what is shown ----------------------------------------------------------------------
@@ -224,7 +225,7 @@ let countTimer = null;
 /** Ask for the count again soon: a job came into or left the list. */
 function recount() {
   renderState();
-  if (!loaded) return; // the page being loaded brings the count
+  if (!loaded || paging) return; // the page being loaded brings the count
   window.clearTimeout(countTimer);
   countTimer = window.setTimeout(async () => {
     const asked = generation;
@@ -251,6 +252,15 @@ async function fetchPage(variables) {
   }
 }
 
+function applyPage(page) {
+  paging = true;
+  try {
+    page.edges.forEach((edge) => receive(edge.node));
+  } finally {
+    paging = false;
+  }
+}
+
 /** The newest jobs again (after connecting, or under new filters); cards this answer should
  * have held and did not (they left the filters meanwhile) go. */
 export async function reload() {
@@ -273,7 +283,7 @@ export async function reload() {
     const covered = !page.pageInfo.hasNextPage || Date.parse(card.dataset.createdAt) >= Date.parse(oldest);
     if (untouched && covered && !returned.has(card.dataset.jobId)) card.remove();
   }
-  page.edges.forEach((edge) => receive(edge.node));
+  applyPage(page);
   if (!loaded || list.children.length <= first) {
     endCursor = page.pageInfo.endCursor;
     hasNextPage = page.pageInfo.hasNextPage;
@@ -290,7 +300,7 @@ async function loadMore() {
   try {
     const data = await fetchPage({ first: PAGE_SIZE, after: endCursor });
     if (asked !== generation) return;
-    data.jobs.edges.forEach((edge) => receive(edge.node));
+    applyPage(data.jobs);
     endCursor = data.jobs.pageInfo.endCursor;
     hasNextPage = data.jobs.pageInfo.hasNextPage;
     total = data.jobs.totalCount;
