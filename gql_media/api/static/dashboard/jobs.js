@@ -283,6 +283,7 @@ export async function reload() {
     const covered = !page.pageInfo.hasNextPage || Date.parse(card.dataset.createdAt) >= Date.parse(oldest);
     if (untouched && covered && !returned.has(card.dataset.jobId)) card.remove();
   }
+  const changedMeanwhile = tick > started; // events came while the page was on its way
   applyPage(page);
   if (!loaded || list.children.length <= first) {
     endCursor = page.pageInfo.endCursor;
@@ -290,7 +291,8 @@ export async function reload() {
   }
   total = page.totalCount;
   loaded = true;
-  renderState();
+  if (changedMeanwhile) recount(); // the count may be from before them
+  else renderState();
 }
 
 async function loadMore() {
