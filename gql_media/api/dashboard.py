@@ -1,8 +1,8 @@
-"""The live dashboard at ``/``: one static page, its stylesheet and one ES module.
+"""The live dashboard at ``/``: one static page, its stylesheet and its ES modules.
 
-The page carries a strict Content-Security-Policy (no inline script or style). Its asset
-URLs carry a digest of the file, so those answers are cached for good while the page
-itself is revalidated on every load.
+The page carries a strict Content-Security-Policy (no inline script or style). The URLs of
+the stylesheet and the entry module carry a digest of the file, so those answers are cached
+for good; the page itself and the modules the entry imports are revalidated on every load.
 """
 
 from __future__ import annotations
@@ -59,20 +59,21 @@ def _origin(url: str) -> str:
 
 
 def content_security_policy(request: Request) -> str:
-    """Only this origin's scripts and styles; images also from the configured public URL;
-    connections to this origin over HTTP and WebSocket."""
+    """Only this origin's scripts and styles; images, video and audio also from the
+    configured public URL; connections to this origin over HTTP and WebSocket."""
     websocket = f"{'wss' if request.url.scheme == 'https' else 'ws'}://{request.url.netloc}"
-    images = ["'self'", "data:"]
+    media = ["'self'"]
     runtime = getattr(request.state, "runtime", None)
     public_url = runtime.deps.settings.public_url if runtime is not None else None
     if public_url:
-        images.append(_origin(public_url))
+        media.append(_origin(public_url))
     return "; ".join(
         [
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            f"img-src {' '.join(images)}",
+            f"img-src {' '.join([*media, 'data:'])}",
+            f"media-src {' '.join(media)}",
             f"connect-src 'self' {websocket}",
             "base-uri 'none'",
             "form-action 'self'",
