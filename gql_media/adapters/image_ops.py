@@ -21,6 +21,7 @@ from typing import Literal
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps, ImageSequence
 
 from gql_media.errors import ErrorCode, MediaError
+from gql_media.settings import DEFAULT_MAX_ANIMATION_PIXELS
 
 Fit = Literal["contain", "cover", "fill", "inside"]
 Position = Literal[
@@ -194,14 +195,38 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def probe_image(path: Path, max_pixels: int, *, decode: bool = True) -> ImageInfo:
+def _frame_count(image: Image.Image, max_animation_pixels: int) -> int:
+    """The frames of ``image``, refusing an animation whose frames add up to too many pixels.
+
+    Every frame of an animation is decoded at the size of its canvas, whatever part of it
+    the frame changes: the work is the canvas times the frames. Counting reads the frame
+    headers only (a GIF's are walked, without decoding).
+    """
+    frames = int(getattr(image, "n_frames", 1))
+    if frames > MAX_FRAMES:
+        raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
+    total = image.width * image.height * frames
+    if frames > 1 and total > max_animation_pixels:
+        raise MediaError(
+            ErrorCode.TOO_MANY_PIXELS,
+            f"{frames} frames of {image.width}x{image.height} are {total} pixels, over the "
+            f"limit of {max_animation_pixels} for an animation",
+        )
+    return frames
+
+
+def probe_image(
+    path: Path,
+    max_pixels: int,
+    *,
+    decode: bool = True,
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS,
+) -> ImageInfo:
     """What the image is. With ``decode``, it is decoded (cheaply: JPEG at 1/8 scale) so
     damage shows now; without, only its header is read."""
     with _open(path, max_pixels) as image:
         fmt = str(image.format)
-        frames = int(getattr(image, "n_frames", 1))
-        if frames > MAX_FRAMES:
-            raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
+        frames = _frame_count(image, max_animation_pixels)
         orientation = _orientation(image)
         width, height = image.size
         if decode:
@@ -299,11 +324,12 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return image.convert("I").point(lambda value: value / 257).convert("L")
 
 
-def _frames(path: Path, max_pixels: int) -> Iterator[tuple[Image.Image, int]]:
+def _frames(
+    path: Path, max_pixels: int, max_animation_pixels: int
+) -> Iterator[tuple[Image.Image, int]]:
     """Every frame of an animation, upright and as RGBA, with its duration in ms."""
     with _open(path, max_pixels) as image:
-        if int(getattr(image, "n_frames", 1)) > MAX_FRAMES:
-            raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
+        _frame_count(image, max_animation_pixels)
         try:
             for frame in ImageSequence.Iterator(image):
                 duration = int(frame.info.get("duration", 100) or 100)
@@ -510,12 +536,12 @@ def encode(image: Image.Image, output: Output, fmt: str, source: Image.Image) ->
 
 
 def _animated(
-    path: Path, variant: Variant, fmt: str, max_pixels: int
+    path: Path, variant: Variant, fmt: str, max_pixels: int, max_animation_pixels: int
 ) -> tuple[bytes, tuple[int, int]]:
     frames: list[Image.Image] = []
     durations: list[int] = []
     first: Image.Image | None = None
-    for frame, duration in _frames(path, max_pixels):
+    for frame, duration in _frames(path, max_pixels, max_animation_pixels):
         first = first or frame
         for op in variant.operations:
             frame = apply(frame, op, max_pixels)
@@ -543,10 +569,13 @@ def process_image(
     variants: Sequence[Variant],
     max_pixels: int,
     progress: Callable[[float], None] | None = None,
+    *,
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS,
 ) -> list[ProcessedImage]:
     """Run every variant on ``source``; one output per variant, in order."""
     report = progress or (lambda _fraction: None)
-    info = probe_image(source, max_pixels, decode=False)  # decoding below shows any damage
+    # decoding below shows any damage
+    info = probe_image(source, max_pixels, decode=False, max_animation_pixels=max_animation_pixels)
     animated = info.frames > 1
     decoded = _decode(source, variants, max_pixels)
     report(1 / (len(variants) + 1))
@@ -554,7 +583,7 @@ def process_image(
     for index, variant in enumerate(variants):
         fmt = _output_format(variant.output, info.format, animated)
         if animated and fmt in _ANIMATED_FORMATS:
-            data, size = _animated(source, variant, fmt, max_pixels)
+            data, size = _animated(source, variant, fmt, max_pixels, max_animation_pixels)
         else:
             image = decoded
             for op in variant.operations:

@@ -20,7 +20,12 @@ from gql_media.adapters.providers import ProviderContext
 from gql_media.domain import ANONYMOUS, JobKind, JobSnapshot, Principal
 from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
 from gql_media.services.deps import Deps
-from gql_media.services.media import create_processing_job, source_file, upload_row
+from gql_media.services.media import (
+    create_processing_job,
+    source_file,
+    upload_row,
+    video_limits,
+)
 from gql_media.settings import Settings
 
 T = TypeVar("T")
@@ -326,7 +331,11 @@ async def _process_image(
         context,
         deps.settings.progress_interval,
         lambda report: image_ops.process_image(
-            source, variants, max_pixels=deps.settings.max_image_pixels, progress=report
+            source,
+            variants,
+            max_pixels=deps.settings.max_image_pixels,
+            progress=report,
+            max_animation_pixels=deps.settings.max_animation_pixels,
         ),
     )
     return [Produced(i.name, i.content_type, i.width, i.height, data=i.data) for i in images]
@@ -341,7 +350,7 @@ async def _process_video(
     for index, op in enumerate(operations):
         share = (index, len(operations))
         if op.kind == "videoMetadata":
-            info = await asyncio.to_thread(video.probe_media, source)
+            info = await asyncio.to_thread(video.probe_media, source, video_limits(deps.settings))
             result = info.to_dict()
             continue
         produced.append(
@@ -429,6 +438,7 @@ async def _video_op(
             fraction=o["fraction"],
             max_size=o["max_size"],
             format=o["format"],
+            limits=video_limits(deps.settings),
         )
         return Produced(op.name, content_type, width, height, data=data)
     out = deps.storage.scratch_path()
@@ -443,6 +453,7 @@ async def _video_op(
                     target_height=op.options["target_height"],
                     quality=op.options["quality"],
                     progress=scaled(report),
+                    limits=video_limits(deps.settings),
                 ),
             )
         else:
@@ -455,6 +466,7 @@ async def _video_op(
                     codec=op.options["codec"],
                     bitrate=op.options["bitrate"],
                     progress=scaled(report),
+                    limits=video_limits(deps.settings),
                 ),
             )
     except BaseException:
