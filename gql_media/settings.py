@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # a video or audio file
     max_video_pixels: int = Field(default=DEFAULT_MAX_VIDEO_PIXELS, ge=1)
     max_media_seconds: float = Field(default=DEFAULT_MAX_MEDIA_SECONDS, gt=0)
+    # processing work runs in child processes with a memory ceiling, killed when its job
+    # times out or is canceled; false runs it in threads of the worker (no ceiling, and the
+    # work of a timed-out job runs on until it ends)
+    process_isolation: bool = True
+    process_memory_limit_mb: int = Field(default=3072, ge=0)  # 0: no ceiling
     max_variants: int = Field(default=10, ge=1)
     max_operations: int = Field(default=20, ge=1)
 

@@ -3,15 +3,27 @@ its frames, a video by the size of its frames and its duration, whatever its hea
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from gql_media.adapters import redis as redis_adapter
 from gql_media.settings import Settings
-from tests.media import mjpeg_mkv, sparse_gif
+from tests.media import jpeg, mjpeg_mkv, sparse_gif
 from tests.support import LiveServer, start_server
-from tests.test_media_api import PROCESS_VIDEO, follow, upload_multipart, upload_stream
+from tests.test_media_api import (
+    PROCESS_IMAGE,
+    PROCESS_VIDEO,
+    follow,
+    upload_multipart,
+    upload_stream,
+)
 
 
 @asynccontextmanager
@@ -87,3 +99,102 @@ async def process_video(live: LiveServer, media_id: str, operations: list[Any]) 
     payload = body["data"]["processVideo"]
     assert payload["userErrors"] == [], payload
     return str(payload["job"]["id"])
+
+
+# -- each processing attempt runs in a child process that can be stopped and capped ---------
+
+CANCEL = "mutation($id: ID!) { cancelJob(id: $id) { job { status } userErrors { code } } }"
+JOB = "query($id: ID!) { job(id: $id) { status error { code retryable } } }"
+STARTED = re.compile(r"media process (\d+) started")
+
+
+async def process_image(live: LiveServer, data: bytes, variants: list[Any]) -> str:
+    upload = await upload_stream(live, data, "source.bin")
+    assert upload.status_code == 201, upload.text
+    media_id = upload.json()["media"]["id"]
+    body = await live.graphql(PROCESS_IMAGE, {"input": {"mediaId": media_id, "variants": variants}})
+    payload = body["data"]["processImage"]
+    assert payload["userErrors"] == [], payload
+    return str(payload["job"]["id"])
+
+
+async def thumbnail_succeeds(live: LiveServer) -> None:
+    job = await process_image(live, jpeg(), [{"name": "t", "operations": [THUMBNAIL]}])
+    assert (await follow(live, job))[-1]["status"] == "SUCCEEDED"
+
+
+async def busy_child(caplog: pytest.LogCaptureFixture) -> int:
+    """The process id of the one media child (the pool has one): the first that started."""
+    while not (found := STARTED.findall(caplog.text)):
+        await asyncio.sleep(0.01)
+    return int(found[0])
+
+
+async def gone(pid: int) -> None:
+    """Wait until no process has ``pid`` (killed and reaped); the test's timeout bounds it."""
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.01)
+
+
+THUMBNAIL = {"thumbnail": {"size": 64}}
+# Minutes of CPU work with no progress report before the end, longer than any test may
+# take, in little memory (each frame shrinks before the next): 30 frames of 4 MP, each
+# decoded and turned 19 times
+SLOW = sparse_gif(2000, 2000, 30)
+TURN = {"rotate": {"degrees": 45, "expand": False}}
+SLOW_VARIANTS = [{"name": "turned", "format": "WEBP", "operations": [TURN] * 19 + [THUMBNAIL]}]
+
+
+async def test_a_job_over_the_memory_ceiling_fails_and_the_worker_goes_on(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(
+        process_memory_limit_mb=400, max_animation_pixels=10**10, worker_concurrency=1
+    )
+    async with serving(settings) as live:
+        # 40 frames of 2000x2000 kept whole as RGBA: 640 MB, over the 400 MiB ceiling
+        job = await process_image(
+            live, sparse_gif(2000, 2000, 40), [{"name": "whole", "format": "WEBP"}]
+        )
+        final = (await follow(live, job))[-1]
+        assert final["status"] == "FAILED", final
+        assert final["error"] == {
+            "code": "RESOURCE_LIMIT",
+            "message": "the work needed more memory than the limit of 400 MiB",
+            "retryable": False,
+        }
+        await thumbnail_succeeds(live)
+
+
+async def test_a_timed_out_job_ends_its_work(
+    settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gql_media.adapters.isolation")
+    settings = settings_factory(
+        job_timeout=1.0, max_attempts=1, max_animation_pixels=10**10, worker_concurrency=1
+    )
+    async with serving(settings) as live:
+        job = await process_image(live, SLOW, SLOW_VARIANTS)
+        final = (await follow(live, job))[-1]
+        assert final["status"] == "FAILED" and final["error"]["code"] == "JOB_TIMEOUT", final
+        await gone(await busy_child(caplog))
+        await thumbnail_succeeds(live)
+
+
+async def test_a_canceled_job_ends_its_work(
+    settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gql_media.adapters.isolation")
+    settings = settings_factory(max_animation_pixels=10**10, worker_concurrency=1)
+    async with serving(settings) as live:
+        job = await process_image(live, SLOW, SLOW_VARIANTS)
+        pid = await busy_child(caplog)  # started for this job, the first of the worker
+        canceled = await live.graphql(CANCEL, {"id": job})
+        assert canceled["data"]["cancelJob"] == {"job": {"status": "CANCELED"}, "userErrors": []}
+        await gone(pid)
+        await thumbnail_succeeds(live)
+        assert (await live.graphql(JOB, {"id": job}))["data"]["job"]["status"] == "CANCELED"

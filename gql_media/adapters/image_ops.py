@@ -173,6 +173,8 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own limit; its warning is an exception where warnings are errors
         raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"the picture is too large: {exc}") from exc
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
     except Exception as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
     if image.format not in CONTENT_TYPES:
@@ -244,6 +246,8 @@ def _check_decodes(image: Image.Image, frames: int) -> None:
         if frames > 1:
             image.seek(frames - 1)
             image.load()
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
     except Exception as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
 
@@ -312,6 +316,8 @@ def _decode(path: Path, variants: Sequence[Variant], max_pixels: int) -> Image.I
             decoded = _eight_bit(ImageOps.exif_transpose(image))
             if decoded.mode not in ("RGB", "RGBA", "L", "LA"):
                 decoded = decoded.convert("RGBA" if _has_alpha(decoded) else "RGB")
+        except MemoryError:
+            raise  # over the memory ceiling, not damaged: see adapters.isolation
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
     return decoded
@@ -334,8 +340,8 @@ def _frames(
             for frame in ImageSequence.Iterator(image):
                 duration = int(frame.info.get("duration", 100) or 100)
                 yield ImageOps.exif_transpose(frame.convert("RGBA")), duration
-        except MediaError:
-            raise
+        except (MediaError, MemoryError):
+            raise  # MemoryError: over the memory ceiling, not damaged (adapters.isolation)
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
 
@@ -449,6 +455,8 @@ def _image_watermark(image: Image.Image, op: ImageWatermark, max_pixels: int) ->
     with _open(op.source, max_pixels) as opened:
         try:
             mark = _eight_bit(ImageOps.exif_transpose(opened)).convert("RGBA")
+        except MemoryError:
+            raise  # over the memory ceiling, not damaged: see adapters.isolation
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the watermark file is damaged") from exc
     width = max(1, round(image.width * op.scale))

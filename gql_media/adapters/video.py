@@ -116,6 +116,8 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a supported media type")
     try:
         container = av.open(str(path), metadata_errors="ignore")
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the media file is damaged") from exc
     if not isinstance(container, av.container.InputContainer):  # pragma: no cover
@@ -123,6 +125,8 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the media file cannot be read")
     try:
         yield container
+    except MemoryError:
+        raise  # FFmpeg's ENOMEM is one too
     except av.error.InvalidDataError as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, f"the media file is damaged: {exc}") from exc
     except av.FFmpegError as exc:
