@@ -17,8 +17,9 @@ an interpreter start; children that finish a task normally are reused.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot stop one running task, and a
 child that dies breaks the whole pool, failing every other task in it. Each child here has
-its own pipe, so killing one mid-write cannot corrupt another's messages, and the event loop
-watches the pipes: no thread waits for a child.
+its own pipe, so killing one mid-write cannot corrupt another's messages. A thread of the pool
+waits for each busy child's next message (a killed child's pipe closes, which ends the
+wait); watching the pipes from the event loop instead lost wake-ups under uvloop.
 
 Killing is SIGKILL without a SIGTERM first: a child holds nothing to clean up (its outputs
 are scratch files the caller removes), and SIGKILL ends its CPU work at once, even inside C
@@ -36,6 +37,7 @@ import resource
 import signal
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -80,6 +82,8 @@ class ProcessPool:
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
         self._closed = False
+        # threads that wait for children: one per busy child, and one more for reaping
+        self._waiting = ThreadPoolExecutor(size + 1, thread_name_prefix="gql-media-media")
 
     async def run(
         self,
@@ -100,12 +104,12 @@ class ProcessPool:
                 kind, value = await self._exchange(child, function, args, kwargs, progress)
             except BaseException as exc:
                 self._busy.discard(child)
-                await _kill(child)  # cancelled, or the child died: its work ends here
+                await self._kill(child)  # cancelled, or the child died: its work ends here
                 log.info("media process %s stopped: %s", child.process.pid, type(exc).__name__)
                 raise
             self._busy.discard(child)
             if kind == "memory" or self._closed:
-                await _kill(child)  # a fresh child replaces one whose heap hit the ceiling
+                await self._kill(child)  # a fresh child replaces one whose heap hit the ceiling
             else:
                 self._idle.append(child)
         answer: T = self._answer(kind, value)
@@ -116,7 +120,20 @@ class ProcessPool:
         self._closed = True
         children, self._idle = [*self._idle, *self._busy], []
         for child in children:
-            await _kill(child)
+            await self._kill(child)
+        self._waiting.shutdown(wait=False)
+
+    async def _kill(self, child: _Child) -> None:
+        """End ``child`` now and reap it. Runs to the end even when the caller is cancelled
+        meanwhile: a child left unreaped would linger."""
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            child.process.kill()  # at once, here: the CPU work ends now
+        reaping = asyncio.get_running_loop().run_in_executor(self._waiting, _end, child)
+        try:
+            await asyncio.shield(reaping)
+        except asyncio.CancelledError:
+            await reaping
+            raise
 
     async def _started(self) -> _Child:
         """A new child. Started in a thread: the first start also starts the fork server,
@@ -154,8 +171,9 @@ class ProcessPool:
     ) -> tuple[str, Any]:
         """Send the task; relay progress reports; the child's final answer."""
         child.conn.send((function, args, kwargs, progress is not None))
+        loop = asyncio.get_running_loop()
         while True:
-            kind, value = await _receive(child)
+            kind, value = await loop.run_in_executor(self._waiting, _receive, child)
             if kind != "progress":
                 return kind, value
             if progress is not None:
@@ -175,20 +193,19 @@ class ProcessPool:
         raise ChildFailed(value)
 
 
-async def _receive(child: _Child) -> tuple[str, Any]:
-    """The child's next message; MediaError once the child has died."""
-    while not child.conn.poll():
-        await _readable(child.conn.fileno())
+def _receive(child: _Child) -> tuple[str, Any]:
+    """The child's next message (blocking: runs on a waiting thread); MediaError once the
+    child has died."""
     try:
         message: tuple[str, Any] = child.conn.recv()
     except (EOFError, OSError):
-        raise await _died(child) from None
+        raise _died(child) from None
     return message
 
 
-async def _died(child: _Child) -> MediaError:
+def _died(child: _Child) -> MediaError:
     """The error for a child that ended without answering."""
-    await _exited(child.process)
+    child.process.join()
     code = child.process.exitcode
     if code is not None and code < 0 and -code in _LIMIT_SIGNALS:
         return MediaError(
@@ -198,42 +215,12 @@ async def _died(child: _Child) -> MediaError:
     return MediaError(ErrorCode.PROCESSING_FAILED, f"the processing process died ({code})")
 
 
-async def _exited(process: BaseProcess) -> None:
-    """Wait, without blocking the loop, until ``process`` has ended; then reap it."""
-    while process.is_alive():
-        await _readable(process.sentinel)
-    process.join()
-
-
-async def _readable(fd: int) -> None:
-    """Wait until ``fd`` can be read, or its other end is closed."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
-async def _kill(child: _Child) -> None:
-    """End ``child`` now and reap it. Runs to the end even when the caller is cancelled
-    meanwhile: a child left unreaped would linger."""
+def _end(child: _Child) -> None:
+    """Kill ``child`` and reap it (blocking: runs on a waiting thread). Its pipe is left to
+    close with the last reference: a thread may still be reading the end of it."""
     with contextlib.suppress(ProcessLookupError, ValueError):
         child.process.kill()
-    with contextlib.suppress(OSError):
-        child.conn.close()
-    reaping = asyncio.ensure_future(_exited(child.process))
-    try:
-        await asyncio.shield(reaping)
-    except asyncio.CancelledError:
-        await reaping
-        raise
+    child.process.join()
 
 
 # ---- in the child ---------------------------------------------------------------------
