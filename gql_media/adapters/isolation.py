@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -50,6 +51,7 @@ T = TypeVar("T")
 Progress = Callable[[float], None]
 # imported once by the fork server, so that every child starts with them loaded
 PRELOAD = ["gql_media.adapters.image_ops", "gql_media.adapters.video"]
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 _LIMIT_SIGNALS = {signal.SIGKILL: "killed", signal.SIGXCPU: "over its CPU time limit"}
 
 
@@ -230,6 +232,7 @@ def _child_main(conn: Connection, limits: Limits) -> None:
     """Take tasks from ``conn`` until it closes; answer each with messages of
     (kind, value): progress reports, then a result or an error."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when children end
+    _end_with_parent()
     if limits.memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     while True:
@@ -250,6 +253,13 @@ def _child_main(conn: Connection, limits: Limits) -> None:
             return  # a fresh child replaces this one and its fragmented heap
         except Exception:
             conn.send(("failed", traceback.format_exc()))
+
+
+def _end_with_parent() -> None:
+    """On Linux, have the kernel kill this child when the fork server ends, which it does
+    when the worker ends: a worker killed outright leaves no child working on."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _allow_cpu(seconds: int) -> None:
