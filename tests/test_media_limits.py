@@ -198,3 +198,14 @@ async def test_a_canceled_job_ends_its_work(
         await gone(pid)
         await thumbnail_succeeds(live)
         assert (await live.graphql(JOB, {"id": job}))["data"]["job"]["status"] == "CANCELED"
+
+
+async def test_with_isolation_off_jobs_run_in_threads(
+    settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gql_media.adapters.isolation")
+    async with serving(settings_factory(process_isolation=False)) as live:
+        await thumbnail_succeeds(live)
+        # the bounds hold there too
+        assert await refused(live, sparse_gif(3000, 3000, 100), "sparse.gif") == "TOO_MANY_PIXELS"
+    assert not STARTED.search(caplog.text)
