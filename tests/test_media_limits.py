@@ -175,7 +175,7 @@ async def test_a_timed_out_job_ends_its_work(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gql_media.adapters.isolation")
     settings = settings_factory(
-        job_timeout=1.0, max_attempts=1, max_animation_pixels=10**10, worker_concurrency=1
+        job_timeout=3.0, max_attempts=1, max_animation_pixels=10**10, worker_concurrency=1
     )
     async with serving(settings) as live:
         job = await process_image(live, SLOW, SLOW_VARIANTS)
