@@ -9,13 +9,17 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
+from gql_media.adapters import gif, image_ops
 from gql_media.adapters import redis as redis_adapter
+from gql_media.errors import ErrorCode, MediaError
 from gql_media.settings import Settings
-from tests.media import jpeg, mjpeg_mkv, sparse_gif
+from tests.media import animated_gif, jpeg, mjpeg_mkv, sparse_gif
 from tests.support import LiveServer, start_server
 from tests.test_media_api import (
     PROCESS_IMAGE,
@@ -209,3 +213,20 @@ async def test_with_isolation_off_jobs_run_in_threads(
         # the bounds hold there too
         assert await refused(live, sparse_gif(3000, 3000, 100), "sparse.gif") == "TOO_MANY_PIXELS"
     assert not STARTED.search(caplog.text)
+
+
+def test_gif_frames_are_counted_no_further_than_the_bound(tmp_path: Path) -> None:
+    # Pillow walks every frame to count them, at a cost growing with the canvas: 23 MB of
+    # one-pixel frames on a 3000x3000 canvas took it 12 s. The walk stops past the bound.
+    path = tmp_path / "many.gif"
+    path.write_bytes(sparse_gif(3000, 3000, 1_000_000))
+    assert gif.count_frames(path, stop_after=22) == 23
+    with pytest.raises(MediaError) as refused:
+        image_ops.probe_image(path, max_pixels=10**8, max_animation_pixels=200_000_000)
+    assert refused.value.code is ErrorCode.TOO_MANY_PIXELS
+
+    # where it does not stop, it counts what Pillow counts
+    for data in (sparse_gif(300, 300, 100), animated_gif(7), animated_gif(1)):
+        path.write_bytes(data)
+        with Image.open(path) as image:
+            assert gif.count_frames(path, stop_after=10**6) == image.n_frames

@@ -20,6 +20,7 @@ from typing import Literal
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps, ImageSequence
 
+from gql_media.adapters import gif
 from gql_media.errors import ErrorCode, MediaError
 from gql_media.settings import DEFAULT_MAX_ANIMATION_PIXELS
 
@@ -197,13 +198,22 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _frame_count(image: Image.Image, max_animation_pixels: int) -> int:
+def _frame_count(image: Image.Image, path: Path, max_animation_pixels: int) -> int:
     """The frames of ``image``, refusing an animation whose frames add up to too many pixels.
 
     Every frame of an animation is decoded at the size of its canvas, whatever part of it
     the frame changes: the work is the canvas times the frames. Counting reads the frame
-    headers only (a GIF's are walked, without decoding).
+    headers only; a GIF's are walked no further than the bound allows.
     """
+    if image.format == "GIF":
+        allowed = min(MAX_FRAMES, max(1, max_animation_pixels // (image.width * image.height)))
+        counted = gif.count_frames(path, stop_after=allowed)
+        if counted is not None and counted > allowed:
+            raise MediaError(
+                ErrorCode.TOO_MANY_PIXELS,
+                f"more than {allowed} frames of {image.width}x{image.height}: over the limit "
+                f"of {max_animation_pixels} pixels for an animation, or of {MAX_FRAMES} frames",
+            )
     frames = int(getattr(image, "n_frames", 1))
     if frames > MAX_FRAMES:
         raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
@@ -228,7 +238,7 @@ def probe_image(
     damage shows now; without, only its header is read."""
     with _open(path, max_pixels) as image:
         fmt = str(image.format)
-        frames = _frame_count(image, max_animation_pixels)
+        frames = _frame_count(image, path, max_animation_pixels)
         orientation = _orientation(image)
         width, height = image.size
         if decode:
@@ -335,7 +345,7 @@ def _frames(
 ) -> Iterator[tuple[Image.Image, int]]:
     """Every frame of an animation, upright and as RGBA, with its duration in ms."""
     with _open(path, max_pixels) as image:
-        _frame_count(image, max_animation_pixels)
+        _frame_count(image, path, max_animation_pixels)
         try:
             for frame in ImageSequence.Iterator(image):
                 duration = int(frame.info.get("duration", 100) or 100)
