@@ -19,7 +19,7 @@ from gql_media.adapters import gif, image_ops
 from gql_media.adapters import redis as redis_adapter
 from gql_media.errors import ErrorCode, MediaError
 from gql_media.settings import Settings
-from tests.media import animated_gif, jpeg, mjpeg_mkv, sparse_gif
+from tests.media import animated_gif, encoded, jpeg, mjpeg_mkv, sparse_gif
 from tests.support import LiveServer, start_server
 from tests.test_media_api import (
     PROCESS_IMAGE,
@@ -230,3 +230,19 @@ def test_gif_frames_are_counted_no_further_than_the_bound(tmp_path: Path) -> Non
         path.write_bytes(data)
         with Image.open(path) as image:
             assert gif.count_frames(path, stop_after=10**6) == image.n_frames
+
+
+async def test_every_page_of_a_tiff_is_bounded(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(max_image_pixels=100_000)
+    async with serving(settings) as live:
+        # the first page is what opening the file shows; the second is over the limit
+        pages = [Image.new("1", (10, 10)), Image.new("1", (400, 400))]
+        tiff = encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+        assert await refused(live, tiff, "pages.tif") == "TOO_MANY_PIXELS"
+        small = [Image.new("1", (10, 10)), Image.new("1", (300, 300))]
+        fitting = encoded(small[0], "TIFF", save_all=True, append_images=small[1:])
+        accepted = await upload_stream(live, fitting, "fits.tif")
+        assert accepted.status_code == 201, accepted.text
+        assert accepted.json()["media"]["metadata"]["frames"] == 2

@@ -198,12 +198,13 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _frame_count(image: Image.Image, path: Path, max_animation_pixels: int) -> int:
+def _frame_count(image: Image.Image, path: Path, max_pixels: int, max_animation_pixels: int) -> int:
     """The frames of ``image``, refusing an animation whose frames add up to too many pixels.
 
     Every frame of an animation is decoded at the size of its canvas, whatever part of it
     the frame changes: the work is the canvas times the frames. Counting reads the frame
-    headers only; a GIF's are walked no further than the bound allows.
+    headers only; a GIF's are walked no further than the bound allows. The pages of a TIFF
+    each have a size of their own: each is bounded, and their sum.
     """
     if image.format == "GIF":
         allowed = min(MAX_FRAMES, max(1, max_animation_pixels // (image.width * image.height)))
@@ -218,6 +219,8 @@ def _frame_count(image: Image.Image, path: Path, max_animation_pixels: int) -> i
     if frames > MAX_FRAMES:
         raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
     total = image.width * image.height * frames
+    if image.format == "TIFF" and frames > 1:
+        total = _tiff_pixels(image, frames, max_pixels)
     if frames > 1 and total > max_animation_pixels:
         raise MediaError(
             ErrorCode.TOO_MANY_PIXELS,
@@ -225,6 +228,30 @@ def _frame_count(image: Image.Image, path: Path, max_animation_pixels: int) -> i
             f"limit of {max_animation_pixels} for an animation",
         )
     return frames
+
+
+def _tiff_pixels(image: Image.Image, pages: int, max_pixels: int) -> int:
+    """The pixels of every page of a TIFF, refusing a page over ``max_pixels`` (the open
+    checked the first one only). Seeking reads a page's header, not its pixels."""
+    total = 0
+    try:
+        for page in range(pages):
+            image.seek(page)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise MediaError(
+                    ErrorCode.TOO_MANY_PIXELS,
+                    f"page {page + 1} is {width}x{height}, over the limit of {max_pixels} pixels",
+                )
+            total += width * height
+        image.seek(0)
+    except (MediaError, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"a page is too large: {exc}") from exc
+    except Exception as exc:
+        raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
+    return total
 
 
 def probe_image(
@@ -238,7 +265,7 @@ def probe_image(
     damage shows now; without, only its header is read."""
     with _open(path, max_pixels) as image:
         fmt = str(image.format)
-        frames = _frame_count(image, path, max_animation_pixels)
+        frames = _frame_count(image, path, max_pixels, max_animation_pixels)
         orientation = _orientation(image)
         width, height = image.size
         if decode:
@@ -345,7 +372,7 @@ def _frames(
 ) -> Iterator[tuple[Image.Image, int]]:
     """Every frame of an animation, upright and as RGBA, with its duration in ms."""
     with _open(path, max_pixels) as image:
-        _frame_count(image, path, max_animation_pixels)
+        _frame_count(image, path, max_pixels, max_animation_pixels)
         try:
             for frame in ImageSequence.Iterator(image):
                 duration = int(frame.info.get("duration", 100) or 100)
