@@ -1,5 +1,7 @@
 """Media bounds against the running service: an animation is bounded by the pixels of all
-its frames, a video by the size of its frames and its duration, whatever its header says."""
+its frames, a video by the size of its frames and its duration, whatever its header says;
+and each processing attempt runs in a child process that a memory ceiling, the job timeout
+and cancelJob end, while the worker goes on."""
 
 from __future__ import annotations
 
