@@ -52,6 +52,7 @@ Progress = Callable[[float], None]
 # imported once by the fork server, so that every child starts with them loaded
 PRELOAD = ["gql_media.adapters.image_ops", "gql_media.adapters.video"]
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+_M_ARENA_MAX, _MALLOC_ARENAS = -8, 4  # mallopt(3)
 _LIMIT_SIGNALS = {signal.SIGKILL: "killed", signal.SIGXCPU: "over its CPU time limit"}
 
 
@@ -234,6 +235,7 @@ def _child_main(conn: Connection, limits: Limits) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when children end
     _end_with_parent()
     if limits.memory_bytes is not None:
+        _few_malloc_arenas()
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     while True:
         try:
@@ -260,6 +262,14 @@ def _end_with_parent() -> None:
     when the worker ends: a worker killed outright leaves no child working on."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _few_malloc_arenas() -> None:
+    """With glibc, at most ``_MALLOC_ARENAS`` malloc arenas. Each reserves 64 MiB of address
+    space, and glibc makes up to eight per CPU as codec threads start: on a large machine
+    the reservations alone would pass the address-space ceiling, which counts them."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).mallopt(_M_ARENA_MAX, _MALLOC_ARENAS)
 
 
 def _allow_cpu(seconds: int) -> None:
