@@ -64,6 +64,15 @@ async def test_an_animation_is_bounded_by_the_pixels_of_all_its_frames(
     assert modest.json()["media"]["metadata"]["frames"] == 100
 
 
+async def test_a_video_declaring_16000x16000_frames_is_refused_by_default(
+    server: LiveServer,
+) -> None:
+    # 606 bytes whose header declares 256 MP frames (over the default 40 MP), refused before
+    # a decoder allocates one
+    declared = mjpeg_mkv([0], declared=16000)
+    assert await refused(server, declared, "huge.mkv") == "TOO_MANY_PIXELS"
+
+
 async def test_a_video_is_bounded_by_its_frame_size_and_duration(
     settings_factory: Callable[..., Settings],
 ) -> None:
