@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from gql_media.services.media import (
 from gql_media.settings import Settings
 
 T = TypeVar("T")
+# how often running media work looks whether its job was canceled: the work ends that soon
+CANCEL_CHECK_SECONDS = 1.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 POSITIONS: tuple[str, ...] = get_args(image_ops.Position)
 IMAGE_FORMATS = image_ops.OUTPUT_FORMATS
@@ -311,12 +314,18 @@ async def _offload(
         work = asyncio.to_thread(function, *args, **kwargs, **reporting)
     task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    checked = time.monotonic()
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=max(deps.settings.progress_interval, 0.05))
             if done:
                 return task.result()
             await context.progress(state["fraction"])
+            if time.monotonic() - checked >= CANCEL_CHECK_SECONDS:
+                # progress writes (which notice a cancel) stop while the fraction stands
+                # still, and the lease renewal comes only every third of the lease
+                checked = time.monotonic()
+                await context.ensure_running()
     except BaseException:
         state["stop"] = True
         task.cancel()
