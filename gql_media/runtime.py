@@ -5,6 +5,7 @@ Used by the api's lifespan and the worker's start-up; nothing here runs at impor
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventPublisher
+from gql_media.adapters.isolation import Limits, ProcessPool, cpu_seconds_for
 from gql_media.adapters.providers.registry import build_providers
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
@@ -64,10 +66,13 @@ async def open_runtime(
         queue=JobQueue(redis, settings.redis_namespace),
         providers=build_providers(settings),
         limiter=RateLimiter(redis, settings.redis_namespace),
+        processes=media_processes(settings),
     )
     try:
         yield Runtime(settings, engine, redis, deps, fake_redis_server)
     finally:
+        if deps.processes is not None:
+            await deps.processes.aclose()
         for provider in deps.providers.values():
             close = getattr(provider, "aclose", None)
             if close is not None:  # providers holding HTTP clients
@@ -77,3 +82,16 @@ async def open_runtime(
             close_storage()
         await redis_adapter.close(redis)
         await engine.dispose()
+
+
+def media_processes(settings: Settings) -> ProcessPool | None:
+    """The pool processing jobs run their media work in (children start with the first
+    job); None with ``process_isolation`` off. One child per job a worker runs at once, at
+    most one per CPU: more would only share the same cores."""
+    if not settings.process_isolation:
+        return None
+    memory = settings.process_memory_limit_mb * 1024 * 1024 or None
+    return ProcessPool(
+        size=min(settings.worker_concurrency, os.cpu_count() or 1),
+        limits=Limits(memory_bytes=memory, cpu_seconds=cpu_seconds_for(settings.job_timeout)),
+    )

@@ -14,6 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Bounds of media work, here so the media adapters default to the same values
+DEFAULT_MAX_ANIMATION_PIXELS = 200_000_000  # width x height x frames
+DEFAULT_MAX_VIDEO_PIXELS = 40_000_000  # one video frame: 8K (8192x4320) fits
+DEFAULT_MAX_MEDIA_SECONDS = 10_800.0  # three hours of video or audio
+
 
 class Settings(BaseSettings):
     """Every knob of the service; the README's configuration table mirrors this class."""
@@ -112,6 +117,17 @@ class Settings(BaseSettings):
     # uploads and processing
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1)
+    # an animation: its canvas times its frames, each frame being decoded at canvas size
+    max_animation_pixels: int = Field(default=DEFAULT_MAX_ANIMATION_PIXELS, ge=1)
+    # one frame of a video (its coded size, and every decoded frame), and the duration of
+    # a video or audio file
+    max_video_pixels: int = Field(default=DEFAULT_MAX_VIDEO_PIXELS, ge=1)
+    max_media_seconds: float = Field(default=DEFAULT_MAX_MEDIA_SECONDS, gt=0)
+    # processing work runs in child processes with a memory ceiling, killed when its job
+    # times out or is canceled; false runs it in threads of the worker (no ceiling, and the
+    # work of a timed-out job runs on until it ends)
+    process_isolation: bool = True
+    process_memory_limit_mb: int = Field(default=3072, ge=0)  # 0: no ceiling
     max_variants: int = Field(default=10, ge=1)
     max_operations: int = Field(default=20, ge=1)
 

@@ -172,3 +172,36 @@ def make_video(
                 container.mux(astream.encode(frame))
             container.mux(astream.encode(None))
     return path
+
+
+def sparse_gif(width: int, height: int, frames: int) -> bytes:
+    """A GIF whose ``frames`` each paint one pixel of a ``width`` x ``height`` canvas: a few
+    bytes a frame, while a decoder makes a whole canvas of each."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    loop = b"!\xff\x0bNETSCAPE2.0\x03\x01\0\0\0"
+    body = b"".join(
+        b"!\xf9\x04\x00\x01\x00\x00\x00"  # 10 ms each
+        + b","
+        + struct.pack("<HHHHB", index % width, 0, 1, 1, 0)
+        + b"\x02\x02\x44\x01\x00"  # one pixel of colour 0, LZW-coded
+        for index in range(frames)
+    )
+    return header + loop + body + b";"
+
+
+def mjpeg_mkv(sizes: Sequence[int], declared: int | None = None) -> bytes:
+    """A Matroska file of square MJPEG frames, one a second, sized as ``sizes`` says (0: a
+    frame no decoder can read); its header declares ``declared`` (default: the first size),
+    whatever the frames are."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="matroska") as container:
+        stream = container.add_stream("mjpeg", rate=1)
+        stream.width = stream.height = declared or sizes[0]
+        stream.pix_fmt = "yuvj420p"
+        for index, size in enumerate(sizes):
+            picture = Image.new("RGB", (size, size), (200, 40, 40)) if size else None
+            packet = av.Packet(encoded(picture, "JPEG") if picture else b"\xff\xd8" + bytes(64))
+            packet.stream, packet.pts, packet.dts = stream, index, index
+            packet.time_base = Fraction(1, 1)
+            container.mux(packet)
+    return out.getvalue()

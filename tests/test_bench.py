@@ -119,3 +119,4 @@ async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: P
     for op in scenarios["images"]["ops"]:
         assert op["service_ms"] > 0 and op["pillow_ms"] > 0
         assert op["service_bytes"] > 0 and op["pillow_bytes"] > 0
+        assert op["isolated_ms"] > 0 and op["isolated_bytes"] == op["service_bytes"]

@@ -20,7 +20,9 @@ from typing import Literal
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps, ImageSequence
 
+from gql_media.adapters import gif
 from gql_media.errors import ErrorCode, MediaError
+from gql_media.settings import DEFAULT_MAX_ANIMATION_PIXELS
 
 Fit = Literal["contain", "cover", "fill", "inside"]
 Position = Literal[
@@ -172,6 +174,8 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own limit; its warning is an exception where warnings are errors
         raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"the picture is too large: {exc}") from exc
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
     except Exception as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
     if image.format not in CONTENT_TYPES:
@@ -194,14 +198,74 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def probe_image(path: Path, max_pixels: int, *, decode: bool = True) -> ImageInfo:
+def _frame_count(image: Image.Image, path: Path, max_pixels: int, max_animation_pixels: int) -> int:
+    """The frames of ``image``, refusing an animation whose frames add up to too many pixels.
+
+    Every frame of an animation is decoded at the size of its canvas, whatever part of it
+    the frame changes: the work is the canvas times the frames. Counting reads the frame
+    headers only; a GIF's are walked no further than the bound allows. The pages of a TIFF
+    each have a size of their own: each is bounded, and their sum.
+    """
+    if image.format == "GIF":
+        allowed = min(MAX_FRAMES, max(1, max_animation_pixels // (image.width * image.height)))
+        counted = gif.count_frames(path, stop_after=allowed)
+        if counted is not None and counted > allowed:
+            raise MediaError(
+                ErrorCode.TOO_MANY_PIXELS,
+                f"more than {allowed} frames of {image.width}x{image.height}: over the limit "
+                f"of {max_animation_pixels} pixels for an animation, or of {MAX_FRAMES} frames",
+            )
+    frames = int(getattr(image, "n_frames", 1))
+    if frames > MAX_FRAMES:
+        raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
+    total = image.width * image.height * frames
+    if image.format == "TIFF" and frames > 1:
+        total = _tiff_pixels(image, frames, max_pixels)
+    if frames > 1 and total > max_animation_pixels:
+        raise MediaError(
+            ErrorCode.TOO_MANY_PIXELS,
+            f"{frames} frames of {image.width}x{image.height} are {total} pixels, over the "
+            f"limit of {max_animation_pixels} for an animation",
+        )
+    return frames
+
+
+def _tiff_pixels(image: Image.Image, pages: int, max_pixels: int) -> int:
+    """The pixels of every page of a TIFF, refusing a page over ``max_pixels`` (the open
+    checked the first one only). Seeking reads a page's header, not its pixels."""
+    total = 0
+    try:
+        for page in range(pages):
+            image.seek(page)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise MediaError(
+                    ErrorCode.TOO_MANY_PIXELS,
+                    f"page {page + 1} is {width}x{height}, over the limit of {max_pixels} pixels",
+                )
+            total += width * height
+        image.seek(0)
+    except (MediaError, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"a page is too large: {exc}") from exc
+    except Exception as exc:
+        raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
+    return total
+
+
+def probe_image(
+    path: Path,
+    max_pixels: int,
+    *,
+    decode: bool = True,
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS,
+) -> ImageInfo:
     """What the image is. With ``decode``, it is decoded (cheaply: JPEG at 1/8 scale) so
     damage shows now; without, only its header is read."""
     with _open(path, max_pixels) as image:
         fmt = str(image.format)
-        frames = int(getattr(image, "n_frames", 1))
-        if frames > MAX_FRAMES:
-            raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
+        frames = _frame_count(image, path, max_pixels, max_animation_pixels)
         orientation = _orientation(image)
         width, height = image.size
         if decode:
@@ -219,6 +283,8 @@ def _check_decodes(image: Image.Image, frames: int) -> None:
         if frames > 1:
             image.seek(frames - 1)
             image.load()
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
     except Exception as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
 
@@ -287,6 +353,8 @@ def _decode(path: Path, variants: Sequence[Variant], max_pixels: int) -> Image.I
             decoded = _eight_bit(ImageOps.exif_transpose(image))
             if decoded.mode not in ("RGB", "RGBA", "L", "LA"):
                 decoded = decoded.convert("RGBA" if _has_alpha(decoded) else "RGB")
+        except MemoryError:
+            raise  # over the memory ceiling, not damaged: see adapters.isolation
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
     return decoded
@@ -299,17 +367,18 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return image.convert("I").point(lambda value: value / 257).convert("L")
 
 
-def _frames(path: Path, max_pixels: int) -> Iterator[tuple[Image.Image, int]]:
+def _frames(
+    path: Path, max_pixels: int, max_animation_pixels: int
+) -> Iterator[tuple[Image.Image, int]]:
     """Every frame of an animation, upright and as RGBA, with its duration in ms."""
     with _open(path, max_pixels) as image:
-        if int(getattr(image, "n_frames", 1)) > MAX_FRAMES:
-            raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"more than {MAX_FRAMES} frames")
+        _frame_count(image, path, max_pixels, max_animation_pixels)
         try:
             for frame in ImageSequence.Iterator(image):
                 duration = int(frame.info.get("duration", 100) or 100)
                 yield ImageOps.exif_transpose(frame.convert("RGBA")), duration
-        except MediaError:
-            raise
+        except (MediaError, MemoryError):
+            raise  # MemoryError: over the memory ceiling, not damaged (adapters.isolation)
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
 
@@ -423,6 +492,8 @@ def _image_watermark(image: Image.Image, op: ImageWatermark, max_pixels: int) ->
     with _open(op.source, max_pixels) as opened:
         try:
             mark = _eight_bit(ImageOps.exif_transpose(opened)).convert("RGBA")
+        except MemoryError:
+            raise  # over the memory ceiling, not damaged: see adapters.isolation
         except Exception as exc:
             raise MediaError(ErrorCode.MEDIA_CORRUPT, "the watermark file is damaged") from exc
     width = max(1, round(image.width * op.scale))
@@ -510,12 +581,12 @@ def encode(image: Image.Image, output: Output, fmt: str, source: Image.Image) ->
 
 
 def _animated(
-    path: Path, variant: Variant, fmt: str, max_pixels: int
+    path: Path, variant: Variant, fmt: str, max_pixels: int, max_animation_pixels: int
 ) -> tuple[bytes, tuple[int, int]]:
     frames: list[Image.Image] = []
     durations: list[int] = []
     first: Image.Image | None = None
-    for frame, duration in _frames(path, max_pixels):
+    for frame, duration in _frames(path, max_pixels, max_animation_pixels):
         first = first or frame
         for op in variant.operations:
             frame = apply(frame, op, max_pixels)
@@ -543,10 +614,13 @@ def process_image(
     variants: Sequence[Variant],
     max_pixels: int,
     progress: Callable[[float], None] | None = None,
+    *,
+    max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS,
 ) -> list[ProcessedImage]:
     """Run every variant on ``source``; one output per variant, in order."""
     report = progress or (lambda _fraction: None)
-    info = probe_image(source, max_pixels, decode=False)  # decoding below shows any damage
+    # decoding below shows any damage
+    info = probe_image(source, max_pixels, decode=False, max_animation_pixels=max_animation_pixels)
     animated = info.frames > 1
     decoded = _decode(source, variants, max_pixels)
     report(1 / (len(variants) + 1))
@@ -554,7 +628,7 @@ def process_image(
     for index, variant in enumerate(variants):
         fmt = _output_format(variant.output, info.format, animated)
         if animated and fmt in _ANIMATED_FORMATS:
-            data, size = _animated(source, variant, fmt, max_pixels)
+            data, size = _animated(source, variant, fmt, max_pixels, max_animation_pixels)
         else:
             image = decoded
             for op in variant.operations:

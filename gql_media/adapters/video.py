@@ -4,16 +4,21 @@ CPU-bound and blocking: call from a thread. Files are recognised by their first 
 then by FFmpeg's demuxer; only the containers listed in ``_CONTAINERS`` are accepted.
 Failures raise ``MediaError`` with a stable code. Long operations report progress as the
 decoded timestamp over the duration.
+
+Every function is bounded by ``Limits``: a file whose header declares frames or a duration
+over them is refused before anything is decoded, and the decoder refuses any frame over the
+pixel limit, so a stream that declares a small size and then carries huge frames is refused
+at the first of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import av
 import av.container
@@ -25,6 +30,7 @@ from PIL import Image
 
 from gql_media.adapters import image_ops
 from gql_media.errors import ErrorCode, MediaError
+from gql_media.settings import DEFAULT_MAX_MEDIA_SECONDS, DEFAULT_MAX_VIDEO_PIXELS
 
 Progress = Callable[[float], None]
 Quality = Literal["low", "medium", "high"]
@@ -48,6 +54,14 @@ _AUDIO_OUT: dict[str, tuple[str, str, int, tuple[int, ...] | None]] = {
     "mp3": ("libmp3lame", "mp3", 128_000, (48_000, 44_100, 32_000, 24_000, 22_050, 16_000)),
     "opus": ("libopus", "ogg", 96_000, (48_000,)),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of the work on one file: the pixels of one video frame and the duration."""
+
+    pixels: int = DEFAULT_MAX_VIDEO_PIXELS
+    seconds: float = DEFAULT_MAX_MEDIA_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +116,8 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a supported media type")
     try:
         container = av.open(str(path), metadata_errors="ignore")
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the media file is damaged") from exc
     if not isinstance(container, av.container.InputContainer):  # pragma: no cover
@@ -109,6 +125,8 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, "the media file cannot be read")
     try:
         yield container
+    except MemoryError:
+        raise  # FFmpeg's ENOMEM is one too
     except av.error.InvalidDataError as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, f"the media file is damaged: {exc}") from exc
     except av.FFmpegError as exc:
@@ -136,18 +154,78 @@ def _duration(container: av.container.InputContainer, stream: Any) -> float | No
     return None
 
 
+def _check_declared(
+    container: av.container.InputContainer,
+    vstream: VideoStream | None,
+    astream: AudioStream | None,
+    limits: Limits,
+) -> None:
+    """Refuse a file whose header declares frames or a duration over ``limits``; arm the
+    video decoder to refuse larger frames than declared."""
+    if vstream is not None:
+        width, height = vstream.codec_context.width or 0, vstream.codec_context.height or 0
+        if width * height > limits.pixels:
+            raise MediaError(
+                ErrorCode.TOO_MANY_PIXELS,
+                f"{width}x{height} video frames exceed the limit of {limits.pixels} pixels",
+            )
+        # FFmpeg's decoders check every frame they allocate against max_pixels
+        vstream.codec_context.options = {
+            **vstream.codec_context.options,
+            "max_pixels": str(limits.pixels),
+        }
+    duration = _duration(container, vstream or astream)
+    if duration is not None and duration > limits.seconds:
+        raise MediaError(
+            ErrorCode.MEDIA_TOO_LONG,
+            f"{duration:g} s exceeds the limit of {limits.seconds:g} s",
+        )
+
+
+FrameT = TypeVar("FrameT", bound=VideoFrame | AudioFrame)
+
+
+def _bounded(frames: Iterable[FrameT], limits: Limits) -> Iterator[FrameT]:
+    """Decoded ``frames``, refusing one larger than ``limits`` or later than their duration
+    (a header may leave the duration out, or lie about it)."""
+    source = iter(frames)
+    while True:
+        try:
+            frame = next(source)
+        except StopIteration:
+            return
+        except av.error.ValueError as exc:  # EINVAL: max_pixels refused the frame
+            raise MediaError(
+                ErrorCode.TOO_MANY_PIXELS,
+                f"a video frame exceeds the limit of {limits.pixels} pixels",
+            ) from exc
+        if isinstance(frame, VideoFrame) and frame.width * frame.height > limits.pixels:
+            raise MediaError(
+                ErrorCode.TOO_MANY_PIXELS,
+                f"a {frame.width}x{frame.height} video frame exceeds the limit of "
+                f"{limits.pixels} pixels",
+            )
+        if frame.time is not None and frame.time > limits.seconds:
+            raise MediaError(
+                ErrorCode.MEDIA_TOO_LONG, f"the media runs past the limit of {limits.seconds:g} s"
+            )
+        yield frame
+
+
 def _rotation(frame: VideoFrame) -> int:
     """Clockwise quarter turns (in degrees) that the display matrix asks for."""
     return round(-frame.rotation / 90) % 4 * 90
 
 
-def _first_frame(container: av.container.InputContainer, stream: VideoStream) -> VideoFrame:
-    for frame in container.decode(stream):
+def _first_frame(
+    container: av.container.InputContainer, stream: VideoStream, limits: Limits
+) -> VideoFrame:
+    for frame in _bounded(container.decode(stream), limits):
         return frame
     raise MediaError(ErrorCode.MEDIA_CORRUPT, "the video has no decodable frame")
 
 
-def probe_media(path: Path) -> MediaInfo:
+def probe_media(path: Path, limits: Limits = Limits()) -> MediaInfo:
     """What a video or audio file is; decodes its first frame so damage shows now."""
     with _opened(path) as container:
         known = _CONTAINERS.get(container.format.name)
@@ -159,10 +237,11 @@ def probe_media(path: Path) -> MediaInfo:
         vstream, astream = _video_stream(container), _audio_stream(container)
         if vstream is None and astream is None:
             raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file has no video or audio")
+        _check_declared(container, vstream, astream, limits)
         width = height = rotation = 0
         fps: float | None = None
         if vstream is not None:
-            frame = _first_frame(container, vstream)
+            frame = _first_frame(container, vstream, limits)
             rotation = _rotation(frame)
             width, height = frame.width, frame.height
             if rotation in (90, 270):
@@ -218,10 +297,11 @@ def _to_image(frame: VideoFrame) -> Image.Image:
     return image
 
 
-def _needs_video(container: av.container.InputContainer) -> VideoStream:
+def _needs_video(container: av.container.InputContainer, limits: Limits) -> VideoStream:
     stream = _video_stream(container)
     if stream is None:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file has no video track")
+    _check_declared(container, stream, _audio_stream(container), limits)
     stream.thread_type = "AUTO"
     return stream
 
@@ -233,18 +313,19 @@ def video_thumbnail(
     fraction: float | None = None,
     max_size: int | None = None,
     format: str = "JPEG",
+    limits: Limits = Limits(),
 ) -> tuple[bytes, str, int, int]:
     """A still of the video at ``at`` seconds or ``fraction`` of its duration (default: a
     tenth of the way in), upright and fitted in ``max_size``: (data, type, width, height)."""
     with _opened(source) as container:
-        stream = _needs_video(container)
+        stream = _needs_video(container, limits)
         duration = _duration(container, stream) or 0.0
         target = at if at is not None else duration * (0.1 if fraction is None else fraction)
         target = max(0.0, min(target, max(0.0, duration - 0.001)))
         if target > 0 and stream.time_base is not None:
             container.seek(round(target / stream.time_base), stream=stream, backward=True)
         chosen: VideoFrame | None = None
-        for frame in container.decode(stream):
+        for frame in _bounded(container.decode(stream), limits):
             # the frame on screen at ``target``: the last one that starts by then
             if chosen is not None and frame.time is not None and frame.time > target + 1e-3:
                 break
@@ -285,10 +366,11 @@ def transcode(
     target_height: int | None = None,
     quality: Quality = "medium",
     progress: Progress | None = None,
+    limits: Limits = Limits(),
 ) -> MediaInfo:
     """Re-encode ``source`` as H.264/AAC MP4 (fast start) at most ``target_height`` high,
     upright; never upscales. Returns what was written."""
-    info = probe_media(source)
+    info = probe_media(source, limits)
     if info.kind != "video" or info.width is None or info.height is None:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file has no video track")
     height = _even(min(target_height or info.height, info.height))
@@ -298,7 +380,7 @@ def transcode(
         _opened(source) as container,
         av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output,
     ):
-        vin, ain = _needs_video(container), _audio_stream(container)
+        vin, ain = _needs_video(container, limits), _audio_stream(container)
         rate = Fraction(vin.average_rate or vin.guessed_rate or 30).limit_denominator(1001)
         vout = output.add_stream("libx264", rate=rate)
         vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
@@ -311,24 +393,33 @@ def transcode(
             aout.layout = "stereo" if (ain.codec_context.channels or 1) > 1 else "mono"
         last_pts = -1
         streams = [s for s in (vin, ain) if s is not None]
-        for packet in container.demux(streams):
-            for frame in packet.decode():
-                if isinstance(frame, VideoFrame):
-                    clock.tick(frame.time)
-                    pts = round((frame.time or 0.0) * rate)
-                    last_pts = pts = max(pts, last_pts + 1)
-                    if info.rotation:
-                        frame = VideoFrame.from_image(_upright(_to_image(frame), info.rotation))
-                    frame = frame.reformat(width=width, height=height, format="yuv420p")
-                    frame.pts, frame.time_base = pts, 1 / rate
-                    output.mux(vout.encode(frame))
-                elif aout is not None and isinstance(frame, AudioFrame):
-                    frame.pts = None
-                    output.mux(aout.encode(frame))
+        for frame in _bounded(_demuxed(container, streams), limits):
+            if isinstance(frame, VideoFrame):
+                clock.tick(frame.time)
+                pts = round((frame.time or 0.0) * rate)
+                last_pts = pts = max(pts, last_pts + 1)
+                if info.rotation:
+                    upright = _upright(_to_image(frame), info.rotation)
+                    frame = VideoFrame.from_image(upright)  # type: ignore[no-untyped-call]
+                frame = frame.reformat(width=width, height=height, format="yuv420p")
+                frame.pts, frame.time_base = pts, 1 / rate
+                output.mux(vout.encode(frame))
+            elif aout is not None and isinstance(frame, AudioFrame):
+                frame.pts = None
+                output.mux(aout.encode(frame))
         output.mux(vout.encode(None))
         if aout is not None:
             output.mux(aout.encode(None))
-    return probe_media(out)
+    return probe_media(out, limits)
+
+
+def _demuxed(
+    container: av.container.InputContainer, streams: list[Any]
+) -> Iterator[VideoFrame | AudioFrame]:
+    for packet in container.demux(streams):
+        for frame in packet.decode():
+            if isinstance(frame, VideoFrame | AudioFrame):
+                yield frame
 
 
 def extract_audio(
@@ -338,10 +429,11 @@ def extract_audio(
     codec: AudioCodec = "aac",
     bitrate: int | None = None,
     progress: Progress | None = None,
+    limits: Limits = Limits(),
 ) -> MediaInfo:
     """The first audio track as AAC (in M4A), MP3, or Opus (in Ogg). Returns what was
     written."""
-    info = probe_media(source)
+    info = probe_media(source, limits)
     encoder, muxer, default_rate, rates = _AUDIO_OUT[codec]
     clock = _Clock(info.duration, progress)
     with _opened(source) as container, av.open(str(out), "w", format=muxer) as output:
@@ -354,11 +446,11 @@ def extract_audio(
         aout: Any = output.add_stream(encoder, rate=sample_rate)
         aout.bit_rate = bitrate or default_rate
         aout.layout = "stereo" if (ain.codec_context.channels or 1) > 1 else "mono"
-        for frame in container.decode(ain):
+        for frame in _bounded(container.decode(ain), limits):
             clock.tick(frame.time)
             frame.pts = None
             output.mux(aout.encode(frame))
         output.mux(aout.encode(None))
     if out.stat().st_size == 0:
         raise MediaError(ErrorCode.PROCESSING_FAILED, "no audio was written")
-    return probe_media(out)
+    return probe_media(out, limits)

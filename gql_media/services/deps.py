@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gql_media.adapters.events import EventPublisher
+from gql_media.adapters.isolation import ProcessPool
 from gql_media.adapters.providers import ImageProvider
 from gql_media.adapters.queue import JobQueue
 from gql_media.adapters.ratelimit import RateLimiter
@@ -33,4 +34,6 @@ class Deps:
     queue: JobQueue
     providers: Mapping[str, ImageProvider]
     limiter: RateLimiter
+    # where processing jobs run their media work; None: in threads (isolation off)
+    processes: ProcessPool | None
     metrics: Metrics = field(default_factory=Metrics)  # its own registry, not the global one

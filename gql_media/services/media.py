@@ -35,6 +35,7 @@ from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import common_problems, insert_job
 from gql_media.services.snapshots import asset_snapshot
+from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,26 @@ class Identified:
     info: dict[str, Any]
 
 
-def identify(path: Path, max_pixels: int) -> Identified:
-    """What the file is, by its content; raises MediaError for anything unsupported."""
+def video_limits(settings: Settings) -> video.Limits:
+    return video.Limits(pixels=settings.max_video_pixels, seconds=settings.max_media_seconds)
+
+
+def identify(path: Path, settings: Settings) -> Identified:
+    """What the file is, by its content; raises MediaError for anything unsupported or over
+    the media bounds of ``settings``."""
     try:
-        image = image_ops.probe_image(path, max_pixels=max_pixels)
+        image = image_ops.probe_image(
+            path,
+            max_pixels=settings.max_image_pixels,
+            max_animation_pixels=settings.max_animation_pixels,
+        )
     except MediaError as exc:
         if exc.code is not ErrorCode.UNSUPPORTED_MEDIA_TYPE:
             raise
     else:
         info = {"kind": "image", "format": image.format, "frames": image.frames}
         return Identified("image", image.content_type, image.width, image.height, info)
-    media = video.probe_media(path)
+    media = video.probe_media(path, video_limits(settings))
     return Identified(media.kind, media.content_type, media.width, media.height, media.to_dict())
 
 
@@ -122,7 +132,7 @@ async def store_upload(
     an upload; the scratch file is consumed either way."""
     try:
         try:
-            found = await asyncio.to_thread(identify, staged, deps.settings.max_image_pixels)
+            found = await asyncio.to_thread(identify, staged, deps.settings)
         except MediaError as exc:
             raise UserError(exc.code, exc.message, "file") from exc
         digest, size = await asyncio.to_thread(digest_file, staged)

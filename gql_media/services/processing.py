@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,17 @@ from gql_media.errors import ErrorCode, InvalidInput, JobCanceled, UserError
 from gql_media.services import operation_fields as spec
 from gql_media.services.deps import Deps
 from gql_media.services.input_limits import text_problem
-from gql_media.services.media import create_processing_job, source_file, upload_row
+from gql_media.services.media import (
+    create_processing_job,
+    source_file,
+    upload_row,
+    video_limits,
+)
 from gql_media.settings import Settings
 
 T = TypeVar("T")
+# how often running media work looks whether its job was canceled: the work ends that soon
+CANCEL_CHECK_SECONDS = 1.0
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # whole names only: fullmatch
 
 
@@ -310,26 +318,53 @@ def _output_name(given: Any, kind: str, field: str, names: set[str], problems: _
     return str(name)
 
 
-async def _in_thread(context: ProviderContext, interval: float, work: Callable[[Any], T]) -> T:
-    """Run ``work(report)`` in a thread; its progress reports reach the job at most every
-    ``interval`` seconds, and a canceled job stops the work at its next report."""
+async def _offload(
+    deps: Deps,
+    context: ProviderContext,
+    function: Callable[..., T],
+    *args: Any,
+    share: tuple[int, int] | None = (0, 1),
+    **kwargs: Any,
+) -> T:
+    """``function(*args, **kwargs)`` away from the event loop: in a child process of
+    ``deps.processes``, killed as soon as the job times out or is canceled, or in a thread
+    with isolation off (the work then stops at its next progress report).
+
+    With a ``share`` (index, count) the function gets a ``progress`` keyword; its reports,
+    scaled into that share of the job, reach the job at most every progress interval.
+    """
     state: dict[str, Any] = {"fraction": 0.0, "stop": False}
 
     def report(fraction: float) -> None:
         if state["stop"]:
             raise JobCanceled("the job was canceled")
-        state["fraction"] = fraction
+        index, count = share or (0, 1)
+        state["fraction"] = (index + fraction) / count
 
-    task = asyncio.ensure_future(asyncio.to_thread(work, report))
+    progress = report if share is not None else None
+    if deps.processes is not None:
+        work = deps.processes.run(function, *args, progress=progress, **kwargs)
+    else:
+        reporting = {"progress": progress} if progress is not None else {}
+        work = asyncio.to_thread(function, *args, **kwargs, **reporting)
+    task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    checked = time.monotonic()
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=max(interval, 0.05))
+            done, _ = await asyncio.wait({task}, timeout=max(deps.settings.progress_interval, 0.05))
             if done:
                 return task.result()
             await context.progress(state["fraction"])
+            if time.monotonic() - checked >= CANCEL_CHECK_SECONDS:
+                # progress writes (which notice a cancel) stop while the fraction stands
+                # still, and the lease renewal comes only every third of the lease
+                checked = time.monotonic()
+                await context.ensure_running()
     except BaseException:
         state["stop"] = True
+        task.cancel()
+        await asyncio.wait({task})  # a child process is gone before the job moves on
         raise
 
 
@@ -357,12 +392,14 @@ async def run_processing(
 async def _process_image(
     deps: Deps, source: Path, variants: list[image_ops.Variant], context: ProviderContext
 ) -> list[Produced]:
-    images = await _in_thread(
+    images = await _offload(
+        deps,
         context,
-        deps.settings.progress_interval,
-        lambda report: image_ops.process_image(
-            source, variants, max_pixels=deps.settings.max_image_pixels, progress=report
-        ),
+        image_ops.process_image,
+        source,
+        variants,
+        max_pixels=deps.settings.max_image_pixels,
+        max_animation_pixels=deps.settings.max_animation_pixels,
     )
     return [Produced(i.name, i.content_type, i.width, i.height, data=i.data) for i in images]
 
@@ -376,12 +413,12 @@ async def _process_video(
     for index, op in enumerate(operations):
         share = (index, len(operations))
         if op.kind == "videoMetadata":
-            info = await asyncio.to_thread(video.probe_media, source)
+            info = await _offload(
+                deps, context, video.probe_media, source, video_limits(deps.settings), share=None
+            )
             result = info.to_dict()
             continue
-        produced.append(
-            await _video_op(deps, source, op, context, deps.settings.progress_interval, share)
-        )
+        produced.append(await _video_op(deps, source, op, context, share))
     return produced, result
 
 
@@ -447,50 +484,49 @@ async def _video_op(
     source: Path,
     op: VideoOperation,
     context: ProviderContext,
-    interval: float,
     share: tuple[int, int],
 ) -> Produced:
-    index, count = share
-
-    def scaled(report: Callable[[float], None]) -> Callable[[float], None]:
-        return lambda fraction: report((index + fraction) / count)
-
+    limits = video_limits(deps.settings)
     if op.kind == "videoThumbnail":
         o = op.options
-        data, content_type, width, height = await asyncio.to_thread(
+        data, content_type, width, height = await _offload(
+            deps,
+            context,
             video.video_thumbnail,
             source,
             at=o["at"],
             fraction=o["fraction"],
             max_size=o["max_size"],
             format=o["format"],
+            limits=limits,
+            share=None,
         )
         return Produced(op.name, content_type, width, height, data=data)
     out = deps.storage.scratch_path()
     try:
         if op.kind == "transcode":
-            info = await _in_thread(
+            info = await _offload(
+                deps,
                 context,
-                interval,
-                lambda report: video.transcode(
-                    source,
-                    out,
-                    target_height=op.options["target_height"],
-                    quality=op.options["quality"],
-                    progress=scaled(report),
-                ),
+                video.transcode,
+                source,
+                out,
+                target_height=op.options["target_height"],
+                quality=op.options["quality"],
+                limits=limits,
+                share=share,
             )
         else:
-            info = await _in_thread(
+            info = await _offload(
+                deps,
                 context,
-                interval,
-                lambda report: video.extract_audio(
-                    source,
-                    out,
-                    codec=op.options["codec"],
-                    bitrate=op.options["bitrate"],
-                    progress=scaled(report),
-                ),
+                video.extract_audio,
+                source,
+                out,
+                codec=op.options["codec"],
+                bitrate=op.options["bitrate"],
+                limits=limits,
+                share=share,
             )
     except BaseException:
         out.unlink(missing_ok=True)
