@@ -1,6 +1,5 @@
 import type { CodegenConfig } from "@graphql-codegen/cli";
 
-// Types for the api's schema and the example operations; `npm run codegen`.
 const config: CodegenConfig = {
   schema: "../../schema.graphql",
   documents: ["operations/*.graphql"],
@@ -9,11 +8,7 @@ const config: CodegenConfig = {
       plugins: ["typescript-operations"],
       config: {
         strictScalars: true,
-        scalars: {
-          DateTime: "string",
-          JSON: "unknown",
-          Upload: "unknown",
-        },
+        scalars: { DateTime: "string", JSON: "unknown", Upload: "unknown" },
         enumsAsTypes: true,
         useTypeImports: true,
       },
