@@ -20,12 +20,14 @@ ENV PATH="/opt/venv/bin:${PATH}"
 
 WORKDIR /src
 
-# Dependencies first, in their own layer, so code changes do not reinstall them.
-COPY pyproject.toml ./
-# (with the `s3` extra, so the image can keep media in an S3-compatible bucket)
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['s3']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, in their own layer, so code changes do not reinstall them: exactly the
+# versions of uv.lock, checked by hash (with the `s3` extra, so the image can keep media in
+# an S3-compatible bucket). uv only reads the lock; pip installs.
+COPY pyproject.toml uv.lock .uv-version ./
+RUN pip install "uv==$(cat .uv-version)" \
+    && uv export --quiet --locked --extra s3 --no-emit-project -o /tmp/requirements.txt \
+    && pip install --require-hashes -r /tmp/requirements.txt \
+    && pip uninstall -y uv
 
 # The project itself, as a regular (non-editable) wheel install: hatchling force-includes
 # alembic/ as gql_media/_migrations, so `gql-media migrate` works from site-packages.
