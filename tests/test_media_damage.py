@@ -95,18 +95,29 @@ async def test_a_damaged_file_is_refused_at_upload(
     assert len(stored) == 1  # the sound upload only
 
 
+@pytest.mark.parametrize(
+    ("kind", "flip", "operation"),
+    [
+        # one picture with one byte changed: damage a decoder paints over (error
+        # concealment) unless told to report it
+        pytest.param("video", True, {"transcode": {"quality": "LOW"}}, id="transcode"),
+        pytest.param("audio", False, {"extractAudio": {"codec": "MP3"}}, id="extract-audio"),
+    ],
+)
 async def test_damage_past_the_upload_decode_ends_the_job_as_corrupt(
-    settings_factory: Callable[..., Settings], tmp_path: Path
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    kind: str,
+    flip: bool,
+    operation: dict[str, object],
 ) -> None:
-    # a 4 s video whose picture at 2.5 s has one byte changed: damage a decoder paints over
-    # (error concealment) unless told to report it; the upload decodes the first second
+    # a 4 s video damaged at 2.5 s; the upload decodes the first second only
     settings = settings_factory(upload_decode_seconds=1.0)
-    late = damage(make_video(tmp_path / "late.mp4", seconds=4.0), "video", 2.49, 2.51, flip=True)
+    late = damage(make_video(tmp_path / "late.mp4", seconds=4.0), kind, 2.49, 2.51, flip=flip)
     async with serving(settings) as live:
         upload = await upload_stream(live, late.read_bytes(), "late.mp4")
         assert upload.status_code == 201, upload.text
-        media_id = upload.json()["media"]["id"]
-        job = await process_video(live, media_id, [{"transcode": {"quality": "LOW"}}])
+        job = await process_video(live, upload.json()["media"]["id"], [operation])
         final = (await follow(live, job))[-1]
     assert final["status"] == "FAILED", final
     assert final["error"]["code"] == "MEDIA_CORRUPT", final["error"]
