@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     # a video or audio file
     max_video_pixels: int = Field(default=DEFAULT_MAX_VIDEO_PIXELS, ge=1)
     max_media_seconds: float = Field(default=DEFAULT_MAX_MEDIA_SECONDS, gt=0)
+    # an upload is decoded before it is kept, so that damage is refused at once: images
+    # whole, video and audio from the start up to these seconds of media and pixels of video
+    # frames, whichever comes first (damage past them is found by processing jobs)
+    upload_decode_seconds: float = Field(default=60.0, ge=0)
+    upload_decode_pixels: int = Field(default=2_000_000_000, ge=0)
     # processing work runs in child processes with a memory ceiling, killed when its job
     # times out or is canceled; false runs it in threads of the worker (no ceiling, and the
     # work of a timed-out job runs on until it ends)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import struct
 import zlib
 from collections.abc import Sequence
@@ -205,3 +206,100 @@ def mjpeg_mkv(sizes: Sequence[int], declared: int | None = None) -> bytes:
             packet.time_base = Fraction(1, 1)
             container.mux(packet)
     return out.getvalue()
+
+
+# -- damaged files: valid headers, broken data ------------------------------------------
+
+
+def damaged_png(width: int = 64, height: int = 48) -> bytes:
+    """A quadrant PNG with an intact signature, IHDR and IEND, whose IDAT (with a correct
+    CRC, so only decoding finds it) holds bytes that are not a zlib stream."""
+    good = encoded(quadrants(width, height), "PNG")
+    start = good.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", good[start : start + 4])
+    garbage = bytes((index * 37 + 11) % 256 for index in range(length))
+    return good[:start] + _png_chunk(b"IDAT", garbage) + good[start + 12 + length :]
+
+
+def truncated_jpeg(width: int = 640, height: int = 480) -> bytes:
+    """A quadrant JPEG cut off halfway through its compressed scan (no end marker)."""
+    whole = jpeg(width, height)
+    scan = whole.index(b"\xff\xda")
+    return whole[: scan + (len(whole) - scan) // 2]
+
+
+def gif_with_broken_frame(frames: int = 5, broken: int = 2) -> bytes:
+    """An animated GIF whose frame ``broken`` (counted from 0) has LZW codes that name no
+    table entry; the frames before and after it are sound."""
+    data = bytearray(animated_gif(frames))
+    flags = data[10]
+    position = 13 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0)
+    frame = 0
+    while data[position] != 0x3B:
+        if data[position] == 0x21:  # an extension: its label, then sub-blocks
+            position += 2
+        else:  # an image descriptor, its colour table, then the LZW code size
+            local = data[position + 9]
+            position += 11 + (3 * (2 << (local & 7)) if local & 0x80 else 0)
+            if frame == broken:
+                size = data[position]
+                data[position + 1 : position + 1 + size] = b"\xff" * size
+            frame += 1
+        while data[position]:
+            position += data[position] + 1
+        position += 1
+    return bytes(data)
+
+
+def packets(path: Path, kind: str) -> list[tuple[float, int, int]]:
+    """(time, file offset, size) of every packet of the first ``kind`` stream of ``path``."""
+    with av.open(str(path)) as container:
+        stream = container.streams.get(**{kind: 0})[0]
+        return [
+            (float(packet.pts * packet.time_base), packet.pos, packet.size)
+            for packet in container.demux(stream)
+            if packet.size and packet.pts is not None and packet.time_base is not None
+        ]
+
+
+def damage(path: Path, kind: str, start: float, end: float, flip: bool = False) -> Path:
+    """Damage, in place, the packets of ``path``'s first ``kind`` stream that start between
+    ``start`` and ``end`` seconds, leaving their first bytes (headers) and the container
+    intact: garbage over the rest of each, or with ``flip`` one byte changed in the middle
+    (damage a decoder can paint over)."""
+    data = bytearray(path.read_bytes())
+    hit = 0
+    for time, position, size in packets(path, kind):
+        if start <= time < end and size > 16:
+            hit += 1
+            if flip:
+                data[position + size // 2] ^= 0x55
+            else:
+                data[position + 8 : position + size] = random.Random(position).randbytes(size - 8)
+    assert hit, f"no {kind} packet between {start} and {end} s"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def tone(path: Path, format: str, codec: str, seconds: float = 3.0, rate: int = 44_100) -> Path:
+    """A mono 440 Hz tone encoded with ``codec`` in a ``format`` file."""
+    with av.open(str(path), "w", format=format) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        total, chunk = round(seconds * rate), 1152
+        for start in range(0, total, chunk):
+            samples = min(chunk, total - start)
+            frame = AudioFrame(format="s16", layout="mono", samples=samples)
+            frame.planes[0].update(
+                b"".join(
+                    round(8000 * math.sin(2 * math.pi * 440 * (start + i) / rate)).to_bytes(
+                        2, "little", signed=True
+                    )
+                    for i in range(samples)
+                )
+            )
+            frame.sample_rate, frame.pts = rate, start
+            frame.time_base = Fraction(1, rate)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

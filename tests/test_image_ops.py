@@ -32,7 +32,9 @@ from tests.media import (
     animated_gif,
     animation,
     blank_png,
+    damaged_png,
     encoded,
+    gif_with_broken_frame,
     jpeg,
     png_with_alpha,
     quadrants,
@@ -181,6 +183,10 @@ def _damaged() -> list[object]:
         pytest.param(png[: len(png) // 2], id="truncated-png"),
         pytest.param(photo[: len(photo) // 2], id="truncated-jpeg"),
         pytest.param(b"GIF89a" + garbage, id="gif-signature-then-garbage"),
+        # sound headers (signature, IHDR, IEND with correct CRCs), an IDAT that is no zlib
+        # stream: a decode that failed once must not come back as a black picture
+        pytest.param(damaged_png(300, 200), id="png-idat-not-zlib"),
+        pytest.param(gif_with_broken_frame(5, broken=2), id="gif-broken-middle-frame"),
     ]
 
 

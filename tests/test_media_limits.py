@@ -92,7 +92,8 @@ async def test_a_video_is_bounded_by_its_frame_size_and_duration(
 async def test_a_frame_larger_than_its_header_declares_ends_the_job(
     settings_factory: Callable[..., Settings],
 ) -> None:
-    settings = settings_factory(max_video_pixels=100_000)
+    # the upload decodes the first 1.5 s only (a full decode would refuse the file at once)
+    settings = settings_factory(max_video_pixels=100_000, upload_decode_seconds=1.5)
     async with serving(settings) as live:
         # the header and the first frame say 256x256 (65,536 pixels); the third frame is
         # 2048x2048: the upload is taken, the job that decodes that frame is refused

@@ -46,6 +46,7 @@ from gql_media.errors import (
 )
 from tests.fakes import RecordingContext, image_request, pixels, serving
 from tests.fakes.replicate_server import FakeReplicate, Script, running_replicate
+from tests.media import damaged_png
 from tests.support import JOB_FIELDS, free_port, graphql_ws, start_server
 
 VERSION = "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa"
@@ -331,6 +332,15 @@ async def test_outputs_that_are_not_images_are_refused(
     fake.script = Script(file_type=file_type, file_body=file_body)
     error = await failure_of(provider)
     assert error.code is ErrorCode.PROVIDER_BAD_OUTPUT and not error.retryable
+
+
+async def test_a_damaged_image_output_is_refused(
+    fake: FakeReplicate, provider: ReplicateProvider
+) -> None:
+    # a PNG whose chunks (and their CRCs) are sound and whose pixel data is no zlib stream
+    fake.script = Script(file_type="image/png", file_body=damaged_png())
+    error = await failure_of(provider)
+    assert error.code is ErrorCode.PROVIDER_BAD_OUTPUT and "damaged" in error.message
 
 
 async def test_a_declared_type_is_checked_even_when_the_bytes_are_an_image(

@@ -179,8 +179,8 @@ def inspect_image(
 ) -> GeneratedImage:
     """``data`` as a GeneratedImage whose type and size come from the bytes themselves.
 
-    Raises PROVIDER_BAD_OUTPUT when Pillow cannot read the bytes, finds another type than
-    ``allowed_types``, or the image has more than ``max_pixels`` pixels.
+    Raises PROVIDER_BAD_OUTPUT when Pillow cannot read or decode the bytes, finds another
+    type than ``allowed_types``, or the image has more than ``max_pixels`` pixels.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -193,6 +193,14 @@ def inspect_image(
         raise _bad_output(f"the provider's output is {kind or 'an unsupported image type'}")
     if max_pixels is not None and width * height > max_pixels:
         raise _bad_output(f"the provider's output has {width}x{height} pixels, over the limit")
+    try:
+        # verify() checks a PNG's chunk checksums, not its compressed pixels: decode them
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _bad_output(f"the provider's output is a damaged image: {exc}") from exc
     return GeneratedImage(data=data, content_type=kind, width=width, height=height)
 
 

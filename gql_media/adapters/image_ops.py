@@ -190,10 +190,34 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     return image
 
 
+def _load(image: Image.Image) -> None:
+    """Decode the current frame of ``image``; MEDIA_CORRUPT when its data is damaged.
+
+    The first decode of a frame must be this one: Pillow forgets a decode that failed, and a
+    second ``load()`` returns the blank canvas it had allocated, as if nothing were wrong.
+    """
+    try:
+        image.load()
+    except MemoryError:
+        raise  # over the memory ceiling, not damaged: see adapters.isolation
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(ErrorCode.TOO_MANY_PIXELS, f"the picture is too large: {exc}") from exc
+    except Exception as exc:
+        raise MediaError(ErrorCode.MEDIA_CORRUPT, f"the image file is damaged: {exc}") from exc
+
+
 def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 to 8), 1 when there is none or it cannot be read."""
+    if image.format == "PNG":
+        # a PNG's EXIF may follow its pixels, so Pillow decodes the picture to read it: decode
+        # here, where damage is reported, not inside the tolerant read below
+        _load(image)
     try:
         value = image.getexif().get(0x0112, 1)
+    except MemoryError:
+        raise
     except Exception:
+        # a malformed EXIF block is not damage to the pixels: the picture is shown as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -261,32 +285,45 @@ def probe_image(
     decode: bool = True,
     max_animation_pixels: int = DEFAULT_MAX_ANIMATION_PIXELS,
 ) -> ImageInfo:
-    """What the image is. With ``decode``, it is decoded (cheaply: JPEG at 1/8 scale) so
-    damage shows now; without, only its header is read."""
+    """What the image is. With ``decode``, every frame is decoded so that damage shows now
+    (within the bounds on pixels and frames, checked first); a JPEG is decoded at 1/8 scale,
+    which still reads every byte of its compressed data. Without, only the header is read
+    (and, for a PNG, the pixels: see ``_orientation``)."""
     with _open(path, max_pixels) as image:
         fmt = str(image.format)
         frames = _frame_count(image, path, max_pixels, max_animation_pixels)
-        orientation = _orientation(image)
         width, height = image.size
         if decode:
             _check_decodes(image, frames)
+        orientation = _orientation(image)
     if orientation in _SWAPS_AXES:
         width, height = height, width
     return ImageInfo(fmt, content_type_for(fmt), width, height, frames, orientation)
 
 
 def _check_decodes(image: Image.Image, frames: int) -> None:
-    try:
-        if image.format == "JPEG":
-            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-        image.load()
-        if frames > 1:
-            image.seek(frames - 1)
-            image.load()
-    except MemoryError:
-        raise  # over the memory ceiling, not damaged: see adapters.isolation
-    except Exception as exc:
-        raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
+    """Decode every frame of ``image`` (its frames were counted and bounded); MEDIA_CORRUPT
+    at the first damaged one. Leaves ``image`` at its first frame."""
+    if image.format == "JPEG":
+        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    for index in range(frames):
+        if index:
+            try:
+                image.seek(index)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                raise MediaError(
+                    ErrorCode.MEDIA_CORRUPT, f"frame {index + 1} of the image is damaged"
+                ) from exc
+        _load(image)
+    if frames > 1:
+        try:
+            image.seek(0)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise MediaError(ErrorCode.MEDIA_CORRUPT, "the image file is damaged") from exc
 
 
 def _pixels_guard(width: int, height: int, max_pixels: int) -> None:
@@ -348,8 +385,8 @@ def _decode(path: Path, variants: Sequence[Variant], max_pixels: int) -> Image.I
                 need_h = max(n[1] for n in needs if n is not None)
                 stored = (need_h, need_w) if orientation in _SWAPS_AXES else (need_w, need_h)
                 image.draft(image.mode if image.mode in ("RGB", "L") else "RGB", stored)
+        _load(image)
         try:
-            image.load()
             decoded = _eight_bit(ImageOps.exif_transpose(image))
             if decoded.mode not in ("RGB", "RGBA", "L", "LA"):
                 decoded = decoded.convert("RGBA" if _has_alpha(decoded) else "RGB")
@@ -490,6 +527,7 @@ def _text_watermark(image: Image.Image, op: TextWatermark) -> Image.Image:
 
 def _image_watermark(image: Image.Image, op: ImageWatermark, max_pixels: int) -> Image.Image:
     with _open(op.source, max_pixels) as opened:
+        _load(opened)
         try:
             mark = _eight_bit(ImageOps.exif_transpose(opened)).convert("RGBA")
         except MemoryError:

@@ -9,6 +9,14 @@ Every function is bounded by ``Limits``: a file whose header declares frames or 
 over them is refused before anything is decoded, and the decoder refuses any frame over the
 pixel limit, so a stream that declares a small size and then carries huge frames is refused
 at the first of them.
+
+Damage is never passed on silently. FFmpeg's decoders hide it by default: they skip what
+they cannot read and paint over broken pictures (error concealment), so a damaged file
+would turn into a glitched or shortened output. Here every decoder checks the CRCs its
+format carries and stops at the first error (``err_detect``), video decoders run with the
+error resilience that marks a concealed picture as corrupt (single or frame threads, never
+slice threads alone, which turn it off), and any error from demuxing or decoding, or a frame
+marked corrupt, is MEDIA_CORRUPT. ``check_media`` decodes an upload this way from its start.
 """
 
 from __future__ import annotations
@@ -65,6 +73,19 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """How much of a file ``check_media`` decodes: seconds of media from the start, and
+    pixels of decoded video frames, whichever runs out first."""
+
+    seconds: float
+    pixels: int
+
+
+# the decoder options that make damage an error instead of something concealed
+_STRICT_DECODING = {"err_detect": "crccheck+explode"}
+
+
+@dataclass(frozen=True, slots=True)
 class MediaInfo:
     kind: Literal["video", "audio"]
     content_type: str
@@ -115,6 +136,7 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
     if not _sniff(path):
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a supported media type")
     try:
+        # tags that are not valid UTF-8 are dropped: they are not part of the media
         container = av.open(str(path), metadata_errors="ignore")
     except MemoryError:
         raise  # over the memory ceiling, not damaged: see adapters.isolation
@@ -130,9 +152,21 @@ def _opened(path: Path) -> Iterator[av.container.InputContainer]:
     except av.error.InvalidDataError as exc:
         raise MediaError(ErrorCode.MEDIA_CORRUPT, f"the media file is damaged: {exc}") from exc
     except av.FFmpegError as exc:
+        # decoding errors became MediaError in ``_bounded``: this is the output side
         raise MediaError(ErrorCode.PROCESSING_FAILED, f"FFmpeg failed: {exc}") from exc
     finally:
         container.close()
+
+
+def _strict(stream: VideoStream | AudioStream) -> None:
+    """Have the decoder of ``stream`` report damage (see the module's docstring); call before
+    the first decode."""
+    context = stream.codec_context
+    context.options = {**context.options, **_STRICT_DECODING}
+    if isinstance(stream, VideoStream):
+        # with frame threads (or one thread) error resilience stays on; slice threads, PyAV's
+        # default, turn it off and concealed pictures carry no mark
+        stream.thread_type = "AUTO"
 
 
 def _video_stream(container: av.container.InputContainer) -> VideoStream | None:
@@ -199,6 +233,15 @@ def _bounded(frames: Iterable[FrameT], limits: Limits) -> Iterator[FrameT]:
                 ErrorCode.TOO_MANY_PIXELS,
                 f"a video frame exceeds the limit of {limits.pixels} pixels",
             ) from exc
+        except MemoryError:
+            raise  # FFmpeg's ENOMEM too: over the memory ceiling, see adapters.isolation
+        except av.FFmpegError as exc:
+            # reading or decoding the source failed: whatever FFmpeg calls it (invalid data,
+            # a failed CRC, EPERM from the AAC decoder...), the file is damaged
+            raise MediaError(ErrorCode.MEDIA_CORRUPT, f"the media file is damaged: {exc}") from exc
+        if frame.is_corrupt:
+            at = f" at {frame.time:.3f} s" if frame.time is not None else ""
+            raise MediaError(ErrorCode.MEDIA_CORRUPT, f"the media file is damaged{at}")
         if isinstance(frame, VideoFrame) and frame.width * frame.height > limits.pixels:
             raise MediaError(
                 ErrorCode.TOO_MANY_PIXELS,
@@ -220,13 +263,15 @@ def _rotation(frame: VideoFrame) -> int:
 def _first_frame(
     container: av.container.InputContainer, stream: VideoStream, limits: Limits
 ) -> VideoFrame:
+    _strict(stream)
     for frame in _bounded(container.decode(stream), limits):
         return frame
     raise MediaError(ErrorCode.MEDIA_CORRUPT, "the video has no decodable frame")
 
 
 def probe_media(path: Path, limits: Limits = Limits()) -> MediaInfo:
-    """What a video or audio file is; decodes its first frame so damage shows now."""
+    """What a video or audio file is; decodes its first video frame (``check_media``
+    decodes more)."""
     with _opened(path) as container:
         known = _CONTAINERS.get(container.format.name)
         if known is None:
@@ -273,6 +318,28 @@ def probe_media(path: Path, limits: Limits = Limits()) -> MediaInfo:
         )
 
 
+def check_media(path: Path, limits: Limits, budget: Budget) -> None:
+    """Decode the video and audio of ``path`` from the start until ``budget`` is spent or
+    the file ends; MediaError MEDIA_CORRUPT at the first damage FFmpeg reports. The bounds
+    of ``limits`` hold as in every decode.
+
+    What FFmpeg cannot see stays unseen: PCM audio (WAV) has no redundancy, so any bytes
+    are samples, and demuxers that resynchronise (Ogg pages failing their CRC, MPEG audio
+    between frame headers) drop what they skip without an error."""
+    with _opened(path) as container:
+        vstream, astream = _video_stream(container), _audio_stream(container)
+        _check_declared(container, vstream, astream, limits)
+        streams = [s for s in (vstream, astream) if s is not None]
+        for stream in streams:
+            _strict(stream)
+        pixels = 0
+        for frame in _bounded(_demuxed(container, streams, until=budget.seconds), limits):
+            if isinstance(frame, VideoFrame):
+                pixels += frame.width * frame.height
+                if pixels > budget.pixels:
+                    return
+
+
 def _is_quicktime(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(12)[8:12] == b"qt  "
@@ -302,7 +369,7 @@ def _needs_video(container: av.container.InputContainer, limits: Limits) -> Vide
     if stream is None:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file has no video track")
     _check_declared(container, stream, _audio_stream(container), limits)
-    stream.thread_type = "AUTO"
+    _strict(stream)
     return stream
 
 
@@ -381,6 +448,8 @@ def transcode(
         av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output,
     ):
         vin, ain = _needs_video(container, limits), _audio_stream(container)
+        if ain is not None:
+            _strict(ain)
         rate = Fraction(vin.average_rate or vin.guessed_rate or 30).limit_denominator(1001)
         vout = output.add_stream("libx264", rate=rate)
         vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
@@ -414,9 +483,14 @@ def transcode(
 
 
 def _demuxed(
-    container: av.container.InputContainer, streams: list[Any]
+    container: av.container.InputContainer, streams: list[Any], until: float | None = None
 ) -> Iterator[VideoFrame | AudioFrame]:
+    """The frames of ``streams``, decoded in file order; with ``until``, no packet that
+    starts later than that many seconds is decoded."""
     for packet in container.demux(streams):
+        if until is not None and packet.pts is not None and packet.time_base is not None:
+            if packet.pts * packet.time_base > until:
+                return
         for frame in packet.decode():
             if isinstance(frame, VideoFrame | AudioFrame):
                 yield frame
@@ -440,6 +514,7 @@ def extract_audio(
         ain = _audio_stream(container)
         if ain is None:
             raise MediaError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file has no audio track")
+        _strict(ain)
         sample_rate = ain.codec_context.sample_rate or 48_000
         if rates is not None and sample_rate not in rates:
             sample_rate = min(rates, key=lambda r: (abs(r - sample_rate), -r))

@@ -88,8 +88,9 @@ def video_limits(settings: Settings) -> video.Limits:
 
 
 def identify(path: Path, settings: Settings) -> Identified:
-    """What the file is, by its content; raises MediaError for anything unsupported or over
-    the media bounds of ``settings``."""
+    """What the file is, by its content; raises MediaError for anything unsupported, over
+    the media bounds of ``settings``, or damaged: an image is decoded whole, video and audio
+    up to the upload decode budget."""
     try:
         image = image_ops.probe_image(
             path,
@@ -102,7 +103,10 @@ def identify(path: Path, settings: Settings) -> Identified:
     else:
         info = {"kind": "image", "format": image.format, "frames": image.frames}
         return Identified("image", image.content_type, image.width, image.height, info)
-    media = video.probe_media(path, video_limits(settings))
+    limits = video_limits(settings)
+    media = video.probe_media(path, limits)
+    budget = video.Budget(settings.upload_decode_seconds, settings.upload_decode_pixels)
+    video.check_media(path, limits, budget)
     return Identified(media.kind, media.content_type, media.width, media.height, media.to_dict())
 
 
