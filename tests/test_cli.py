@@ -32,6 +32,13 @@ async def gql_media(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.fixture
+def settings(settings_factory: Any) -> Settings:
+    """Jobs of the built-in provider that take about a second (4 steps of 0.25 s), so the
+    CLI, which follows a job from the moment it is created, sees it RUNNING."""
+    return settings_factory(local_step_delay=0.25)  # type: ignore[no-any-return]
+
+
 async def test_generate_waits_with_progress_and_saves_the_images(
     server: LiveServer, tmp_path: Path
 ) -> None:
