@@ -21,13 +21,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from gql_media.adapters import redis as redis_adapter
 from gql_media.db.models import JobRow
-from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import auth
+from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 from tests.media import jpeg
 from tests.support import graphql_ws, start_server
-from tests.test_security import Keys, Secured
+from tests.test_security import Secured, make_keys
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
 SLOW = {"provider": "mock", "extra": {"delayMs": 60_000}}  # stays unfinished for the test
@@ -76,10 +75,7 @@ async def serving(settings_factory: Any, **overrides: Any) -> AsyncIterator[Serv
     }
     settings = settings_factory(**values)
     fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
-    async with open_runtime(settings, fake) as runtime:
-        made = {}
-        for name in ("alice", "bob", "admin", "revoked"):
-            _, made[name] = await auth.create_key(runtime.deps, name, admin=name == "admin")
+    keys = await make_keys(settings, fake)
     served: list[Runtime] = []
 
     @asynccontextmanager
@@ -89,7 +85,7 @@ async def serving(settings_factory: Any, **overrides: Any) -> AsyncIterator[Serv
             yield
 
     async with start_server(settings, fake, with_worker=True, background=worker) as live:
-        yield Served(live, Keys(**made), settings, served[0])
+        yield Served(live, keys, settings, served[0])
 
 
 async def until(condition: Callable[[], bool]) -> None:

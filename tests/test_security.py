@@ -77,13 +77,19 @@ async def secured(settings_factory: Any, **overrides: Any) -> AsyncIterator[Secu
     values.update(overrides)
     settings = settings_factory(**values)
     fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    keys = await make_keys(settings, fake)
+    async with start_server(settings, fake, with_worker=True) as live:
+        yield Secured(live, keys, settings)
+
+
+async def make_keys(settings: Settings, fake: Any) -> Keys:
+    """alice, bob, an admin key, and a key that is revoked at once."""
     async with open_runtime(settings, fake) as runtime:
         made = {}
         for name in ("alice", "bob", "admin", "revoked"):
             _, made[name] = await auth.create_key(runtime.deps, name, admin=name == "admin")
         assert await auth.revoke_key(runtime.deps, "revoked")
-    async with start_server(settings, fake, with_worker=True) as live:
-        yield Secured(live, Keys(**made), settings)
+    return Keys(**made)
 
 
 @pytest.fixture

@@ -505,29 +505,14 @@ async def _video_op(
     out = deps.storage.scratch_path()
     try:
         if op.kind == "transcode":
-            info = await _offload(
-                deps,
-                context,
-                video.transcode,
-                source,
-                out,
-                target_height=op.options["target_height"],
-                quality=op.options["quality"],
-                limits=limits,
-                share=share,
-            )
+            work: Callable[..., Any] = video.transcode
+            options = {key: op.options[key] for key in ("target_height", "quality")}
         else:
-            info = await _offload(
-                deps,
-                context,
-                video.extract_audio,
-                source,
-                out,
-                codec=op.options["codec"],
-                bitrate=op.options["bitrate"],
-                limits=limits,
-                share=share,
-            )
+            work = video.extract_audio
+            options = {key: op.options[key] for key in ("codec", "bitrate")}
+        info = await _offload(
+            deps, context, work, source, out, limits=limits, share=share, **options
+        )
     except BaseException:
         out.unlink(missing_ok=True)
         raise
