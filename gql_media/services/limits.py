@@ -102,12 +102,11 @@ async def hold_active_job_slot(
     """In the caller's transaction, before it queues a job: UserError TOO_MANY_ACTIVE_JOBS
     when the key already has its most unfinished jobs, else the key stays locked until the
     transaction ends (so no other request of the key can pass this check meanwhile)."""
-    limit = settings.max_active_jobs
-    if principal.key_id is None or not limit:
+    if principal.key_id is None or not settings.max_active_jobs:
         return
-    await lock_owners(connection, [principal.key_id])
-    if (await active_jobs(connection, [principal.key_id])).get(principal.key_id, 0) >= limit:
-        raise too_many_active_jobs(limit)
+    (refusal,) = await active_jobs_cap(settings)(connection, [{"owner_id": principal.key_id}])
+    if refusal is not None:
+        raise refusal
 
 
 def capped(settings: Settings) -> Guarded:
