@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Coroutine
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from gql_media import client_cli
 from gql_media.observability import logs as observability_logs
 from gql_media.settings import Settings
 
@@ -217,163 +215,20 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> None:
     sys.exit(bench(args))
 
 
-# exit codes of the client commands
-EXIT_OK, EXIT_JOB_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
-    sys.exit(asyncio.run(_client_command(_generate, args)))
-
-
-def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
-    sys.exit(asyncio.run(_client_command(_jobs, args)))
-
-
-async def _client_command(command: Any, args: argparse.Namespace) -> int:
-    from gql_media.client import Client, ClientError
-
-    async with Client(args.url, args.key) as client:
-        try:
-            code: int = await command(client, args)
-        except ClientError as exc:
-            print(f"error {exc.code}: {exc}", file=sys.stderr)
-            return EXIT_UNREACHABLE if exc.code == "CONNECTION_FAILED" else EXIT_REJECTED
-    return code
-
-
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    try:
-        return int(width), int(height or width)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x512, not {text!r}") from None
-
-
-def _print_user_errors(errors: list[dict[str, Any]]) -> int:
-    for error in errors:
-        field = f" ({error['field']})" if error.get("field") else ""
-        print(f"error {error['code']}{field}: {error['message']}", file=sys.stderr)
-    return EXIT_REJECTED
-
-
-async def _generate(client: Any, args: argparse.Namespace) -> int:
-    from gql_media.client import GENERATE
-
-    width, height = args.size
-    fields: dict[str, Any] = {
-        "prompt": args.prompt,
-        "width": width,
-        "height": height,
-        "numOutputs": args.num,
-        "outputFormat": args.format.upper(),
-    }
-    for name, value in (("provider", args.provider), ("model", args.model), ("seed", args.seed)):
-        if value is not None:
-            fields[name] = value
-    payload = (await client.execute(GENERATE, {"input": fields}))["generateImage"]
-    if payload["userErrors"]:
-        return _print_user_errors(payload["userErrors"])
-    job = payload["job"]
-    print(job["id"])
-    if not (args.wait or args.out):
-        return EXIT_OK
-    return await _wait_and_save(client, job, args.out)
-
-
-async def _wait_and_save(client: Any, job: dict[str, Any], out: str | None) -> int:
-    bar = _ProgressBar()
-    async for update in client.follow(job["id"]):
-        job = update
-        bar.show(job["status"], job["progress"])
-    bar.close()
-    if job["status"] != "SUCCEEDED":
-        error = job.get("error") or {}
-        print(
-            f"job {job['status']}: {error.get('code', '')} {error.get('message', '')}".rstrip(),
-            file=sys.stderr,
-        )
-        return EXIT_JOB_FAILED
-    target = Path(out or ".")
-    target.mkdir(parents=True, exist_ok=True)
-    for index, output in enumerate(job["outputs"]):
-        # the extension of the URL's path: signed URLs carry a query string
-        suffix = PurePosixPath(urlsplit(output["url"]).path).suffix
-        path = target / f"{job['id']}-{output.get('name') or index}{suffix}"
-        await client.download(output["url"], path)
-        print(path)
-    return EXIT_OK
-
-
-class _ProgressBar:
-    """A progress line on stderr: redrawn in place on a terminal, one line per state if not."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last: str | None = None
-
-    def show(self, status: str, progress: float) -> None:
-        filled = int(progress * 30)
-        line = f"[{'#' * filled}{'.' * (30 - filled)}] {progress * 100:5.1f}% {status}"
-        if self.tty:
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-        elif status != self.last:
-            print(line, file=sys.stderr, flush=True)
-        self.last = status
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
-
-
-async def _jobs(client: Any, args: argparse.Namespace) -> int:
-    from gql_media import client as api
-
-    if args.action == "list":
-        variables: dict[str, Any] = {"first": args.first}
-        if args.status:
-            variables["filter"] = {"status": [s.upper() for s in args.status]}
-        page = (await client.execute(api.LIST_JOBS, variables))["jobs"]
-        for edge in page["edges"]:
-            job = edge["node"]
-            print(
-                f"{job['id']}  {job['status']:<9} {job['progress'] * 100:5.1f}%  "
-                f"{job['kind']:<14} {job['provider']:<8} {(job['prompt'] or '')[:40]}"
-            )
-        print(f"{len(page['edges'])} of {page['totalCount']}", file=sys.stderr)
-        return EXIT_OK
-    if args.id is None:
-        print(f"gql-media jobs {args.action} needs a job id", file=sys.stderr)
-        return EXIT_REJECTED
-    if args.action == "show":
-        job = (await client.execute(api.GET_JOB, {"id": args.id}))["job"]
-        if job is None:
-            print(f"error NOT_FOUND: no job {args.id}", file=sys.stderr)
-            return EXIT_REJECTED
-        print(json.dumps(job, indent=2))
-        return EXIT_OK
-    query, field = (api.CANCEL, "cancelJob") if args.action == "cancel" else (api.RETRY, "retryJob")
-    payload = (await client.execute(query, {"id": args.id}))[field]
-    if payload["userErrors"]:
-        return _print_user_errors(payload["userErrors"])
-    print(f"{payload['job']['id']} {payload['job']['status']}")
-    return EXIT_OK
-
-
-def _client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("GQL_MEDIA_URL", "http://127.0.0.1:8000"),
-        help="the api (default: $GQL_MEDIA_URL or http://127.0.0.1:8000)",
-    )
-    parser.add_argument(
-        "--key", default=os.environ.get("GQL_MEDIA_API_KEY"), help="API key ($GQL_MEDIA_API_KEY)"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """Every command; the ones that are a client of a running api come from ``client_cli``."""
     parser = argparse.ArgumentParser(prog="gql-media", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_service_commands(commands)
+    client_cli.add_generate(commands)
+    _add_keys(commands)
+    client_cli.add_jobs(commands)
+    _add_bench(commands)
+    return parser
 
+
+def _add_service_commands(commands: Any) -> None:
+    """The commands that run the service: serve, api, worker, migrate, export-schema."""
     for name, func, help_text in (
         ("serve", cmd_serve, "run api, GraphiQL and a worker in one process"),
         ("api", cmd_api, "run the api (needs PostgreSQL and Redis)"),
@@ -400,24 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", help="write to this file instead of stdout")
     export.set_defaults(func=cmd_export_schema)
 
-    generate = commands.add_parser(
-        "generate",
-        help="submit a generateImage job; with --wait, follow it live and save the images",
-        epilog="exit status: 0 done, 1 job failed or canceled, 2 request refused, "
-        "3 api unreachable",
-    )
-    generate.add_argument("prompt")
-    generate.add_argument("--size", type=_size, default=(512, 512), help="WIDTHxHEIGHT")
-    generate.add_argument("--provider")
-    generate.add_argument("--model")
-    generate.add_argument("--num", type=int, default=1, help="number of images (1-4)")
-    generate.add_argument("--seed", type=int)
-    generate.add_argument("--format", default="png", choices=["png", "jpeg", "webp"])
-    generate.add_argument("--wait", action="store_true", help="show live progress until done")
-    generate.add_argument("--out", help="save the images here (implies --wait)")
-    _client_options(generate)
-    generate.set_defaults(func=cmd_generate)
 
+def _add_keys(commands: Any) -> None:
     keys = commands.add_parser(
         "keys",
         help="create, list or revoke API keys (talks to the database)",
@@ -429,14 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--admin", action="store_true", help="create: the key sees every owner")
     keys.set_defaults(func=cmd_keys)
 
-    jobs = commands.add_parser("jobs", help="list, show, cancel or retry jobs")
-    jobs.add_argument("action", choices=["list", "show", "cancel", "retry"])
-    jobs.add_argument("id", nargs="?")
-    jobs.add_argument("--status", action="append", help="list: only this status (repeatable)")
-    jobs.add_argument("--first", type=int, default=20, help="list: how many")
-    _client_options(jobs)
-    jobs.set_defaults(func=cmd_jobs)
 
+def _add_bench(commands: Any) -> None:
     from gql_media.bench.options import add_arguments as bench_arguments
 
     bench = commands.add_parser(
@@ -446,7 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@
         └── PermanentProviderError bad input, provider 4xx: failed at once
             └── MediaError         unsupported, corrupt or oversized media
 
-Every ``code`` is stable and documented in the README.
+Every ``code`` is stable and documented in docs/errors.md (the common ones in the README).
 """
 
 from __future__ import annotations

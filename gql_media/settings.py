@@ -21,7 +21,7 @@ DEFAULT_MAX_MEDIA_SECONDS = 10_800.0  # three hours of video or audio
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; the README's configuration table mirrors this class."""
+    """Every knob of the service; docs/configuration.md's tables mirror this class."""
 
     model_config = SettingsConfigDict(env_prefix="GQL_MEDIA_", extra="ignore")
 

@@ -1,11 +1,11 @@
-"""The README's code runs: every fenced block a reader would paste is executed, as printed,
-against a live api.
+"""The documentation's code runs: every fenced block a reader would paste is executed, as
+printed, against a live api.
 
-Which blocks: all of README.md's, except a block whose fence comes right after a line
-``<!-- not run: <reason> -->`` (what is not meant to be pasted: output, diagrams, other tools'
-configuration, and commands that install, deploy or run for minutes, each saying where else
-they are exercised). An unmarked block of a language that cannot be run fails, so a new block
-is either run or says why not.
+Which blocks: all of README.md's and of docs/*.md, except a block whose fence comes right
+after a line ``<!-- not run: <reason> -->`` (what is not meant to be pasted: output,
+diagrams, other tools' configuration, and commands that install, deploy or run for minutes,
+each saying where else they are exercised). An unmarked block of a language that cannot be
+run fails, so a new block is either run or says why not.
 
 How each language runs:
 
@@ -16,8 +16,9 @@ How each language runs:
   ``GQL_MEDIA_*`` variables it exports must be settings that ``Settings`` accepts.
 - ``python``: a script run by this venv's python.
 - ``js``: an ES module run by the machine's ``node`` (20 or newer) in tests/clients, whose
-  ``node_modules`` (``npm ci``, pinned by its package-lock.json) hold the packages the README
-  tells readers to install. Anything on stderr is a failure (the examples log errors there).
+  ``node_modules`` (``npm ci``, pinned by its package-lock.json) hold the packages the
+  documentation tells readers to install. Anything on stderr is a failure (the examples log
+  errors there).
 - ``graphql``: queries and mutations POSTed, subscriptions over graphql-transport-ws. No
   errors, no userErrors (but ``PROVIDER_NOT_CONFIGURED`` for the remote providers, which the
   test api has no account for), every job a mutation makes ends SUCCEEDED, and a subscription
@@ -65,6 +66,7 @@ from tests.support import LiveServer, graphql_ws, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 CLIENTS = ROOT / "tests" / "clients"
 NODE = shutil.which("node")
 TIMEOUT = 45.0
@@ -81,6 +83,7 @@ ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # the apis are the mo
 
 @dataclass(frozen=True)
 class Block:
+    path: str  # of its document, from the repository's root
     line: int  # of the opening fence, counting from 1
     lang: str
     text: str
@@ -90,10 +93,15 @@ class Block:
     def follows_a_job(self) -> bool:
         return "jobUpdated" in self.text and self.lang in ("python", "js")
 
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
 
-def readme_blocks(text: str) -> list[Block]:
+
+def document_blocks(document: Path) -> list[Block]:
+    path = document.relative_to(ROOT).as_posix()
     blocks: list[Block] = []
-    lines = text.splitlines()
+    lines = document.read_text().splitlines()
     index = 0
     while index < len(lines):
         if not lines[index].startswith("```"):
@@ -101,19 +109,19 @@ def readme_blocks(text: str) -> list[Block]:
             continue
         start, lang = index, lines[index][3:].strip()
         end = next((i for i in range(start + 1, len(lines)) if lines[i] == "```"), None)
-        assert end is not None, f"README.md:{start + 1}: a fence that is never closed"
+        assert end is not None, f"{path}:{start + 1}: a fence that is never closed"
         marker = NOT_RUN.fullmatch(lines[start - 1].strip()) if start else None
         body = "".join(f"{line}\n" for line in lines[start + 1 : end])
-        blocks.append(Block(start + 1, lang, body, marker["reason"] if marker else None))
+        blocks.append(Block(path, start + 1, lang, body, marker["reason"] if marker else None))
         index = end + 1
     return blocks
 
 
-BLOCKS = readme_blocks(README.read_text())
+BLOCKS = [block for document in DOCUMENTS for block in document_blocks(document)]
 
 
 def params(blocks: list[Block]) -> list[Any]:
-    return [pytest.param(block, id=f"L{block.line}-{block.lang}") for block in blocks]
+    return [pytest.param(block, id=f"{block.where}-{block.lang}") for block in blocks]
 
 
 RUN = [block for block in BLOCKS if not block.reason]
@@ -384,12 +392,12 @@ async def run_graphql(text: str, api: Api) -> None:
 @pytest.mark.parametrize("block", params(RUN))
 async def test_the_block_runs_as_printed(block: Block, apis: Apis, tmp_path: Path) -> None:
     assert block.lang in RUNNABLE, (
-        f"README.md:{block.line}: a `{block.lang or 'plain'}` block cannot be run; if it is not "
+        f"{block.where}: a `{block.lang or 'plain'}` block cannot be run; if it is not "
         "meant to be pasted, put `<!-- not run: <reason> -->` on the line before its fence"
     )
     if block.lang == "ts":
         shown = [path for path in CLIENTS.glob("*.ts") if path.read_text() == block.text]
-        assert shown, f"README.md:{block.line}: the block is no file of tests/clients"
+        assert shown, f"{block.where}: the block is no file of tests/clients"
         return
     if block.lang == "js" and (missing := _node_missing()):
         pytest.skip(missing)
@@ -432,7 +440,9 @@ async def test_a_follow_example_reports_an_unknown_id(
     assert "NOT_FOUND" in ran.out + ran.err, ran.explain()
 
 
-def test_every_fence_is_found() -> None:
-    """Also indented ones, which readme_blocks does not read: they would go unrun."""
-    fences = [line for line in README.read_text().splitlines() if line.lstrip().startswith("```")]
-    assert len(fences) == 2 * len(BLOCKS)
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: d.relative_to(ROOT).as_posix())
+def test_every_fence_is_found(document: Path) -> None:
+    """Also indented ones, which document_blocks does not read: they would go unrun."""
+    text = document.read_text()
+    fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
+    assert len(fences) == 2 * len(document_blocks(document))
