@@ -62,8 +62,9 @@ async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> No
     worker = await _worker(redis, queue, task, max_jobs=1)
     loop = asyncio.create_task(worker.poll_forever())
     try:
-        await redis.enqueue_job("task", "first", _queue_name=queue)
-        await redis.enqueue_job("task", "second", _queue_name=queue)
+        # ids in queue order where their scores (enqueue times in ms) are equal
+        await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-a")
+        await redis.enqueue_job("task", "second", _queue_name=queue, _job_id=f"{queue}-b")
         worker.wake()
         await asyncio.wait_for(started.wait(), 10)
         assert ran == ["first"] and worker.job_counter == 1

@@ -55,29 +55,27 @@ class JobQueue:
     async def enqueue(
         self, job_id: str, version: int, defer: float | None = None, event: bytes = b""
     ) -> bool:
-        """Queue ``job_id``, publishing ``event`` (the job's change, if any) first; jobs
-        queued meanwhile share the publishing and the wake-up. False when Redis is
-        unreachable (the reconciler will retry)."""
+        """Queue ``job_id``, then publish ``event`` (the job's change, if any) and wake idle
+        workers; jobs queued meanwhile share the publishing and the wake-up. False when
+        Redis is unreachable (the reconciler will retry)."""
         return await self._enqueue_batch(_Enqueue(job_id, version, defer, event))
 
     async def _send_enqueues(self, calls: list[_Enqueue]) -> list[bool]:
-        try:
-            # each change before its job can start, so that a subscriber sees it before the
-            # worker's
-            events = [call.event for call in calls if call.event]
-            if len(events) == 1:
-                await self._redis.publish(self._events, events[0])
-            elif events:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for event in events:
-                        pipe.publish(self._events, event)
-                    await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("could not enqueue jobs %s: %s", ", ".join(c.job_id for c in calls), exc)
-            return [False] * len(calls)
         done = await asyncio.gather(*(self._put(call) for call in calls))
-        if any(ok and not call.defer for ok, call in zip(done, calls, strict=True)):
-            await self._wake_workers()
+        # Then each job's change and one wake-up, in one round trip: a woken worker starts
+        # a job after its change was published. A worker that finds the job on its timer
+        # may publish its own change first; subscribers drop the older one as stale.
+        events = [call.event for ok, call in zip(done, calls, strict=True) if ok and call.event]
+        due = any(ok and not call.defer for ok, call in zip(done, calls, strict=True))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.publish(self._events, event)
+                if due:
+                    pipe.publish(self._wake, b"1")
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # the jobs are queued: workers find them
+            log.warning("could not publish the changes of queued jobs: %s", exc)
         return list(done)
 
     async def _put(self, call: _Enqueue) -> bool:

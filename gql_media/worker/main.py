@@ -56,10 +56,10 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     # the module docstring), and an entry left at the head of the queue would be read again
     # by every worker until this run ends.
     redis: ArqRedis = ctx["redis"]
-    with contextlib.suppress(RedisError, OSError):
-        await redis.zrem(keys.queue_name(deps.settings.redis_namespace), ctx["job_id"])
+    leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
     try:
         outcome = await runner.run_job(deps, job_id)
+        await leave
     except asyncio.CancelledError:
         # The worker stops: the runner handed the job back under a new version, so arq's
         # stored call of this one, which arq keeps to run a canceled job again, is dropped.
@@ -67,6 +67,11 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
             await asyncio.shield(redis.delete(*arq_keys(ctx["job_id"])))
         raise
     return outcome.value
+
+
+async def _leave_queue(redis: ArqRedis, deps: Deps, arq_id: str) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await redis.zrem(keys.queue_name(deps.settings.redis_namespace), arq_id)
 
 
 async def deliver_webhook_task(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
