@@ -78,6 +78,31 @@ async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> No
         await redis_adapter.close(redis)
 
 
+async def test_one_wake_up_drains_a_queue_of_quick_jobs() -> None:
+    """Jobs that end while a read of the queue starts others free slots the read no longer
+    sees: the worker reads again at once instead of leaving the rest to its timer."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    count, done = 0, asyncio.Event()
+
+    async def task(ctx: dict[str, Any], n: int) -> None:
+        nonlocal count
+        count += 1
+        if count == 60:
+            done.set()
+
+    for n in range(60):
+        await redis.enqueue_job("task", n, _queue_name=queue)
+    worker = await _worker(redis, queue, task, max_jobs=4)
+    loop = asyncio.create_task(worker.poll_forever())  # its first read: no timer after it
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
 async def test_with_wake_ups_off_a_wake_up_does_nothing() -> None:
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
     worker = WakeableWorker(

@@ -12,7 +12,8 @@ ends) that a slot freed while jobs waited for one.
 What it relies on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
 free slots allow; ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
-``Worker.job_counter``, ``max_jobs``, ``allow_pick_jobs`` and ``poll_delay_s``.
+``Worker.job_counter``, ``max_jobs``, ``poll_delay_s`` and ``tasks`` (a started job's task
+under its id until a read of the queue drops it when done).
 
 ``GQL_MEDIA_WORKER_WAKEUPS=false`` switches it off: the worker then reads its queue only on
 arq's schedule (``_poll_iteration`` every ``poll_delay``), and a job waits up to that long.
@@ -45,6 +46,8 @@ class WakeableWorker(Worker):
         self._wake = asyncio.Event()
         # the last read of the queue found every slot busy: entries may wait for one
         self._backlog = False
+        # a read of the queue is under way; a slot freed during it
+        self._polling = self._freed = False
         self._redis_down_since: float | None = None
 
     def wake(self) -> None:
@@ -69,6 +72,8 @@ class WakeableWorker(Worker):
 
     async def _poll_safely(self) -> None:
         """One read of the queue; while Redis is down, log and back off instead of dying."""
+        before = set(self.tasks)
+        self._polling, self._freed = True, False
         try:
             await self._poll_iteration()
             self._redis_down_since = None
@@ -78,14 +83,21 @@ class WakeableWorker(Worker):
                 log.warning("worker lost Redis: %s; retrying", exc)
             await asyncio.sleep(min(1.0, self.poll_delay_s * 4))
             return
-        # every slot is busy: what the read left on the queue waits for the next free one
-        self._backlog = self.job_counter >= self.max_jobs
+        finally:
+            self._polling = False
+        if self.job_counter >= self.max_jobs:
+            self._backlog = True  # what the read left waits for the next free slot
+        elif (self._freed or not before.issuperset(self.tasks)) and self.wakeups:
+            # it started jobs, or slots freed while it read: more may wait, read again
+            self._wake.set()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         """A slot is free (arq calls this as a job's task ends): when entries may wait for
         one, read the queue now rather than at the next poll. After the release, so that
         the read sees the free slot."""
         super()._release_sem_dec_counter_on_complete()
-        if self._backlog and self.wakeups:
+        if self._polling:
+            self._freed = True
+        elif self._backlog and self.wakeups:
             self._backlog = False
             self._wake.set()
