@@ -29,6 +29,8 @@ def _configure_logging(settings: Settings) -> None:
     observability_logs.configure(settings.log_format)  # json: one object per line, job ids
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
+    # arq logs two lines per job; the runner logs each job's outcome once
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
 
 
 def _require_servers(settings: Settings, command: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 RUN_JOB_TASK = "run_job"
-RECONCILE_TASK = "reconcile"
 DELIVER_WEBHOOK_TASK = "deliver_webhook"
 
 
@@ -25,14 +24,6 @@ def arq_job_id(job_id: str, version: int) -> str:
 def webhook_delivery_id(job_id: str, attempt: int) -> str:
     """The arq id of delivery ``attempt`` of a finished job's webhook."""
     return f"{job_id}:webhook:{attempt}"
-
-
-def parse_webhook_delivery_id(arq_id: str) -> tuple[str, int] | None:
-    """``(job id, attempt)`` of a ``webhook_delivery_id``; None for any other arq id."""
-    job_id, marker, attempt = arq_id.rpartition(":webhook:")
-    if not marker or not job_id or not attempt.isdigit():
-        return None
-    return job_id, int(attempt)
 
 
 def delivering_key(namespace: str, arq_id: str) -> str:

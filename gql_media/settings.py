@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     progress_interval: float = Field(default=0.1, ge=0)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_poll_delay: float = Field(default=0.5, gt=0)
+    # read the queue as soon as a job is enqueued, not only every worker_poll_delay
+    # (gql_media/worker/arq_patch.py)
+    worker_wakeups: bool = True
     lease_seconds: float = Field(default=6.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     reconcile_after: float = Field(default=10.0, ge=0)

@@ -145,44 +145,58 @@ async def test_jobs_created_together_are_all_stored_and_a_repeated_key_gives_one
     assert await _job_count(runtime) == 6
 
 
-async def test_jobs_enqueued_together_share_one_round_trip(
+async def test_jobs_enqueued_together_share_the_publishing_and_one_wake_up(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A job's change is published once arq has the job, with the wake-up after it, so a
+    woken worker starts only jobs whose change is out; the jobs queued while others are
+    sent share one round trip for their changes and one wake-up."""
     deps = runtime.deps
-    pipelines: list[int] = []
+    namespace = deps.settings.redis_namespace
+    queue = keys.queue_name(namespace)
+    ids = [f"job_{uuid.uuid4().hex}" for _ in range(5)]  # arq's job keys are not namespaced
+    sends: list[int] = []
     pipeline = runtime.redis.pipeline
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        pipelines.append(1)
+        if kwargs.get("transaction") is False:  # not arq's own (a transaction)
+            sends.append(1)
         return pipeline(*args, **kwargs)
 
     monkeypatch.setattr(runtime.redis, "pipeline", counted)
-    queue = keys.queue_name(deps.settings.redis_namespace)
-    ids = [f"job_{uuid.uuid4().hex}" for _ in range(5)]  # arq's job keys are not namespaced
+    seen: list[tuple[str, bool]] = []  # (channel, whether the job named was on the queue)
+    async with runtime.redis.pubsub() as pubsub:
+        await pubsub.subscribe(keys.events_channel(namespace), keys.wake_channel(namespace))
+        # two go at once (as many as may be out), the three queued meanwhile share a send
+        pairs = [(job_id, job_id.encode()) for job_id in ids]
+        done = await asyncio.gather(*(deps.queue.enqueue(i, 1, event=e) for i, e in pairs))
+        assert done == [True] * 5
+        while len(seen) < 8:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            if message is None:  # a subscription's confirmation, or nothing in 5 s
+                continue
+            channel = message["channel"].decode()
+            if channel == keys.wake_channel(namespace):
+                seen.append(("wake", True))
+            else:
+                arq_id = keys.arq_job_id(message["data"].decode(), 1)
+                seen.append(("change", await runtime.redis.zscore(queue, arq_id) is not None))
+    assert sends == [1, 1, 1]
+    assert [channel for channel, _ in seen].count("wake") == 3
+    assert all(on_queue for _, on_queue in seen)
+    assert seen[-1][0] == "wake"
 
-    # two go at once (as many as may be out), the three queued meanwhile share a pipeline
-    assert await asyncio.gather(*(deps.queue.enqueue(i, 1) for i in ids)) == [True] * 5
-    assert len(pipelines) == 1
-    for job_id in ids:
-        assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
 
-
-async def test_a_batch_of_enqueues_survives_redis_forgetting_its_scripts(runtime: Runtime) -> None:
-    """After a Redis restart the script is gone; the batch's calls load it again."""
+async def test_a_job_arq_has_already_counts_as_queued(runtime: Runtime) -> None:
+    """Queueing a version arq holds already (a duplicate enqueue) is harmless: it stays
+    once on the queue and the call reports it queued."""
     deps = runtime.deps
     queue = keys.queue_name(deps.settings.redis_namespace)
-    ids = [f"job_{uuid.uuid4().hex}" for _ in range(2)]
-    calls = []
-    for job_id in ids:
-        await deps.queue.enqueue(job_id, 1)  # the script is known
-        await runtime.redis.delete(job_key_prefix + keys.arq_job_id(job_id, 1))
-        await runtime.redis.zrem(queue, keys.arq_job_id(job_id, 1))
-    await runtime.redis.script_flush()
-    # a batch of two, as the batcher sends it when they pile up behind another enqueue
-    calls = [deps.queue._call(job_id, 1, None, b"") for job_id in ids]
-    assert await deps.queue._send_enqueues(calls) == [True, True]
-    for job_id in ids:
-        assert await runtime.redis.zscore(queue, keys.arq_job_id(job_id, 1)) is not None
+    job_id = f"job_{uuid.uuid4().hex}"
+    assert await deps.queue.enqueue(job_id, 1)
+    assert await deps.queue.enqueue(job_id, 1)
+    assert await runtime.redis.zcard(queue) >= 1
+    assert await runtime.redis.exists(job_key_prefix + keys.arq_job_id(job_id, 1)) == 1
 
 
 def _job_row(job_id: uuid.UUID, prompt: str) -> dict[str, Any]:

@@ -43,39 +43,22 @@ async def test_job_runs_to_success_with_live_progress(server: LiveServer) -> Non
     assert len(colours) > 100  # a picture, not a flat colour
 
 
-async def test_an_idle_worker_starts_a_woken_job_without_reading_the_queue(
-    settings: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from gql_media.worker.main import GqlMediaWorker
-    from tests.support import start_server
-
-    async def no_polling(self: GqlMediaWorker) -> None:
-        return None  # arq never reads the queue: only the wake-up can start the job
-
-    monkeypatch.setattr(GqlMediaWorker, "_poll_iteration", no_polling)
-    async with start_server(settings, fake_redis_server, with_worker=True) as live:
-        job_id = (await live.generate(provider="mock", width=64, height=64))["job"]["id"]
-        async with graphql_ws(live.ws_url) as ws:
-            op = await ws.subscribe(FOLLOW, {"id": job_id})
-            updates = await asyncio.wait_for(ws.collect(op), timeout=20)
-    assert updates[-1]["data"]["jobUpdated"]["status"] == "SUCCEEDED"
-
-
-async def test_a_woken_job_is_started_once_without_a_poll_racing_its_start(
+async def test_a_woken_job_is_started_once(
     settings_factory: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gql_media.worker.main import GqlMediaWorker
+    """With no poll on the worker's timer, the wake-up makes the worker read the queue; the
+    job runs once, as an arq function."""
+    from gql_media.worker import main as worker_main
     from tests.support import start_server
 
     started: list[str] = []
-    run_in_slot = GqlMediaWorker._run_in_slot
+    run_job_task = worker_main.run_job_task
 
-    def recording(self: GqlMediaWorker, arq_id: str) -> None:
-        started.append(arq_id)
-        run_in_slot(self, arq_id)
+    async def recording(ctx: dict[str, Any], job_id: str) -> str:
+        started.append(ctx["job_id"])
+        return await run_job_task(ctx, job_id)
 
-    monkeypatch.setattr(GqlMediaWorker, "_run_in_slot", recording)
-    # no poll on the worker's timer, nor a reconciler's, while the job runs
+    monkeypatch.setattr(worker_main, "run_job_task", recording)
     settings = settings_factory(worker_poll_delay=600, reconcile_interval=600)
     async with start_server(settings, fake_redis_server, with_worker=True) as live:
         for _ in range(2):  # the first may meet the worker's first poll, at its start
@@ -85,8 +68,6 @@ async def test_a_woken_job_is_started_once_without_a_poll_racing_its_start(
                 op = await ws.subscribe(FOLLOW, {"id": job_id})
                 updates = await asyncio.wait_for(ws.collect(op), timeout=20)
             assert updates[-1]["data"]["jobUpdated"]["status"] == "SUCCEEDED"
-    # the wake-up starts it; a poll of the queue started at the same time would find the
-    # entry before it is taken and try to start the job a second time
     assert started == [f"{job_id}:v1"]
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
-from redis.exceptions import NoScriptError, RedisError
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.batching import Batcher
@@ -29,48 +28,21 @@ class Placement(StrEnum):
     UNAVAILABLE = "unavailable"  # Redis could not be reached
 
 
-# arq's enqueue (refuse an id it knows, store the job, add it to the queue) in one round
-# trip instead of a WATCH transaction, with the job's event published first and a wake-up
-# naming it after. KEYS: job key, result key, queue. ARGV: job data, expiry ms, score, arq
-# id, events channel, event ('' for none), wake channel ('' for none).
-_ENQUEUE = """
-if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[4]) end
-return 1
-"""
-
-
-# Queue a webhook delivery attempt unless it waits on the queue already or a worker is making
-# it now (its delivering key is set). Workers take a delivery's entry off the queue and drop
-# its stored job as they start it (see worker.main), so arq keeps no key that would refuse
-# the id again once the attempt was lost with its worker. KEYS: job key, queue, delivering
-# key. ARGV: job data, expiry ms, score, arq id, wake channel ('' for none).
-_ENQUEUE_DELIVERY = """
-if redis.call('ZSCORE', KEYS[2], ARGV[4]) or redis.call('EXISTS', KEYS[3]) == 1 then
-  return 0
-end
-redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
-return 1
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class _Enqueue:
-    """One call of the enqueue script."""
+    """One job to put on the queue, with the change to publish before it."""
 
     job_id: str
-    keys: list[str]
-    args: list[Any]
+    version: int
+    defer: float | None
+    event: bytes
 
 
 class JobQueue:
-    """Puts job ids on the arq queue. The database stays the truth: a lost enqueue is redone
-    by the reconciler, and a duplicate one is harmless because running a job claims its row."""
+    """Puts job runs and webhook deliveries on the arq queue with arq's ``enqueue_job``,
+    and wakes idle workers (``worker.arq_patch``) when one is due now. The database stays
+    the truth: a lost enqueue is redone by the reconciler, and a duplicate one is harmless
+    because running a job claims its row."""
 
     def __init__(self, redis: ArqRedis, namespace: str) -> None:
         self._redis = redis
@@ -78,95 +50,95 @@ class JobQueue:
         self._queue = keys.queue_name(namespace)
         self._events = keys.events_channel(namespace)
         self._wake = keys.wake_channel(namespace)
-        self._enqueue = redis.register_script(_ENQUEUE)
-        self._enqueue_delivery = redis.register_script(_ENQUEUE_DELIVERY)
         self._enqueue_batch = Batcher(self._send_enqueues)
 
     async def enqueue(
         self, job_id: str, version: int, defer: float | None = None, event: bytes = b""
     ) -> bool:
-        """Queue ``job_id``, publishing ``event`` (the job's change, if any) first, in one
-        round trip shared with the jobs queued meanwhile. False when Redis is
-        unreachable (the reconciler will retry)."""
-        return await self._enqueue_batch(self._call(job_id, version, defer, event))
-
-    def _call(self, job_id: str, version: int, defer: float | None, event: bytes) -> _Enqueue:
-        """The enqueue script's keys and arguments for one job."""
-        arq_id = keys.arq_job_id(job_id, version)
-        now = timestamp_ms()
-        delay = round(defer * 1000) if defer else 0
-        data = serialize_job(keys.RUN_JOB_TASK, (job_id,), {}, None, now)
-        return _Enqueue(
-            job_id,
-            [job_key_prefix + arq_id, result_key_prefix + arq_id, self._queue],
-            # a job due now names itself in the wake-up: an idle worker may start it
-            [
-                data,
-                delay + int(self._redis.expires_extra_ms),
-                now + delay,
-                arq_id,
-                self._events,
-                event,
-                b"" if defer else self._wake,
-            ],
-        )
+        """Queue ``job_id``, then publish ``event`` (the job's change, if any) and wake idle
+        workers; jobs queued meanwhile share the publishing and the wake-up. False when
+        Redis is unreachable (the reconciler will retry)."""
+        return await self._enqueue_batch(_Enqueue(job_id, version, defer, event))
 
     async def _send_enqueues(self, calls: list[_Enqueue]) -> list[bool]:
-        if len(calls) == 1:
-            return [await self._run_enqueue(calls[0])]
+        done = await asyncio.gather(*(self._put(call) for call in calls))
+        # Then each job's change and one wake-up, in one round trip: a woken worker starts
+        # a job after its change was published. A worker that finds the job on its timer
+        # may publish its own change first; subscribers drop the older one as stale.
+        events = [call.event for ok, call in zip(done, calls, strict=True) if ok and call.event]
+        due = any(ok and not call.defer for ok, call in zip(done, calls, strict=True))
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for call in calls:
-                    pipe.evalsha(self._enqueue.sha, len(call.keys), *call.keys, *call.args)
-                results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            log.warning("could not enqueue jobs %s: %s", ", ".join(c.job_id for c in calls), exc)
-            return [False] * len(calls)
-        done = []
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, NoScriptError):  # Redis restarted: load the script again
-                done.append(await self._run_enqueue(call))
-            elif isinstance(result, Exception):
-                log.warning("could not enqueue job %s: %s", call.job_id, result)
-                done.append(False)
-            else:
-                done.append(True)
-        return done
+                for event in events:
+                    pipe.publish(self._events, event)
+                if due:
+                    pipe.publish(self._wake, b"1")
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # the jobs are queued: workers find them
+            log.warning("could not publish the changes of queued jobs: %s", exc)
+        return list(done)
 
-    async def _run_enqueue(self, call: _Enqueue) -> bool:
+    async def _put(self, call: _Enqueue) -> bool:
+        """arq's enqueue of one job run; True also when arq has it already."""
         try:
-            await self._enqueue(keys=call.keys, args=call.args)
+            await self._redis.enqueue_job(
+                keys.RUN_JOB_TASK,
+                call.job_id,
+                _job_id=keys.arq_job_id(call.job_id, call.version),
+                _queue_name=self._queue,
+                _defer_by=call.defer or None,
+            )
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue job %s: %s", call.job_id, exc)
             return False
         return True
 
-    async def enqueue_webhook(self, job_id: str, attempt: int, defer: float | None = None) -> bool:
+    async def _wake_workers(self) -> None:
+        """Tell idle workers to read the queue now; when this fails, they read it at their
+        next poll."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.publish(self._wake, b"1")
+
+    async def enqueue_webhook(
+        self, job_id: str, attempt: int, defer: float | None = None, *, lost: bool = False
+    ) -> bool:
         """Queue delivery ``attempt`` of a finished job's webhook, one arq job per attempt.
 
         True when it was queued now; False when that attempt waits on the queue already or
         a worker is making it (requests for the same attempt collapse), or when Redis is
-        unreachable (the reconciler retries pending deliveries)."""
+        unreachable (the reconciler retries pending deliveries).
+
+        ``lost``: the caller found the attempt neither recorded nor marked as being made
+        past ``webhooks.attempt_seconds``: its worker died during it. arq would run it again
+        only once its in-progress key expired (the job timeout + 10 s), so arq's keys of the
+        lost run are dropped and the attempt queued afresh, unless it waits on the queue."""
         arq_id = keys.webhook_delivery_id(job_id, attempt)
-        now = timestamp_ms()
-        delay = round(defer * 1000) if defer else 0
-        data = serialize_job(keys.DELIVER_WEBHOOK_TASK, (job_id, attempt), {}, None, now)
-        delivering = keys.delivering_key(self._namespace, arq_id)
         try:
-            queued = await self._enqueue_delivery(
-                keys=[job_key_prefix + arq_id, self._queue, delivering],
-                args=[
-                    data,
-                    delay + int(self._redis.expires_extra_ms),
-                    now + delay,
-                    arq_id,
-                    b"" if defer else self._wake,
-                ],
+            if await self._redis.exists(keys.delivering_key(self._namespace, arq_id)):
+                return False  # a worker makes it now
+            if lost:
+                if await self._redis.zscore(self._queue, arq_id) is not None:
+                    return False
+                await self._redis.delete(
+                    job_key_prefix + arq_id,
+                    in_progress_key_prefix + arq_id,
+                    retry_key_prefix + arq_id,
+                )
+            # arq refuses an id whose stored call exists: one waiting, or one being made
+            queued = await self._redis.enqueue_job(
+                keys.DELIVER_WEBHOOK_TASK,
+                job_id,
+                attempt,
+                _job_id=arq_id,
+                _queue_name=self._queue,
+                _defer_by=defer or None,
             )
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue the webhook of job %s: %s", job_id, exc)
             return False
-        return bool(queued)
+        if queued is not None and not defer:
+            await self._wake_workers()
+        return queued is not None
 
     async def ensure_queued(self, job_id: str, version: int) -> Placement:
         """Queue ``job_id`` at ``version`` unless it waits on the queue already.
@@ -185,10 +157,10 @@ class JobQueue:
             )
             if job is None:
                 return Placement.TAKEN
-            await self._redis.publish(keys.wake_channel(self._namespace), b"1")
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return Placement.UNAVAILABLE
+        await self._wake_workers()
         return Placement.QUEUED
 
     async def standing(self, jobs: Sequence[tuple[str, int]]) -> list[Placement | None]:

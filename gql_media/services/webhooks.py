@@ -7,10 +7,11 @@ queue entry was lost. Each attempt is recorded in ``webhook_deliveries``; failur
 retried with exponential backoff up to ``webhook_max_attempts``. Receivers deduplicate with
 ``webhook-id``, which stays the same across the attempts of one delivery.
 
-An attempt that a worker took and never recorded (the worker was killed during it) is made
-again: the worker marks the attempt as being made for ``attempt_seconds`` (see
-``JobQueue.enqueue_webhook``), and once that mark is gone the reconciler queues the attempt
-again. Making an attempt is idempotent: one already recorded is skipped.
+Each attempt is an arq job (``worker.main.deliver_webhook_task``). An attempt that a worker
+took and never recorded (the worker was killed during it) is made again: the worker marks
+the attempt as being made for ``attempt_seconds``, and once that mark is gone the reconciler
+queues the attempt again (``JobQueue.enqueue_webhook(lost=True)``). Making an attempt is
+idempotent: one already recorded is skipped, and one marked by another worker is left to it.
 """
 
 from __future__ import annotations
@@ -233,7 +234,8 @@ async def requeue_lost(deps: Deps, limit: int = 200) -> int:
             due = last + timedelta(seconds=retry_delay(settings, made))
         if due > now - grace:
             continue
-        if await deps.queue.enqueue_webhook(encode_id(JOB_ID_PREFIX, job_id), (made or 0) + 1):
+        job = encode_id(JOB_ID_PREFIX, job_id)
+        if await deps.queue.enqueue_webhook(job, (made or 0) + 1, lost=True):
             queued += 1
     return queued
 

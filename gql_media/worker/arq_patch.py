@@ -1,0 +1,103 @@
+"""The one place this project relies on arq's internals: a worker that reads its queue the
+moment a job is enqueued, instead of at its next poll.
+
+arq reads its queue every ``poll_delay`` seconds; a job enqueued just after a read waits for
+the next one (0.5 s by default). The api publishes on a wake-up channel as it enqueues a job
+due now, and ``WakeableWorker.wake`` makes an idle worker read its queue at once. For that it
+drives arq's own read of the queue, ``Worker._poll_iteration`` (which starts the jobs it finds
+with arq's ``start_jobs`` and ``run_job``), from a loop of its own instead of arq's ``main``,
+and it learns from ``Worker._release_sem_dec_counter_on_complete`` (called as a job's task
+ends) that a slot freed while jobs waited for one.
+
+What it relies on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
+version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
+free slots allow; ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
+``Worker.job_counter``, ``max_jobs``, ``poll_delay_s`` and ``tasks`` (a started job's task
+under its id until a read of the queue drops it when done).
+
+``GQL_MEDIA_WORKER_WAKEUPS=false`` switches it off: the worker then reads its queue only on
+arq's schedule (``_poll_iteration`` every ``poll_delay``), and a job waits up to that long.
+
+The loop is ours for two more reasons: arq's ``main`` starts by logging Redis ``INFO``,
+which the embedded Redis stand-in lacks, and it ends the worker on the first Redis error,
+where this one logs and retries (the reconciler re-enqueues from the database whatever Redis
+lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+class WakeableWorker(Worker):
+    """arq's Worker, reading its queue on a timer and whenever ``wake`` is called."""
+
+    def __init__(self, *args: Any, wakeups: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wakeups = wakeups
+        self._wake = asyncio.Event()
+        # the last read of the queue found every slot busy: entries may wait for one
+        self._backlog = False
+        # a read of the queue is under way; a slot freed during it
+        self._polling = self._freed = False
+        self._redis_down_since: float | None = None
+
+    def wake(self) -> None:
+        """Read the queue now (a job was enqueued), or as soon as a slot frees."""
+        if not self.wakeups:
+            return
+        if self.job_counter >= self.max_jobs:
+            self._backlog = True
+        else:
+            self._wake.set()
+
+    async def poll_forever(self) -> None:
+        """Read the queue every ``poll_delay`` seconds and at every wake-up."""
+        while True:
+            await self._poll_safely()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that
+            # arrives as the event is set, and shutdown would wait for ever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_delay_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _poll_safely(self) -> None:
+        """One read of the queue; while Redis is down, log and back off instead of dying."""
+        before = set(self.tasks)
+        self._polling, self._freed = True, False
+        try:
+            await self._poll_iteration()
+            self._redis_down_since = None
+        except (RedisError, OSError) as exc:
+            if self._redis_down_since is None:
+                self._redis_down_since = asyncio.get_running_loop().time()
+                log.warning("worker lost Redis: %s; retrying", exc)
+            await asyncio.sleep(min(1.0, self.poll_delay_s * 4))
+            return
+        finally:
+            self._polling = False
+        if self.job_counter >= self.max_jobs:
+            self._backlog = True  # what the read left waits for the next free slot
+        elif (self._freed or not before.issuperset(self.tasks)) and self.wakeups:
+            # it started jobs, or slots freed while it read: more may wait, read again
+            self._wake.set()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        """A slot is free (arq calls this as a job's task ends): when entries may wait for
+        one, read the queue now rather than at the next poll. After the release, so that
+        the read sees the free slot."""
+        super()._release_sem_dec_counter_on_complete()
+        if self._polling:
+            self._freed = True
+        elif self._backlog and self.wakeups:
+            self._backlog = False
+            self._wake.set()

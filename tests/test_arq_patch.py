@@ -1,0 +1,123 @@
+"""Guard tests of ``gql_media/worker/arq_patch.py``: they fail when arq changes what the
+wake-up relies on (see the module's docstring), so that an upgrade of arq is noticed here
+and not as jobs that wait for the next poll."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from importlib.metadata import version
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
+
+from gql_media.adapters import redis as redis_adapter
+from gql_media.worker.arq_patch import WakeableWorker
+
+
+def test_arq_is_the_minor_version_the_patch_knows() -> None:
+    assert version("arq").startswith("0.28."), "check worker/arq_patch.py against this arq"
+
+
+def test_the_internals_the_patch_uses_are_there() -> None:
+    for name in ("_poll_iteration", "_release_sem_dec_counter_on_complete", "start_jobs"):
+        assert hasattr(Worker, name), name
+    assert inspect.iscoroutinefunction(Worker._poll_iteration)
+    assert list(inspect.signature(Worker._poll_iteration).parameters) == ["self"]
+    release = Worker._release_sem_dec_counter_on_complete
+    assert not inspect.iscoroutinefunction(release)
+    assert list(inspect.signature(release).parameters) == ["self"]
+
+
+async def _worker(redis: ArqRedis, queue: str, task: Any, **kwargs: Any) -> WakeableWorker:
+    return WakeableWorker(
+        functions=[func(task, name="task")],
+        redis_pool=redis,
+        queue_name=queue,
+        poll_delay=600,  # no read of the queue on the timer during the test
+        keep_result=0,
+        handle_signals=False,
+        **kwargs,
+    )
+
+
+async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> None:
+    """One slot, two jobs: the wake-up starts the first through arq's own start path; the
+    second, left waiting, starts as the first's slot frees, with no poll in between."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    ran: list[str] = []
+    started, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        if name == "first":
+            started.set()
+            await release.wait()
+        else:
+            done.set()
+
+    worker = await _worker(redis, queue, task, max_jobs=1)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        # ids in queue order where their scores (enqueue times in ms) are equal
+        await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-a")
+        await redis.enqueue_job("task", "second", _queue_name=queue, _job_id=f"{queue}-b")
+        worker.wake()
+        await asyncio.wait_for(started.wait(), 10)
+        assert ran == ["first"] and worker.job_counter == 1
+        worker.wake()  # every slot is busy: remembered until one frees
+        release.set()
+        await asyncio.wait_for(done.wait(), 10)
+        assert ran == ["first", "second"]
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
+async def test_one_wake_up_drains_a_queue_of_quick_jobs() -> None:
+    """Jobs that end while a read of the queue starts others free slots the read no longer
+    sees: the worker reads again at once instead of leaving the rest to its timer."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    count, done = 0, asyncio.Event()
+
+    async def task(ctx: dict[str, Any], n: int) -> None:
+        nonlocal count
+        count += 1
+        if count == 60:
+            done.set()
+
+    for n in range(60):
+        await redis.enqueue_job("task", n, _queue_name=queue)
+    worker = await _worker(redis, queue, task, max_jobs=4)
+    loop = asyncio.create_task(worker.poll_forever())  # its first read: no timer after it
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
+async def test_with_wake_ups_off_a_wake_up_does_nothing() -> None:
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    worker = WakeableWorker(
+        functions=[func(_nothing, name="task")],
+        redis_pool=redis,
+        handle_signals=False,
+        wakeups=False,
+    )
+    worker.wake()
+    assert not worker._wake.is_set()
+    worker.wakeups = True
+    worker.wake()
+    assert worker._wake.is_set()
+    await redis_adapter.close(redis)
+
+
+async def _nothing(ctx: dict[str, Any]) -> None:
+    return None
