@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 Fit = Literal["contain", "cover", "fill", "inside"]
 Position = Literal[
@@ -28,7 +28,8 @@ CONTENT_TYPES = {
     "TIFF": "image/tiff",
     "BMP": "image/bmp",
 }
-OUTPUT_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF")
+ImageFormat = Literal["JPEG", "PNG", "WEBP", "AVIF"]  # the formats written
+OUTPUT_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 ANIMATED_FORMATS = ("WEBP", "PNG")  # output formats written with every frame
 DEFAULT_QUALITY = {"JPEG": 85, "WEBP": 80, "AVIF": 60}
 MAX_FRAMES = 1000

@@ -11,6 +11,9 @@ file is, ``stills`` takes a frame as an image, ``encoding`` writes transcodes an
 
 from gql_media.adapters.video.decoding import Budget, Limits
 from gql_media.adapters.video.encoding import (
+    AUDIO_BITRATE,
+    AUDIO_OUT,
+    CRF,
     AudioCodec,
     Progress,
     Quality,
@@ -21,6 +24,9 @@ from gql_media.adapters.video.probe import MediaInfo, check_media, probe_media
 from gql_media.adapters.video.stills import video_thumbnail
 
 __all__ = [
+    "AUDIO_BITRATE",
+    "AUDIO_OUT",
+    "CRF",
     "AudioCodec",
     "Budget",
     "Limits",

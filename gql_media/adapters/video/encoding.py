@@ -32,12 +32,11 @@ from gql_media.errors import ErrorCode, MediaError
 Progress = Callable[[float], None]
 Quality = Literal["low", "medium", "high"]
 AudioCodec = Literal["aac", "mp3", "opus"]
-_CRF = {"low": 28, "medium": 23, "high": 18}
-_AUDIO_BITRATE = {"low": 64_000, "medium": 128_000, "high": 192_000}
-
-
+# x264 CRF and AAC bits per second of each quality
+CRF: dict[Quality, int] = {"low": 28, "medium": 23, "high": 18}
+AUDIO_BITRATE: dict[Quality, int] = {"low": 64_000, "medium": 128_000, "high": 192_000}
 # codec name, muxer, default bitrate, sample rates the encoder takes (None: any)
-_AUDIO_OUT: dict[str, tuple[str, str, int, tuple[int, ...] | None]] = {
+AUDIO_OUT: dict[AudioCodec, tuple[str, str, int, tuple[int, ...] | None]] = {
     "aac": ("aac", "ipod", 128_000, None),
     "mp3": ("libmp3lame", "mp3", 128_000, (48_000, 44_100, 32_000, 24_000, 22_050, 16_000)),
     "opus": ("libopus", "ogg", 96_000, (48_000,)),
@@ -87,7 +86,7 @@ def transcode(
         vin, ain = needs_video(container, limits), audio_stream(container)
         rate = Fraction(vin.average_rate or vin.guessed_rate or 30).limit_denominator(1001)
         vout = _video_out(output, rate, (width, height), quality)
-        aout = _audio_out(output, ain, _AUDIO_BITRATE[quality]) if ain is not None else None
+        aout = _audio_out(output, ain, AUDIO_BITRATE[quality]) if ain is not None else None
         last_pts = -1
         streams = [s for s in (vin, ain) if s is not None]
         for frame in bounded(demuxed(container, streams), limits):
@@ -112,7 +111,7 @@ def _video_out(
     vout: Any = output.add_stream("libx264", rate=rate)
     vout.width, vout.height, vout.pix_fmt = *size, "yuv420p"
     vout.codec_context.time_base = 1 / rate
-    vout.options = {"crf": str(_CRF[quality]), "preset": "veryfast"}
+    vout.options = {"crf": str(CRF[quality]), "preset": "veryfast"}
     return vout
 
 
@@ -149,7 +148,7 @@ def extract_audio(
     """The first audio track as AAC (in M4A), MP3, or Opus (in Ogg). Returns what was
     written."""
     info = probe_media(source, limits)
-    encoder, muxer, default_rate, rates = _AUDIO_OUT[codec]
+    encoder, muxer, default_rate, rates = AUDIO_OUT[codec]
     clock = _Clock(info.duration, progress)
     with opened(source) as container, av.open(str(out), "w", format=muxer) as output:
         ain = audio_stream(container)

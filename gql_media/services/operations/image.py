@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from gql_media.adapters import image_ops
-from gql_media.adapters.image_ops import DEFAULT_QUALITY, MAX_FRAMES, OUTPUT_FORMATS, Fit, Position
+from gql_media.adapters.image_ops import DEFAULT_QUALITY, MAX_FRAMES, Fit, ImageFormat, Position
 from gql_media.services.operations.fields import (
     COLOUR,
     MAX_SIDE,
@@ -24,8 +24,7 @@ from gql_media.services.operations.fields import (
     param,
 )
 
-OutputFormat = Literal["JPEG", "PNG", "WEBP", "AVIF"]
-IMAGE_FORMAT = Choices.of("ImageFormat", "Encoding of processed images.", OUTPUT_FORMATS)
+IMAGE_FORMAT = Choices.of("ImageFormat", "Encoding of processed images.", ImageFormat)
 FIT = Choices.of(
     "FitMode",
     "How a resize fits the box.",
@@ -203,7 +202,7 @@ class Variant(Model):
 
     name: str = param(f"Name of the output: {NAME_RULE}")
     operations: tuple[ImageOperation, ...] = ()
-    format: OutputFormat | None = param(
+    format: ImageFormat | None = param(
         "Encoding of the output",
         choices=IMAGE_FORMAT,
         default_note="the source's format when it is one of these, else PNG; an animation "

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gql_media.adapters.video import AudioCodec, Quality
+from gql_media.adapters.video import AUDIO_BITRATE, AUDIO_OUT, CRF, AudioCodec, Quality
 from gql_media.services.operations.fields import (
     NAME_RULE,
     Choices,
@@ -22,14 +22,15 @@ from gql_media.services.operations.image import IMAGE_FORMAT
 
 StillFormat = Literal["JPEG", "PNG", "WEBP"]  # a video still is never AVIF
 DEFAULT_FRACTION = 0.1
-AUDIO_BITRATES: dict[AudioCodec, int] = {"aac": 128_000, "mp3": 128_000, "opus": 96_000}
+AUDIO_BITRATES: dict[AudioCodec, int] = {codec: out[2] for codec, out in AUDIO_OUT.items()}
 VIDEO_QUALITY = Choices.of(
     "VideoQuality",
     "Quality of a transcode.",
     Quality,
-    low="x264 CRF 28, audio at 64000 bits per second.",
-    medium="x264 CRF 23, audio at 128000 bits per second.",
-    high="x264 CRF 18, audio at 192000 bits per second.",
+    **{
+        quality: f"x264 CRF {CRF[quality]}, audio at {AUDIO_BITRATE[quality]} bits per second."
+        for quality in CRF
+    },
 )
 AUDIO_CODEC = Choices.of(
     "AudioCodec",
