@@ -64,8 +64,8 @@ class Param:
 
     ``default`` is what an omitted value means and what the schema shows; None with a
     ``default_note`` means it depends on something, which the note says. ``name``,
-    ``required``, ``default``, ``kind``, ``values`` and ``nullable`` are bound from the
-    dataclass field by ``operation``.
+    ``python_name``, ``required``, ``default``, ``kind`` and ``values`` are bound from the
+    dataclass field and its type by ``operation``.
     """
 
     meaning: str

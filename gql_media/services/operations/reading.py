@@ -225,9 +225,10 @@ def _entry_json(op: ImageOperation | VideoOperation) -> dict[str, Any]:
 
 
 def variants_json(variants: list[Variant]) -> list[dict[str, Any]]:
-    """The stored form of ``variants``."""
+    """The stored form of ``variants``, in the schema's order of fields."""
     return [
-        {**to_json(v), "operations": [_entry_json(op) for op in v.operations]} for v in variants
+        {"name": v.name, "operations": [_entry_json(op) for op in v.operations], **to_json(v)}
+        for v in variants
     ]
 
 
