@@ -707,7 +707,7 @@ def large_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_thumbnail_of_a_large_jpeg_decodes_at_reduced_scale(large_jpeg: Path) -> None:
     thumbnail_only = [Variant("a", (Thumbnail(512),)), Variant("b", (Thumbnail(256),))]
 
-    decoded = image_ops._decode(large_jpeg, thumbnail_only, MAX_PIXELS)
+    decoded = image_ops.decode_upright(large_jpeg, thumbnail_only, MAX_PIXELS)
 
     assert decoded.width <= 6000 // 4 and decoded.height <= 4000 // 4
     assert decoded.width >= 512 and decoded.height >= 341
@@ -719,7 +719,7 @@ def test_a_thumbnail_of_a_large_jpeg_decodes_at_reduced_scale(large_jpeg: Path) 
 
 
 def test_a_resize_decodes_only_as_large_as_it_needs(large_jpeg: Path) -> None:
-    decoded = image_ops._decode(large_jpeg, [Variant("web", (Resize(1000),))], MAX_PIXELS)
+    decoded = image_ops.decode_upright(large_jpeg, [Variant("web", (Resize(1000),))], MAX_PIXELS)
 
     assert decoded.size == (1500, 1000)
 
@@ -736,14 +736,14 @@ def test_a_resize_decodes_only_as_large_as_it_needs(large_jpeg: Path) -> None:
 def test_a_variant_that_needs_every_pixel_decodes_full_size(
     large_jpeg: Path, variants: list[Variant]
 ) -> None:
-    assert image_ops._decode(large_jpeg, variants, MAX_PIXELS).size == (6000, 4000)
+    assert image_ops.decode_upright(large_jpeg, variants, MAX_PIXELS).size == (6000, 4000)
 
 
 def test_a_large_sideways_jpeg_is_reduced_and_turned(tmp_path: Path) -> None:
     path = write(tmp_path, "sideways.jpg", jpeg(6000, 4000, orientation=6))
     variants = [Variant("thumb", (Thumbnail(512),))]
 
-    decoded = image_ops._decode(path, variants, MAX_PIXELS)
+    decoded = image_ops.decode_upright(path, variants, MAX_PIXELS)
     assert decoded.width <= 4000 // 4 and decoded.height <= 6000 // 4
     assert decoded.height >= 512
 

@@ -1,5 +1,5 @@
 """The schema says what the processing code does: turns, ranges, defaults and output names
-are stated once (``services.operation_fields``), and the running service, the schema file,
+are stated once (``services.operations``), and the running service, the schema file,
 its messages and the README all say the same."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from graphql import build_schema as build_sdl
 from PIL import Image
 
 from gql_media.adapters import image_ops
-from gql_media.services import operation_fields as spec
-from gql_media.services.processing import video_operations
+from gql_media.services import operations as spec
+from gql_media.services.processing import video_steps
 from gql_media.settings import Settings
 from tests.media import encoded, quadrants
 from tests.support import LiveServer
@@ -49,7 +49,7 @@ def input_type(sdl: GraphQLSchema, holder: str, field: str) -> GraphQLInputObjec
     return named
 
 
-def schema_fields(sdl: GraphQLSchema) -> list[tuple[spec.Operation, GraphQLInputObjectType]]:
+def schema_fields(sdl: GraphQLSchema) -> list[tuple[spec.Spec, GraphQLInputObjectType]]:
     """Every operation of the spec with the input type the schema gives it."""
     pairs = [
         (op, input_type(sdl, "ImageOperationInput", op.name))
@@ -189,7 +189,7 @@ async def test_an_out_of_range_value_gets_the_range_the_schema_states(
                 continue
             path = re.compile(
                 rf"variants\.\d+\.{param.name}"
-                if op is spec.VARIANT
+                if op == spec.VARIANT
                 else rf"\w+\.\d+\.(operations\.0\.)?{op.name}\.{param.name}"
             )
             found = [m for f, m in messages.items() if path.fullmatch(f)]
@@ -198,7 +198,7 @@ async def test_an_out_of_range_value_gets_the_range_the_schema_states(
             assert param.range in description and param.range in found[0]
             checked += 1
     assert checked >= 20
-    bitrate = spec.EXTRACT_AUDIO["bitrate"]
+    bitrate = spec.ExtractAudio.spec["bitrate"]
     assert bitrate.out_of_range == "bitrate must be a number from 8000 to 512000 bits per second"
 
 
@@ -211,7 +211,7 @@ def schema_fields_description(schema_type: GraphQLInputObjectType, name: str) ->
 def test_the_schema_states_what_the_spec_states(sdl: GraphQLSchema) -> None:
     for op, schema_type in schema_fields(sdl):
         assert {p.name for p in op.params} <= set(schema_type.fields), op.name
-        if op is not spec.VARIANT:
+        if op != spec.VARIANT:
             assert schema_type.description == op.description, op.name
         for param in op.params:
             field = schema_type.fields[param.name]
@@ -225,7 +225,7 @@ def test_the_schema_states_what_the_spec_states(sdl: GraphQLSchema) -> None:
             if isinstance(values, GraphQLEnumType):
                 allowed = {spec.enum_name(value) for value in param.values}
                 # a video still is never AVIF: the one enum the service narrows
-                narrowed = op is spec.VIDEO_THUMBNAIL and param.name == "format"
+                narrowed = op == spec.VideoThumbnail.spec and param.name == "format"
                 assert (
                     (allowed < set(values.values)) if narrowed else (allowed == set(values.values))
                 ), (op.name, param.name)
@@ -240,10 +240,10 @@ def test_the_schema_states_what_the_spec_states(sdl: GraphQLSchema) -> None:
 def test_the_processing_code_uses_the_stated_defaults() -> None:
     """The adapters' own defaults agree with the ones stated (the service passes them on)."""
     stated = {
-        image_ops.Resize: spec.RESIZE,
-        image_ops.Rotate: spec.ROTATE,
-        image_ops.TextWatermark: spec.TEXT_WATERMARK,
-        image_ops.ImageWatermark: spec.IMAGE_WATERMARK,
+        image_ops.Resize: spec.Resize.spec,
+        image_ops.Rotate: spec.Rotate.spec,
+        image_ops.TextWatermark: spec.TextWatermark.spec,
+        image_ops.ImageWatermark: spec.ImageWatermark.spec,
     }
     for cls, op in stated.items():
         for f in dataclasses.fields(cls):
@@ -256,12 +256,17 @@ def test_the_processing_code_uses_the_stated_defaults() -> None:
     assert output.strip_metadata is spec.VARIANT["stripMetadata"].default
 
     settings = Settings()
-    audio = video_operations(
-        settings, [{"extractAudio": {"codec": c}, "name": c} for c in ("aac", "mp3", "opus")]
-    )
-    assert {op.options["codec"]: op.options["bitrate"] for op in audio} == spec.AUDIO_BITRATES
-    frame = video_operations(settings, [{"videoThumbnail": {}}])[0]
-    assert frame.options["fraction"] == spec.DEFAULT_FRACTION
+    audio = [
+        step.operation
+        for step in video_steps(
+            settings, [{"extractAudio": {"codec": c}, "name": c} for c in ("aac", "mp3", "opus")]
+        )
+    ]
+    options = [op.options() for op in audio if isinstance(op, spec.ExtractAudio)]
+    assert {o["codec"]: o["bitrate"] for o in options} == spec.AUDIO_BITRATES
+    frame = video_steps(settings, [{"videoThumbnail": {}}])[0].operation
+    assert isinstance(frame, spec.VideoThumbnail)
+    assert frame.options()["fraction"] == spec.DEFAULT_FRACTION
 
 
 async def test_each_video_operation_makes_its_documented_output_name(

@@ -98,9 +98,8 @@ def test_every_link_leads_somewhere(document: Path) -> None:
 
 
 def test_the_operation_tables_are_what_the_schema_states() -> None:
-    from gql_media.services.operation_fields import generated_blocks, readme_sections
+    from gql_media.services.operations.docs import COMMAND, generated_blocks, readme_sections
 
     assert generated_blocks(README) == readme_sections(), (
-        "the README's operation tables are stale: run "
-        "`python -m gql_media.services.operation_fields README.md`"
+        f"the README's operation tables are stale: run `{COMMAND}`"
     )

@@ -1,0 +1,101 @@
+"""The operations of processImage and processVideo, each defined once.
+
+Every operation is a frozen dataclass (``image``, ``video``) whose fields carry their
+meaning, unit, range and default (``fields.Param``). From that one definition come the
+GraphQL inputs (``api/media_types.py``), the checks of a request and the reading of a
+job's stored JSON (``reading``), and the README's tables (``docs``).
+"""
+
+from gql_media.services.operations.fields import (
+    MAX_SIDE,
+    NAME_RULE,
+    Choices,
+    MediaId,
+    Model,
+    Param,
+    Spec,
+    camel,
+    enum_name,
+    number_text,
+)
+from gql_media.services.operations.image import (
+    ANIMATION,
+    IMAGE_MODELS,
+    IMAGE_OPERATIONS,
+    VARIANT,
+    AutoOrient,
+    Crop,
+    ImageOperation,
+    ImageWatermark,
+    Resize,
+    Rotate,
+    TextWatermark,
+    Thumbnail,
+    Variant,
+)
+from gql_media.services.operations.reading import (
+    Reading,
+    read_model,
+    read_variants,
+    read_video_steps,
+    to_json,
+    variants_json,
+    video_steps_json,
+)
+from gql_media.services.operations.video import (
+    AUDIO_BITRATES,
+    DEFAULT_FRACTION,
+    OUTPUT_NAME,
+    VIDEO_MODELS,
+    VIDEO_OPERATIONS,
+    ExtractAudio,
+    Transcode,
+    VideoMetadata,
+    VideoOperation,
+    VideoStep,
+    VideoThumbnail,
+)
+
+__all__ = [
+    "ANIMATION",
+    "AUDIO_BITRATES",
+    "DEFAULT_FRACTION",
+    "IMAGE_MODELS",
+    "IMAGE_OPERATIONS",
+    "MAX_SIDE",
+    "NAME_RULE",
+    "OUTPUT_NAME",
+    "VARIANT",
+    "VIDEO_MODELS",
+    "VIDEO_OPERATIONS",
+    "AutoOrient",
+    "Choices",
+    "Crop",
+    "ExtractAudio",
+    "ImageOperation",
+    "ImageWatermark",
+    "MediaId",
+    "Model",
+    "Param",
+    "Reading",
+    "Resize",
+    "Rotate",
+    "Spec",
+    "TextWatermark",
+    "Thumbnail",
+    "Transcode",
+    "Variant",
+    "VideoMetadata",
+    "VideoOperation",
+    "VideoStep",
+    "VideoThumbnail",
+    "camel",
+    "enum_name",
+    "number_text",
+    "read_model",
+    "read_variants",
+    "read_video_steps",
+    "to_json",
+    "variants_json",
+    "video_steps_json",
+]
