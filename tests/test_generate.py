@@ -88,3 +88,30 @@ async def test_jobs_woken_while_every_slot_is_busy_run_when_one_frees(
                 op = await ws.subscribe(FOLLOW, {"id": job["job"]["id"]})
                 ends.append((await asyncio.wait_for(ws.collect(op), timeout=20))[-1])
     assert [end["data"]["jobUpdated"]["status"] for end in ends] == ["SUCCEEDED"] * 4
+
+
+async def test_a_finished_job_leaves_nothing_of_it_in_redis(
+    settings: Any, fake_redis_server: Any
+) -> None:
+    """arq drops what it stored for a job (its call, its try count, its in-progress mark)
+    once the job ends, and the queue holds no entry of it: nothing is kept that nothing
+    reads."""
+    from gql_media import keys
+    from gql_media.adapters import redis as redis_adapter
+    from tests.support import start_server
+
+    async with start_server(settings, fake_redis_server, with_worker=True) as live:
+        job_id = (await live.generate(provider="mock", width=64, height=64))["job"]["id"]
+        async with graphql_ws(live.ws_url) as ws:
+            op = await ws.subscribe(FOLLOW, {"id": job_id})
+            updates = await asyncio.wait_for(ws.collect(op), timeout=20)
+        assert updates[-1]["data"]["jobUpdated"]["status"] == "SUCCEEDED"
+        # the server's exit waits for the worker's tasks, arq's end of the job included
+    redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
+    try:
+        left = [key async for key in redis.scan_iter(match=f"*{job_id}*")]
+        queued = await redis.zrange(keys.queue_name(settings.redis_namespace), 0, -1)
+    finally:
+        await redis_adapter.close(redis)
+    assert left == []
+    assert queued == []
