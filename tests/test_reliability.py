@@ -23,7 +23,7 @@ from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import runner
+from gql_media.services import reconciler, runner
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job, transition
 from gql_media.settings import Settings
@@ -72,7 +72,7 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
     job, dead = await _running_job(deps, token="dead-worker")
     await _expire_lease(runtime, job.id)
 
-    assert await runner.requeue_expired(deps) == 1
+    assert await reconciler.requeue_expired(deps) == 1
     requeued = await get_job(deps, job.id, SYSTEM)
     assert requeued is not None and requeued.status is JobStatus.QUEUED
     assert requeued.error is not None and requeued.error.code == "WORKER_LOST"
@@ -99,7 +99,7 @@ async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory:
         job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
         await runner._claim(runtime.deps, _uuid(job.id), token="dead-worker")
         await _expire_lease(runtime, job.id)
-        assert await runner.requeue_expired(runtime.deps) == 1
+        assert await reconciler.requeue_expired(runtime.deps) == 1
         failed = await get_job(runtime.deps, job.id, SYSTEM)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "WORKER_LOST"
@@ -108,7 +108,7 @@ async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory:
 async def test_a_live_lease_is_not_taken_away(runtime: Runtime) -> None:
     job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
     await runner._claim(runtime.deps, _uuid(job.id), token="busy-worker")
-    assert await runner.requeue_expired(runtime.deps) == 0
+    assert await reconciler.requeue_expired(runtime.deps) == 0
     assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SKIPPED
 
 
@@ -122,14 +122,14 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
     await runtime.redis.psetex(in_progress_key_prefix + arq_id, 60_000, b"1")  # a pick-up
 
     assert await deps.queue.ensure_queued(job.id, job.version) is Placement.TAKEN
-    assert await runner.reconcile(deps, at_startup=True) == 1
+    assert await reconciler.reconcile(deps, at_startup=True) == 1
     moved = await get_job(deps, job.id, SYSTEM)
     assert moved is not None and (moved.status, moved.version) == (
         JobStatus.QUEUED,
         job.version + 1,
     )
     assert await runtime.redis.zscore(queue, keys.arq_job_id(job.id, moved.version)) is not None
-    assert await runner.reconcile(deps, at_startup=True) == 0  # waiting on the queue: left alone
+    assert await reconciler.reconcile(deps, at_startup=True) == 0  # waiting on the queue: untouched
 
 
 async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: Runtime) -> None:
@@ -149,7 +149,7 @@ async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: 
     jobs = [(job.id, job.version) for job in (waiting, lost, taken)]
 
     assert await deps.queue.standing(jobs) == [Placement.WAITING, None, Placement.TAKEN]
-    assert await runner.reconcile(deps, at_startup=True) == 2
+    assert await reconciler.reconcile(deps, at_startup=True) == 2
 
     assert await deps.queue.standing(jobs[:2]) == [Placement.WAITING, Placement.WAITING]
     moved = await get_job(deps, taken.id, SYSTEM)

@@ -39,17 +39,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from gql_media.adapters.queue import Placement
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
-    JOB_ID_PREFIX,
     GenerateImageRequest,
     JobKind,
     JobStatus,
     OutputFormat,
     backoff_delay,
-    encode_id,
 )
 from gql_media.errors import (
     ErrorCode,
@@ -62,7 +59,7 @@ from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoi
 from gql_media.observability.logs import job_context
 from gql_media.services import processing
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, stale_queued_jobs, transition
+from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, transition
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import ColumnValues, JobColumns, job_snapshot
@@ -592,89 +589,3 @@ async def _hand_back(deps: Deps, row: JobColumns, token: str) -> None:
         snapshot = job_snapshot(updated)
         await announce_queued(deps, snapshot)
         log.info("job %s handed back to the queue", snapshot.id)
-
-
-async def requeue_expired(deps: Deps, limit: int = 500) -> int:
-    """Jobs whose worker stopped renewing its lease (it died) go back to the queue, or fail
-    when they have used all their attempts."""
-    now = utcnow()
-    async with deps.sessions() as session:
-        expired = list(
-            (
-                await session.execute(
-                    select(JobRow)
-                    .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_until < now)
-                    .limit(limit)
-                )
-            ).scalars()
-        )
-    count = 0
-    for row in expired:
-        exhausted = row.attempts >= row.max_attempts
-        async with deps.sessions.begin() as session:
-            updated = await transition(
-                session,
-                row.id,
-                (JobStatus.RUNNING,),
-                JobStatus.FAILED if exhausted else JobStatus.QUEUED,
-                held_by=row.lease_token or "",
-                error_code=ErrorCode.WORKER_LOST.value,
-                error_message="the worker running this job stopped responding",
-                error_retryable=True,
-                progress=0.0,
-                run_after=now,
-                finished_at=now if exhausted else None,
-                lease_token=None,
-                lease_until=None,
-            )
-        if updated is None:
-            continue
-        count += 1
-        snapshot = job_snapshot(updated)
-        if exhausted:
-            await announce(deps, snapshot)
-        else:
-            await announce_queued(deps, snapshot)
-    return count
-
-
-async def reconcile(deps: Deps, *, at_startup: bool = False) -> int:
-    """Repair what Redis or a dead worker lost: expired leases and overdue QUEUED jobs.
-
-    At start-up every due QUEUED job is enqueued at once (after a restart of the embedded
-    mode its in-process queue is empty); duplicates are harmless, a run claims its row.
-    """
-    count = await requeue_expired(deps)
-    overdue = 0.0 if at_startup else deps.settings.reconcile_after
-    rows = await stale_queued_jobs(deps, timedelta(seconds=overdue))
-    # a backlog is mostly jobs waiting on the queue: look them all up at once
-    jobs = [(encode_id(JOB_ID_PREFIX, row.id), row.version) for row in rows]
-    standing = await deps.queue.standing(jobs)
-    for row, (job_id, version), placement in zip(rows, jobs, standing, strict=True):
-        if placement is None:
-            placement = await deps.queue.ensure_queued(job_id, version)
-        if placement is Placement.TAKEN:
-            placement = await _requeue_taken(deps, row)
-        if placement is Placement.QUEUED:
-            count += 1
-    return count
-
-
-async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
-    """A worker took the job's queue entry and died before claiming the row: move the job
-    to a new version (a new queue id) and queue that."""
-    async with deps.sessions.begin() as session:
-        updated = await transition(
-            session,
-            row.id,
-            (JobStatus.QUEUED,),
-            JobStatus.QUEUED,
-            at_version=row.version,
-            run_after=utcnow(),
-        )
-    if updated is None:
-        return Placement.WAITING  # it moved on meanwhile (claimed, canceled, requeued)
-    snapshot = job_snapshot(updated)
-    await announce(deps, snapshot)
-    log.info("job %s: its queue entry was lost with a worker; queued again", snapshot.id)
-    return await deps.queue.ensure_queued(snapshot.id, snapshot.version)
