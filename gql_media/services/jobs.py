@@ -39,10 +39,10 @@ from gql_media.errors import (
 )
 from gql_media.services import limits
 from gql_media.services.deps import Deps
+from gql_media.services.events import announce, announce_queued
 from gql_media.services.input_limits import json_problem, text_problem, url_problem
 from gql_media.services.inserts import RowInserter, refused_value
 from gql_media.services.snapshots import ColumnValues, job_snapshot
-from gql_media.services.webhooks import announce, announce_queued
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -59,11 +59,11 @@ from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoi
 from gql_media.observability.logs import job_context
 from gql_media.services import processing
 from gql_media.services.deps import Deps
+from gql_media.services.events import announce, announce_queued
 from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, transition
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import ColumnValues, JobColumns, job_snapshot
-from gql_media.services.webhooks import announce, announce_queued
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,11 +1,11 @@
 """Outbound webhooks: a job with a ``webhookUrl`` is POSTed there, signed, when it ends.
 
 The terminal transition marks the job ``webhook_state = 'pending'`` in the same UPDATE, so
-a delivery is owed exactly when the job ended. ``announce`` (publish the change, and queue
-the delivery of a finished job) is the fast path; the reconciler queues deliveries whose
-queue entry was lost. Each attempt is recorded in ``webhook_deliveries``; failures are
-retried with exponential backoff up to ``webhook_max_attempts``. Receivers deduplicate with
-``webhook-id``, which stays the same across the attempts of one delivery.
+a delivery is owed exactly when the job ended. ``services.events.announce`` (publish the
+change, and queue the delivery of a finished job) is the fast path; the reconciler queues
+deliveries whose queue entry was lost. Each attempt is recorded in ``webhook_deliveries``;
+failures are retried with exponential backoff up to ``webhook_max_attempts``. Receivers
+deduplicate with ``webhook-id``, which stays the same across the attempts of one delivery.
 
 Each attempt is an arq job (``worker.main.deliver_webhook_task``). An attempt that a worker
 took and never recorded (the worker was killed during it) is made again: the worker marks
@@ -26,7 +26,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from gql_media.adapters import outbound_http
-from gql_media.adapters.events import encode_event
 from gql_media.adapters.outbound import OutboundGuard
 from gql_media.adapters.webhooks_out import post_signed
 from gql_media.db.models import JobRow, WebhookDeliveryRow, utcnow
@@ -62,19 +61,6 @@ def retry_delay(settings: Settings, attempt: int) -> float:
             settings.webhook_retry_max_delay,
         )
     )
-
-
-async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
-    """Publish a change of a job; a finished job with a webhook URL gets its delivery queued."""
-    await deps.publisher.publish(snapshot)
-    if snapshot.status.terminal and snapshot.webhook_url:
-        await deps.queue.enqueue_webhook(snapshot.id, 1)
-
-
-async def announce_queued(deps: Deps, snapshot: JobSnapshot, defer: float | None = None) -> bool:
-    """Publish the change of a job that is QUEUED (again) and put it on the queue, in one
-    Redis round trip; False when Redis is unreachable (the reconciler enqueues it later)."""
-    return await deps.queue.enqueue(snapshot.id, snapshot.version, defer, encode_event(snapshot))
 
 
 def job_payload(settings: Settings, job: JobSnapshot) -> dict[str, Any]:
