@@ -25,7 +25,8 @@ from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import reconciler, runner
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import NewImageJob, create_image_job, get_job, transition
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Select, Table, case, func, insert, select, tuple_, update
+from sqlalchemy import Select, Table, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
@@ -43,6 +43,7 @@ from gql_media.services.events import announce, announce_queued
 from gql_media.services.input_limits import json_problem, text_problem, url_problem
 from gql_media.services.inserts import RowInserter, refused_value
 from gql_media.services.snapshots import ColumnValues, job_snapshot
+from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -494,39 +495,6 @@ async def list_jobs(
         has_next_page=len(rows) > limit,
         total_count=total,
     )
-
-
-# a job that ends with a webhook URL now owes a delivery
-OWES_WEBHOOK = case((JobRow.webhook_url.is_not(None), "pending"), else_=None)
-
-
-async def transition(
-    session: AsyncSession,
-    job_id: uuid.UUID,
-    sources: tuple[JobStatus, ...],
-    target: JobStatus,
-    *,
-    held_by: str | None = None,
-    at_version: int | None = None,
-    **values: Any,
-) -> JobRow | None:
-    """One guarded UPDATE: the change happens only if the job is in one of ``sources``
-    (and, for a worker's changes, only while the worker still holds the lease ``held_by``;
-    with ``at_version``, only if nothing changed the job since it was read)."""
-    stmt = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
-    if held_by is not None:
-        stmt = stmt.where(JobRow.lease_token == held_by)
-    if at_version is not None:
-        stmt = stmt.where(JobRow.version == at_version)
-    if target.terminal:
-        values.setdefault("webhook_state", OWES_WEBHOOK)
-    stmt = (
-        stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
-        .returning(JobRow)
-        # populate_existing: a row this session already loaded must show the new values.
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:

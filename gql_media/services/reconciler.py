@@ -13,8 +13,9 @@ from gql_media.domain import JOB_ID_PREFIX, JobStatus, encode_id
 from gql_media.errors import ErrorCode
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce, announce_queued
-from gql_media.services.jobs import stale_queued_jobs, transition
+from gql_media.services.jobs import stale_queued_jobs
 from gql_media.services.snapshots import job_snapshot
+from gql_media.services.transitions import transition
 
 log = logging.getLogger(__name__)
 

@@ -18,26 +18,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import (
-    ColumnElement,
-    Executable,
-    Select,
-    Table,
-    Update,
-    bindparam,
-    column,
-    exists,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy import select
 
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
@@ -60,116 +43,24 @@ from gql_media.observability.logs import job_context
 from gql_media.services import processing
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce, announce_queued
-from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, transition
+from gql_media.services.jobs import parse_job_id
 from gql_media.services.media import digest_file, extension_for
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import ColumnValues, JobColumns, job_snapshot
+from gql_media.services.transitions import (
+    CLAIM,
+    HELD_RUNNING,
+    INSERT_ASSETS,
+    PROGRESS,
+    SUCCEED,
+    SUCCEED_WITH_OUTPUTS,
+    json_output,
+    one_job,
+    transition,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# The writes every job makes, built once: a statement object that is reused is neither
-# rebuilt nor keyed again for SQLAlchemy's compiled cache, which costs more than running
-# it. Each is a guarded transition as ``jobs.transition`` makes them.
-_JOBS_TABLE = cast(Table, JobRow.__table__)
-_JOBS = _JOBS_TABLE.c
-
-
-def _param(name: str, column: ColumnElement[Any]) -> Any:
-    return bindparam(name, type_=column.type)
-
-
-def _guarded(source: JobStatus, *, leased: bool) -> Update:
-    stmt = update(_JOBS_TABLE).where(_JOBS.id == bindparam("job_id"), _JOBS.status == source.value)
-    if leased:
-        stmt = stmt.where(_JOBS.lease_token == bindparam("token"))
-    return stmt
-
-
-def _returning_job(stmt: Update) -> ReturningUpdate[Any]:
-    return stmt.returning(*_JOBS)
-
-
-async def _one_job(
-    engine: AsyncEngine, stmt: Executable, params: dict[str, Any]
-) -> ColumnValues | None:
-    """Run ``stmt`` (returning a job's columns) on a connection of ``engine``: the job it
-    changed, or None. A Core connection costs less per statement than an ORM session."""
-    async with engine.connect() as connection:
-        found = (await connection.execute(stmt, params)).first()
-    return ColumnValues(found._mapping) if found is not None else None
-
-
-_NOW = _param("now", _JOBS.updated_at)
-_CLAIM = _returning_job(
-    _guarded(JobStatus.QUEUED, leased=False).values(
-        status=JobStatus.RUNNING.value,
-        version=_JOBS.version + 1,
-        updated_at=_NOW,
-        attempts=_JOBS.attempts + 1,
-        progress=0.0,
-        started_at=_NOW,
-        finished_at=None,
-        lease_token=bindparam("token"),
-        lease_until=_param("lease_until", _JOBS.lease_until),
-    )
-)
-_PROGRESS = _returning_job(
-    _guarded(JobStatus.RUNNING, leased=True).values(
-        version=_JOBS.version + 1, updated_at=_NOW, progress=bindparam("progress")
-    )
-)
-_SUCCEED = _returning_job(
-    _guarded(JobStatus.RUNNING, leased=True).values(
-        status=JobStatus.SUCCEEDED.value,
-        version=_JOBS.version + 1,
-        updated_at=_NOW,
-        progress=1.0,
-        finished_at=_NOW,
-        result=_param("result", _JOBS.result),
-        lease_token=None,
-        lease_until=None,
-        webhook_state=OWES_WEBHOOK,
-    )
-)
-_ASSETS_TABLE = cast(Table, AssetRow.__table__)
-_INSERT_ASSETS = insert(_ASSETS_TABLE)
-_OUTPUT_COLUMNS = (
-    "id",
-    "job_id",
-    "position",
-    "storage_key",
-    "content_type",
-    "width",
-    "height",
-    "byte_size",
-    "sha256",
-    "name",
-    "info",
-)
-
-
-def _succeed_with_outputs() -> Select[Any]:
-    """On PostgreSQL, the SUCCEEDED transition and the insert of its outputs as one
-    statement: one round trip with no transaction to open and commit. The outputs come as
-    one JSON array typed by ``jsonb_to_recordset`` and are inserted only if the transition
-    matched; the statement returns the job as ``_SUCCEED`` does."""
-    done = _SUCCEED.cte("done")
-    given = (
-        func.jsonb_to_recordset(bindparam("outputs", type_=JSONB))
-        .table_valued(*(column(name, _ASSETS_TABLE.c[name].type) for name in _OUTPUT_COLUMNS))
-        .render_derived(name="given", with_types=True)
-    )
-    # defaults are not applied inside a CTE: every column is given
-    role = literal("output", _ASSETS_TABLE.c.role.type)
-    rows = select(*(given.c[name] for name in _OUTPUT_COLUMNS), _NOW, role).where(
-        exists(select(done.c.id))
-    )
-    outputs = insert(_ASSETS_TABLE).from_select([*_OUTPUT_COLUMNS, "created_at", "role"], rows)
-    return select(done).add_cte(outputs.cte("outputs"))
-
-
-_SUCCEED_WITH_OUTPUTS = _succeed_with_outputs()
 
 
 class Outcome(StrEnum):
@@ -214,7 +105,7 @@ class JobContext:
                 "now": utcnow(),
                 "progress": fraction,
             }
-            row = await _one_job(self._deps.autocommit, _PROGRESS, params)
+            row = await one_job(self._deps.autocommit, PROGRESS, params)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -253,16 +144,9 @@ class JobContext:
         return await self._update(lease_until=until)
 
     async def _update(self, **values: Any) -> bool:
+        params = {"job_id": self._job_id, "token": self.token}
         async with self._deps.autocommit.connect() as connection:
-            result = await connection.execute(
-                update(_JOBS_TABLE)
-                .where(
-                    _JOBS.id == self._job_id,
-                    _JOBS.status == JobStatus.RUNNING.value,
-                    _JOBS.lease_token == self.token,
-                )
-                .values(**values)
-            )
+            result = await connection.execute(HELD_RUNNING.values(**values), params)
         return bool(result.rowcount)
 
 
@@ -285,7 +169,7 @@ async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> ColumnValues | No
     now = utcnow()
     until = now + timedelta(seconds=deps.settings.lease_seconds)
     params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
-    return await _one_job(deps.autocommit, _CLAIM, params)
+    return await one_job(deps.autocommit, CLAIM, params)
 
 
 async def run_job(deps: Deps, job_id: str) -> Outcome:
@@ -478,13 +362,13 @@ async def _succeed(
     async def finish() -> tuple[ColumnValues | None, list[AssetRow]]:
         params = {"job_id": row.id, "token": context.token, "now": now, "result": result}
         if deps.engine.dialect.name == "postgresql":
-            params["outputs"] = [_json_output(values) for values in assets]
-            done = await _one_job(deps.autocommit, _SUCCEED_WITH_OUTPUTS, params)
+            params["outputs"] = [json_output(values) for values in assets]
+            done = await one_job(deps.autocommit, SUCCEED_WITH_OUTPUTS, params)
         else:
             async with deps.engine.begin() as connection:
-                found = (await connection.execute(_SUCCEED, params)).first()
+                found = (await connection.execute(SUCCEED, params)).first()
                 if found is not None and assets:
-                    await connection.execute(_INSERT_ASSETS, assets)
+                    await connection.execute(INSERT_ASSETS, assets)
             done = ColumnValues(found._mapping) if found is not None else None
         return done, [AssetRow(**values) for values in assets]
 
@@ -495,13 +379,6 @@ async def _succeed(
         return Outcome.CANCELED
     await announce(deps, job_snapshot(done, rows))
     return Outcome.SUCCEEDED
-
-
-def _json_output(values: dict[str, Any]) -> dict[str, Any]:
-    """An output row for ``_SUCCEED_WITH_OUTPUTS``: its columns, ids as text."""
-    output = {name: values[name] for name in _OUTPUT_COLUMNS}
-    output["id"], output["job_id"] = str(values["id"]), str(values["job_id"])
-    return output
 
 
 async def _discard_outputs(deps: Deps, job_id: uuid.UUID, keys: list[str]) -> None:
@@ -534,7 +411,7 @@ async def _fail_or_retry(
         target = JobStatus.FAILED
         values.update(finished_at=now)
 
-    async def record() -> JobRow | None:
+    async def record() -> ColumnValues | None:
         async with deps.sessions.begin() as session:
             return await transition(
                 session,
