@@ -13,7 +13,6 @@ from gql_media.domain import JOB_ID_PREFIX, JobStatus, encode_id
 from gql_media.errors import ErrorCode
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce, announce_queued
-from gql_media.services.jobs import stale_queued_jobs
 from gql_media.services.snapshots import job_snapshot
 from gql_media.services.transitions import transition
 
@@ -104,3 +103,16 @@ async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
     await announce(deps, snapshot)
     log.info("job %s: its queue entry was lost with a worker; queued again", snapshot.id)
     return await deps.queue.ensure_queued(snapshot.id, snapshot.version)
+
+
+async def stale_queued_jobs(deps: Deps, older_than: timedelta, limit: int = 500) -> list[JobRow]:
+    """QUEUED jobs that should have started by now: their enqueue may have been lost."""
+    cutoff = utcnow() - older_than
+    async with deps.sessions() as session:
+        stmt = (
+            select(JobRow)
+            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.run_after <= cutoff)
+            .order_by(JobRow.run_after)
+            .limit(limit)
+        )
+        return list((await session.execute(stmt)).scalars())
