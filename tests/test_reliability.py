@@ -23,9 +23,11 @@ from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import reconciler, runner
+from gql_media.services import lease, reconciler, runner
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.services.outputs import output_key
+from gql_media.services.processing import Produced
 from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
@@ -53,7 +55,7 @@ async def _running_job(deps: Deps, token: str) -> tuple[JobSnapshot, JobRow]:
     job = await create_image_job(
         deps, NewImageJob(prompt="kiln", provider="mock", width=64), SYSTEM
     )
-    row = await runner._claim(deps, _uuid(job.id), token=token)
+    row = await lease.claim(deps, _uuid(job.id), token=token)
     assert row is not None
     return job, row
 
@@ -87,8 +89,8 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
         1,
     )
 
-    late = runner.JobContext(deps, dead, "dead-worker")
-    with pytest.raises(runner.LeaseLost):
+    late = lease.JobContext(deps, dead, "dead-worker")
+    with pytest.raises(lease.LeaseLost):
         await late.save_external_id("late write")
     assert not await late.renew_lease()
     assert await _asset_count(runtime, job.id) == 1
@@ -98,7 +100,7 @@ async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory:
     settings = settings_factory(max_attempts=1)  # type: ignore[operator]
     async with open_runtime(settings) as runtime:
         job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
-        await runner._claim(runtime.deps, _uuid(job.id), token="dead-worker")
+        await lease.claim(runtime.deps, _uuid(job.id), token="dead-worker")
         await _expire_lease(runtime, job.id)
         assert await reconciler.requeue_expired(runtime.deps) == 1
         failed = await get_job(runtime.deps, job.id, SYSTEM)
@@ -108,7 +110,7 @@ async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory:
 
 async def test_a_live_lease_is_not_taken_away(runtime: Runtime) -> None:
     job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
-    await runner._claim(runtime.deps, _uuid(job.id), token="busy-worker")
+    await lease.claim(runtime.deps, _uuid(job.id), token="busy-worker")
     assert await reconciler.requeue_expired(runtime.deps) == 0
     assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SKIPPED
 
@@ -366,10 +368,10 @@ async def test_finishing_stores_every_output_field_and_the_result(runtime: Runti
     deps = runtime.deps
     job, row = await _running_job(deps, token="w")
     outputs = [
-        runner.Produced("thumb", "image/webp", 64, 48, data=b"webp", info={"frames": [1, 2]}),
-        runner.Produced(None, "image/png", None, None, data=b"png"),
+        Produced("thumb", "image/webp", 64, 48, data=b"webp", info={"frames": [1, 2]}),
+        Produced(None, "image/png", None, None, data=b"png"),
     ]
-    context = runner.JobContext(deps, row, "w")
+    context = lease.JobContext(deps, row, "w")
     outcome = await runner._succeed(deps, row, context, outputs, {"pages": 2})
     assert outcome is runner.Outcome.SUCCEEDED
 
@@ -392,8 +394,8 @@ async def test_finishing_stores_every_output_field_and_the_result(runtime: Runti
     done = await get_job(deps, job.id, SYSTEM)
     assert done is not None and done.status is JobStatus.SUCCEEDED
     assert [o.key for o in done.outputs] == [
-        runner.output_key(row.id, 0, "image/webp"),
-        runner.output_key(row.id, 1, "image/png"),
+        output_key(row.id, 0, "image/webp"),
+        output_key(row.id, 1, "image/png"),
     ]
 
 
@@ -402,8 +404,8 @@ async def test_finishing_a_job_this_run_no_longer_holds_stores_no_outputs(
 ) -> None:
     deps = runtime.deps
     job, row = await _running_job(deps, token="w")
-    outputs = [runner.Produced(None, "image/png", 1, 1, data=b"png")]
-    context = runner.JobContext(deps, row, "another-run")
+    outputs = [Produced(None, "image/png", 1, 1, data=b"png")]
+    context = lease.JobContext(deps, row, "another-run")
     outcome = await runner._succeed(deps, row, context, outputs)
     assert outcome is runner.Outcome.CANCELED
     assert await _asset_count(runtime, job.id) == 0
