@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import os
 import signal
 import uuid
@@ -19,6 +21,7 @@ from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.queue import Placement
+from gql_media.db.engine import create_engine, create_sessionmaker, suppress_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
@@ -94,6 +97,42 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
         await late.save_external_id("late write")
     assert not await late.renew_lease()
     assert await _asset_count(runtime, job.id) == 1
+
+
+def test_only_an_unreachable_database_is_suppressed() -> None:
+    with suppress_unavailable() as outage:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    assert isinstance(outage.error, ConnectionRefusedError)
+    with suppress_unavailable() as calm:
+        pass
+    assert calm.error is None
+    # a wrong statement, or a full disk (the storage's error, not the database's)
+    for error in (ValueError("not a statement"), OSError(errno.ENOSPC, "disk full")):
+        with pytest.raises(type(error)), suppress_unavailable():
+            raise error
+
+
+async def test_a_run_does_without_progress_and_lease_checks_while_the_database_is_away(
+    runtime: Runtime,
+) -> None:
+    """Progress is best effort and a lease check that cannot reach the database does not
+    stop the job (the lease keeper does, once the lease is really gone)."""
+    deps = runtime.deps
+    _, row = await _running_job(deps, token="w")
+    away = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/away", timeout=2.0)
+    cut_off = dataclasses.replace(
+        deps,
+        settings=deps.settings.model_copy(update={"progress_interval": 0.0}),
+        sessions=create_sessionmaker(away),
+        engine=away,
+        autocommit=away,
+    )
+    try:
+        context = lease.JobContext(cut_off, row, "w")
+        await context.progress(0.5)
+        await context.ensure_running()
+    finally:
+        await away.dispose()
 
 
 async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory: object) -> None:

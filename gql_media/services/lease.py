@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
-from gql_media.db.engine import is_unavailable
+from gql_media.db.engine import suppress_unavailable
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import JobStatus
 from gql_media.errors import JobCanceled
@@ -66,18 +66,16 @@ class JobContext:
         if fraction <= self._value or fraction >= 1.0 or now - self._last < self._interval:
             return
         self._last, self._value = now, fraction
-        try:
-            params = {
-                "job_id": self._job_id,
-                "token": self.token,
-                "now": utcnow(),
-                "progress": fraction,
-            }
+        params = {
+            "job_id": self._job_id,
+            "token": self.token,
+            "now": utcnow(),
+            "progress": fraction,
+        }
+        with suppress_unavailable() as outage:
             row = await one_job(self._deps.autocommit, PROGRESS, params)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            log.warning("progress not recorded, database unavailable: %s", exc)
+        if outage.error is not None:
+            log.warning("progress not recorded, database unavailable: %s", outage.error)
             return  # progress is best effort; the lease decides whether the job is ours
         if row is None:
             raise LeaseLost("job is no longer running here")
@@ -92,16 +90,14 @@ class JobContext:
         self.external_id = external_id
 
     async def ensure_running(self) -> None:
-        try:
+        with suppress_unavailable() as outage:
             async with self._deps.sessions() as session:
                 token = await session.scalar(
                     select(JobRow.lease_token).where(
                         JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value
                     )
                 )
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
+        if outage.error is not None:
             return  # cannot tell now; the lease keeper stops the job if it was lost
         if token != self.token:
             raise LeaseLost("job is no longer running here")
@@ -136,14 +132,10 @@ async def persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) -> 
     delay = 0.1
     deadline = time.monotonic() + deps.settings.lease_seconds
     while True:
-        try:
+        with suppress_unavailable() as outage:
             return await action()
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            error = exc
-        if time.monotonic() > deadline:
-            raise error
-        log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+        if outage.error is not None and time.monotonic() > deadline:
+            raise outage.error
+        log.warning("%s failed (%s); retrying in %.1fs", what, outage.error, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
