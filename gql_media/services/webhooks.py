@@ -27,7 +27,7 @@ from sqlalchemy.orm import selectinload
 
 from gql_media.adapters import outbound_http
 from gql_media.adapters.outbound import OutboundGuard
-from gql_media.adapters.webhooks_out import post_signed
+from gql_media.adapters.webhooks_out import Attempt, post_signed
 from gql_media.db.models import JobRow, WebhookDeliveryRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id, encode_id
 from gql_media.services.auth import media_url_for
@@ -118,19 +118,10 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
     parsed = decode_id(JOB_ID_PREFIX, job_id)
     if parsed is None or settings.webhook_secret is None:
         return "skipped"
-    async with deps.sessions() as session:
-        row = await session.scalar(
-            select(JobRow).where(JobRow.id == parsed).options(selectinload(JobRow.outputs))
-        )
-        if row is None or row.webhook_state != "pending" or row.webhook_url is None:
-            return "skipped"
-        made = await session.scalar(
-            select(func.max(WebhookDeliveryRow.attempt)).where(WebhookDeliveryRow.job_id == parsed)
-        )
-        if made is not None and made >= attempt:
-            return "skipped"  # this attempt was made (and recorded) already
-        snapshot = job_snapshot(row, row.outputs)
-        url = row.webhook_url
+    owed = await _owed(deps, parsed, attempt)
+    if owed is None:
+        return "skipped"
+    snapshot, url = owed
     if not snapshot.status.terminal or snapshot.finished_at is None:
         return "skipped"
     event = EVENTS[snapshot.status]
@@ -148,11 +139,44 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
             timeout=settings.webhook_timeout,
         )
     final = result.succeeded or attempt >= settings.webhook_max_attempts
+    await _record(deps, parsed, attempt, url, webhook_id, event, result, final=final)
+    return await _after(deps, job_id, attempt, url, result, final=final)
+
+
+async def _owed(deps: Deps, job_id: uuid.UUID, attempt: int) -> tuple[JobSnapshot, str] | None:
+    """The job and its webhook URL if delivery ``attempt`` is owed: the job's delivery is
+    pending and this attempt was not made (and recorded) already."""
+    async with deps.sessions() as session:
+        row = await session.scalar(
+            select(JobRow).where(JobRow.id == job_id).options(selectinload(JobRow.outputs))
+        )
+        if row is None or row.webhook_state != "pending" or row.webhook_url is None:
+            return None
+        made = await session.scalar(
+            select(func.max(WebhookDeliveryRow.attempt)).where(WebhookDeliveryRow.job_id == job_id)
+        )
+        if made is not None and made >= attempt:
+            return None
+        return job_snapshot(row, row.outputs), row.webhook_url
+
+
+async def _record(
+    deps: Deps,
+    job_id: uuid.UUID,
+    attempt: int,
+    url: str,
+    webhook_id: str,
+    event: str,
+    result: Attempt,
+    *,
+    final: bool,
+) -> None:
+    """Record the attempt; after the ``final`` one, the job's delivery is over."""
     async with deps.sessions.begin() as session:
         session.add(
             WebhookDeliveryRow(
                 id=uuid.uuid4(),
-                job_id=parsed,
+                job_id=job_id,
                 webhook_id=webhook_id,
                 event=event,
                 attempt=attempt,
@@ -167,15 +191,21 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
         if final:
             await session.execute(
                 update(JobRow)
-                .where(JobRow.id == parsed, JobRow.webhook_state == "pending")
+                .where(JobRow.id == job_id, JobRow.webhook_state == "pending")
                 .values(webhook_state="delivered" if result.succeeded else "failed")
             )
+
+
+async def _after(
+    deps: Deps, job_id: str, attempt: int, url: str, result: Attempt, *, final: bool
+) -> str:
+    """What the attempt's outcome leads to: done, given up, or the next attempt queued."""
     if result.succeeded:
         return "delivered"
     if final:
         log.warning("job %s: webhook to %s failed %d times; giving up", job_id, url, attempt)
         return "failed"
-    delay = retry_delay(settings, attempt)
+    delay = retry_delay(deps.settings, attempt)
     log.info(
         "job %s: webhook attempt %d failed (%s); retrying in %.0fs",
         job_id,
