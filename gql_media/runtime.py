@@ -23,7 +23,7 @@ from gql_media.adapters.ratelimit import RateLimiter
 from gql_media.adapters.storage_factory import build_storage
 from gql_media.db.engine import create_engine, create_sessionmaker
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import job_inserter
+from gql_media.services.new_jobs import job_inserter
 from gql_media.settings import Settings
 
 

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from gql_media import domain
 from gql_media.api.schema import build_schema
 from gql_media.domain import OPEN, SYSTEM, Principal
-from gql_media.services import auth, catchup, jobs, limits, media, processing, webhooks
+from gql_media.services import auth, catchup, jobs, limits, media, new_jobs, processing, webhooks
 from tests.test_security import Secured, secured
 
 SECRET_PROMPT = "the owner's secret prompt"
@@ -177,7 +177,7 @@ def test_authority_is_always_passed_explicitly() -> None:
     """No service function has a default principal; OPEN is what auth gives when it is off,
     and is never a default anywhere."""
     checked = 0
-    for module in (jobs, media, processing, limits, catchup, webhooks, auth):
+    for module in (jobs, new_jobs, media, processing, limits, catchup, webhooks, auth):
         for name, function in inspect.getmembers(module, inspect.isfunction):
             if function.__module__ != module.__name__:
                 continue

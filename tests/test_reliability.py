@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import os
 import signal
 import uuid
@@ -19,13 +21,17 @@ from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.queue import Placement
+from gql_media.db.engine import create_engine, create_sessionmaker, suppress_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import runner
+from gql_media.services import lease, reconciler, runner
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import NewImageJob, create_image_job, get_job, transition
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.services.outputs import output_key
+from gql_media.services.processing import Produced
+from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process
@@ -52,7 +58,7 @@ async def _running_job(deps: Deps, token: str) -> tuple[JobSnapshot, JobRow]:
     job = await create_image_job(
         deps, NewImageJob(prompt="kiln", provider="mock", width=64), SYSTEM
     )
-    row = await runner._claim(deps, _uuid(job.id), token=token)
+    row = await lease.claim(deps, _uuid(job.id), token=token)
     assert row is not None
     return job, row
 
@@ -72,7 +78,7 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
     job, dead = await _running_job(deps, token="dead-worker")
     await _expire_lease(runtime, job.id)
 
-    assert await runner.requeue_expired(deps) == 1
+    assert await reconciler.requeue_expired(deps) == 1
     requeued = await get_job(deps, job.id, SYSTEM)
     assert requeued is not None and requeued.status is JobStatus.QUEUED
     assert requeued.error is not None and requeued.error.code == "WORKER_LOST"
@@ -86,20 +92,56 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
         1,
     )
 
-    late = runner.JobContext(deps, dead, "dead-worker")
-    with pytest.raises(runner.LeaseLost):
+    late = lease.JobContext(deps, dead, "dead-worker")
+    with pytest.raises(lease.LeaseLost):
         await late.save_external_id("late write")
     assert not await late.renew_lease()
     assert await _asset_count(runtime, job.id) == 1
+
+
+def test_only_an_unreachable_database_is_suppressed() -> None:
+    with suppress_unavailable() as outage:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    assert isinstance(outage.error, ConnectionRefusedError)
+    with suppress_unavailable() as calm:
+        pass
+    assert calm.error is None
+    # a wrong statement, or a full disk (the storage's error, not the database's)
+    for error in (ValueError("not a statement"), OSError(errno.ENOSPC, "disk full")):
+        with pytest.raises(type(error)), suppress_unavailable():
+            raise error
+
+
+async def test_a_run_does_without_progress_and_lease_checks_while_the_database_is_away(
+    runtime: Runtime,
+) -> None:
+    """Progress is best effort and a lease check that cannot reach the database does not
+    stop the job (the lease keeper does, once the lease is really gone)."""
+    deps = runtime.deps
+    _, row = await _running_job(deps, token="w")
+    away = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/away", timeout=2.0)
+    cut_off = dataclasses.replace(
+        deps,
+        settings=deps.settings.model_copy(update={"progress_interval": 0.0}),
+        sessions=create_sessionmaker(away),
+        engine=away,
+        autocommit=away,
+    )
+    try:
+        context = lease.JobContext(cut_off, row, "w")
+        await context.progress(0.5)
+        await context.ensure_running()
+    finally:
+        await away.dispose()
 
 
 async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory: object) -> None:
     settings = settings_factory(max_attempts=1)  # type: ignore[operator]
     async with open_runtime(settings) as runtime:
         job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
-        await runner._claim(runtime.deps, _uuid(job.id), token="dead-worker")
+        await lease.claim(runtime.deps, _uuid(job.id), token="dead-worker")
         await _expire_lease(runtime, job.id)
-        assert await runner.requeue_expired(runtime.deps) == 1
+        assert await reconciler.requeue_expired(runtime.deps) == 1
         failed = await get_job(runtime.deps, job.id, SYSTEM)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "WORKER_LOST"
@@ -107,8 +149,8 @@ async def test_expired_lease_on_the_last_attempt_fails_the_job(settings_factory:
 
 async def test_a_live_lease_is_not_taken_away(runtime: Runtime) -> None:
     job = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
-    await runner._claim(runtime.deps, _uuid(job.id), token="busy-worker")
-    assert await runner.requeue_expired(runtime.deps) == 0
+    await lease.claim(runtime.deps, _uuid(job.id), token="busy-worker")
+    assert await reconciler.requeue_expired(runtime.deps) == 0
     assert await runner.run_job(runtime.deps, job.id) is runner.Outcome.SKIPPED
 
 
@@ -122,14 +164,14 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
     await runtime.redis.psetex(in_progress_key_prefix + arq_id, 60_000, b"1")  # a pick-up
 
     assert await deps.queue.ensure_queued(job.id, job.version) is Placement.TAKEN
-    assert await runner.reconcile(deps, at_startup=True) == 1
+    assert await reconciler.reconcile(deps, at_startup=True) == 1
     moved = await get_job(deps, job.id, SYSTEM)
     assert moved is not None and (moved.status, moved.version) == (
         JobStatus.QUEUED,
         job.version + 1,
     )
     assert await runtime.redis.zscore(queue, keys.arq_job_id(job.id, moved.version)) is not None
-    assert await runner.reconcile(deps, at_startup=True) == 0  # waiting on the queue: left alone
+    assert await reconciler.reconcile(deps, at_startup=True) == 0  # waiting on the queue: untouched
 
 
 async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: Runtime) -> None:
@@ -149,7 +191,7 @@ async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: 
     jobs = [(job.id, job.version) for job in (waiting, lost, taken)]
 
     assert await deps.queue.standing(jobs) == [Placement.WAITING, None, Placement.TAKEN]
-    assert await runner.reconcile(deps, at_startup=True) == 2
+    assert await reconciler.reconcile(deps, at_startup=True) == 2
 
     assert await deps.queue.standing(jobs[:2]) == [Placement.WAITING, Placement.WAITING]
     moved = await get_job(deps, taken.id, SYSTEM)
@@ -365,10 +407,10 @@ async def test_finishing_stores_every_output_field_and_the_result(runtime: Runti
     deps = runtime.deps
     job, row = await _running_job(deps, token="w")
     outputs = [
-        runner.Produced("thumb", "image/webp", 64, 48, data=b"webp", info={"frames": [1, 2]}),
-        runner.Produced(None, "image/png", None, None, data=b"png"),
+        Produced("thumb", "image/webp", 64, 48, data=b"webp", info={"frames": [1, 2]}),
+        Produced(None, "image/png", None, None, data=b"png"),
     ]
-    context = runner.JobContext(deps, row, "w")
+    context = lease.JobContext(deps, row, "w")
     outcome = await runner._succeed(deps, row, context, outputs, {"pages": 2})
     assert outcome is runner.Outcome.SUCCEEDED
 
@@ -391,8 +433,8 @@ async def test_finishing_stores_every_output_field_and_the_result(runtime: Runti
     done = await get_job(deps, job.id, SYSTEM)
     assert done is not None and done.status is JobStatus.SUCCEEDED
     assert [o.key for o in done.outputs] == [
-        runner.output_key(row.id, 0, "image/webp"),
-        runner.output_key(row.id, 1, "image/png"),
+        output_key(row.id, 0, "image/webp"),
+        output_key(row.id, 1, "image/png"),
     ]
 
 
@@ -401,8 +443,8 @@ async def test_finishing_a_job_this_run_no_longer_holds_stores_no_outputs(
 ) -> None:
     deps = runtime.deps
     job, row = await _running_job(deps, token="w")
-    outputs = [runner.Produced(None, "image/png", 1, 1, data=b"png")]
-    context = runner.JobContext(deps, row, "another-run")
+    outputs = [Produced(None, "image/png", 1, 1, data=b"png")]
+    context = lease.JobContext(deps, row, "another-run")
     outcome = await runner._succeed(deps, row, context, outputs)
     assert outcome is runner.Outcome.CANCELED
     assert await _asset_count(runtime, job.id) == 0

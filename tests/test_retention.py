@@ -13,8 +13,9 @@ from sqlalchemy import update
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobStatus, decode_id
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import retention, runner
+from gql_media.services import lease, retention, runner
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.services.outputs import output_key
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -73,12 +74,12 @@ async def test_retention_off_by_default(runtime: Runtime) -> None:
 async def test_sweep_deletes_old_orphans_only(runtime: Runtime) -> None:
     storage = runtime.deps.storage
     live = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
-    await runner._claim(runtime.deps, _uuid(live.id), token="w")  # RUNNING, files not yet rowed
-    live_key = runner.output_key(_uuid(live.id), 0, "image/png")
+    await lease.claim(runtime.deps, _uuid(live.id), token="w")  # RUNNING, files not yet rowed
+    live_key = output_key(_uuid(live.id), 0, "image/png")
     live_key_earlier_layout = f"jobs/{_uuid(live.id).hex}/1.png"
-    old_orphan = runner.output_key(uuid.uuid4(), 0, "image/png")
+    old_orphan = output_key(uuid.uuid4(), 0, "image/png")
     old_orphan_earlier_layout = f"jobs/{uuid.uuid4().hex}/0.png"
-    new_orphan = runner.output_key(uuid.uuid4(), 1, "image/png")
+    new_orphan = output_key(uuid.uuid4(), 1, "image/png")
     for key in (live_key, live_key_earlier_layout, old_orphan, old_orphan_earlier_layout):
         await storage.put(key, b"data")
         _age(storage.path_for(key), 7200)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -86,6 +89,28 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+@dataclass(slots=True)
+class Outage:
+    """What ``suppress_unavailable`` swallowed: the error that said the database could not
+    be reached, or None when the block ran through."""
+
+    error: Exception | None = None
+
+
+@contextlib.contextmanager
+def suppress_unavailable() -> Iterator[Outage]:
+    """``with suppress_unavailable() as outage:`` ends the block quietly when the database
+    could not be reached (``is_unavailable``), keeping the error in ``outage.error``; every
+    other error goes through. For work that may wait out an outage, or do without."""
+    outage = Outage()
+    try:
+        yield outage
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        outage.error = exc
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import logging
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 import orjson
-from sqlalchemy import Select, Table, case, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError, StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from gql_media.db.models import JobRow, utcnow
@@ -38,32 +35,23 @@ from gql_media.errors import (
     UserError,
 )
 from gql_media.services import limits
+from gql_media.services.cursors import decode_cursor, encode_cursor
 from gql_media.services.deps import Deps
-from gql_media.services.input_limits import json_problem, text_problem, url_problem
-from gql_media.services.inserts import RowInserter, refused_value
-from gql_media.services.snapshots import ColumnValues, job_snapshot
-from gql_media.services.webhooks import announce, announce_queued
+from gql_media.services.events import announce, announce_queued
+from gql_media.services.input_limits import json_problem, text_problem
+from gql_media.services.job_validation import (
+    MAX_PROVIDER_NAME,
+    MAX_SEED,
+    common_problems,
+    negative_prompt_problem,
+    prompt_problem,
+)
+from gql_media.services.new_jobs import insert_job
+from gql_media.services.snapshots import job_snapshot
+from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
-MAX_PROVIDER_NAME = 64  # the length of the provider column
-MAX_IDEMPOTENCY_KEY = 255
-# built once: reused, it is not keyed again for the compiled cache on every request
-_INSERT_JOB = insert(cast(Table, JobRow.__table__))
-
-
-def job_inserter(engine: AsyncEngine, autocommit: AsyncEngine, settings: Settings) -> RowInserter:
-    """What ``Deps.job_inserts`` is: new jobs' INSERTs, batched while others are out, each
-    within its owner's cap on unfinished jobs."""
-    return RowInserter(
-        engine,
-        autocommit,
-        _INSERT_JOB,
-        guard=limits.active_jobs_cap(settings),
-        guarded=limits.capped(settings),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +114,8 @@ def parse_job_id(text: str) -> uuid.UUID:
 def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list[UserError]:
     """Every problem with ``job``; an empty list means it may be queued."""
     found = [
-        _prompt_problem(s, job.prompt),
-        _negative_prompt_problem(s, job.negative_prompt),
+        prompt_problem(s, job.prompt),
+        negative_prompt_problem(s, job.negative_prompt),
         text_problem("provider", job.provider, MAX_PROVIDER_NAME),
         text_problem("model", job.model, s.max_model_length),
     ]
@@ -172,81 +160,6 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
             errors.append(problem)
     errors.extend(common_problems(s, job.idempotency_key, job.webhook_url))
     return errors
-
-
-def _prompt_problem(s: Settings, prompt: str) -> UserError | None:
-    problem = text_problem("prompt", prompt)
-    if problem is not None:
-        return problem
-    length = len(prompt.strip())
-    if not length:
-        return UserError(ErrorCode.PROMPT_EMPTY, "prompt must not be empty", "prompt")
-    if length > s.max_prompt_length:
-        return UserError(
-            ErrorCode.PROMPT_TOO_LONG,
-            f"prompt is {length} characters; the maximum is {s.max_prompt_length}",
-            "prompt",
-        )
-    return None
-
-
-def _negative_prompt_problem(s: Settings, negative_prompt: str | None) -> UserError | None:
-    if negative_prompt is not None and len(negative_prompt) > s.max_prompt_length:
-        return UserError(
-            ErrorCode.PROMPT_TOO_LONG,
-            f"negativePrompt is longer than {s.max_prompt_length} characters",
-            "negativePrompt",
-        )
-    return text_problem("negativePrompt", negative_prompt)
-
-
-def common_problems(
-    settings: Settings, idempotency_key: str | None, webhook_url: str | None
-) -> list[UserError]:
-    """Problems with the inputs every job-creating mutation takes."""
-    errors = []
-    key_problem = text_problem("idempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY)
-    if key_problem is not None:
-        errors.append(key_problem)
-    elif idempotency_key is not None and not idempotency_key:
-        errors.append(
-            UserError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-                "idempotencyKey",
-            )
-        )
-    errors.extend(webhook_url_problems(settings, webhook_url))
-    return errors
-
-
-def webhook_url_problems(settings: Settings, url: str | None) -> list[UserError]:
-    """What is wrong with a job's ``webhookUrl`` (where it points is checked when it is
-    delivered, against the outbound rules)."""
-    if url is None:
-        return []
-    if settings.webhook_secret is None:
-        return [
-            UserError(
-                ErrorCode.WEBHOOKS_NOT_CONFIGURED,
-                "this server sends no webhooks (GQL_MEDIA_WEBHOOK_SECRET is not set)",
-                "webhookUrl",
-            )
-        ]
-    problem = url_problem("webhookUrl", url, settings.max_webhook_url_length)
-    if problem is not None:
-        return [problem]
-    scheme = url.split(":", 1)[0].lower()
-    if scheme not in ("http", "https") or "://" not in url:
-        return [
-            UserError(
-                ErrorCode.INVALID_ARGUMENT,
-                "webhookUrl must be an http(s) URL of at most "
-                f"{settings.max_webhook_url_length} characters",
-                "webhookUrl",
-            )
-        ]
-    return []
 
 
 def _request_hash(job: NewImageJob) -> str:
@@ -315,100 +228,6 @@ async def create_image_job(deps: Deps, job: NewImageJob, principal: Principal) -
     )
 
 
-async def insert_job(
-    deps: Deps,
-    *,
-    kind: JobKind,
-    provider: str,
-    parameters: dict[str, Any],
-    prompt: str | None = None,
-    model: str | None = None,
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-    principal: Principal,
-    webhook_url: str | None = None,
-) -> JobSnapshot:
-    """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
-    the job an earlier request of the same owner with the same key and ``request_hash`` made
-    is returned; without one, ``request_hash`` is not needed."""
-    if idempotency_key is not None:
-        # keys are per owner: stored as a digest of owner and key
-        idempotency_key = hashlib.sha256(
-            f"{principal.owner or '-'}\0{idempotency_key}".encode()
-        ).hexdigest()
-        existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
-        if existing is not None:
-            return existing
-    now = utcnow()
-    values = dict(
-        id=uuid.uuid4(),
-        kind=kind.value,
-        status=JobStatus.QUEUED.value,
-        progress=0.0,
-        version=1,
-        prompt=prompt,
-        provider=provider,
-        model=model,
-        parameters=parameters,
-        attempts=0,
-        max_attempts=deps.settings.max_attempts,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        owner_id=principal.key_id,
-        webhook_url=webhook_url,
-        run_after=now,
-        created_at=now,
-        updated_at=now,
-    )
-    try:
-        # with the jobs that arrive meanwhile: one round trip; within the owner's cap
-        await deps.job_inserts(values)
-    except IntegrityError as exc:
-        # A concurrent request with the same idempotency key won the insert.
-        existing = None
-        if idempotency_key is not None:
-            existing = await _by_idempotency_key(deps, idempotency_key, request_hash)
-        if existing is None:
-            raise _refused(exc) from exc
-        return existing
-    except (StatementError, ValueError, OverflowError) as exc:
-        if not refused_value(exc):
-            raise
-        raise _refused(exc) from exc
-    snapshot = job_snapshot(ColumnValues(values))
-    await announce_queued(deps, snapshot)
-    return snapshot
-
-
-def _refused(exc: Exception) -> UserError:
-    """The userError of a job the database refused although it passed validation (a value
-    only the database knows it cannot store): for this request alone."""
-    # not str(exc): a statement's text repeats its parameters, however large or deep
-    log.warning(
-        "the database refused a new job: %s %s", type(exc).__name__, getattr(exc, "orig", "")
-    )
-    return UserError(ErrorCode.INVALID_ARGUMENT, "the database refused a value of this job")
-
-
-async def _by_idempotency_key(deps: Deps, key: str, request_hash: str | None) -> JobSnapshot | None:
-    async with deps.sessions() as session:
-        stmt = (
-            select(JobRow)
-            .where(JobRow.idempotency_key == key)
-            .options(selectinload(JobRow.outputs))
-        )
-        row = (await session.execute(stmt)).scalar_one_or_none()
-    if row is None:
-        return None
-    if row.request_hash != request_hash:
-        raise UserError(
-            ErrorCode.IDEMPOTENCY_CONFLICT,
-            "idempotencyKey was already used with a different input",
-            "idempotencyKey",
-        )
-    return job_snapshot(row, row.outputs)
-
-
 async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot | None:
     """The job, or None for an unknown or malformed id, or another owner's job."""
     parsed = decode_id(JOB_ID_PREFIX, job_id)
@@ -419,25 +238,6 @@ async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot 
         if row is None or not principal.can_see(row.owner_id):
             return None
         return job_snapshot(row, row.outputs)
-
-
-def encode_cursor(job: JobSnapshot) -> str:
-    raw = orjson.dumps([job.created_at.isoformat(), job.id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = orjson.loads(raw)
-        if not isinstance(created, str) or not isinstance(job_id, str):
-            raise TypeError(cursor)
-        parsed = decode_id(JOB_ID_PREFIX, job_id)
-        if parsed is None:
-            raise ValueError(job_id)
-        return datetime.fromisoformat(created), parsed
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise UserError(ErrorCode.INVALID_CURSOR, "malformed cursor", "after") from exc
 
 
 def _filtered(stmt: Select[Any], job_filter: JobFilter, principal: Principal) -> Select[Any]:
@@ -494,39 +294,6 @@ async def list_jobs(
         has_next_page=len(rows) > limit,
         total_count=total,
     )
-
-
-# a job that ends with a webhook URL now owes a delivery
-OWES_WEBHOOK = case((JobRow.webhook_url.is_not(None), "pending"), else_=None)
-
-
-async def transition(
-    session: AsyncSession,
-    job_id: uuid.UUID,
-    sources: tuple[JobStatus, ...],
-    target: JobStatus,
-    *,
-    held_by: str | None = None,
-    at_version: int | None = None,
-    **values: Any,
-) -> JobRow | None:
-    """One guarded UPDATE: the change happens only if the job is in one of ``sources``
-    (and, for a worker's changes, only while the worker still holds the lease ``held_by``;
-    with ``at_version``, only if nothing changed the job since it was read)."""
-    stmt = update(JobRow).where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
-    if held_by is not None:
-        stmt = stmt.where(JobRow.lease_token == held_by)
-    if at_version is not None:
-        stmt = stmt.where(JobRow.version == at_version)
-    if target.terminal:
-        values.setdefault("webhook_state", OWES_WEBHOOK)
-    stmt = (
-        stmt.values(status=target.value, version=JobRow.version + 1, updated_at=utcnow(), **values)
-        .returning(JobRow)
-        # populate_existing: a row this session already loaded must show the new values.
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
@@ -607,16 +374,3 @@ async def retry_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapsho
     snapshot = job_snapshot(updated)
     await announce_queued(deps, snapshot)
     return snapshot
-
-
-async def stale_queued_jobs(deps: Deps, older_than: timedelta, limit: int = 500) -> list[JobRow]:
-    """QUEUED jobs that should have started by now: their enqueue may have been lost."""
-    cutoff = utcnow() - older_than
-    async with deps.sessions() as session:
-        stmt = (
-            select(JobRow)
-            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.run_after <= cutoff)
-            .order_by(JobRow.run_after)
-            .limit(limit)
-        )
-        return list((await session.execute(stmt)).scalars())

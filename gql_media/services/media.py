@@ -33,7 +33,8 @@ from gql_media.domain import (
 )
 from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import common_problems, insert_job
+from gql_media.services.job_validation import common_problems
+from gql_media.services.new_jobs import insert_job
 from gql_media.services.snapshots import asset_snapshot
 from gql_media.settings import Settings
 

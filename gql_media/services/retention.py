@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import TERMINAL_STATUSES, JobStatus
 from gql_media.services.deps import Deps
-from gql_media.services.runner import job_of_output_key
+from gql_media.services.outputs import job_of_output_key
 from gql_media.services.snapshots import job_snapshot
 
 log = logging.getLogger(__name__)

@@ -1,55 +1,29 @@
-"""Running one job on a worker: claim, generate, store outputs, finish — each step guarded.
+"""Running one job on a worker: claim, produce, store outputs, finish.
 
-A claim gives the worker a lease on the job row (a token and an expiry it keeps moving
-forward). Every later change the worker makes is guarded by status *and* token, so a
-worker that lost its lease (it stalled, or the reconciler handed the job to another
-worker) can no longer change the job: a transition that matches no row did not happen,
-and nothing is published for it.
+Each step is a guarded change of the job row under the run's lease (``services.lease``):
+a run that lost its job changes nothing. Every failure ends in a recorded state: a retry
+with a backoff delay, a failure, or the job handed back to the queue on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Executable,
-    Select,
-    Table,
-    Update,
-    bindparam,
-    column,
-    exists,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import ReturningUpdate
-
-from gql_media.adapters.queue import Placement
 from gql_media.db.engine import is_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import (
-    JOB_ID_PREFIX,
     GenerateImageRequest,
     JobKind,
     JobStatus,
     OutputFormat,
     backoff_delay,
-    encode_id,
 )
 from gql_media.errors import (
     ErrorCode,
@@ -58,121 +32,27 @@ from gql_media.errors import (
     StorageUnavailable,
     TransientProviderError,
 )
-from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN, failpoint
+from gql_media.failpoints import BEFORE_FINISH, CLAIMED, failpoint
 from gql_media.observability.logs import job_context
 from gql_media.services import processing
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import OWES_WEBHOOK, parse_job_id, stale_queued_jobs, transition
-from gql_media.services.media import digest_file, extension_for
+from gql_media.services.events import announce, announce_queued
+from gql_media.services.jobs import parse_job_id
+from gql_media.services.lease import JobContext, claim, keep_lease, persist
+from gql_media.services.outputs import discard_outputs, store_outputs
 from gql_media.services.processing import Produced
 from gql_media.services.snapshots import ColumnValues, JobColumns, job_snapshot
-from gql_media.services.webhooks import announce, announce_queued
+from gql_media.services.transitions import (
+    INSERT_ASSETS,
+    SUCCEED,
+    SUCCEED_WITH_OUTPUTS,
+    json_output,
+    one_job,
+    transition,
+)
+from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# The writes every job makes, built once: a statement object that is reused is neither
-# rebuilt nor keyed again for SQLAlchemy's compiled cache, which costs more than running
-# it. Each is a guarded transition as ``jobs.transition`` makes them.
-_JOBS_TABLE = cast(Table, JobRow.__table__)
-_JOBS = _JOBS_TABLE.c
-
-
-def _param(name: str, column: ColumnElement[Any]) -> Any:
-    return bindparam(name, type_=column.type)
-
-
-def _guarded(source: JobStatus, *, leased: bool) -> Update:
-    stmt = update(_JOBS_TABLE).where(_JOBS.id == bindparam("job_id"), _JOBS.status == source.value)
-    if leased:
-        stmt = stmt.where(_JOBS.lease_token == bindparam("token"))
-    return stmt
-
-
-def _returning_job(stmt: Update) -> ReturningUpdate[Any]:
-    return stmt.returning(*_JOBS)
-
-
-async def _one_job(
-    engine: AsyncEngine, stmt: Executable, params: dict[str, Any]
-) -> ColumnValues | None:
-    """Run ``stmt`` (returning a job's columns) on a connection of ``engine``: the job it
-    changed, or None. A Core connection costs less per statement than an ORM session."""
-    async with engine.connect() as connection:
-        found = (await connection.execute(stmt, params)).first()
-    return ColumnValues(found._mapping) if found is not None else None
-
-
-_NOW = _param("now", _JOBS.updated_at)
-_CLAIM = _returning_job(
-    _guarded(JobStatus.QUEUED, leased=False).values(
-        status=JobStatus.RUNNING.value,
-        version=_JOBS.version + 1,
-        updated_at=_NOW,
-        attempts=_JOBS.attempts + 1,
-        progress=0.0,
-        started_at=_NOW,
-        finished_at=None,
-        lease_token=bindparam("token"),
-        lease_until=_param("lease_until", _JOBS.lease_until),
-    )
-)
-_PROGRESS = _returning_job(
-    _guarded(JobStatus.RUNNING, leased=True).values(
-        version=_JOBS.version + 1, updated_at=_NOW, progress=bindparam("progress")
-    )
-)
-_SUCCEED = _returning_job(
-    _guarded(JobStatus.RUNNING, leased=True).values(
-        status=JobStatus.SUCCEEDED.value,
-        version=_JOBS.version + 1,
-        updated_at=_NOW,
-        progress=1.0,
-        finished_at=_NOW,
-        result=_param("result", _JOBS.result),
-        lease_token=None,
-        lease_until=None,
-        webhook_state=OWES_WEBHOOK,
-    )
-)
-_ASSETS_TABLE = cast(Table, AssetRow.__table__)
-_INSERT_ASSETS = insert(_ASSETS_TABLE)
-_OUTPUT_COLUMNS = (
-    "id",
-    "job_id",
-    "position",
-    "storage_key",
-    "content_type",
-    "width",
-    "height",
-    "byte_size",
-    "sha256",
-    "name",
-    "info",
-)
-
-
-def _succeed_with_outputs() -> Select[Any]:
-    """On PostgreSQL, the SUCCEEDED transition and the insert of its outputs as one
-    statement: one round trip with no transaction to open and commit. The outputs come as
-    one JSON array typed by ``jsonb_to_recordset`` and are inserted only if the transition
-    matched; the statement returns the job as ``_SUCCEED`` does."""
-    done = _SUCCEED.cte("done")
-    given = (
-        func.jsonb_to_recordset(bindparam("outputs", type_=JSONB))
-        .table_valued(*(column(name, _ASSETS_TABLE.c[name].type) for name in _OUTPUT_COLUMNS))
-        .render_derived(name="given", with_types=True)
-    )
-    # defaults are not applied inside a CTE: every column is given
-    role = literal("output", _ASSETS_TABLE.c.role.type)
-    rows = select(*(given.c[name] for name in _OUTPUT_COLUMNS), _NOW, role).where(
-        exists(select(done.c.id))
-    )
-    outputs = insert(_ASSETS_TABLE).from_select([*_OUTPUT_COLUMNS, "created_at", "role"], rows)
-    return select(done).add_cte(outputs.cte("outputs"))
-
-
-_SUCCEED_WITH_OUTPUTS = _succeed_with_outputs()
 
 
 class Outcome(StrEnum):
@@ -182,91 +62,6 @@ class Outcome(StrEnum):
     RETRYING = "retrying"
     CANCELED = "canceled"
     HANDED_BACK = "handed-back"
-
-
-class LeaseLost(JobCanceled):
-    """The worker no longer holds the job: it was canceled or given to another worker."""
-
-
-class JobContext:
-    """The running job as its provider sees it (implements ``ProviderContext``).
-
-    Progress is written and published at most every ``progress_interval`` seconds.
-    """
-
-    def __init__(self, deps: Deps, row: JobColumns, token: str) -> None:
-        self._deps = deps
-        self._job_id = row.id
-        self.token = token
-        self.attempt = row.attempts
-        self.external_id = row.external_id
-        self._interval = deps.settings.progress_interval
-        self._last = time.monotonic()
-        self._value = 0.0
-
-    async def progress(self, fraction: float) -> None:
-        fraction = min(max(fraction, 0.0), 1.0)
-        now = time.monotonic()
-        if fraction <= self._value or fraction >= 1.0 or now - self._last < self._interval:
-            return
-        self._last, self._value = now, fraction
-        try:
-            params = {
-                "job_id": self._job_id,
-                "token": self.token,
-                "now": utcnow(),
-                "progress": fraction,
-            }
-            row = await _one_job(self._deps.autocommit, _PROGRESS, params)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            log.warning("progress not recorded, database unavailable: %s", exc)
-            return  # progress is best effort; the lease decides whether the job is ours
-        if row is None:
-            raise LeaseLost("job is no longer running here")
-        await announce(self._deps, job_snapshot(row))
-
-    async def save_external_id(self, external_id: str) -> None:
-        saved = await _persist(
-            self._deps, lambda: self._update(external_id=external_id), "saving external id"
-        )
-        if not saved:
-            raise LeaseLost("job is no longer running here")
-        self.external_id = external_id
-
-    async def ensure_running(self) -> None:
-        try:
-            async with self._deps.sessions() as session:
-                token = await session.scalar(
-                    select(JobRow.lease_token).where(
-                        JobRow.id == self._job_id, JobRow.status == JobStatus.RUNNING.value
-                    )
-                )
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            return  # cannot tell now; the lease keeper stops the job if it was lost
-        if token != self.token:
-            raise LeaseLost("job is no longer running here")
-
-    async def renew_lease(self) -> bool:
-        """Move the lease expiry forward; False once the lease is gone."""
-        until = utcnow() + timedelta(seconds=self._deps.settings.lease_seconds)
-        return await self._update(lease_until=until)
-
-    async def _update(self, **values: Any) -> bool:
-        async with self._deps.autocommit.connect() as connection:
-            result = await connection.execute(
-                update(_JOBS_TABLE)
-                .where(
-                    _JOBS.id == self._job_id,
-                    _JOBS.status == JobStatus.RUNNING.value,
-                    _JOBS.lease_token == self.token,
-                )
-                .values(**values)
-            )
-        return bool(result.rowcount)
 
 
 def _request(row: JobColumns) -> GenerateImageRequest:
@@ -284,13 +79,6 @@ def _request(row: JobColumns) -> GenerateImageRequest:
     )
 
 
-async def _claim(deps: Deps, job_id: uuid.UUID, token: str) -> ColumnValues | None:
-    now = utcnow()
-    until = now + timedelta(seconds=deps.settings.lease_seconds)
-    params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
-    return await _one_job(deps.autocommit, _CLAIM, params)
-
-
 async def run_job(deps: Deps, job_id: str) -> Outcome:
     """Run the job once if it is QUEUED; every failure ends in a recorded state."""
     with job_context(job_id):  # every line logged on its behalf names the job
@@ -303,7 +91,7 @@ async def run_job(deps: Deps, job_id: str) -> Outcome:
 
 async def _run_job(deps: Deps, job_id: str) -> Outcome:
     token = uuid.uuid4().hex
-    row = await _claim(deps, parse_job_id(job_id), token)
+    row = await claim(deps, parse_job_id(job_id), token)
     if row is None:
         return Outcome.SKIPPED
     await announce(deps, job_snapshot(row))
@@ -311,7 +99,7 @@ async def _run_job(deps: Deps, job_id: str) -> Outcome:
     attempt = deps.metrics.worker.attempt(row.kind, row.provider, row.run_after, row.started_at)
     context = JobContext(deps, row, token)
     work = asyncio.create_task(_work(deps, row, context))
-    keeper = asyncio.create_task(_keep_lease(deps, context))
+    keeper = asyncio.create_task(keep_lease(deps, context))
     try:
         done, _ = await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
@@ -336,18 +124,6 @@ async def _stop(*tasks: asyncio.Task[Any]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-
-
-async def _keep_lease(deps: Deps, context: JobContext) -> None:
-    """Renew the lease every third of its length; return once it is lost."""
-    interval = deps.settings.lease_seconds / 3
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            if not await context.renew_lease():
-                return
-        except Exception as exc:  # the database is briefly unreachable: keep trying
-            log.warning("could not renew lease: %s", exc)
 
 
 async def _work(deps: Deps, row: JobColumns, context: JobContext) -> Outcome:
@@ -402,46 +178,6 @@ async def _produce(
         ) from exc
 
 
-def output_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
-    """``jobs/<first two hex digits>/<job id>-<index>.<ext>``. Deterministic: a rerun of the
-    same job overwrites instead of duplicating. Jobs share 256 directories rather than one
-    each: on local storage a new directory per job cost more than writing its file."""
-    hex_id = job_id.hex
-    return f"jobs/{hex_id[:2]}/{hex_id}-{index}.{extension_for(content_type)}"
-
-
-def job_of_output_key(key: str) -> uuid.UUID | None:
-    """The job an ``output_key`` belongs to, also for the earlier layout
-    ``jobs/<id>/<n>.<ext>``; None for any other key."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "jobs":
-        return None
-    hex_id = parts[1] if len(parts[1]) == 32 else parts[2].split("-", 1)[0]
-    try:
-        return uuid.UUID(hex=hex_id)
-    except ValueError:
-        return None
-
-
-async def _persist(deps: Deps, action: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run a final database write, retrying while the database is unreachable, so a finished
-    job's result is not lost to a brief outage (the lease bounds how long that may take)."""
-    delay = 0.1
-    deadline = time.monotonic() + deps.settings.lease_seconds
-    while True:
-        try:
-            return await action()
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            error = exc
-        if time.monotonic() > deadline:
-            raise error
-        log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
-
-
 async def _succeed(
     deps: Deps,
     row: JobColumns,
@@ -450,70 +186,39 @@ async def _succeed(
     result: dict[str, Any] | None = None,
 ) -> Outcome:
     now = utcnow()
-    assets: list[dict[str, Any]] = []
-    for index, output in enumerate(outputs):
-        key = output_key(row.id, index, output.content_type)
-        if output.path is not None:
-            digest, size = await asyncio.to_thread(digest_file, output.path)
-            await deps.storage.put_file(key, output.path)
-        else:
-            data = output.data or b""
-            digest, size = hashlib.sha256(data).hexdigest(), len(data)
-            await deps.storage.put(key, data)
-        failpoint(OUTPUT_WRITTEN)
-        assets.append(
-            dict(
-                id=uuid.uuid5(row.id, str(index)),
-                job_id=row.id,
-                position=index,
-                storage_key=key,
-                content_type=output.content_type,
-                width=output.width,
-                height=output.height,
-                byte_size=size,
-                sha256=digest,
-                created_at=now,
-                name=output.name,
-                info=output.info,
-            )
-        )
+    assets = await store_outputs(deps, row.id, outputs, now)
 
-    async def finish() -> tuple[ColumnValues | None, list[AssetRow]]:
-        params = {"job_id": row.id, "token": context.token, "now": now, "result": result}
-        if deps.engine.dialect.name == "postgresql":
-            params["outputs"] = [_json_output(values) for values in assets]
-            done = await _one_job(deps.autocommit, _SUCCEED_WITH_OUTPUTS, params)
-        else:
-            async with deps.engine.begin() as connection:
-                found = (await connection.execute(_SUCCEED, params)).first()
-                if found is not None and assets:
-                    await connection.execute(_INSERT_ASSETS, assets)
-            done = ColumnValues(found._mapping) if found is not None else None
-        return done, [AssetRow(**values) for values in assets]
+    async def finish() -> ColumnValues | None:
+        return await _record_success(deps, row.id, context.token, now, result, assets)
 
     failpoint(BEFORE_FINISH)
-    done, rows = await _persist(deps, finish, "finishing job")
+    done = await persist(deps, finish, "finishing job")
     if done is None:
-        await _discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
+        await discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
         return Outcome.CANCELED
-    await announce(deps, job_snapshot(done, rows))
+    await announce(deps, job_snapshot(done, [AssetRow(**values) for values in assets]))
     return Outcome.SUCCEEDED
 
 
-def _json_output(values: dict[str, Any]) -> dict[str, Any]:
-    """An output row for ``_SUCCEED_WITH_OUTPUTS``: its columns, ids as text."""
-    output = {name: values[name] for name in _OUTPUT_COLUMNS}
-    output["id"], output["job_id"] = str(values["id"]), str(values["job_id"])
-    return output
-
-
-async def _discard_outputs(deps: Deps, job_id: uuid.UUID, keys: list[str]) -> None:
-    """Delete outputs of a run that lost its job, unless another run may own the same keys."""
-    async with deps.sessions() as session:
-        status = await session.scalar(select(JobRow.status).where(JobRow.id == job_id))
-    if status in (JobStatus.CANCELED.value, JobStatus.FAILED.value):
-        for key in keys:
-            await deps.storage.delete(key)
+async def _record_success(
+    deps: Deps,
+    job_id: uuid.UUID,
+    token: str,
+    now: datetime,
+    result: dict[str, Any] | None,
+    assets: list[dict[str, Any]],
+) -> ColumnValues | None:
+    """RUNNING → SUCCEEDED and the outputs' rows, as one change: the job, or None if this
+    run no longer held it (then no output row is inserted)."""
+    params = {"job_id": job_id, "token": token, "now": now, "result": result}
+    if deps.engine.dialect.name == "postgresql":
+        params["outputs"] = [json_output(values) for values in assets]
+        return await one_job(deps.autocommit, SUCCEED_WITH_OUTPUTS, params)
+    async with deps.engine.begin() as connection:
+        found = (await connection.execute(SUCCEED, params)).first()
+        if found is not None and assets:
+            await connection.execute(INSERT_ASSETS, assets)
+    return ColumnValues(found._mapping) if found is not None else None
 
 
 async def _fail_or_retry(
@@ -521,23 +226,9 @@ async def _fail_or_retry(
 ) -> Outcome:
     attempts = row.attempts
     retry = error.retryable and attempts < row.max_attempts
-    now = utcnow()
-    values: dict[str, Any] = {
-        "error_code": error.code.value,
-        "error_message": error.message,
-        "error_retryable": error.retryable,
-    }
-    delay = 0.0
-    if retry:
-        s = deps.settings
-        delay = backoff_delay(attempts, s.retry_base_delay, s.retry_max_delay, error.retry_after)
-        target = JobStatus.QUEUED
-        values.update(progress=0.0, run_after=now + timedelta(seconds=delay))
-    else:
-        target = JobStatus.FAILED
-        values.update(finished_at=now)
+    target, delay, values = _after_failure(deps.settings, attempts, error, retry)
 
-    async def record() -> JobRow | None:
+    async def record() -> ColumnValues | None:
         async with deps.sessions.begin() as session:
             return await transition(
                 session,
@@ -550,7 +241,7 @@ async def _fail_or_retry(
                 **values,
             )
 
-    updated = await _persist(deps, record, "recording failure")
+    updated = await persist(deps, record, "recording failure")
     if updated is None:
         return Outcome.CANCELED
     snapshot = job_snapshot(updated)
@@ -567,6 +258,24 @@ async def _fail_or_retry(
     await announce(deps, snapshot)
     log.info("job %s failed: %s %s", snapshot.id, error.code, error.message)
     return Outcome.FAILED
+
+
+def _after_failure(
+    s: Settings, attempts: int, error: ProviderError, retry: bool
+) -> tuple[JobStatus, float, dict[str, Any]]:
+    """What failed attempt ``attempts`` changes: QUEUED again after a backoff delay when it is
+    retried, else FAILED; the delay (0 without a retry); the values the transition sets."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "error_code": error.code.value,
+        "error_message": error.message,
+        "error_retryable": error.retryable,
+    }
+    if not retry:
+        return JobStatus.FAILED, 0.0, {**values, "finished_at": now}
+    delay = backoff_delay(attempts, s.retry_base_delay, s.retry_max_delay, error.retry_after)
+    retried = {**values, "progress": 0.0, "run_after": now + timedelta(seconds=delay)}
+    return JobStatus.QUEUED, delay, retried
 
 
 async def _hand_back(deps: Deps, row: JobColumns, token: str) -> None:
@@ -592,89 +301,3 @@ async def _hand_back(deps: Deps, row: JobColumns, token: str) -> None:
         snapshot = job_snapshot(updated)
         await announce_queued(deps, snapshot)
         log.info("job %s handed back to the queue", snapshot.id)
-
-
-async def requeue_expired(deps: Deps, limit: int = 500) -> int:
-    """Jobs whose worker stopped renewing its lease (it died) go back to the queue, or fail
-    when they have used all their attempts."""
-    now = utcnow()
-    async with deps.sessions() as session:
-        expired = list(
-            (
-                await session.execute(
-                    select(JobRow)
-                    .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_until < now)
-                    .limit(limit)
-                )
-            ).scalars()
-        )
-    count = 0
-    for row in expired:
-        exhausted = row.attempts >= row.max_attempts
-        async with deps.sessions.begin() as session:
-            updated = await transition(
-                session,
-                row.id,
-                (JobStatus.RUNNING,),
-                JobStatus.FAILED if exhausted else JobStatus.QUEUED,
-                held_by=row.lease_token or "",
-                error_code=ErrorCode.WORKER_LOST.value,
-                error_message="the worker running this job stopped responding",
-                error_retryable=True,
-                progress=0.0,
-                run_after=now,
-                finished_at=now if exhausted else None,
-                lease_token=None,
-                lease_until=None,
-            )
-        if updated is None:
-            continue
-        count += 1
-        snapshot = job_snapshot(updated)
-        if exhausted:
-            await announce(deps, snapshot)
-        else:
-            await announce_queued(deps, snapshot)
-    return count
-
-
-async def reconcile(deps: Deps, *, at_startup: bool = False) -> int:
-    """Repair what Redis or a dead worker lost: expired leases and overdue QUEUED jobs.
-
-    At start-up every due QUEUED job is enqueued at once (after a restart of the embedded
-    mode its in-process queue is empty); duplicates are harmless, a run claims its row.
-    """
-    count = await requeue_expired(deps)
-    overdue = 0.0 if at_startup else deps.settings.reconcile_after
-    rows = await stale_queued_jobs(deps, timedelta(seconds=overdue))
-    # a backlog is mostly jobs waiting on the queue: look them all up at once
-    jobs = [(encode_id(JOB_ID_PREFIX, row.id), row.version) for row in rows]
-    standing = await deps.queue.standing(jobs)
-    for row, (job_id, version), placement in zip(rows, jobs, standing, strict=True):
-        if placement is None:
-            placement = await deps.queue.ensure_queued(job_id, version)
-        if placement is Placement.TAKEN:
-            placement = await _requeue_taken(deps, row)
-        if placement is Placement.QUEUED:
-            count += 1
-    return count
-
-
-async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
-    """A worker took the job's queue entry and died before claiming the row: move the job
-    to a new version (a new queue id) and queue that."""
-    async with deps.sessions.begin() as session:
-        updated = await transition(
-            session,
-            row.id,
-            (JobStatus.QUEUED,),
-            JobStatus.QUEUED,
-            at_version=row.version,
-            run_after=utcnow(),
-        )
-    if updated is None:
-        return Placement.WAITING  # it moved on meanwhile (claimed, canceled, requeued)
-    snapshot = job_snapshot(updated)
-    await announce(deps, snapshot)
-    log.info("job %s: its queue entry was lost with a worker; queued again", snapshot.id)
-    return await deps.queue.ensure_queued(snapshot.id, snapshot.version)

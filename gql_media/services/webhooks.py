@@ -1,11 +1,11 @@
 """Outbound webhooks: a job with a ``webhookUrl`` is POSTed there, signed, when it ends.
 
 The terminal transition marks the job ``webhook_state = 'pending'`` in the same UPDATE, so
-a delivery is owed exactly when the job ended. ``announce`` (publish the change, and queue
-the delivery of a finished job) is the fast path; the reconciler queues deliveries whose
-queue entry was lost. Each attempt is recorded in ``webhook_deliveries``; failures are
-retried with exponential backoff up to ``webhook_max_attempts``. Receivers deduplicate with
-``webhook-id``, which stays the same across the attempts of one delivery.
+a delivery is owed exactly when the job ended. ``services.events.announce`` (publish the
+change, and queue the delivery of a finished job) is the fast path; the reconciler queues
+deliveries whose queue entry was lost. Each attempt is recorded in ``webhook_deliveries``;
+failures are retried with exponential backoff up to ``webhook_max_attempts``. Receivers
+deduplicate with ``webhook-id``, which stays the same across the attempts of one delivery.
 
 Each attempt is an arq job (``worker.main.deliver_webhook_task``). An attempt that a worker
 took and never recorded (the worker was killed during it) is made again: the worker marks
@@ -26,9 +26,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from gql_media.adapters import outbound_http
-from gql_media.adapters.events import encode_event
 from gql_media.adapters.outbound import OutboundGuard
-from gql_media.adapters.webhooks_out import post_signed
+from gql_media.adapters.webhooks_out import Attempt, post_signed
 from gql_media.db.models import JobRow, WebhookDeliveryRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id, encode_id
 from gql_media.services.auth import media_url_for
@@ -62,19 +61,6 @@ def retry_delay(settings: Settings, attempt: int) -> float:
             settings.webhook_retry_max_delay,
         )
     )
-
-
-async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
-    """Publish a change of a job; a finished job with a webhook URL gets its delivery queued."""
-    await deps.publisher.publish(snapshot)
-    if snapshot.status.terminal and snapshot.webhook_url:
-        await deps.queue.enqueue_webhook(snapshot.id, 1)
-
-
-async def announce_queued(deps: Deps, snapshot: JobSnapshot, defer: float | None = None) -> bool:
-    """Publish the change of a job that is QUEUED (again) and put it on the queue, in one
-    Redis round trip; False when Redis is unreachable (the reconciler enqueues it later)."""
-    return await deps.queue.enqueue(snapshot.id, snapshot.version, defer, encode_event(snapshot))
 
 
 def job_payload(settings: Settings, job: JobSnapshot) -> dict[str, Any]:
@@ -132,19 +118,10 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
     parsed = decode_id(JOB_ID_PREFIX, job_id)
     if parsed is None or settings.webhook_secret is None:
         return "skipped"
-    async with deps.sessions() as session:
-        row = await session.scalar(
-            select(JobRow).where(JobRow.id == parsed).options(selectinload(JobRow.outputs))
-        )
-        if row is None or row.webhook_state != "pending" or row.webhook_url is None:
-            return "skipped"
-        made = await session.scalar(
-            select(func.max(WebhookDeliveryRow.attempt)).where(WebhookDeliveryRow.job_id == parsed)
-        )
-        if made is not None and made >= attempt:
-            return "skipped"  # this attempt was made (and recorded) already
-        snapshot = job_snapshot(row, row.outputs)
-        url = row.webhook_url
+    owed = await _owed(deps, parsed, attempt)
+    if owed is None:
+        return "skipped"
+    snapshot, url = owed
     if not snapshot.status.terminal or snapshot.finished_at is None:
         return "skipped"
     event = EVENTS[snapshot.status]
@@ -162,11 +139,44 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
             timeout=settings.webhook_timeout,
         )
     final = result.succeeded or attempt >= settings.webhook_max_attempts
+    await _record(deps, parsed, attempt, url, webhook_id, event, result, final=final)
+    return await _after(deps, job_id, attempt, url, result, final=final)
+
+
+async def _owed(deps: Deps, job_id: uuid.UUID, attempt: int) -> tuple[JobSnapshot, str] | None:
+    """The job and its webhook URL if delivery ``attempt`` is owed: the job's delivery is
+    pending and this attempt was not made (and recorded) already."""
+    async with deps.sessions() as session:
+        row = await session.scalar(
+            select(JobRow).where(JobRow.id == job_id).options(selectinload(JobRow.outputs))
+        )
+        if row is None or row.webhook_state != "pending" or row.webhook_url is None:
+            return None
+        made = await session.scalar(
+            select(func.max(WebhookDeliveryRow.attempt)).where(WebhookDeliveryRow.job_id == job_id)
+        )
+        if made is not None and made >= attempt:
+            return None
+        return job_snapshot(row, row.outputs), row.webhook_url
+
+
+async def _record(
+    deps: Deps,
+    job_id: uuid.UUID,
+    attempt: int,
+    url: str,
+    webhook_id: str,
+    event: str,
+    result: Attempt,
+    *,
+    final: bool,
+) -> None:
+    """Record the attempt; after the ``final`` one, the job's delivery is over."""
     async with deps.sessions.begin() as session:
         session.add(
             WebhookDeliveryRow(
                 id=uuid.uuid4(),
-                job_id=parsed,
+                job_id=job_id,
                 webhook_id=webhook_id,
                 event=event,
                 attempt=attempt,
@@ -181,15 +191,21 @@ async def deliver(deps: Deps, job_id: str, attempt: int) -> str:
         if final:
             await session.execute(
                 update(JobRow)
-                .where(JobRow.id == parsed, JobRow.webhook_state == "pending")
+                .where(JobRow.id == job_id, JobRow.webhook_state == "pending")
                 .values(webhook_state="delivered" if result.succeeded else "failed")
             )
+
+
+async def _after(
+    deps: Deps, job_id: str, attempt: int, url: str, result: Attempt, *, final: bool
+) -> str:
+    """What the attempt's outcome leads to: done, given up, or the next attempt queued."""
     if result.succeeded:
         return "delivered"
     if final:
         log.warning("job %s: webhook to %s failed %d times; giving up", job_id, url, attempt)
         return "failed"
-    delay = retry_delay(settings, attempt)
+    delay = retry_delay(deps.settings, attempt)
     log.info(
         "job %s: webhook attempt %d failed (%s); retrying in %.0fs",
         job_id,

@@ -42,7 +42,7 @@ from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
-from gql_media.services import retention, runner, webhooks
+from gql_media.services import reconciler, retention, runner, webhooks
 from gql_media.services.deps import Deps
 from gql_media.worker.arq_patch import WakeableWorker
 
@@ -161,7 +161,7 @@ class GqlMediaWorker(WakeableWorker):
         at_startup = True
         while True:
             try:
-                count = await runner.reconcile(self.deps, at_startup=at_startup)
+                count = await reconciler.reconcile(self.deps, at_startup=at_startup)
                 at_startup = False
                 if count:
                     log.info("re-enqueued %d overdue jobs", count)
