@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from gql_media.adapters import http
 from gql_media.adapters import redis as redis_adapter
-from gql_media.adapters.providers.replicate import (
-    ReplicateProvider,
+from gql_media.adapters.providers.replicate import ReplicateProvider
+from gql_media.adapters.providers.replicate_api import (
     nearest_aspect_ratio,
     parse_model,
     parse_webhook,

@@ -43,7 +43,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage, St
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
-from gql_media.adapters.providers.replicate import WEBHOOK_PATH
+from gql_media.adapters.providers.replicate_api import WEBHOOK_PATH
 from gql_media.api import fanout
 from gql_media.api.context import Context, media_base_url, media_url
 from gql_media.api.dashboard import dashboard_routes

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gql_media.adapters.providers.replicate import parse_webhook
+from gql_media.adapters.providers.replicate_api import parse_webhook
 from gql_media.adapters.webhook_signing import verify
 
 log = logging.getLogger(__name__)

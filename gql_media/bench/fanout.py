@@ -96,19 +96,7 @@ async def run_fanout_updated(target: Target, options: Options, report: Report) -
             ids = [s.job_id for s in submitted if s.job_id is not None]
             await asyncio.sleep(SETTLE)
             before = target.api_rss_kib()  # after the mutations: only sockets differ
-        shares, plans, offset = _split(len(ids) if paused else count, procs), [], 0
-        for share in shares:
-            plans.append(
-                _plan(
-                    "updated",
-                    target,
-                    options,
-                    share,
-                    job_ids=tuple(ids[offset : offset + share]),
-                    job_ms=0 if paused else options.fanout_job_ms,
-                )
-            )
-            offset += share
+        plans = _updated_plans(target, options, ids, len(ids) if paused else count, paused)
         clients = Clients(plans, in_process=procs == 1)
         ready = await clients.gather(timeout=max(60.0, count / 50))
         connect_seconds = time.perf_counter() - started
@@ -126,11 +114,45 @@ async def run_fanout_updated(target: Target, options: Options, report: Report) -
         if clients is not None:
             await clients.close()
     merged = _merge(results)
-    connected = sum(r["connected"] for r in ready)
-    rss = _rss(target, before, after, connected)
+    rss = _rss(target, before, after, sum(r["connected"] for r in ready))
+    _report_updated(report, target, options, merged, rss, connect_seconds, unfinished)
+
+
+def _updated_plans(
+    target: Target, options: Options, ids: list[str], count: int, paused: bool
+) -> list[Plan]:
+    """One client process's share of the ``count`` jobUpdated sockets each (of ``ids``,
+    the jobs submitted beforehand while workers were paused)."""
+    plans: list[Plan] = []
+    offset = 0
+    for share in _split(count, options.client_procs):
+        plans.append(
+            _plan(
+                "updated",
+                target,
+                options,
+                share,
+                job_ids=tuple(ids[offset : offset + share]),
+                job_ms=0 if paused else options.fanout_job_ms,
+            )
+        )
+        offset += share
+    return plans
+
+
+def _report_updated(
+    report: Report,
+    target: Target,
+    options: Options,
+    merged: dict[str, Any],
+    rss: dict[str, Any],
+    connect_seconds: float,
+    unfinished: int,
+) -> None:
+    count = options.fanout_connections
     details = {
         "connections": count,
-        "client_procs": procs,
+        "client_procs": options.client_procs,
         "workers_paused_while_subscribing": target.can_pause,
         "connect_seconds": round(connect_seconds, 2),
         # jobs still QUEUED or RUNNING at the deadline: their sockets had nothing to deliver

@@ -81,6 +81,18 @@ def _scenarios(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_deployment(parser)
+    parser.add_argument(
+        "--only",
+        type=_scenarios,
+        default=SCENARIOS,
+        help=f"comma-separated scenarios: {', '.join(SCENARIOS)} (or a-f)",
+    )
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    _add_sizes(parser)
+
+
+def _add_deployment(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("deployment (one of; default: --local when env is set)")
     exclusive = where.add_mutually_exclusive_group()
     exclusive.add_argument("--url", help="an api that is already running, with its workers")
@@ -108,14 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--key", default=os.environ.get("GQL_MEDIA_API_KEY"), help="API key")
     where.add_argument("--log-dir", type=Path, help="keep the logs of started processes here")
 
-    parser.add_argument(
-        "--only",
-        type=_scenarios,
-        default=SCENARIOS,
-        help=f"comma-separated scenarios: {', '.join(SCENARIOS)} (or a-f)",
-    )
-    parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
 
+def _add_sizes(parser: argparse.ArgumentParser) -> None:
     sizes = parser.add_argument_group("sizes")
     sizes.add_argument("--submit-concurrency", type=_ints, default=(1, 16, 64))
     sizes.add_argument("--submit-requests", type=int, default=500, help="per concurrency level")
