@@ -141,6 +141,19 @@ async def test_uvicorns_websocket_protocol_has_the_state_the_patches_replace_and
     protocol.connection_lost(None)
 
 
+def test_the_light_inbox_and_flag_have_every_method_uvicorn_calls() -> None:
+    import re
+
+    from uvicorn.protocols.websockets import websockets_sansio_impl
+
+    from gql_media.api.patches.uvicorn_ws import Flag, Inbox
+
+    source = inspect.getsource(websockets_sansio_impl)
+    for attribute, replacement in (("queue", Inbox), ("writable", Flag)):
+        called = set(re.findall(rf"self\.{attribute}\.(\w+)", source))
+        assert called and called <= set(dir(replacement)), (attribute, called)
+
+
 def test_starlettes_websocket_keeps_the_send_it_was_given() -> None:
     """``protocol_of`` finds uvicorn's protocol through it."""
 
@@ -225,6 +238,21 @@ def test_strawberry_refuses_an_operation_type_with_the_error_we_raise_and_read()
     assert "except InvalidOperationTypeError" in view_source and "400" in view_source
     stream_source = inspect.getsource(strawberry_schema._coerce_pre_execution_error)
     assert "InvalidOperationTypeError" in stream_source and "original_error=error" in stream_source
+
+
+def test_strawberrys_view_reads_requests_through_the_hooks_ours_override() -> None:
+    import cross_web
+    from strawberry.http import async_base_view, base
+
+    from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
+
+    assert HTTPException is cross_web.HTTPException
+    assert base.HTTPException is HTTPException and async_base_view.HTTPException is HTTPException
+    assert parameters(ReadingView.__mro__[1].parse_json) == ["self", "data"]
+    assert parameters(ReadingView.__mro__[1].parse_multipart) == ["self", "request"]
+    view_source = inspect.getsource(AsyncBaseHTTPView)
+    assert "self.parse_json(" in view_source and "self.parse_multipart(" in view_source
+    assert parameters(HTTPException) == ["status_code", "reason"]
 
 
 # -- graphql-core's executor: shared_results ---------------------------------------------

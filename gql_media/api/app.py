@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.middleware import Middleware
@@ -22,7 +21,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -34,6 +32,7 @@ from gql_media.api.downloads import media_route, static_files
 from gql_media.api.errors import error_response, unauthenticated
 from gql_media.api.fanout import SharedJobs
 from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
+from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
 from gql_media.api.patches.strawberry_ws import LegacyWSHandler, transport_handler
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
@@ -50,7 +49,7 @@ from gql_media.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(ReadingView):
     """Strawberry's ASGI view, answering malformed requests with JSON errors that have codes."""
 
     graphql_ws_handler_class = LegacyWSHandler
@@ -154,26 +153,6 @@ class GraphQLView(GraphQL[Context, None]):
             return orjson.dumps(data).decode()
         except TypeError:
             return str(super().encode_json(data))
-
-    def parse_json(self, data: str | bytes) -> Any:
-        try:
-            parsed = super().parse_json(data)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            # bytes that are not text at all, or arrays nested past the parser's stack
-            raise HTTPException(400, "Unable to parse request body as JSON") from exc
-        if not isinstance(parsed, dict | list):  # strawberry assumes an object (or a batch)
-            raise HTTPException(400, "Expected a JSON object")
-        return parsed
-
-    async def parse_multipart(self, request: Any) -> dict[str, str]:
-        """strawberry's, with a ``map`` that does not fit ``operations`` (not an object of
-        lists of dotted paths, or paths into nothing) answered 400, not a server error."""
-        try:
-            return await super().parse_multipart(request)
-        except (AttributeError, TypeError, ValueError, IndexError) as exc:
-            raise HTTPException(
-                400, "the multipart map does not match the operations' variables"
-            ) from exc
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

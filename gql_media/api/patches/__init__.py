@@ -27,8 +27,10 @@ Protections, always on (they are security features with no public path to them):
   close of a socket whose client does not read.
 - ``strawberry_ws``'s handlers: the caps on sockets and operations per key and socket.
 
-And ``strawberry_operations``: strawberry's own way of refusing an operation type on a
-transport, which the api uses and recognises (nothing to switch).
+Nothing to switch, as they are how the api reads strawberry, not speed:
+``strawberry_operations`` (strawberry's own way of refusing an operation type on a
+transport, which the api raises and recognises) and ``strawberry_http`` (malformed requests
+answered 400 through the view's reading hooks).
 """
 
 from __future__ import annotations

@@ -123,6 +123,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     # before it is closed with 4413
     max_send_buffer = 1024 * 1024
     waiting_bytes = 0  # of messages whose send waits for the transport (set while any do)
+    drop_response = False  # the uvicorn_ws patch: let the handshake response go once sent
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.send":
@@ -131,6 +132,8 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.writable.is_set():
                 await self._wait_to_send(message)
         await super().send(message)
+        if self.drop_response and self.handshake_complete and "response" in self.__dict__:
+            del self.response  # read only until the handshake is answered
         if message["type"] == "websocket.close" and self.close_timer is not None:
             self._abort_later()  # uvicorn's timer would close(), which waits for the client
 
@@ -197,15 +200,12 @@ class LightWebSocketProtocol(GuardedWebSocketProtocol):
     """The guarded protocol with the lighter inbox and write flag, without the handshake
     response once it is sent, and with ``send_texts_now`` (the ``uvicorn_ws`` patch)."""
 
+    drop_response = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag(is_set=True)  # type: ignore[assignment]
-
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        if self.handshake_complete and "response" in self.__dict__:
-            del self.response  # read only until the handshake is answered
 
     def send_texts_now(self, texts: list[bytes]) -> bool:
         """Write text messages (UTF-8) as ``send`` would, in one write, when that needs no
