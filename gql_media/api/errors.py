@@ -1,4 +1,11 @@
-"""Stable codes on every top-level GraphQL error, and masking of the unexpected ones."""
+"""Stable codes on every top-level GraphQL error, and masking of the unexpected ones.
+
+Codes come from types and our own rules, never from a library's wording: our errors and
+rules carry their codes, a ``GqlMediaError`` behind an error gives its own, a syntax error
+is told by its type (and the token cap by ``Classifier.syntax_error_code``), strawberry's
+refusal of an operation type by its type, and what is left of a request's errors is
+GRAPHQL_VALIDATION_FAILED.
+"""
 
 from __future__ import annotations
 
@@ -86,8 +93,10 @@ class Classifier:
     def syntax_error_code(self, error: GraphQLSyntaxError) -> ErrorCode:
         """TOO_MANY_TOKENS when the parser's token cap stopped the document: parsed again
         with one token more allowed, it gets further (or through). A document that fails
-        where it failed has a syntax error of its own: GRAPHQL_PARSE_FAILED. The parse
-        again reads at most ``max_tokens`` + 1 tokens, comments counted."""
+        where it failed has a syntax error of its own within its first ``max_tokens`` + 1
+        tokens: GRAPHQL_PARSE_FAILED (also when that token is the one past the cap). The
+        parse again reads at most ``max_tokens`` + 2 tokens, comments counted, and only
+        for a document that did not parse."""
         if self.max_tokens is None or error.source is None:
             return ErrorCode.GRAPHQL_PARSE_FAILED
         try:

@@ -349,9 +349,10 @@ def document_checks(settings: Settings, cache: DocumentCache) -> Callable[[], Sc
 
 
 class MediaSchema(strawberry.Schema):
-    """Strawberry's schema, handing on every error with a code (and masked outside debug):
-    strawberry passes every list of errors it returns through ``process_errors`` once,
-    before the result goes out, so they are classified there, in place."""
+    """Strawberry's schema, handing on every error with a code (and masked outside debug).
+    Strawberry passes every list of errors it returns through ``process_errors`` (its
+    public hook for them) before the result goes out, the result's own list, so they are
+    classified there, in place; ``tests/test_patches.py`` checks it does, on every path."""
 
     def __init__(
         self, *args: Any, documents: DocumentCache, classifier: Classifier, **kwargs: Any
