@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import AsyncGenerator
 from importlib.metadata import version
 from typing import Any
 
@@ -23,6 +24,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types import ExecutionResult
 from strawberry.types.arguments import InputContext
 from strawberry.types.base import StrawberryObjectDefinition
 from uvicorn.protocols.http import httptools_impl
@@ -38,8 +40,8 @@ from gql_media.api.patches.strawberry_validation import CachedValidation
 from gql_media.api.patches.strawberry_ws import TransportWSHandler, transport_handler
 from gql_media.api.patches.uvicorn_ws import GuardedWebSocketProtocol, LightWebSocketProtocol
 from gql_media.api.protocols import server_options
-from gql_media.api.schema import MediaSchema, build_schema
-from gql_media.api.security import DocumentChecks
+from gql_media.api.schema import FastMediaSchema, MediaSchema, build_schema
+from gql_media.api.security import DocumentCache, DocumentChecks
 from gql_media.errors import ErrorCode
 from gql_media.settings import Settings
 from tests.support import GENERATE, graphql_ws, start_server
@@ -317,21 +319,56 @@ def test_strawberrys_schema_has_the_result_hook_and_the_error_hook() -> None:
     assert not issubclass(type(build_schema(Settings(patches="none"))), LightEventResults)
 
 
-async def test_errors_get_codes_through_process_errors_on_every_path() -> None:
+@strawberry.type
+class Failing:
+    @strawberry.field
+    def fail(self) -> int:
+        raise RuntimeError("a bug")
+
+
+@strawberry.type
+class FailingSubscription:
+    @strawberry.subscription
+    async def ticks(self) -> AsyncGenerator[int, None]:
+        yield 1
+        raise RuntimeError("a bug")
+
+
+def codes(result: Any) -> list[str]:
+    return [error.extensions["code"] for error in result.errors or ()]
+
+
+@pytest.mark.parametrize("schema_class", [MediaSchema, FastMediaSchema])
+async def test_errors_get_codes_through_process_errors_on_every_path(
+    schema_class: type[MediaSchema],
+) -> None:
     """``process_errors`` sees (and may change in place) every error list strawberry
-    returns: on execute and on subscribe, before and during execution."""
-    schema = build_schema(Settings(patches="none"))
-    context = type("Anon", (), {"caller": object(), "request": None})()
-    syntax = await schema.execute("{ jobs ", context_value=context)
-    assert syntax.errors and syntax.errors[0].extensions == {"code": "GRAPHQL_PARSE_FAILED"}
-    invalid = await schema.execute("{ nothing }", context_value=context)
-    assert invalid.errors
-    assert invalid.errors[0].extensions == {"code": "GRAPHQL_VALIDATION_FAILED"}
-    subscription = await schema.subscribe(
-        "subscription { jobUpdated(id: 1) { id", context_value=context
+    returns: on execute and on subscribe, before, during and around execution."""
+    schema = schema_class(
+        query=Failing,
+        subscription=FailingSubscription,
+        documents=DocumentCache(1 << 20),
+        classifier=Classifier(max_tokens=100),
     )
-    result = await subscription.__anext__()  # type: ignore[union-attr]
-    assert result.errors and result.errors[0].extensions == {"code": "GRAPHQL_PARSE_FAILED"}
+    assert codes(await schema.execute("{ fail ")) == ["GRAPHQL_PARSE_FAILED"]
+    assert codes(await schema.execute("{ nothing }")) == ["GRAPHQL_VALIDATION_FAILED"]
+    failed = await schema.execute("{ fail }")
+    assert codes(failed) == ["INTERNAL_ERROR"]
+    assert failed.errors and failed.errors[0].message == "Internal server error."
+    stream = await schema.subscribe("subscription { ticks }")
+    assert not isinstance(stream, ExecutionResult)
+    results = [result async for result in stream]
+    assert [r.data for r in results] == [{"ticks": 1}, None]
+    assert [codes(r) for r in results] == [[], ["INTERNAL_ERROR"]]
+    broken = await schema.subscribe("subscription { ticks ")
+    assert not isinstance(broken, ExecutionResult)
+    assert [codes(r) async for r in broken] == [["GRAPHQL_PARSE_FAILED"]]
+    # an extension's own error, raised around the operation (no principal)
+    ours = build_schema(Settings(patches="all" if schema_class is FastMediaSchema else "none"))
+    anonymous = type("Anonymous", (), {"caller": None, "request": None})()
+    assert codes(await ours.execute("{ __typename }", context_value=anonymous)) == [
+        "UNAUTHENTICATED"
+    ]
 
 
 def test_strawberry_validates_with_its_two_rules_and_skips_what_an_extension_did() -> None:
