@@ -518,3 +518,30 @@ async def test_the_api_serves_with_every_patch_off(settings_factory: Any) -> Non
         deep = await live.graphql("{ jobs { edges { node { outputs { id } } } } }")
         assert [e["extensions"]["code"] for e in deep["errors"]] == ["QUERY_TOO_DEEP"]
         assert "data" not in deep or deep["data"] is None
+
+
+@pytest.mark.parametrize("patches", ["all", "none"])
+async def test_the_handler_lets_go_of_its_init_timeout_task_only_with_the_patch(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch, patches: str
+) -> None:
+    from gql_media.adapters import redis as redis_adapter
+
+    handlers: list[TransportWSHandler] = []
+    handle_connection_init = TransportWSHandler.handle_connection_init
+
+    async def recording(self: TransportWSHandler, message: Any) -> None:
+        await handle_connection_init(self, message)
+        handlers.append(self)
+
+    monkeypatch.setattr(TransportWSHandler, "handle_connection_init", recording)
+    settings = settings_factory(patches=patches)
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with start_server(settings, fake, with_worker=False) as live:
+        async with graphql_ws(live.ws_url):
+            [handler] = handlers
+            assert handler.connection_init_received and handler.connection_acknowledged
+            task = handler.connection_init_timeout_task
+            if patches == "all":
+                assert task is None
+            else:  # strawberry's own: kept, done (canceled once the init came)
+                assert task is not None and task.done()
