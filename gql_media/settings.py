@@ -2,6 +2,13 @@
 
 With neither ``GQL_MEDIA_DATABASE_URL`` nor ``GQL_MEDIA_REDIS_URL`` set the service runs
 embedded: SQLite under the data directory and an in-process Redis stand-in.
+
+``GQL_MEDIA_PATCHES`` chooses which speed patches of dependencies' internals are on (the
+api's in ``gql_media/api/patches``, the worker's wake-up in ``gql_media/worker/arq_patch.py``):
+``all`` (the default), ``none``, or a comma-separated list of names from ``PATCHES``. A patch
+that is off leaves the dependency's public path in its place, slower but the same to
+clients. The protections against slow and greedy clients use uvicorn's and strawberry's
+internals too; they are not speed patches and stay on whatever this says.
 """
 
 from __future__ import annotations
@@ -18,6 +25,19 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MAX_ANIMATION_PIXELS = 200_000_000  # width x height x frames
 DEFAULT_MAX_VIDEO_PIXELS = 40_000_000  # one video frame: 8K (8192x4320) fits
 DEFAULT_MAX_MEDIA_SECONDS = 10_800.0  # three hours of video or audio
+
+# The switchable patches of dependencies' internals: gql_media/api/patches/<name>.py, and
+# arq_wakeups, gql_media/worker/arq_patch.py
+PATCHES = (
+    "uvicorn_ws",
+    "shared_results",
+    "direct_events",
+    "strawberry_results",
+    "strawberry_validation",
+    "strawberry_inputs",
+    "strawberry_ws",
+    "arq_wakeups",
+)
 
 
 class Settings(BaseSettings):
@@ -144,9 +164,6 @@ class Settings(BaseSettings):
     progress_interval: float = Field(default=0.1, ge=0)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_poll_delay: float = Field(default=0.5, gt=0)
-    # read the queue as soon as a job is enqueued, not only every worker_poll_delay
-    # (gql_media/worker/arq_patch.py)
-    worker_wakeups: bool = True
     lease_seconds: float = Field(default=6.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     reconcile_after: float = Field(default=10.0, ge=0)
@@ -222,6 +239,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: not served
     worker_metrics_host: str = "127.0.0.1"
 
+    # the speed patches of dependencies' internals: "all", "none", or names from PATCHES
+    patches: str = "all"
+
     @property
     def embedded(self) -> bool:
         """True when no external database or Redis is configured."""
@@ -267,6 +287,29 @@ class Settings(BaseSettings):
                 raise ValueError("must be whsec_ followed by at least 16 bytes in base64")
         return value
 
+    @field_validator("patches")
+    @classmethod
+    def _known_patches(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("all", "none"):
+            return value
+        unknown = [name for name in _names(value) if name not in PATCHES]
+        if unknown:
+            raise ValueError(
+                f"unknown patches {', '.join(unknown)}: use all, none or names from "
+                + ", ".join(PATCHES)
+            )
+        return value
+
+    @property
+    def patches_on(self) -> frozenset[str]:
+        """The names of the patches that are on."""
+        if self.patches == "all":
+            return frozenset(PATCHES)
+        if self.patches == "none":
+            return frozenset()
+        return frozenset(_names(self.patches))
+
     @property
     def introspection_enabled(self) -> bool:
         if self.introspection is not None:
@@ -289,3 +332,7 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("GQL_MEDIA_S3_BUCKET is required with GQL_MEDIA_STORAGE_BACKEND=s3")
         return self
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]

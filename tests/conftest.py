@@ -17,7 +17,7 @@ from gql_media.adapters import redis as redis_adapter
 from gql_media.db.migrate import upgrade
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.settings import Settings
-from tests.support import LiveServer, start_server
+from tests.support import TEST_PATCHES, LiveServer, start_server
 
 TEST_DATABASE_URL = os.environ.get("GQL_MEDIA_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("GQL_MEDIA_TEST_REDIS_URL")
@@ -102,6 +102,7 @@ def settings_factory(backend: str, tmp_path: Path, request: pytest.FixtureReques
             database_url=database_url,
             redis_url=TEST_REDIS_URL if backend == "postgres" else None,
             redis_namespace=namespace,
+            patches=TEST_PATCHES,
         )
         values.update(overrides)
         return Settings(**values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -20,6 +22,20 @@ from gql_media.api.protocols import server_options
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
+
+# GQL_MEDIA_TEST_PATCHES=none runs the tests with the api's speed patches off (the settings
+# factory passes it on as GQL_MEDIA_PATCHES); a test of a patch itself needs it on
+TEST_PATCHES = os.environ.get("GQL_MEDIA_TEST_PATCHES", "all")
+
+
+def needs_patches(*names: str) -> pytest.MarkDecorator:
+    """Skip a test of these patches' own doings when the run has them off."""
+    from gql_media.settings import Settings
+
+    on = Settings(patches=TEST_PATCHES).patches_on
+    missing = [name for name in names if name not in on]
+    return pytest.mark.skipif(bool(missing), reason=f"patches off: {', '.join(missing)}")
+
 
 GENERATE = """
 mutation Generate($input: GenerateImageInput!) {

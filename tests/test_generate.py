@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.support import JOB_FIELDS, LiveServer, graphql_ws
+from tests.support import JOB_FIELDS, LiveServer, graphql_ws, needs_patches
 
 FOLLOW = f"subscription Follow($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
 
@@ -43,6 +43,7 @@ async def test_job_runs_to_success_with_live_progress(server: LiveServer) -> Non
     assert len(colours) > 100  # a picture, not a flat colour
 
 
+@needs_patches("arq_wakeups")
 async def test_a_woken_job_is_started_once(
     settings_factory: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -71,6 +72,7 @@ async def test_a_woken_job_is_started_once(
     assert started == [f"{job_id}:v1"]
 
 
+@needs_patches("arq_wakeups")
 async def test_jobs_woken_while_every_slot_is_busy_run_when_one_frees(
     settings_factory: Any, fake_redis_server: Any
 ) -> None:

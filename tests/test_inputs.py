@@ -12,7 +12,7 @@ from graphql import GraphQLInputObjectType, coerce_input_value
 from strawberry.types.arguments import convert_argument
 from strawberry.types.base import StrawberryObjectDefinition
 
-from gql_media.api import inputs
+from gql_media.api.patches import strawberry_inputs as inputs
 from gql_media.api.schema import build_schema
 from gql_media.settings import Settings
 

@@ -15,14 +15,18 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from gql_media.api import protocols
-from gql_media.api.protocols import (
+from gql_media.api.patches import uvicorn_ws
+from gql_media.api.patches.uvicorn_http import GuardedHttpProtocol, HttpLimits, Phase
+from gql_media.api.patches.uvicorn_ws import (
     Flag,
-    GuardedHttpProtocol,
-    HttpLimits,
+    GuardedWebSocketProtocol,
     Inbox,
     LightWebSocketProtocol,
-    Phase,
+)
+
+# the protections work with the light protocol (the uvicorn_ws patch) and without it
+WS_PROTOCOLS = pytest.mark.parametrize(
+    "ws_class", [LightWebSocketProtocol, GuardedWebSocketProtocol], ids=["light", "guarded"]
 )
 
 
@@ -158,18 +162,21 @@ async def test_a_socket_is_served_through_the_light_protocol() -> None:
     protocol.connection_lost(None)
 
 
-def light_protocol(app: Any, **attributes: Any) -> LightWebSocketProtocol:
+def light_protocol(
+    app: Any, ws_class: type[GuardedWebSocketProtocol] = LightWebSocketProtocol, **attributes: Any
+) -> GuardedWebSocketProtocol:
     config = uvicorn.Config(app, lifespan="off", log_config=None)
     config.load()
-    protocol_class = type("Protocol", (LightWebSocketProtocol,), attributes)
-    protocol: LightWebSocketProtocol = protocol_class(
+    protocol_class = type("Protocol", (ws_class,), attributes)
+    protocol: GuardedWebSocketProtocol = protocol_class(
         config=config, server_state=ServerState(), app_state={}
     )
     return protocol
 
 
+@WS_PROTOCOLS
 async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffer(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ws_class: type[GuardedWebSocketProtocol]
 ) -> None:
     """Sends wait while the transport is full, counted; past ``max_send_buffer`` the
     socket is closed with 4413, the waiting sends fail and the app sees the disconnect."""
@@ -188,8 +195,8 @@ async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffe
         outcome.append(await receive())
         done.set()
 
-    monkeypatch.setattr(protocols, "CLOSE_GRACE", 0.0)
-    protocol = light_protocol(app, max_send_buffer=1024)
+    monkeypatch.setattr(uvicorn_ws, "CLOSE_GRACE", 0.0)
+    protocol = light_protocol(app, ws_class, max_send_buffer=1024)
     transport = Transport()
     protocol.connection_made(transport)
     client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/graphql"))
@@ -211,8 +218,9 @@ async def test_a_socket_whose_client_does_not_read_is_closed_past_its_send_buffe
     protocol.connection_lost(None)
 
 
+@WS_PROTOCOLS
 async def test_a_socket_closed_for_a_missing_pong_is_cut_off_if_it_does_not_read(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ws_class: type[GuardedWebSocketProtocol]
 ) -> None:
     """uvicorn closes a socket whose pong is late, and a transport only closes once its
     buffer is flushed: a client that does not read is cut off after the grace instead."""
@@ -225,8 +233,8 @@ async def test_a_socket_closed_for_a_missing_pong_is_cut_off_if_it_does_not_read
         await receive()  # the disconnect
         done.set()
 
-    monkeypatch.setattr(protocols, "CLOSE_GRACE", 0.0)
-    protocol = light_protocol(app)
+    monkeypatch.setattr(uvicorn_ws, "CLOSE_GRACE", 0.0)
+    protocol = light_protocol(app, ws_class)
     transport = Transport()
     protocol.connection_made(transport)
     client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/graphql"))

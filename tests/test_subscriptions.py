@@ -25,7 +25,14 @@ from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobS
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
-from tests.support import JOB_FIELDS, GraphQLWS, LiveServer, graphql_ws, start_server
+from tests.support import (
+    JOB_FIELDS,
+    GraphQLWS,
+    LiveServer,
+    graphql_ws,
+    needs_patches,
+    start_server,
+)
 
 FOLLOW = f"subscription Follow($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
 EVENTS = (
@@ -323,6 +330,7 @@ async def test_a_query_over_the_legacy_protocol_is_a_client_error(server: LiveSe
     assert error["extensions"]["code"] == "BAD_REQUEST", message
 
 
+@needs_patches("shared_results")
 async def test_subscribers_asking_the_same_share_one_rendering(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -365,7 +373,7 @@ async def test_subscribers_asking_the_same_share_one_rendering(
     assert delivered <= set(runs)
 
 
-# -- events written straight to the socket (api.fanout.DirectEvents) ---------------------
+# -- events written straight to the socket (api.patches.direct_events) ---------------------
 
 
 async def follow_and_watch(
@@ -396,10 +404,11 @@ def assert_whole_run(followed: list[dict[str, Any]], watched: list[dict[str, Any
     assert watched[-1]["version"] == followed[-1]["version"]
 
 
+@needs_patches("uvicorn_ws", "shared_results", "direct_events")
 async def test_changes_go_straight_to_waiting_sockets_in_order(
     api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gql_media.api.protocols import LightWebSocketProtocol
+    from gql_media.api.patches.uvicorn_ws import LightWebSocketProtocol
 
     written: list[bytes] = []
     send_texts_now = LightWebSocketProtocol.send_texts_now
@@ -427,10 +436,11 @@ async def test_changes_go_straight_to_waiting_sockets_in_order(
     assert all(event in watched for event in by_field["jobEvents"])
 
 
+@needs_patches("uvicorn_ws", "shared_results", "direct_events")
 async def test_changes_a_socket_cannot_take_at_once_go_the_usual_way(
     api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gql_media.api.protocols import LightWebSocketProtocol
+    from gql_media.api.patches.uvicorn_ws import LightWebSocketProtocol
 
     refused: list[int] = []
 
@@ -443,11 +453,12 @@ async def test_changes_a_socket_cannot_take_at_once_go_the_usual_way(
     assert refused
 
 
+@needs_patches("uvicorn_ws", "shared_results", "direct_events")
 @pytest.mark.parametrize("declining", ["none", "raise"])
 async def test_changes_that_cannot_be_rendered_at_once_keep_their_order(
     api: LiveServer, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, declining: str
 ) -> None:
-    from gql_media.api.fanout import SharedEventExecution
+    from gql_media.api.patches.shared_results import SharedEventExecution
 
     render_payload = SharedEventExecution.render_payload
     declined: list[int] = []

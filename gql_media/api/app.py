@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.middleware import Middleware
@@ -23,45 +21,27 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from starlette.websockets import WebSocketDisconnected as StarletteDisconnected
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
-    ConnectionInitMessage,
-    SubscribeMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    ConnectionInitMessage as LegacyInitMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage, StartMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.providers.replicate_api import WEBHOOK_PATH
-from gql_media.api import fanout
-from gql_media.api.context import Context, media_base_url, media_url
+from gql_media.api.context import Context, media_base_url
 from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
+from gql_media.api.errors import error_response, unauthenticated
 from gql_media.api.fanout import SharedJobs
 from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
-from gql_media.api.protocols import protocol_of
+from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
+from gql_media.api.patches.strawberry_ws import LegacyWSHandler, transport_handler
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
-from gql_media.api.sockets import OpenSockets, SocketRefused, owner_of
-from gql_media.api.types import MediaAsset, asset_from_snapshot
+from gql_media.api.sockets import OpenSockets, owner_of, sockets_of
+from gql_media.api.uploads import upload_route
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.domain import decimal
-from gql_media.errors import ErrorCode, StorageUnavailable
-from gql_media.errors import UserError as DomainUserError
+from gql_media.errors import ErrorCode
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import limits
-from gql_media.services import media as media_service
 from gql_media.services.auth import Authenticator, bearer, hash_key
 from gql_media.services.catchup import run_catch_up
 from gql_media.settings import Settings
@@ -69,86 +49,9 @@ from gql_media.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """Strawberry's graphql-transport-ws handler, without holding on to the canceled
-    connection_init timeout: its task kept a CancelledError with its traceback and frames
-    for the life of every connection, a few KB each."""
-
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except SocketRefused as refused:
-            await self.websocket.close(code=refused.close_code, reason=refused.code.value)
-            return
-        if self.connection_init_received:
-            self.connection_init_timeout_task = None
-        sockets_of(self.context).follow(self.context.request, self.operations)
-
-    async def handle_task_exception(self, error: Exception) -> None:
-        # an operation that finds its socket closed (the client left, or was cut off) is
-        # not an error of the api's
-        if not isinstance(error, WebSocketDisconnected | StarletteDisconnected):
-            await super().handle_task_exception(error)
-
-    async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and message["id"] not in self.operations:
-            refused = sockets_of(self.context).refusal(self.context.request, self.operations)
-            if refused is not None:
-                await self.send_message(
-                    {"id": message["id"], "type": "error", "payload": [refused.formatted]}
-                )
-                return
-        await super().handle_subscribe(message)
-
-    async def run_operation(self, operation: Operation[Context, None]) -> None:
-        # in the operation's own task: its subscription may write events directly
-        # (starlette's WebSocket inside strawberry's adapter keeps uvicorn's send)
-        protocol = protocol_of(getattr(getattr(self.websocket, "ws", None), "_send", None))
-        if protocol is not None:
-            fanout.DIRECT_TARGET.set(
-                fanout.DirectTarget(
-                    protocol,
-                    self.operations,
-                    operation,
-                    b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":',
-                )
-            )
-        await super().run_operation(operation)
-
-
-class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """Strawberry's graphql-ws handler, with the caps of ``OpenSockets``."""
-
-    async def handle_connection_init(self, message: LegacyInitMessage) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except SocketRefused as refused:
-            payload = {"message": refused.message, "extensions": {"code": refused.code.value}}
-            await self.send_message(cast(Any, {"type": "connection_error", "payload": payload}))
-            await self.websocket.close(code=refused.close_code, reason=refused.code.value)
-            return
-        sockets_of(self.context).follow(self.context.request, self.tasks)
-
-    async def handle_start(self, message: StartMessage) -> None:
-        if self.connection_acknowledged and message["id"] not in self.tasks:
-            refused = sockets_of(self.context).refusal(self.context.request, self.tasks)
-            if refused is not None:
-                await self.send_message(
-                    ErrorMessage(type="error", id=message["id"], payload=refused.formatted)
-                )
-                return
-        await super().handle_start(message)
-
-
-def sockets_of(context: Context) -> OpenSockets:
-    sockets: OpenSockets = context.request.state.sockets
-    return sockets
-
-
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(ReadingView):
     """Strawberry's ASGI view, answering malformed requests with JSON errors that have codes."""
 
-    graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, settings: Settings) -> None:
@@ -161,6 +64,7 @@ class GraphQLView(GraphQL[Context, None]):
             allowed_origins=settings.cors_origins,
         )
         self.max_subscriptions_per_connection = settings.max_subscriptions_per_connection
+        self.graphql_transport_ws_handler_class = transport_handler(settings)
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,7 +72,7 @@ class GraphQLView(GraphQL[Context, None]):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 4403, "reason": "Forbidden origin"})
             else:
-                await _error(ErrorCode.FORBIDDEN_ORIGIN, "this origin is not allowed", 403)(
+                await error_response(ErrorCode.FORBIDDEN_ORIGIN, "this origin is not allowed", 403)(
                     scope, receive, send
                 )
             return
@@ -185,14 +89,14 @@ class GraphQLView(GraphQL[Context, None]):
             # GraphiQL's page is the one thing served without a key; it is answered here,
             # so no document can run without a principal
             page = self._ide_page(scope)
-            await (page if page is not None else _unauthenticated())(scope, receive, send)
+            await (page if page is not None else unauthenticated())(scope, receive, send)
             return
         scope["state"]["principal"] = principal
         if _is_multipart(scope):
             # A form post is a "simple" request a hostile page can send cross-site; a custom
             # header makes browsers ask first (CORS preflight), which such a page fails.
             if not _has_preflight_header(scope):
-                await _error(
+                await error_response(
                     ErrorCode.PREFLIGHT_REQUIRED,
                     "multipart requests need the header GraphQL-Require-Preflight: 1",
                     400,
@@ -249,26 +153,6 @@ class GraphQLView(GraphQL[Context, None]):
             return orjson.dumps(data).decode()
         except TypeError:
             return str(super().encode_json(data))
-
-    def parse_json(self, data: str | bytes) -> Any:
-        try:
-            parsed = super().parse_json(data)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            # bytes that are not text at all, or arrays nested past the parser's stack
-            raise HTTPException(400, "Unable to parse request body as JSON") from exc
-        if not isinstance(parsed, dict | list):  # strawberry assumes an object (or a batch)
-            raise HTTPException(400, "Expected a JSON object")
-        return parsed
-
-    async def parse_multipart(self, request: Any) -> dict[str, str]:
-        """strawberry's, with a ``map`` that does not fit ``operations`` (not an object of
-        lists of dotted paths, or paths into nothing) answered 400, not a server error."""
-        try:
-            return await super().parse_multipart(request)
-        except (AttributeError, TypeError, ValueError, IndexError) as exc:
-            raise HTTPException(
-                400, "the multipart map does not match the operations' variables"
-            ) from exc
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -331,12 +215,6 @@ def offline_graphiql(html: str) -> str:
 
 MULTIPART_SLACK = 1 << 20  # the operations, map and part headers around the file
 PREFLIGHT_HEADERS = (b"graphql-require-preflight", b"apollo-require-preflight", b"x-requested-with")
-SIMPLE_CONTENT_TYPES = (
-    "",
-    "text/plain",
-    "multipart/form-data",
-    "application/x-www-form-urlencoded",
-)
 
 
 class BodyTooLarge(Exception):
@@ -371,93 +249,7 @@ def _capped(receive: Receive, limit: int) -> Receive:
 def _too_large(code: ErrorCode, limit: int) -> JSONResponse:
     """A request body past its cap (comments and whitespace count), refused before it is
     parsed: uploads by GQL_MEDIA_MAX_UPLOAD_BYTES, the rest by GQL_MEDIA_MAX_BODY_BYTES."""
-    return _error(code, f"the request is larger than {limit} bytes", 413)
-
-
-def _unauthenticated() -> JSONResponse:
-    response = _error(
-        ErrorCode.UNAUTHENTICATED, "send an API key: Authorization: Bearer <key>", 401
-    )
-    response.headers["WWW-Authenticate"] = 'Bearer realm="gql-media"'
-    return response
-
-
-def _error(code: ErrorCode, message: str, status: int) -> JSONResponse:
-    return JSONResponse(
-        {"errors": [{"message": message, "extensions": {"code": code.value}}]},
-        status_code=status,
-    )
-
-
-async def upload(request: Request) -> Response:
-    """POST /uploads: the raw file as the body, streamed to storage with the size capped;
-    ``?filename=`` names it. Answers like uploadMedia: ``{"media": …, "userErrors": […]}``."""
-    deps = request.state.runtime.deps
-    if not origin_allowed(request.scope, deps.settings):
-        return _error(ErrorCode.FORBIDDEN_ORIGIN, "this origin is not allowed", 403)
-    auth: Authenticator = request.state.auth
-    principal = await auth.principal(bearer(request.headers.get("authorization")))
-    if principal is None:
-        return _unauthenticated()
-    try:
-        await limits.admit(deps, principal)
-    except DomainUserError as exc:
-        limited = _user_error(exc.code, exc.message, 429, None)
-        limited.headers["Retry-After"] = str(math.ceil(exc.retry_after or 1))
-        return limited
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in SIMPLE_CONTENT_TYPES:
-        return _user_error(
-            ErrorCode.PREFLIGHT_REQUIRED,
-            "send the file with its own content type, e.g. application/octet-stream",
-            415,
-        )
-    declared = decimal(request.headers.get("content-length"))
-    if declared is not None and declared > deps.settings.max_upload_bytes:
-        return _user_error(
-            ErrorCode.MEDIA_TOO_LARGE,
-            f"the file is larger than {deps.settings.max_upload_bytes} bytes",
-            413,
-        )
-    try:
-        staged = await media_service.receive(deps, request.stream())
-        asset = await media_service.store_upload(
-            deps, staged, request.query_params.get("filename"), principal
-        )
-    except DomainUserError as exc:
-        status = 413 if exc.code is ErrorCode.MEDIA_TOO_LARGE else 422
-        return _user_error(exc.code, exc.message, status, exc.field)
-    except StorageUnavailable as exc:
-        log.warning("upload refused: %s", exc.message)
-        return _error(exc.code, exc.message, 503)
-    except ClientDisconnect:
-        return Response(status_code=400)
-    base = media_base_url(deps.settings.public_url, request)
-    media = asset_from_snapshot(asset, lambda key: media_url(base, key, auth))
-    return JSONResponse({"media": asset_json(media), "userErrors": []}, status_code=201)
-
-
-def _user_error(code: ErrorCode, message: str, status: int, field: str | None = "file") -> Response:
-    return JSONResponse(
-        {"media": None, "userErrors": [{"field": field, "code": code.value, "message": message}]},
-        status_code=status,
-    )
-
-
-def asset_json(media: MediaAsset) -> dict[str, Any]:
-    return {
-        "id": media.id,
-        "url": media.url,
-        "contentType": media.content_type,
-        "width": media.width,
-        "height": media.height,
-        "byteSize": media.byte_size,
-        "sha256": media.sha256,
-        "name": media.name,
-        "filename": media.filename,
-        "metadata": media.metadata,
-        "createdAt": media.created_at.isoformat() if media.created_at else None,
-    }
+    return error_response(code, f"the request is larger than {limit} bytes", 413)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -524,7 +316,7 @@ def create_app(
             *dashboard_routes(),
             Route("/graphql", view, methods=["GET", "POST"]),
             graphql_ws,
-            Route("/uploads", upload, methods=["POST"]),
+            upload_route(),
             Route(WEBHOOK_PATH, replicate_webhook, methods=["POST"]),
             Mount("/graphiql-assets", static_files(GRAPHIQL_ASSETS), name="graphiql"),
             Route("/healthz", healthz),

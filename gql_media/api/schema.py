@@ -7,25 +7,25 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError
-from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
-from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext, ExecutionResult
-from strawberry.types.graphql import OperationType as StrawberryOperationType
+from strawberry.types import ExecutionContext
 
 from gql_media.adapters.events import Resync, Subscriber
-from gql_media.api import fanout, inputs
+from gql_media.api import fanout
 from gql_media.api.context import Context
-from gql_media.api.errors import classify, graphql_error, log_errors
-from gql_media.api.fanout import SharedEventExecution
+from gql_media.api.errors import Classifier, graphql_error, log_errors
 from gql_media.api.media_types import (
     ProcessImageInput,
     ProcessVideoInput,
     UploadMediaPayload,
     to_json,
 )
+from gql_media.api.patches import direct_events, enabled, strawberry_inputs
+from gql_media.api.patches.shared_results import QuietExecution, SharedEventExecution
+from gql_media.api.patches.strawberry_results import LightEventResults
+from gql_media.api.patches.strawberry_validation import CachedValidation
 from gql_media.api.security import DocumentCache, DocumentChecks, NoIntrospection, bounds_rule
 from gql_media.api.types import (
     GenerateImageInput,
@@ -72,10 +72,11 @@ def _shared_job(info: Info, snapshot: JobSnapshot) -> Job:
 
 def _direct(info: Info, subscriber: Subscriber, sent: dict[str, int], terminal_too: bool) -> None:
     """Let the subscription's events be written straight to its socket where they can be
-    (``api.fanout``); ``sent`` is the record of versions sent that both ways keep."""
-    target = fanout.direct_target()
+    (``api.patches.direct_events``); ``sent`` is the record of versions sent that both ways
+    keep."""
+    target = direct_events.direct_target()
     if target is not None:
-        subscriber.direct = fanout.DirectEvents(
+        subscriber.direct = direct_events.DirectEvents(
             target, subscriber, info.context, sent, terminal_too
         )
 
@@ -343,79 +344,70 @@ def document_checks(settings: Settings, cache: DocumentCache) -> Callable[[], Sc
     hidden = not settings.introspection_enabled
     if hidden:
         rules.append(NoIntrospection)
-    return lambda: DocumentChecks(settings.max_tokens, tuple(rules), hidden, cache)
+    checks = CachedValidation if enabled(settings, "strawberry_validation") else DocumentChecks
+    return lambda: checks(settings.max_tokens, tuple(rules), hidden, cache)
 
 
 class MediaSchema(strawberry.Schema):
-    """Strawberry's schema, handing on every result with codes on its errors (and masked
-    outside debug), and lighter on subscription events: an error-free event does not ask
-    every extension for its results (ours add none; with thousands of subscribers the
-    asking costs more than the rest of the event)."""
+    """Strawberry's schema, handing on every error with a code (and masked outside debug).
+    Strawberry passes every list of errors it returns through ``process_errors`` (its
+    public hook for them) before the result goes out, the result's own list, so they are
+    classified there, in place; ``tests/test_patches.py`` checks it does, on every path."""
 
     def __init__(
-        self, *args: Any, documents: DocumentCache, debug: bool = False, **kwargs: Any
+        self, *args: Any, documents: DocumentCache, classifier: Classifier, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.documents = documents  # parsed and validated, shared by every operation
-        self._debug = debug
+        self.classifier = classifier
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Strawberry logs every error at ERROR; only the unexpected ones are logged so here
-        (with their traceback), a request's own mistakes and limits at DEBUG."""
-        super().process_errors(log_errors(errors), execution_context)
-
-    async def _handle_execution_result(
-        self,
-        context: ExecutionContext,
-        result: Any,
-        extensions_runner: SchemaExtensionsRunner,
-        *,
-        skip_process_errors: bool = False,
-    ) -> Any:
-        # every result of execute, subscribe and stream passes here, including the ones a
-        # WebSocket operation sends before the operation ends
-        if (
-            type(result) is GraphQLExecutionResult
-            and not result.errors
-            and not context.extensions_results
-            and context.operation_type is StrawberryOperationType.SUBSCRIPTION
-        ):
-            plain = ExecutionResult(data=result.data, errors=None)
-            context.result = plain
-            return plain
-        handled = await super()._handle_execution_result(
-            context, result, extensions_runner, skip_process_errors=skip_process_errors
-        )
-        if isinstance(handled, ExecutionResult) and handled.errors:
-            handled.errors = [classify(e, self._debug) for e in handled.errors]
-        return handled
+        """Give the errors their codes; strawberry logs every error at ERROR, only the
+        unexpected ones are logged so here (with their traceback), a request's own
+        mistakes and limits at DEBUG."""
+        unexpected = log_errors(errors)
+        errors[:] = [self.classifier.classify(error) for error in errors]
+        super().process_errors(unexpected, execution_context)
 
 
-class QuietExecution(SharedEventExecution):
-    """The executor with "Did you mean …?" left out of variable errors, for a server whose
-    introspection is off (the hints would reveal the schema's names)."""
+class FastMediaSchema(LightEventResults, MediaSchema):
+    """``MediaSchema`` lighter on subscription events (the ``strawberry_results`` patch)."""
 
-    @classmethod
-    def build(cls, *args: Any, **kwargs: Any) -> Any:
-        kwargs["hide_suggestions"] = True
-        return super().build(*args, **kwargs)
+
+def executor(settings: Settings) -> type[Any] | None:
+    """The executor class: sharing subscription results (``shared_results``), or
+    strawberry's own (None) with the patch off."""
+    if not enabled(settings, "shared_results"):
+        return None
+    return SharedEventExecution if settings.introspection_enabled else QuietExecution
 
 
 def build_schema(settings: Settings) -> MediaSchema:
     documents = DocumentCache(settings.document_cache_bytes)
-    schema = MediaSchema(
+    execution_class = executor(settings)
+    hidden = not settings.introspection_enabled
+    schema_class = FastMediaSchema if enabled(settings, "strawberry_results") else MediaSchema
+    schema = schema_class(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(),
-        execution_context_class=(
-            SharedEventExecution if settings.introspection_enabled else QuietExecution
-        ),
+        execution_context_class=execution_class,
         extensions=[document_checks(settings, documents)],
         documents=documents,
-        debug=settings.debug,
+        classifier=Classifier(
+            debug=settings.debug,
+            max_tokens=settings.max_tokens,
+            # what graphql-core would hint at, cut from messages where no patch of ours
+            # asked it not to hint
+            cut_hints=hidden
+            and not (execution_class and enabled(settings, "strawberry_validation")),
+        ),
     )
-    inputs.install(schema)
+    if enabled(settings, "strawberry_inputs"):
+        strawberry_inputs.install(schema)
+    else:
+        strawberry_inputs.uninstall(schema)
     return schema

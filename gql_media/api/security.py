@@ -17,7 +17,6 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
@@ -25,12 +24,9 @@ from graphql import (
     ValidationContext,
     ValidationRule,
     parse,
-    validate,
 )
 from starlette.types import Scope
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
-from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from gql_media.api.errors import refuse_subscription_over_http
 from gql_media.errors import ErrorCode, Unauthenticated
@@ -276,23 +272,6 @@ class DocumentCache:
         return len(self._entries)
 
 
-def _validate(
-    schema: GraphQLSchema,
-    document: DocumentNode,
-    rules: tuple[type[ASTValidationRule], ...],
-    hide_suggestions: bool,
-) -> list[GraphQLError]:
-    """graphql-core's validation with strawberry's two rules added (as strawberry's own
-    validation does). ``hide_suggestions`` leaves out "Did you mean …?" hints, which
-    reveal the schema's names."""
-    return validate(
-        schema,
-        document,
-        (*rules, MaybeNullValidationRule, OneOfInputValidationRule),
-        hide_suggestions=hide_suggestions,
-    )
-
-
 class DocumentChecks(SchemaExtension):
     """What every operation's document goes through, as one extension: strawberry runs
     each extension's hooks on every request and on every result a subscription streams,
@@ -301,9 +280,10 @@ class DocumentChecks(SchemaExtension):
     - The parser's token cap and our validation rules are set as parsing starts (every
       operation parses first), not in hooks around the whole operation, which stay
       suspended as long as a subscription lives (about 1 KB per subscribed socket).
-    - Each distinct document is parsed once and validated once per rule set (a
-      ``DocumentCache`` bounded in bytes, shared by the schema's operations); a document
-      that does not parse is left to strawberry, which reports the syntax error as usual.
+    - Each distinct document is parsed once (a ``DocumentCache`` bounded in bytes, shared
+      by the schema's operations; the ``strawberry_validation`` patch also keeps its
+      validation results there); a document that does not parse is left to strawberry,
+      which reports the syntax error (``api.errors`` gives it its code).
     - Subscriptions over HTTP are refused (``refuse_subscription_over_http``).
     - A document without a principal chosen by auth runs nothing (UNAUTHENTICATED).
     """
@@ -341,18 +321,3 @@ class DocumentChecks(SchemaExtension):
                 self.cached = cached
         yield
         refuse_subscription_over_http(context)
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        assert context.graphql_document is not None  # validation follows a parse
-        cached = self.cached
-        rules = tuple(context.validation_rules)
-        errors = cached.errors.get(rules) if cached is not None else None
-        if errors is None:
-            errors = _validate(
-                context.schema._schema, context.graphql_document, rules, self.hide_suggestions
-            )
-            if cached is not None:
-                cached.errors[rules] = errors
-        context.pre_execution_errors = errors
-        yield

@@ -21,15 +21,19 @@ import logging
 from collections.abc import AsyncIterator, Callable, Hashable, Sized
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from graphql import GraphQLError
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
-from gql_media.api.protocols import protocol_of
+from gql_media.api.patches.uvicorn_ws import protocol_of
 from gql_media.errors import ErrorCode
 from gql_media.services.auth import Authenticator
 from gql_media.settings import Settings
+
+if TYPE_CHECKING:
+    from gql_media.api.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +154,7 @@ class OpenSockets:
 def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
     """Close ``websocket`` at once, even while its client does not read (then a send would
     wait for the client)."""
-    protocol = protocol_of(getattr(websocket, "_send", None))
+    protocol = protocol_of(websocket)
     if protocol is not None:
         return protocol.close_now
 
@@ -167,6 +171,12 @@ def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
 
 
 _CLOSING: set[asyncio.Task[None]] = set()
+
+
+def sockets_of(context: Context) -> OpenSockets:
+    """The process's open sockets, from a socket's context (the app's lifespan state)."""
+    sockets: OpenSockets = context.request.state.sockets
+    return sockets
 
 
 def owner_of(websocket: HTTPConnection, key_id: Hashable | None) -> Hashable:

@@ -9,14 +9,15 @@ with arq's ``start_jobs`` and ``run_job``), from a loop of its own instead of ar
 and it learns from ``Worker._release_sem_dec_counter_on_complete`` (called as a job's task
 ends) that a slot freed while jobs waited for one.
 
-What it relies on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
+Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
 free slots allow; ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
 ``Worker.job_counter``, ``max_jobs``, ``poll_delay_s`` and ``tasks`` (a started job's task
 under its id until a read of the queue drops it when done).
 
-``GQL_MEDIA_WORKER_WAKEUPS=false`` switches it off: the worker then reads its queue only on
-arq's schedule (``_poll_iteration`` every ``poll_delay``), and a job waits up to that long.
+Without ``arq_wakeups`` in ``GQL_MEDIA_PATCHES`` the wake-ups are off: the worker then reads
+its queue only on its timer (``_poll_iteration`` every ``poll_delay``), and a job waits up to
+that long to start.
 
 The loop is ours for two more reasons: arq's ``main`` starts by logging Redis ``INFO``,
 which the embedded Redis stand-in lacks, and it ends the worker on the first Redis error,

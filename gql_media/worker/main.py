@@ -6,7 +6,8 @@ What is arq's and what is ours, and why:
 - Enqueue and start are arq's: ``ArqRedis.enqueue_job`` stores the call, arq's worker reads
   the queue, starts the function in a slot (``GQL_MEDIA_WORKER_CONCURRENCY``) and bounds it
   with its timeout. The one addition is the wake-up (``arq_patch.WakeableWorker``): a job
-  enqueued while a worker idles starts at once instead of at the next poll.
+  enqueued while a worker idles starts at once instead of at the next poll (``arq_wakeups``
+  in ``GQL_MEDIA_PATCHES``).
 - Retries are ours, in the database: a job's attempts, backoff and error are part of its row,
   which clients read and which outlives a Redis restart. Each retry is a new arq job (a new
   version of the row); arq never runs one twice (``max_tries=1``). A webhook attempt that
@@ -111,7 +112,7 @@ class GqlMediaWorker(WakeableWorker):
             handle_signals=handle_signals,
             ctx={"deps": deps},
             health_check_key=f"{keys.queue_name(settings.redis_namespace)}:health-check",
-            wakeups=settings.worker_wakeups,
+            wakeups="arq_wakeups" in settings.patches_on,
         )
         self.deps = deps
 

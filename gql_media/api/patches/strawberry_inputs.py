@@ -1,11 +1,23 @@
-"""Input objects built from their GraphQL values by a plan made once per type.
+"""Input objects built from their GraphQL values by a plan made once per type (the
+``strawberry_inputs`` patch).
 
-Strawberry converts an input value field by field, resolving each field's type and GraphQL
+Why: strawberry converts an input value field by field, resolving each field's type and GraphQL
 name again on every request: about 0.1 ms for ``GenerateImageInput``, a tenth of the api's
 CPU per submitted job. The plan keeps what does not change (names, and which fields hold
 values graphql-core has already coerced: scalars, enums and lists of them) and hands the
 rest (nested inputs) back to strawberry. It is installed through strawberry's ``from_input``
-hook, so the result is the same object strawberry builds.
+hook, so the result is the same object strawberry builds. Off, strawberry converts every input
+value itself.
+
+Internals relied on (checked by ``tests/test_patches.py``): ``StrawberryObjectDefinition``'s
+``from_input`` hook (called as ``from_input(cls, value, InputContext)``), ``fields``,
+``is_input``; ``StrawberryField.resolve_type``, ``python_name``, ``default_value``,
+``default_factory``; ``InputContext.convert(value, type, name)``
+(``strawberry.types.arguments``); ``strawberry.types.base``'s ``StrawberryList``,
+``StrawberryOptional``, ``StrawberryMaybe``, ``StrawberryType``;
+``strawberry.types.enum``'s ``StrawberryEnumDefinition`` and ``has_enum_definition``;
+``strawberry.scalars.is_scalar``; the schema's ``schema_converter`` (``type_map``,
+``scalar_registry``) and ``config.name_converter.from_field``.
 """
 
 from __future__ import annotations
@@ -111,7 +123,11 @@ def builder(fields: list[Field], implicit: dict[str, None]) -> Builder:
                 kwargs[field.python_name] = context.convert(item, field.type, field.graphql_name)
         return cls(**kwargs)
 
+    _PLANNED.add(build)
     return build
+
+
+_PLANNED: set[Builder] = set()  # the builders made here, to tell them from other hooks
 
 
 def install(schema: strawberry.Schema) -> None:
@@ -127,3 +143,14 @@ def install(schema: strawberry.Schema) -> None:
         planned = plan(definition, schema)
         if planned is not None:
             definition.from_input = builder(*planned)
+
+
+def uninstall(schema: strawberry.Schema) -> None:
+    """Take the planned ``from_input`` off every input type of ``schema`` (a schema built
+    with the patch off, in a process where one with it on gave its types the plan)."""
+    for concrete in schema.schema_converter.type_map.values():
+        definition = concrete.definition
+        if isinstance(definition, StrawberryObjectDefinition) and (
+            definition.from_input in _PLANNED
+        ):
+            definition.from_input = None
