@@ -92,33 +92,48 @@ class GraphQLView(ReadingView):
             await (page if page is not None else unauthenticated())(scope, receive, send)
             return
         scope["state"]["principal"] = principal
+        refused = self._refused_body(scope)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        response = await self._answer(scope, receive)
+        if response is not None:
+            await response(scope, receive, send)
+
+    def _body_limit(self, scope: Scope) -> tuple[int, ErrorCode]:
+        """How many bytes the request may carry, and the code of a refusal."""
         if _is_multipart(scope):
+            return self.settings.max_upload_bytes + MULTIPART_SLACK, ErrorCode.MEDIA_TOO_LARGE
+        return self.settings.max_body_bytes, ErrorCode.REQUEST_TOO_LARGE
+
+    def _refused_body(self, scope: Scope) -> Response | None:
+        """The answer to a request refused before its body is read, or None."""
+        if _is_multipart(scope) and not _has_preflight_header(scope):
             # A form post is a "simple" request a hostile page can send cross-site; a custom
             # header makes browsers ask first (CORS preflight), which such a page fails.
-            if not _has_preflight_header(scope):
-                await error_response(
-                    ErrorCode.PREFLIGHT_REQUIRED,
-                    "multipart requests need the header GraphQL-Require-Preflight: 1",
-                    400,
-                )(scope, receive, send)
-                return
-            limit = self.settings.max_upload_bytes + MULTIPART_SLACK
-            code = ErrorCode.MEDIA_TOO_LARGE
-        else:
-            limit, code = self.settings.max_body_bytes, ErrorCode.REQUEST_TOO_LARGE
+            return error_response(
+                ErrorCode.PREFLIGHT_REQUIRED,
+                "multipart requests need the header GraphQL-Require-Preflight: 1",
+                400,
+            )
+        limit, code = self._body_limit(scope)
         declared = decimal(header(scope, b"content-length"))
         if (declared is not None and declared > limit) or len(scope["query_string"]) > limit:
-            await _too_large(code, limit)(scope, receive, send)
-            return
+            return _too_large(code, limit)
+        return None
+
+    async def _answer(self, scope: Scope, receive: Receive) -> Response | None:
+        """Run the request with its body capped; None when the client left mid-body."""
+        limit, code = self._body_limit(scope)
         request = Request(scope, receive=_capped(receive, limit))
         try:
-            response = await self.run(request)
+            return await self.run(request)
         except BodyTooLarge:
-            response = _too_large(code, limit)
+            return _too_large(code, limit)
         except ClientDisconnect:
-            return  # the client left (or was cut off) mid-body: nobody to answer
+            return None  # the client left (or was cut off) mid-body: nobody to answer
         except HTTPException as exc:
-            response = JSONResponse(
+            return JSONResponse(
                 {
                     "errors": [
                         {"message": exc.reason, "extensions": {"code": ErrorCode.BAD_REQUEST}}
@@ -128,7 +143,6 @@ class GraphQLView(ReadingView):
             )
         finally:
             await request.close()  # removes the spooled files of a multipart request
-        await response(scope, receive, send)
 
     def _ide_page(self, scope: Scope) -> Response | None:
         """GraphiQL's page for a GET that asks for HTML and carries no document (decided on
@@ -262,13 +276,13 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(
+def _lifespan(
     settings: Settings,
-    *,
-    background: Callable[[Runtime], AbstractAsyncContextManager[Any]] | None = None,
-    fake_redis_server: Any | None = None,
-) -> Starlette:
-    """The api. ``background`` runs beside it for the app's lifetime (the embedded worker)."""
+    background: Callable[[Runtime], AbstractAsyncContextManager[Any]] | None,
+    fake_redis_server: Any | None,
+) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]]:
+    """What the api holds while it serves (the runtime, the event hub, the catch-up, auth,
+    the open sockets, the storage probe), as the app's state."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -307,6 +321,16 @@ def create_app(
                 ),
             }
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    background: Callable[[Runtime], AbstractAsyncContextManager[Any]] | None = None,
+    fake_redis_server: Any | None = None,
+) -> Starlette:
+    """The api. ``background`` runs beside it for the app's lifetime (the embedded worker)."""
     view = GraphQLView(settings)
     graphql_ws = WebSocketRoute("/graphql", view)
     app = Api(
@@ -325,7 +349,7 @@ def create_app(
             media_route(settings),
         ],
         middleware=[Middleware(ObserveRequests), *_middleware(settings)],
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, background, fake_redis_server),
     )
     app.graphql_view = view
     return app
