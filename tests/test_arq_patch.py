@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
 from gql_media.adapters import redis as redis_adapter
-from gql_media.worker.arq_patch import WakeableWorker
+from gql_media.worker.arq_patch import WakeableWorker, stored
 
 
 def test_arq_is_the_minor_version_the_patch_knows() -> None:
@@ -72,6 +72,41 @@ async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> No
         release.set()
         await asyncio.wait_for(done.wait(), 10)
         assert ran == ["first", "second"]
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
+async def test_arq_keeps_a_job_under_the_keys_the_patch_names() -> None:
+    """What ``stored`` names is what arq keeps: the call from enqueue to end, the mark of
+    a running job and its count of tries while it runs, and nothing once it ended."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    arq_id = f"{queue}-job"
+    keys = stored(arq_id)
+    running, release, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def task(ctx: dict[str, Any]) -> None:
+        running.set()
+        await release.wait()
+
+    async def after_job_end(ctx: dict[str, Any]) -> None:
+        ended.set()  # arq calls it once it has ended the job in Redis
+
+    async def present() -> list[bool]:
+        return [bool(await redis.exists(key)) for key in (keys.call, keys.in_progress, keys.tries)]
+
+    await redis.enqueue_job("task", _queue_name=queue, _job_id=arq_id)
+    assert await present() == [True, False, False]
+    worker = await _worker(redis, queue, task, max_jobs=1, after_job_end=after_job_end)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        await asyncio.wait_for(running.wait(), 10)
+        assert await present() == [True, True, True]
+        release.set()
+        await asyncio.wait_for(ended.wait(), 10)
+        assert await present() == [False, False, False]
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.batching import Batcher
+from gql_media.worker.arq_patch import stored
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,8 @@ class JobQueue:
             if lost:
                 if await self._redis.zscore(self._queue, arq_id) is not None:
                     return False
-                await self._redis.delete(
-                    job_key_prefix + arq_id,
-                    in_progress_key_prefix + arq_id,
-                    retry_key_prefix + arq_id,
-                )
+                kept = stored(arq_id)
+                await self._redis.delete(kept.call, kept.in_progress, kept.tries)
             # arq refuses an id whose stored call exists: one waiting, or one being made
             queued = await self._redis.enqueue_job(
                 keys.DELIVER_WEBHOOK_TASK,
@@ -176,7 +173,7 @@ class JobQueue:
             on_queue = [a for a, score in zip(arq_ids, scores, strict=True) if score is not None]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for arq_id in on_queue:
-                    pipe.exists(in_progress_key_prefix + arq_id)
+                    pipe.exists(stored(arq_id).in_progress)
                 running = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not read the queue: %s", exc)

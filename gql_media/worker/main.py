@@ -36,7 +36,6 @@ from typing import Any
 
 from arq import func
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 from gql_media import keys
@@ -45,7 +44,7 @@ from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
 from gql_media.services import reconciler, retention, runner, webhooks
 from gql_media.services.deps import Deps
-from gql_media.worker.arq_patch import WakeableWorker
+from gql_media.worker.arq_patch import WakeableWorker, stored
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,8 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         # The worker stops: the runner handed the job back under a new version, so arq's
         # stored call of this one, which arq keeps to run a canceled job again, is dropped.
         with contextlib.suppress(RedisError, OSError):
-            await asyncio.shield(redis.delete(*arq_keys(ctx["job_id"])))
+            kept = stored(ctx["job_id"])
+            await asyncio.shield(redis.delete(kept.call, kept.tries))
         raise
     return outcome.value
 
@@ -207,11 +207,6 @@ class GqlMediaWorker(WakeableWorker):
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-
-
-def arq_keys(arq_id: str) -> tuple[str, str]:
-    """What arq stores for a job while it waits or runs: its call and its try count."""
-    return job_key_prefix + arq_id, retry_key_prefix + arq_id
 
 
 def _runs_a_job(arq_id: str) -> bool:
