@@ -10,6 +10,7 @@ import uuid
 from importlib.metadata import version
 from typing import Any
 
+import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
@@ -26,6 +27,8 @@ def test_the_internals_the_patch_uses_are_there() -> None:
         assert hasattr(Worker, name), name
     assert inspect.iscoroutinefunction(Worker._poll_iteration)
     assert list(inspect.signature(Worker._poll_iteration).parameters) == ["self"]
+    assert inspect.iscoroutinefunction(Worker.start_jobs)
+    assert list(inspect.signature(Worker.start_jobs).parameters) == ["self", "job_ids"]
     release = Worker._release_sem_dec_counter_on_complete
     assert not inspect.iscoroutinefunction(release)
     assert list(inspect.signature(release).parameters) == ["self"]
@@ -72,6 +75,46 @@ async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> No
         release.set()
         await asyncio.wait_for(done.wait(), 10)
         assert ran == ["first", "second"]
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
+async def test_a_wake_up_naming_an_entry_starts_it_without_reading_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The named entry starts through arq's start_jobs; the queue is read only at first
+    (the timer is ten minutes away), and an entry the wake-up does not name waits."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    ran: list[str] = []
+    reads = 0
+    first_read, started = asyncio.Event(), asyncio.Event()
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        started.set()
+
+    poll_iteration = Worker._poll_iteration
+
+    async def counted(self: Worker) -> None:
+        nonlocal reads
+        reads += 1
+        await poll_iteration(self)
+        first_read.set()
+
+    monkeypatch.setattr(Worker, "_poll_iteration", counted)
+    worker = await _worker(redis, queue, task, max_jobs=4)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        await asyncio.wait_for(first_read.wait(), 10)  # an empty queue
+        await redis.enqueue_job("task", "unnamed", _queue_name=queue, _job_id=f"{queue}-a")
+        await redis.enqueue_job("task", "named", _queue_name=queue, _job_id=f"{queue}-b")
+        worker.wake([f"{queue}-b".encode()])
+        await asyncio.wait_for(started.wait(), 10)
+        assert ran == ["named"]
+        assert reads == 1
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)

@@ -66,13 +66,17 @@ class JobQueue:
         # a job after its change was published. A worker that finds the job on its timer
         # may publish its own change first; subscribers drop the older one as stale.
         events = [call.event for ok, call in zip(done, calls, strict=True) if ok and call.event]
-        due = any(ok and not call.defer for ok, call in zip(done, calls, strict=True))
+        due = [
+            keys.arq_job_id(call.job_id, call.version)
+            for ok, call in zip(done, calls, strict=True)
+            if ok and not call.defer
+        ]
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event in events:
                     pipe.publish(self._events, event)
                 if due:
-                    pipe.publish(self._wake, b"1")
+                    pipe.publish(self._wake, " ".join(due))
                 await pipe.execute()
         except (RedisError, OSError) as exc:  # the jobs are queued: workers find them
             log.warning("could not publish the changes of queued jobs: %s", exc)
@@ -93,11 +97,12 @@ class JobQueue:
             return False
         return True
 
-    async def _wake_workers(self) -> None:
-        """Tell idle workers to read the queue now; when this fails, they read it at their
-        next poll."""
+    async def _wake_workers(self, arq_id: str) -> None:
+        """Tell idle workers to start ``arq_id`` now; when this fails, they find it at their
+        next read of the queue. A wake-up names the entries it is for, separated by spaces
+        (``worker.arq_patch.WakeableWorker.wake``)."""
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.publish(self._wake, b"1")
+            await self._redis.publish(self._wake, arq_id)
 
     async def enqueue_webhook(
         self, job_id: str, attempt: int, defer: float | None = None, *, lost: bool = False
@@ -134,7 +139,7 @@ class JobQueue:
             log.warning("could not enqueue the webhook of job %s: %s", job_id, exc)
             return False
         if queued is not None and not defer:
-            await self._wake_workers()
+            await self._wake_workers(arq_id)
         return queued is not None
 
     async def ensure_queued(self, job_id: str, version: int) -> Placement:
@@ -157,7 +162,7 @@ class JobQueue:
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue job %s: %s", job_id, exc)
             return Placement.UNAVAILABLE
-        await self._wake_workers()
+        await self._wake_workers(arq_id)
         return Placement.QUEUED
 
     async def standing(self, jobs: Sequence[tuple[str, int]]) -> list[Placement | None]:

@@ -143,7 +143,7 @@ class GqlMediaWorker(WakeableWorker):
                     if _text(message.get("channel")) == nudge:
                         self._nudge_providers(_text(message.get("data")))
                     elif self.allow_pick_jobs:
-                        self.wake()
+                        self.wake(_raw(message.get("data")).split())
             except (RedisError, OSError) as exc:
                 log.warning("wake-up listener lost Redis: %s", exc)
             finally:
@@ -213,6 +213,10 @@ def _runs_a_job(arq_id: str) -> bool:
     """Whether a queue entry is a job run (``<job id>:v<version>``), not another task."""
     head, _, version = arq_id.rpartition(":v")
     return bool(head) and version.isdigit()
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _text(value: Any) -> str:
