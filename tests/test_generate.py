@@ -117,3 +117,26 @@ async def test_a_finished_job_leaves_nothing_of_it_in_redis(
         await redis_adapter.close(redis)
     assert left == []
     assert queued == []
+
+
+async def test_a_worker_keeps_arqs_health_record(settings: Any, fake_redis_server: Any) -> None:
+    """docs/observability.md: the worker writes arq's health record as it starts, with its
+    counts and the queue's length."""
+    from gql_media import keys
+    from gql_media.adapters import redis as redis_adapter
+    from tests.support import start_server
+
+    async with start_server(settings, fake_redis_server, with_worker=True) as live:
+        job_id = (await live.generate(provider="mock", width=64, height=64))["job"]["id"]
+        async with graphql_ws(live.ws_url) as ws:
+            op = await ws.subscribe(FOLLOW, {"id": job_id})
+            await asyncio.wait_for(ws.collect(op), timeout=20)
+        redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
+        try:
+            key = f"{keys.queue_name(settings.redis_namespace)}:health-check"
+            record = (await redis.get(key)) or b""
+            ttl = await redis.pttl(key)
+        finally:
+            await redis_adapter.close(redis)
+    assert b"j_complete=" in record and b"j_ongoing=" in record and b"queued=" in record
+    assert 0 < ttl <= 3_601_000
