@@ -33,6 +33,7 @@ from gql_media.services.outputs import output_key
 from gql_media.services.processing import Produced
 from gql_media.services.transitions import transition
 from gql_media.settings import Settings
+from gql_media.worker.arq_patch import stored
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process
 from tests.support import JOB_FIELDS, graphql_ws, start_server
@@ -171,6 +172,10 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
         job.version + 1,
     )
     assert await runtime.redis.zscore(queue, keys.arq_job_id(job.id, moved.version)) is not None
+    # the dead worker's entry is gone with arq's keys of it: no read of the queue meets it
+    assert await runtime.redis.zscore(queue, arq_id) is None
+    kept = stored(arq_id)
+    assert await runtime.redis.exists(kept.call, kept.in_progress, kept.tries) == 0
     assert await reconciler.reconcile(deps, at_startup=True) == 0  # waiting on the queue: untouched
 
 

@@ -165,6 +165,20 @@ class JobQueue:
         await self._wake_workers(arq_id)
         return Placement.QUEUED
 
+    async def drop(self, job_id: str, version: int) -> None:
+        """Take the entry of ``job_id`` at ``version`` off the queue, with what arq keeps of
+        it: a dead worker took it (``ensure_queued``'s TAKEN) and the job moved on to a new
+        version. Left there, every read of the queue by every worker would meet it until its
+        in-progress mark expired (the job timeout + 10 s). Best effort: the entry is only a
+        cost."""
+        arq_id = keys.arq_job_id(job_id, version)
+        kept = stored(arq_id)
+        with contextlib.suppress(RedisError, OSError):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._queue, arq_id)
+                pipe.delete(kept.call, kept.in_progress, kept.tries)
+                await pipe.execute()
+
     async def standing(self, jobs: Sequence[tuple[str, int]]) -> list[Placement | None]:
         """Where each ``(job id, version)`` stands, in two round trips however many there
         are: WAITING for an entry on the queue, TAKEN for one a worker took (see

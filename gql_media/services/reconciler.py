@@ -100,6 +100,7 @@ async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
     if updated is None:
         return Placement.WAITING  # it moved on meanwhile (claimed, canceled, requeued)
     snapshot = job_snapshot(updated)
+    await deps.queue.drop(snapshot.id, row.version)
     await announce(deps, snapshot)
     log.info("job %s: its queue entry was lost with a worker; queued again", snapshot.id)
     return await deps.queue.ensure_queued(snapshot.id, snapshot.version)
