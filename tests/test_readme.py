@@ -24,6 +24,21 @@ CODE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)` \|.*$", re.MULTILINE)
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 
 
+def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
+    """A new user's first screen: the one command that installs and runs the service, and
+    the one that installs and runs the tests, which is what .ci/run runs after its install."""
+    top = "\n".join(README.splitlines()[:30])
+    commands = re.findall(r"```sh\n(.*?)\n```", top, re.DOTALL)
+    assert len(commands) >= 2, top
+    run, test = commands[0], commands[1]
+    assert run.startswith("python3 -m venv .venv && .venv/bin/pip install -e . && ")
+    assert run.endswith(".venv/bin/gql-media serve")
+    assert test.startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && ")
+    assert test.endswith(".venv/bin/pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\n.venv/bin/pytest\n" in ci  # the README's test command, after CI's own install
+
+
 def rows(pattern: re.Pattern[str], text: str) -> dict[str, str]:
     """The rows of the tables in ``text`` that ``pattern`` matches, by what they start with."""
     return {match[1]: match[0] for match in pattern.finditer(text)}
