@@ -20,11 +20,14 @@ from tests.support import free_port
 
 
 @contextlib.contextmanager
-def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``gql-media worker`` as a child process with ``env``, killed at the end if alive."""
+def gql_media_process(
+    args: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``gql-media <args>`` as a child process with ``env``, its output appended to ``log``,
+    killed at the end if alive."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gql_media", "worker"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "gql_media", *args], env=env, stdout=out, stderr=out
         )
         try:
             yield proc
@@ -32,6 +35,13 @@ def worker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def worker_process(
+    env: dict[str, str], log: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``gql-media worker`` as a child process (``gql_media_process``)."""
+    return gql_media_process(["worker"], env, log)
 
 
 def worker_env(**settings: Any) -> dict[str, str]:

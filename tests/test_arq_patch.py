@@ -15,7 +15,8 @@ from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
 from gql_media.adapters import redis as redis_adapter
-from gql_media.worker.arq_patch import WakeableWorker, stored
+from gql_media.adapters.queue import stored
+from gql_media.worker.arq_patch import WakeableWorker
 
 
 def test_arq_is_the_minor_version_the_patch_knows() -> None:

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -17,6 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.faults import gql_media_process
 from tests.support import JOB_FIELDS, free_port, graphql_ws
 
 pytestmark = [
@@ -33,20 +34,6 @@ GENERATE = (
 
 def ws_url(url: str) -> str:
     return url.replace("http://", "ws://") + "/graphql"
-
-
-@contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gql_media", *args], env=env, stdout=out, stderr=out
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 @asynccontextmanager
@@ -86,8 +73,8 @@ async def test_api_and_worker_processes_run_a_job(env: dict[str, str], tmp_path:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with (
-        process(["api", "--port", str(port)], env, tmp_path / "api.log") as api,
-        process(["worker"], env, tmp_path / "worker.log") as worker,
+        gql_media_process(["api", "--port", str(port)], env, tmp_path / "api.log") as api,
+        gql_media_process(["worker"], env, tmp_path / "worker.log") as worker,
     ):
         async with until_ready(url, api) as client, graphql_ws(ws_url(url)) as ws:
             op = await ws.subscribe(EVENTS)  # listening before the job exists: nothing missed

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.events import EventHub
-from gql_media.adapters.queue import Placement
+from gql_media.adapters.queue import Placement, stored
 from gql_media.db.engine import create_engine, create_sessionmaker, suppress_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
@@ -33,7 +33,6 @@ from gql_media.services.outputs import output_key
 from gql_media.services.processing import Produced
 from gql_media.services.transitions import transition
 from gql_media.settings import Settings
-from gql_media.worker.arq_patch import stored
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process
 from tests.support import JOB_FIELDS, graphql_ws, start_server

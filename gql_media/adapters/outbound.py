@@ -89,11 +89,9 @@ def parse_entry(entry: str) -> tuple[str | Network, frozenset[int]]:
     text = entry.strip()
     if "://" in text:
         try:
-            url = httpx.URL(text)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"{entry!r} is not a URL") from exc
-        if url.scheme not in DEFAULT_PORTS or not url.host:
-            raise ValueError(f"{entry!r} is not an http(s) URL with a host")
+            url = check_url(text)
+        except OutboundBlocked as exc:
+            raise ValueError(f"{entry!r} is not an http(s) URL with a host") from exc
         target, ports = url.host, frozenset({url.port or DEFAULT_PORTS[url.scheme]})
     elif text.startswith("["):
         target, bracket, rest = text[1:].partition("]")

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.batching import Batcher
-from gql_media.worker.arq_patch import stored
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,25 @@ class Placement(StrEnum):
     WAITING = "waiting"  # it was on the queue already
     TAKEN = "taken"  # a worker took its queue entry (and, the caller knows, never claimed it)
     UNAVAILABLE = "unavailable"  # Redis could not be reached
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """The keys arq keeps for one job id (arq's layout, ``arq.constants``; its guard test
+    is in ``tests/test_arq_patch.py``): its call (from ``enqueue_job`` until the job
+    ends), its in-progress mark (from its start until it ends, or until the mark expires
+    when its worker died) and its count of tries (from its start until it ends)."""
+
+    call: str
+    in_progress: str
+    tries: str
+
+
+def stored(arq_id: str) -> StoredJob:
+    """The keys arq keeps for the job ``arq_id``."""
+    return StoredJob(
+        job_key_prefix + arq_id, in_progress_key_prefix + arq_id, retry_key_prefix + arq_id
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,19 +11,14 @@ loop of its own instead of arq's ``main``, and it learns from
 ``Worker._release_sem_dec_counter_on_complete`` (called as a job's task ends) that a slot
 freed while jobs waited for one, which reads the queue again.
 
-It also holds the other thing the project knows of arq beyond its API: the keys arq keeps
-for a job (``StoredJob``, arq's ``arq.constants`` layout), which the queue adapter reads to
-tell a waiting entry from one a dead worker took, and clears for a webhook attempt lost with
-its worker.
-
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
 free slots allow; ``Worker.start_jobs(ids)`` starts the named entries that are due and not
 started elsewhere, as the free slots allow; ``Worker._release_sem_dec_counter_on_complete()``
 frees a slot;
 ``Worker.job_counter``, ``max_jobs``, ``poll_delay_s`` and ``tasks`` (a started job's task
-under its id until a read of the queue drops it when done); the key prefixes of
-``arq.constants`` and what arq keeps under them while a job waits and runs.
+under its id until a read of the queue drops it when done). The keys arq keeps for a job
+(``adapters.queue.stored``, from ``arq.constants``) are checked there too.
 
 Without ``arq_wakeups`` in ``GQL_MEDIA_PATCHES`` the wake-ups are off: the worker then reads
 its queue only on its timer (``_poll_iteration`` every ``poll_delay``), and a job waits up to
@@ -40,32 +35,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    """The keys arq keeps for one job id: its call (from ``enqueue_job`` until the job
-    ends), its in-progress mark (from its start until it ends, or until the mark expires
-    when its worker died) and its count of tries (from its start until it ends)."""
-
-    call: str
-    in_progress: str
-    tries: str
-
-
-def stored(arq_id: str) -> StoredJob:
-    """The keys arq keeps for the job ``arq_id``."""
-    return StoredJob(
-        job_key_prefix + arq_id, in_progress_key_prefix + arq_id, retry_key_prefix + arq_id
-    )
 
 
 class WakeableWorker(Worker):

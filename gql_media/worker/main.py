@@ -40,11 +40,12 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
+from gql_media.adapters.queue import stored
 from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
 from gql_media.services import reconciler, retention, runner, webhooks
 from gql_media.services.deps import Deps
-from gql_media.worker.arq_patch import WakeableWorker, stored
+from gql_media.worker.arq_patch import WakeableWorker
 
 log = logging.getLogger(__name__)
 
