@@ -1,0 +1,156 @@
+"""The scheduler: which waiting job starts next, and when, across every api and worker.
+
+Order: among jobs due to run, the highest priority first; within a priority, starts go
+round the owners that have jobs waiting, one each in turn; within an owner, round its
+groups; within a group, first come first served. A cap on the jobs an owner (its key's
+max_running) or a group (``GQL_MEDIA_MAX_RUNNING_PER_GROUP``) may have running holds that
+owner or group back and nobody else: it leaves the rings until one of its jobs ends.
+
+How: jobs wait here, in Redis, not on arq's queue. Workers register their slots; a job is
+handed to them (*dispatched*: put on arq's queue, where a free slot starts it at once) only
+while fewer jobs are in flight than there are slots, so arq's queue never holds more than
+the free slots and the order is decided here, at the moment a slot frees. Every change
+that can free a slot or make a job due (a job added, a run ended, a worker registered, a
+cap changed) dispatches in the same script, so a free slot does not wait for a timer.
+
+Redis keeps only what PostgreSQL can rebuild: the waiting jobs are the QUEUED rows, the
+jobs in flight the RUNNING ones (see ``services.scheduling``).
+
+Each call is one script (one round trip, atomic); picking the next job costs a few sorted
+set operations whatever the number of waiting jobs, owners and groups.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from gql_media.adapters.scheduling import lua
+
+PRIORITY_MIN = lua.PRIORITY_MIN
+PRIORITY_MAX = lua.PRIORITY_MAX
+NO_OWNER = "-"  # the owner of jobs made with auth off
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A job to schedule: one version of its row, with what orders it."""
+
+    job_id: str
+    version: int
+    priority: int = 0
+    owner: str | None = None
+    group: str | None = None
+    due_at: float = 0.0  # when it may start (epoch seconds); 0: now
+    max_running: int | None = None  # its owner's cap on jobs running at once
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """A job handed to the workers: put it on arq's queue."""
+
+    job_id: str
+    version: int
+
+
+def _owner(owner: str | None) -> str:
+    return owner or NO_OWNER
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+class Scheduler:
+    """The scheduler's state in Redis under ``<namespace>:sched:``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str,
+        *,
+        group_cap: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._prefix = f"{namespace}:sched:"
+        self._group_cap = str(group_cap or 0)
+        self._add = redis.register_script(lua.ADD)
+        self._release = redis.register_script(lua.RELEASE)
+        self._remove = redis.register_script(lua.REMOVE)
+        self._register = redis.register_script(lua.REGISTER)
+        self._occupy = redis.register_script(lua.OCCUPY)
+        self._set_cap = redis.register_script(lua.SET_CAP)
+
+    async def _run(self, script: object, args: Sequence[str | int]) -> list[Dispatched]:
+        now = _ms(self._clock())
+        out = await script(args=[self._prefix, now, self._group_cap, *args])  # type: ignore[operator]
+        return [Dispatched(_text(out[i]), int(out[i + 1])) for i in range(0, len(out or ()), 2)]
+
+    async def add(self, jobs: Sequence[Waiting]) -> list[Dispatched]:
+        """Jobs to wait their turn (a job waiting or in flight at this version or a newer
+        one is left as it is); returns what is dispatched now, these or others."""
+        args: list[str | int] = []
+        for job in jobs:
+            args += [
+                job.job_id,
+                job.priority,
+                job.version,
+                _owner(job.owner),
+                job.group or "",
+                _ms(job.due_at),
+                "" if job.max_running is None else job.max_running,
+            ]
+        return await self._run(self._add, args)
+
+    async def release(self, job_ids: Sequence[str]) -> list[Dispatched]:
+        """Runs that ended, or were lost with their worker: their slots and caps free."""
+        return await self._run(self._release, list(job_ids))
+
+    async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
+        """Jobs that will not run (canceled, past their deadline): out of the line, or out
+        of flight if they were handed to the workers."""
+        return await self._run(self._remove, list(job_ids))
+
+    async def register(self, worker_id: str, slots: int, ttl: float) -> list[Dispatched]:
+        """A worker's slots count for ``ttl`` seconds (call again before then); 0 slots
+        unregisters it. Returns what is dispatched now."""
+        lapses = _ms(self._clock() + ttl)
+        return await self._run(self._register, [worker_id, slots, lapses])
+
+    async def dispatch(self) -> list[Dispatched]:
+        """Hand waiting jobs to free slots (jobs that became due meanwhile, too)."""
+        return await self._run(self._release, [])
+
+    async def set_cap(self, owner: str | None, max_running: int | None) -> list[Dispatched]:
+        """Change an owner's cap on jobs running at once (None: no cap)."""
+        cap = "" if max_running is None else max_running
+        return await self._run(self._set_cap, [_owner(owner), cap])
+
+    async def occupy(self, jobs: Sequence[Waiting]) -> None:
+        """Jobs found running when the state is rebuilt: they hold slots and caps."""
+        args: list[str | int] = []
+        for job in jobs:
+            args += [job.job_id, job.priority, job.version, _owner(job.owner), job.group or ""]
+        await self._run(self._occupy, args)
+
+    async def standing(self, job_ids: Sequence[str]) -> list[str | None]:
+        """For each job: "waiting", "in flight" or None (not here)."""
+        if not job_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self._prefix + "where", list(job_ids))
+            pipe.hmget(self._prefix + "flight", list(job_ids))
+            waiting, flight = await pipe.execute()
+        return [
+            "waiting" if w is not None else "in flight" if f is not None else None
+            for w, f in zip(waiting, flight, strict=True)
+        ]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,328 @@
+"""The scheduler's Redis scripts (Lua, run atomically by Redis). ``scheduler.py`` explains
+the model; here is only how it is kept.
+
+Keys, under the scheduler's prefix ``<namespace>:sched:``:
+
+- ``where`` hash: job id -> ``[priority, version, owner, group]`` (JSON) for each job that
+  waits (due or not); ``later`` zset: job id -> the time (ms) it becomes due, for the jobs
+  that are not due yet.
+- ``q:<p>:<owner>\\t<group>`` zset: a group's due jobs at priority p, first come first.
+- ``g:<p>:<owner>`` zset: the ring of an owner's groups at p; ``o:<p>``: the ring of owners
+  at p; ``prios``: the priorities whose owner ring is not empty. A ring's scores are turns
+  (one counter, ``turn``): the lowest goes next and a member served goes to the back.
+  A ring holds only members that may start (not at a cap), or members found out to be at
+  one the next time they are met (they are dropped then, and come back when a slot of
+  theirs frees).
+- ``flight`` hash: job id -> ``[priority, version, owner, group]`` for each job handed to
+  the workers (on the arq queue or running) and not yet released; ``run:o`` and
+  ``run:g`` hashes: jobs in flight per owner and per owner and group; ``cap:o`` hash:
+  an owner's cap on jobs in flight (its key's max_running).
+- ``n:<p>`` hash: owner -> waiting due jobs at p; ``ng:<p>:<owner>`` hash: group -> the
+  same per group; ``total`` hash: p -> the same per priority.
+- ``alive`` zset: worker id -> when its registration lapses (ms); ``slots`` hash: worker
+  id -> its slots. The sum over live workers is how many jobs may be in flight.
+
+ARGV[1] is the prefix, ARGV[2] the time now in ms, ARGV[3] the cap per group (0: none);
+each script's own arguments follow.
+"""
+
+from __future__ import annotations
+
+PRIORITY_MIN = -10
+PRIORITY_MAX = 10
+
+_PRELUDE = """
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local GROUP_CAP = tonumber(ARGV[3])
+local WHERE, LATER, FLIGHT = P .. 'where', P .. 'later', P .. 'flight'
+local PRIOS, TURN, TOTAL = P .. 'prios', P .. 'turn', P .. 'total'
+local RUN_O, RUN_G, CAP_O = P .. 'run:o', P .. 'run:g', P .. 'cap:o'
+local ALIVE, SLOTS, STARTS = P .. 'alive', P .. 'slots', P .. 'starts'
+
+local function Q(p, o, g) return P .. 'q:' .. p .. ':' .. o .. '\\t' .. g end
+local function GR(p, o) return P .. 'g:' .. p .. ':' .. o end
+local function OR(p) return P .. 'o:' .. p end
+local function NO(p) return P .. 'n:' .. p end
+local function NG(p, o) return P .. 'ng:' .. p .. ':' .. o end
+local function OG(o, g) return o .. '\\t' .. g end
+local function PO(p) return P .. 'park:o:' .. p end
+local function PG(p, o) return P .. 'park:g:' .. p .. ':' .. o end
+local function turn() return redis.call('INCR', TURN) end
+local function num(v) return tonumber(v or 0) or 0 end
+
+local function decr(h, f)
+  if redis.call('HINCRBY', h, f, -1) <= 0 then redis.call('HDEL', h, f) end
+end
+
+local function owner_capped(o)
+  local cap = num(redis.call('HGET', CAP_O, o))
+  return cap > 0 and num(redis.call('HGET', RUN_O, o)) >= cap
+end
+
+local function group_capped(o, g)
+  return GROUP_CAP > 0 and num(redis.call('HGET', RUN_G, OG(o, g))) >= GROUP_CAP
+end
+
+-- a member at a cap leaves its ring, keeping its turn for when it may start again
+local function park(ring, parked, m)
+  redis.call('HSET', parked, m, redis.call('ZSCORE', ring, m))
+  redis.call('ZREM', ring, m)
+end
+
+local function unpark(ring, parked, m)
+  local kept = redis.call('HGET', parked, m)
+  if kept then redis.call('HDEL', parked, m) end
+  redis.call('ZADD', ring, 'NX', kept or turn(), m)
+end
+
+-- a due job joins its group's queue; its group and owner join their rings unless capped
+local function enter(j, p, o, g)
+  redis.call('ZADD', Q(p, o, g), turn(), j)
+  redis.call('HINCRBY', NO(p), o, 1)
+  redis.call('HINCRBY', NG(p, o), g, 1)
+  redis.call('HINCRBY', TOTAL, p, 1)
+  if not group_capped(o, g) then
+    unpark(GR(p, o), PG(p, o), g)
+    if not owner_capped(o) then
+      unpark(OR(p), PO(p), o)
+      redis.call('ZADD', PRIOS, p, p)
+    end
+  end
+end
+
+-- a due job leaves its group's queue, and empty rings are dropped
+local function leave(j, p, o, g)
+  if redis.call('ZREM', Q(p, o, g), j) == 0 then return end
+  decr(NO(p), o)
+  decr(NG(p, o), g)
+  decr(TOTAL, p)
+  if redis.call('ZCARD', Q(p, o, g)) == 0 then redis.call('ZREM', GR(p, o), g) end
+  if redis.call('ZCARD', GR(p, o)) == 0 then redis.call('ZREM', OR(p), o) end
+  if redis.call('ZCARD', OR(p)) == 0 then redis.call('ZREM', PRIOS, p) end
+end
+
+-- the next job in order that may start, taken off its queue; false when none may
+local function pick()
+  while true do
+    local top = redis.call('ZREVRANGE', PRIOS, 0, 0)
+    if #top == 0 then return false end
+    local p = top[1]
+    local owners = redis.call('ZRANGE', OR(p), 0, 0)
+    if #owners == 0 then
+      redis.call('ZREM', PRIOS, p)
+    else
+      local o = owners[1]
+      local groups = redis.call('ZRANGE', GR(p, o), 0, 0)
+      if owner_capped(o) then
+        park(OR(p), PO(p), o)
+      elseif #groups == 0 then
+        redis.call('ZREM', OR(p), o)
+      else
+        local g = groups[1]
+        local head = redis.call('ZRANGE', Q(p, o, g), 0, 0)
+        if group_capped(o, g) then
+          park(GR(p, o), PG(p, o), g)
+        elseif #head == 0 then
+          redis.call('ZREM', GR(p, o), g)
+        else
+          local j = head[1]
+          redis.call('ZREM', Q(p, o, g), j)
+          decr(NO(p), o)
+          decr(NG(p, o), g)
+          decr(TOTAL, p)
+          -- served: to the back of each ring, or out of it when nothing is left there
+          if redis.call('ZCARD', Q(p, o, g)) > 0 then
+            redis.call('ZADD', GR(p, o), 'XX', turn(), g)
+          else
+            redis.call('ZREM', GR(p, o), g)
+          end
+          if redis.call('ZCARD', GR(p, o)) > 0 then
+            redis.call('ZADD', OR(p), 'XX', turn(), o)
+          else
+            redis.call('ZREM', OR(p), o)
+            if redis.call('ZCARD', OR(p)) == 0 then redis.call('ZREM', PRIOS, p) end
+          end
+          return j
+        end
+      end
+    end
+  end
+end
+
+local function unpark_group(o, g)
+  for p = {pmin}, {pmax} do
+    if redis.call('ZCARD', Q(p, o, g)) > 0 then
+      unpark(GR(p, o), PG(p, o), g)
+      if not owner_capped(o) then
+        unpark(OR(p), PO(p), o)
+        redis.call('ZADD', PRIOS, p, p)
+      end
+    end
+  end
+end
+
+local function unpark_owner(o)
+  for p = {pmin}, {pmax} do
+    if redis.call('ZCARD', GR(p, o)) > 0 then
+      unpark(OR(p), PO(p), o)
+      redis.call('ZADD', PRIOS, p, p)
+    end
+  end
+end
+
+local function occupy(j, p, v, o, g)
+  redis.call('HSET', FLIGHT, j, cjson.encode({p, v, o, g}))
+  redis.call('HINCRBY', RUN_O, o, 1)
+  redis.call('HINCRBY', RUN_G, OG(o, g), 1)
+end
+
+-- a job in flight is done (or lost): its slot and its caps free up
+local function release(j)
+  local raw = redis.call('HGET', FLIGHT, j)
+  if not raw then return false end
+  local w = cjson.decode(raw)
+  local o, g = w[3], w[4]
+  local was_o, was_g = owner_capped(o), group_capped(o, g)
+  redis.call('HDEL', FLIGHT, j)
+  decr(RUN_O, o)
+  decr(RUN_G, OG(o, g))
+  if was_g and not group_capped(o, g) then unpark_group(o, g) end
+  if was_o and not owner_capped(o) then unpark_owner(o) end
+  return w
+end
+
+-- a waiting job is taken back (canceled, past its deadline, moved to a new version)
+local function remove_waiting(j)
+  local raw = redis.call('HGET', WHERE, j)
+  if not raw then return false end
+  local w = cjson.decode(raw)
+  redis.call('HDEL', WHERE, j)
+  if redis.call('ZREM', LATER, j) == 0 then leave(j, w[1], w[3], w[4]) end
+  return w
+end
+
+local function add(j, p, v, o, g, due_ms, cap)
+  local old = redis.call('HGET', FLIGHT, j)
+  if old and cjson.decode(old)[2] >= v then return end
+  local waiting = redis.call('HGET', WHERE, j)
+  if waiting and cjson.decode(waiting)[2] >= v then return end
+  if old then release(j) end
+  if waiting then remove_waiting(j) end
+  if cap == '' then redis.call('HDEL', CAP_O, o) else redis.call('HSET', CAP_O, o, cap) end
+  redis.call('HSET', WHERE, j, cjson.encode({p, v, o, g}))
+  if due_ms > NOW then
+    redis.call('ZADD', LATER, due_ms, j)
+  else
+    enter(j, p, o, g)
+  end
+end
+
+local function capacity()
+  local lapsed = redis.call('ZRANGEBYSCORE', ALIVE, '-inf', NOW)
+  for _, w in ipairs(lapsed) do redis.call('HDEL', SLOTS, w) end
+  if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', ALIVE, '-inf', NOW) end
+  local total = 0
+  for _, n in ipairs(redis.call('HVALS', SLOTS)) do total = total + num(n) end
+  return total
+end
+
+-- hand jobs to the workers in order while slots are free: {job id, version, ...}
+local function dispatch()
+  local due = redis.call('ZRANGEBYSCORE', LATER, '-inf', NOW, 'LIMIT', 0, 1000)
+  for _, j in ipairs(due) do
+    redis.call('ZREM', LATER, j)
+    local w = cjson.decode(redis.call('HGET', WHERE, j))
+    enter(j, w[1], w[3], w[4])
+  end
+  local free = capacity() - redis.call('HLEN', FLIGHT)
+  local out = {}
+  while free > 0 do
+    local j = pick()
+    if not j then break end
+    local w = cjson.decode(redis.call('HGET', WHERE, j))
+    redis.call('HDEL', WHERE, j)
+    occupy(j, w[1], w[2], w[3], w[4])
+    out[#out + 1] = j
+    out[#out + 1] = w[2]
+    free = free - 1
+  end
+  if #out > 0 then redis.call('HINCRBY', STARTS, math.floor(NOW / 1000), #out / 2) end
+  return out
+end
+""".replace("{pmin}", str(PRIORITY_MIN)).replace("{pmax}", str(PRIORITY_MAX))
+
+# ARGV[4..]: groups of seven: job id, priority, version, owner, group, due (ms), owner cap
+# ('' for none). Adds each job that is not waiting or in flight at this version or a newer
+# one (a newer version replaces an older one), then dispatches.
+ADD = (
+    _PRELUDE
+    + """
+for i = 4, #ARGV, 7 do
+  add(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
+      tonumber(ARGV[i + 5]), ARGV[i + 6])
+end
+return dispatch()
+"""
+)
+
+# ARGV[4..]: job ids whose run ended (or was lost): released from flight, then dispatch.
+RELEASE = (
+    _PRELUDE
+    + """
+for i = 4, #ARGV do release(ARGV[i]) end
+return dispatch()
+"""
+)
+
+# ARGV[4..]: job ids to take back, waiting or in flight; then dispatch.
+REMOVE = (
+    _PRELUDE
+    + """
+for i = 4, #ARGV do
+  if not remove_waiting(ARGV[i]) then release(ARGV[i]) end
+end
+return dispatch()
+"""
+)
+
+# ARGV[4]: worker id, ARGV[5]: its slots (0: leave), ARGV[6]: when it lapses (ms); then
+# dispatch.
+REGISTER = (
+    _PRELUDE
+    + """
+if tonumber(ARGV[5]) > 0 then
+  redis.call('ZADD', ALIVE, tonumber(ARGV[6]), ARGV[4])
+  redis.call('HSET', SLOTS, ARGV[4], ARGV[5])
+else
+  redis.call('ZREM', ALIVE, ARGV[4])
+  redis.call('HDEL', SLOTS, ARGV[4])
+end
+return dispatch()
+"""
+)
+
+# ARGV[4..]: groups of five: job id, priority, version, owner, group of jobs found running
+# (when the scheduler's state is rebuilt): in flight, holding their slots and caps.
+OCCUPY = (
+    _PRELUDE
+    + """
+for i = 4, #ARGV, 5 do
+  if redis.call('HEXISTS', FLIGHT, ARGV[i]) == 0 then
+    occupy(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4])
+  end
+end
+return 0
+"""
+)
+
+# ARGV[4]: owner, ARGV[5]: its cap ('' for none); then dispatch.
+SET_CAP = (
+    _PRELUDE
+    + """
+if ARGV[5] == '' then redis.call('HDEL', CAP_O, ARGV[4])
+else redis.call('HSET', CAP_O, ARGV[4], ARGV[5]) end
+unpark_owner(ARGV[4])
+return dispatch()
+"""
+)

@@ -1,0 +1,265 @@
+"""The scheduler's order, caps, slots and due times, on Redis itself (and on the embedded
+stand-in): every test drives the scripts through ``Scheduler`` and reads what they hand to
+the workers."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+
+from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting
+from tests.conftest import TEST_REDIS_URL
+
+BACKENDS = [
+    "fake",
+    pytest.param(
+        "redis",
+        marks=[
+            pytest.mark.integration,
+            pytest.mark.skipif(not TEST_REDIS_URL, reason="set GQL_MEDIA_TEST_REDIS_URL"),
+        ],
+    ),
+]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=BACKENDS)
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "fake":
+        client: Any = fakeredis.FakeAsyncRedis()
+    else:
+        client = Redis.from_url(str(TEST_REDIS_URL))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(redis: Any, clock: Clock, group_cap: int | None = None) -> Scheduler:
+    namespace = f"gql_media_test_{uuid.uuid4().hex[:10]}"
+    return Scheduler(redis, namespace, group_cap=group_cap, clock=clock)
+
+
+def ids(dispatched: list[Dispatched]) -> list[str]:
+    return [d.job_id for d in dispatched]
+
+
+def jobs(owner: str, n: int, group: str | None = None, priority: int = 0) -> list[Waiting]:
+    return [
+        Waiting(f"{owner}-{group or ''}-{priority}-{i}", 1, priority, owner, group)
+        for i in range(n)
+    ]
+
+
+async def test_nothing_starts_without_slots_and_a_slot_takes_the_first(
+    redis: Any, clock: Clock
+) -> None:
+    s = make(redis, clock)
+    assert await s.add(jobs("a", 3)) == []
+    assert ids(await s.register("w1", 1, ttl=10)) == ["a--0-0"]
+    assert await s.dispatch() == []  # the one slot is taken
+    assert ids(await s.release(["a--0-0"])) == ["a--0-1"]
+    assert ids(await s.release(["a--0-1"])) == ["a--0-2"]
+    assert await s.release(["a--0-2"]) == []
+    assert await s.standing(["a--0-0", "a--0-2"]) == [None, None]
+
+
+async def test_a_higher_priority_starts_next_behind_a_thousand(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 2, ttl=10)  # two slots, busy with the first two
+    first = await s.add(jobs("a", 1000))
+    assert len(first) == 2
+    assert await s.add([Waiting("urgent", 1, 5, "a")]) == []
+    assert ids(await s.release([first[0].job_id])) == ["urgent"]
+    assert ids(await s.release([first[1].job_id])) == ["a--0-2"]
+
+
+async def test_a_second_owner_starts_among_the_next_behind_a_thousand(
+    redis: Any, clock: Clock
+) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 4, ttl=10)
+    busy = await s.add(jobs("a", 1000))
+    await s.add([Waiting("b-job", 1, 0, "b")])
+    following = [(await s.release([busy[i].job_id]))[0].job_id for i in range(2)]
+    assert "b-job" in following  # at most one start per busy slot before it
+    # then the owners take turns while both wait
+    await s.add(jobs("b", 3, group="more"))
+    order = [(await s.release([d])) for d in following]
+    owners = [d[0].job_id[0] for d in order]
+    assert sorted(owners) == ["a", "b"]
+
+
+async def test_groups_of_one_owner_take_turns(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 1, ttl=10)
+    (running,) = await s.add(jobs("a", 1000, group="u1"))
+    await s.add(jobs("a", 2, group="u2"))
+    starts = []
+    for _ in range(4):
+        (running,) = await s.release([running.job_id])
+        starts.append(running.job_id.split("-")[1])
+    assert starts[:2] in (["u2", "u1"], ["u1", "u2"])
+    assert starts.count("u2") == 2  # u2's two jobs alternate with u1's
+
+
+async def test_first_come_first_served_within_a_group(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.add(jobs("a", 5, group="g"))
+    started = ids(await s.register("w1", 5, ttl=10))
+    assert started == [f"a-g-0-{i}" for i in range(5)]
+
+
+async def test_an_owners_cap_holds_back_only_that_owner(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    capped = [Waiting(f"a{i}", 1, 0, "a", max_running=2) for i in range(10)]
+    await s.add(capped + jobs("b", 10))
+    started = ids(await s.register("w1", 8, ttl=10))
+    assert Counter(j[0] for j in started) == {"a": 2, "b": 6}
+    # a slot of b's frees: b runs on, a stays at its cap
+    freed = next(j for j in started if j.startswith("b"))
+    assert ids(await s.release([freed]))[0].startswith("b")
+    # a slot of a's frees: a's next job takes it
+    freed = next(j for j in started if j.startswith("a"))
+    assert ids(await s.release([freed])) == ["a2"]
+
+
+async def test_raising_a_cap_lets_waiting_jobs_start(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 8, ttl=10)
+    started = await s.add([Waiting(f"a{i}", 1, 0, "a", max_running=1) for i in range(4)])
+    assert ids(started) == ["a0"]
+    assert ids(await s.set_cap("a", 3)) == ["a1", "a2"]
+    assert ids(await s.set_cap("a", None)) == ["a3"]
+
+
+async def test_a_groups_cap_holds_back_only_that_group(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock, group_cap=1)
+    await s.add(jobs("a", 5, group="u1") + jobs("a", 5, group="u2"))
+    started = ids(await s.register("w1", 8, ttl=10))
+    assert sorted(j.split("-")[1] for j in started) == ["u1", "u2"]
+    assert ids(await s.release([started[0]])) == [started[0][:-1] + "1"]
+
+
+async def test_jobs_due_later_wait_for_their_time(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 4, ttl=100)
+    later = Waiting("later", 1, 0, "a", due_at=clock.now + 30)
+    assert await s.add([later]) == []
+    assert await s.standing(["later"]) == ["waiting"]
+    clock.now += 31
+    assert ids(await s.dispatch()) == ["later"]
+
+
+async def test_removed_jobs_leave_the_line_and_free_their_slots(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 1, ttl=10)
+    (running,) = await s.add(jobs("a", 3))
+    assert await s.remove(["a--0-1"]) == []  # waiting: out of the line
+    assert ids(await s.remove([running.job_id])) == ["a--0-2"]  # in flight: slot frees
+    assert await s.standing(["a--0-1", running.job_id, "a--0-2"]) == [None, None, "in flight"]
+
+
+async def test_a_job_is_scheduled_once_per_version(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 1, ttl=10)
+    assert ids(await s.add([Waiting("j", 1)])) == ["j"]
+    assert await s.add([Waiting("j", 1)]) == []  # the same version again: nothing new
+    await s.add([Waiting("k", 1)])
+    # a new version of a job in flight (its worker was lost): the old run's slot frees
+    started = await s.add([Waiting("j", 2)])
+    assert started == [Dispatched("k", 1)]
+    assert await s.standing(["j"]) == ["waiting"]
+
+
+async def test_slots_lapse_with_their_worker(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 1, ttl=5)
+    clock.now += 6
+    assert await s.add(jobs("a", 1)) == []
+    assert ids(await s.register("w2", 1, ttl=5)) == ["a--0-0"]
+    assert await s.register("w2", 0, ttl=5) == []  # unregistered
+
+
+async def test_rebuilt_running_jobs_hold_their_slots_and_caps(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    await s.occupy([Waiting("r1", 3, 0, "a"), Waiting("r2", 1, 0, "b")])
+    await s.add([Waiting("a1", 1, 0, "a", max_running=1), Waiting("b1", 1, 0, "b")])
+    assert ids(await s.register("w1", 3, ttl=10)) == ["b1"]
+    assert ids(await s.release(["r1"])) == ["a1"]
+
+
+async def test_random_traffic_keeps_caps_order_and_no_idle_slot(redis: Any, clock: Clock) -> None:
+    """Random adds, releases and removals against invariants read off each step: no cap is
+    ever exceeded, no slot idles while a job that may run waits, and no job starts while
+    one of a higher priority that may run waits."""
+    rng = random.Random(7)
+    s = make(redis, clock, group_cap=3)
+    slots = 6
+    await s.register("w1", slots, ttl=1000)
+    waiting: dict[str, Waiting] = {}
+    flight: dict[str, Waiting] = {}
+    caps = {"o0": 2, "o1": None, "o2": 1, "o3": None}
+
+    def may_start(job: Waiting) -> bool:
+        cap = caps[str(job.owner)]
+        by_owner = sum(1 for f in flight.values() if f.owner == job.owner)
+        by_group = sum(1 for f in flight.values() if (f.owner, f.group) == (job.owner, job.group))
+        return (cap is None or by_owner < cap) and by_group < 3
+
+    def started(out: list[Dispatched]) -> None:
+        for d in out:
+            job = waiting.pop(d.job_id)
+            assert may_start(job), f"{job} started over a cap"
+            higher = [w for w in waiting.values() if w.priority > job.priority and may_start(w)]
+            assert not higher, f"{job} started before {higher[0]}"
+            flight[d.job_id] = job
+        assert len(flight) <= slots
+        if len(flight) < slots:
+            assert not [w for w in waiting.values() if may_start(w)], "a slot idles"
+
+    for step in range(400):
+        action = rng.random()
+        if action < 0.5 or not flight:
+            owner = rng.choice(list(caps))
+            new = [
+                Waiting(
+                    f"j{step}-{i}",
+                    1,
+                    rng.choice([-1, 0, 0, 2]),
+                    owner,
+                    rng.choice(["u1", "u2", None]),
+                    max_running=caps[owner],
+                )
+                for i in range(rng.randint(1, 4))
+            ]
+            waiting.update({w.job_id: w for w in new})
+            started(await s.add(new))
+        elif action < 0.9:
+            done = rng.choice(list(flight))
+            del flight[done]
+            started(await s.release([done]))
+        elif waiting:
+            gone = rng.choice(list(waiting))
+            del waiting[gone]
+            started(await s.remove([gone]))
+    assert flight
