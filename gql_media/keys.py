@@ -21,6 +21,12 @@ def arq_job_id(job_id: str, version: int) -> str:
     return f"{job_id}:v{version}"
 
 
+def arq_job_version(arq_id: str) -> int | None:
+    """The version in a job run's arq id (``arq_job_id``), or None for another task's id."""
+    head, _, version = arq_id.rpartition(":v")
+    return int(version) if head and version.isdigit() else None
+
+
 def webhook_delivery_id(job_id: str, attempt: int) -> str:
     """The arq id of delivery ``attempt`` of a finished job's webhook."""
     return f"{job_id}:webhook:{attempt}"

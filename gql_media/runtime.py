@@ -63,7 +63,7 @@ async def open_runtime(
         job_inserts=job_inserter(engine, autocommit, settings),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
-        queue=JobQueue(redis, settings.redis_namespace),
+        queue=JobQueue(redis, settings.redis_namespace, group_cap=settings.max_running_per_group),
         providers=build_providers(settings),
         limiter=RateLimiter(redis, settings.redis_namespace),
         processes=media_processes(settings),

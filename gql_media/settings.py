@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     progress_interval: float = Field(default=0.1, ge=0)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_poll_delay: float = Field(default=0.5, gt=0)
+    # scheduling: jobs of one fairness group running at once (0: no cap)
+    max_running_per_group: int = Field(default=0, ge=0)
     lease_seconds: float = Field(default=6.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     reconcile_after: float = Field(default=10.0, ge=0)

@@ -54,6 +54,12 @@ createdAt startedAt finishedAt updatedAt
 """
 
 
+async def open_slots(deps: Any, slots: int = 8) -> None:
+    """Register worker slots with the scheduler, as a running worker does, for tests that
+    watch jobs reach arq's queue without running a worker."""
+    await deps.queue.register_worker("test-slots", slots, ttl=3600)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,11 +11,13 @@ from arq.constants import job_key_prefix
 from sqlalchemy import func, select
 
 from gql_media import keys
+from gql_media.adapters.scheduling import Waiting
 from gql_media.batching import Batcher
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import SYSTEM, JobKind, JobStatus
 from gql_media.runtime import Runtime
 from gql_media.services.jobs import NewImageJob, create_image_job
+from tests.support import open_slots
 
 
 class Recorder:
@@ -164,12 +166,13 @@ async def test_jobs_enqueued_together_share_the_publishing_and_one_wake_up(
         return pipeline(*args, **kwargs)
 
     monkeypatch.setattr(runtime.redis, "pipeline", counted)
+    await open_slots(deps)
     seen: list[tuple[str, bool]] = []  # (channel, whether the job named was on the queue)
     async with runtime.redis.pubsub() as pubsub:
         await pubsub.subscribe(keys.events_channel(namespace), keys.wake_channel(namespace))
         # two go at once (as many as may be out), the three queued meanwhile share a send
         pairs = [(job_id, job_id.encode()) for job_id in ids]
-        done = await asyncio.gather(*(deps.queue.enqueue(i, 1, event=e) for i, e in pairs))
+        done = await asyncio.gather(*(deps.queue.enqueue(Waiting(i, 1), e) for i, e in pairs))
         assert done == [True] * 5
         while len(seen) < 8:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
@@ -193,8 +196,9 @@ async def test_a_job_arq_has_already_counts_as_queued(runtime: Runtime) -> None:
     deps = runtime.deps
     queue = keys.queue_name(deps.settings.redis_namespace)
     job_id = f"job_{uuid.uuid4().hex}"
-    assert await deps.queue.enqueue(job_id, 1)
-    assert await deps.queue.enqueue(job_id, 1)
+    await open_slots(deps)
+    assert await deps.queue.enqueue(Waiting(job_id, 1))
+    assert await deps.queue.enqueue(Waiting(job_id, 1))
     assert await runtime.redis.zcard(queue) >= 1
     assert await runtime.redis.exists(job_key_prefix + keys.arq_job_id(job_id, 1)) == 1
 

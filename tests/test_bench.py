@@ -30,6 +30,9 @@ TINY = [
     "--fanout-timeout", "15",
     "--image-megapixels", "0.3",
     "--image-repeat", "1",
+    "--schedule-jobs", "3000",
+    "--schedule-owners", "50",
+    "--schedule-picks", "200",
 ]  # fmt: skip
 
 
@@ -83,6 +86,7 @@ async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: P
         "fanout_updated",
         "fanout_events",
         "images",
+        "scheduler",
     }
 
     for level in scenarios["submit"]["levels"]:
@@ -115,6 +119,11 @@ async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: P
     assert events["jobs"] == 5 and events["connected"] == 4
     assert events["delivered"] == events["expected"] == 4 * 5
     assert events["terminal_latency_ms"]["count"] == 20
+
+    scheduler = scenarios["scheduler"]
+    assert scheduler["jobs"] == 3000 and scheduler["owners"] == 50
+    assert_latencies(scheduler["start_ms"], 200)
+    assert scheduler["in_flight_at_end"] == scheduler["slots"]  # every freed slot was refilled
 
     for op in scenarios["images"]["ops"]:
         assert op["service_ms"] > 0 and op["pillow_ms"] > 0

@@ -35,7 +35,7 @@ from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process
-from tests.support import JOB_FIELDS, graphql_ws, start_server
+from tests.support import JOB_FIELDS, graphql_ws, open_slots, start_server
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -158,6 +158,7 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
     """A worker that took the job and died before claiming the row leaves an arq entry
     marked in progress for the job timeout: the reconciler moves the job to a new version."""
     deps = runtime.deps
+    await open_slots(deps)
     job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
     queue = keys.queue_name(deps.settings.redis_namespace)
     arq_id = keys.arq_job_id(job.id, job.version)
@@ -182,6 +183,7 @@ async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: 
     """The reconciler looks up a whole backlog at once: entries still waiting are left, a
     lost one is queued again and one a dead worker took moves the job to a new version."""
     deps = runtime.deps
+    await open_slots(deps)
     waiting, lost, taken = [
         await create_image_job(deps, NewImageJob(prompt=name, provider="mock"), SYSTEM)
         for name in ("waiting", "lost", "taken")

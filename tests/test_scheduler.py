@@ -77,9 +77,9 @@ async def test_nothing_starts_without_slots_and_a_slot_takes_the_first(
     assert await s.add(jobs("a", 3)) == []
     assert ids(await s.register("w1", 1, ttl=10)) == ["a--0-0"]
     assert await s.dispatch() == []  # the one slot is taken
-    assert ids(await s.release(["a--0-0"])) == ["a--0-1"]
-    assert ids(await s.release(["a--0-1"])) == ["a--0-2"]
-    assert await s.release(["a--0-2"]) == []
+    assert ids(await s.release([("a--0-0", 1)])) == ["a--0-1"]
+    assert ids(await s.release([("a--0-1", 1)])) == ["a--0-2"]
+    assert await s.release([("a--0-2", 1)]) == []
     assert await s.standing(["a--0-0", "a--0-2"]) == [None, None]
 
 
@@ -89,8 +89,8 @@ async def test_a_higher_priority_starts_next_behind_a_thousand(redis: Any, clock
     first = await s.add(jobs("a", 1000))
     assert len(first) == 2
     assert await s.add([Waiting("urgent", 1, 5, "a")]) == []
-    assert ids(await s.release([first[0].job_id])) == ["urgent"]
-    assert ids(await s.release([first[1].job_id])) == ["a--0-2"]
+    assert ids(await s.release([(first[0].job_id, 1)])) == ["urgent"]
+    assert ids(await s.release([(first[1].job_id, 1)])) == ["a--0-2"]
 
 
 async def test_a_second_owner_starts_among_the_next_behind_a_thousand(
@@ -100,11 +100,11 @@ async def test_a_second_owner_starts_among_the_next_behind_a_thousand(
     await s.register("w1", 4, ttl=10)
     busy = await s.add(jobs("a", 1000))
     await s.add([Waiting("b-job", 1, 0, "b")])
-    following = [(await s.release([busy[i].job_id]))[0].job_id for i in range(2)]
+    following = [(await s.release([(busy[i].job_id, 1)]))[0].job_id for i in range(2)]
     assert "b-job" in following  # at most one start per busy slot before it
     # then the owners take turns while both wait
     await s.add(jobs("b", 3, group="more"))
-    order = [(await s.release([d])) for d in following]
+    order = [(await s.release([(d, 1)])) for d in following]
     owners = [d[0].job_id[0] for d in order]
     assert sorted(owners) == ["a", "b"]
 
@@ -116,7 +116,7 @@ async def test_groups_of_one_owner_take_turns(redis: Any, clock: Clock) -> None:
     await s.add(jobs("a", 2, group="u2"))
     starts = []
     for _ in range(4):
-        (running,) = await s.release([running.job_id])
+        (running,) = await s.release([(running.job_id, 1)])
         starts.append(running.job_id.split("-")[1])
     assert starts[:2] in (["u2", "u1"], ["u1", "u2"])
     assert starts.count("u2") == 2  # u2's two jobs alternate with u1's
@@ -137,10 +137,10 @@ async def test_an_owners_cap_holds_back_only_that_owner(redis: Any, clock: Clock
     assert Counter(j[0] for j in started) == {"a": 2, "b": 6}
     # a slot of b's frees: b runs on, a stays at its cap
     freed = next(j for j in started if j.startswith("b"))
-    assert ids(await s.release([freed]))[0].startswith("b")
+    assert ids(await s.release([(freed, 1)]))[0].startswith("b")
     # a slot of a's frees: a's next job takes it
     freed = next(j for j in started if j.startswith("a"))
-    assert ids(await s.release([freed])) == ["a2"]
+    assert ids(await s.release([(freed, 1)])) == ["a2"]
 
 
 async def test_raising_a_cap_lets_waiting_jobs_start(redis: Any, clock: Clock) -> None:
@@ -157,7 +157,7 @@ async def test_a_groups_cap_holds_back_only_that_group(redis: Any, clock: Clock)
     await s.add(jobs("a", 5, group="u1") + jobs("a", 5, group="u2"))
     started = ids(await s.register("w1", 8, ttl=10))
     assert sorted(j.split("-")[1] for j in started) == ["u1", "u2"]
-    assert ids(await s.release([started[0]])) == [started[0][:-1] + "1"]
+    assert ids(await s.release([(started[0], 1)])) == [started[0][:-1] + "1"]
 
 
 async def test_jobs_due_later_wait_for_their_time(redis: Any, clock: Clock) -> None:
@@ -205,7 +205,7 @@ async def test_rebuilt_running_jobs_hold_their_slots_and_caps(redis: Any, clock:
     await s.occupy([Waiting("r1", 3, 0, "a"), Waiting("r2", 1, 0, "b")])
     await s.add([Waiting("a1", 1, 0, "a", max_running=1), Waiting("b1", 1, 0, "b")])
     assert ids(await s.register("w1", 3, ttl=10)) == ["b1"]
-    assert ids(await s.release(["r1"])) == ["a1"]
+    assert ids(await s.release([("r1", 3)])) == ["a1"]
 
 
 async def test_random_traffic_keeps_caps_order_and_no_idle_slot(redis: Any, clock: Clock) -> None:
@@ -257,9 +257,22 @@ async def test_random_traffic_keeps_caps_order_and_no_idle_slot(redis: Any, cloc
         elif action < 0.9:
             done = rng.choice(list(flight))
             del flight[done]
-            started(await s.release([done]))
+            started(await s.release([(done, 1)]))
         elif waiting:
             gone = rng.choice(list(waiting))
             del waiting[gone]
             started(await s.remove([gone]))
     assert flight
+
+
+async def test_the_end_of_an_older_run_leaves_a_newer_one_in_flight(
+    redis: Any, clock: Clock
+) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 1, ttl=10)
+    await s.add([Waiting("j", 1)])
+    await s.add([Waiting("j", 2)])  # v1's worker was lost: v2 takes the slot
+    await s.add([Waiting("k", 1)])
+    assert await s.release([("j", 1)]) == []  # v1's worker ends late: v2 keeps its slot
+    assert await s.in_flight() == {"j": 2}
+    assert ids(await s.release([("j", 2)])) == ["k"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -14,6 +14,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from redis.exceptions import RedisError
 
 from gql_media import keys
+from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting
 from gql_media.batching import Batcher
 
 log = logging.getLogger(__name__)
@@ -47,49 +48,87 @@ def stored(arq_id: str) -> StoredJob:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Enqueue:
-    """One job to put on the queue, with the change to publish before it."""
-
-    job_id: str
-    version: int
-    defer: float | None
-    event: bytes
-
-
 class JobQueue:
-    """Puts job runs and webhook deliveries on the arq queue with arq's ``enqueue_job``,
-    and wakes idle workers (``worker.arq_patch``) when one is due now. The database stays
-    the truth: a lost enqueue is redone by the reconciler, and a duplicate one is harmless
-    because running a job claims its row."""
+    """Schedules job runs (``adapters.scheduling``) and puts the ones it dispatches on the
+    arq queue with arq's ``enqueue_job``, waking idle workers (``worker.arq_patch``);
+    webhook deliveries go on the arq queue directly. The database stays the truth: a lost
+    enqueue is redone by the reconciler, and a duplicate one is harmless because running a
+    job claims its row."""
 
-    def __init__(self, redis: ArqRedis, namespace: str) -> None:
+    def __init__(self, redis: ArqRedis, namespace: str, *, group_cap: int | None = None) -> None:
         self._redis = redis
         self._namespace = namespace
         self._queue = keys.queue_name(namespace)
         self._events = keys.events_channel(namespace)
         self._wake = keys.wake_channel(namespace)
-        self._enqueue_batch = Batcher(self._send_enqueues)
+        self.scheduler = Scheduler(redis, namespace, group_cap=group_cap)
+        self._enqueue_batch = Batcher(self._send_waiting)
 
-    async def enqueue(
-        self, job_id: str, version: int, defer: float | None = None, event: bytes = b""
-    ) -> bool:
-        """Queue ``job_id``, then publish ``event`` (the job's change, if any) and wake idle
-        workers; jobs queued meanwhile share the publishing and the wake-up. False when
-        Redis is unreachable (the reconciler will retry)."""
-        return await self._enqueue_batch(_Enqueue(job_id, version, defer, event))
+    async def enqueue(self, job: Waiting, event: bytes = b"") -> bool:
+        """Schedule ``job``, then publish ``event`` (the job's change, if any) and hand what
+        the scheduler dispatched to the workers; jobs scheduled meanwhile share the round
+        trips. False when Redis is unreachable (the reconciler will retry)."""
+        return await self._enqueue_batch((job, event))
 
-    async def _send_enqueues(self, calls: list[_Enqueue]) -> list[bool]:
-        done = await asyncio.gather(*(self._put(call) for call in calls))
-        # Then each job's change and one wake-up, in one round trip: a woken worker starts
-        # a job after its change was published. A worker that finds the job on its timer
-        # may publish its own change first; subscribers drop the older one as stale.
-        events = [call.event for ok, call in zip(done, calls, strict=True) if ok and call.event]
+    async def _send_waiting(self, calls: list[tuple[Waiting, bytes]]) -> list[bool]:
+        try:
+            dispatched = await self.scheduler.add([job for job, _ in calls])
+        except (RedisError, OSError) as exc:
+            log.warning("could not schedule %d job(s): %s", len(calls), exc)
+            return [False] * len(calls)
+        await self._hand_over(dispatched, [event for _, event in calls if event])
+        return [True] * len(calls)
+
+    async def enqueue_many(self, jobs: Sequence[Waiting]) -> None:
+        """Schedule ``jobs`` in one round trip, announcing nothing (the reconciler's)."""
+        await self._settle(self.scheduler.add(jobs))
+
+    async def finished(self, job_id: str, version: int) -> None:
+        """The run of ``job_id`` at ``version`` ended: its slot goes to the next job."""
+        await self.release([(job_id, version)])
+
+    async def release(self, runs: Sequence[tuple[str, int]]) -> None:
+        """Runs (job id, version) that ended: their slots go to the next jobs."""
+        await self._settle(self.scheduler.release(runs))
+
+    async def withdraw(self, job_id: str) -> None:
+        """``job_id`` will not run (canceled while QUEUED): it leaves the line, or frees
+        the slot it was handed."""
+        await self._settle(self.scheduler.remove([job_id]))
+
+    async def dispatch(self) -> None:
+        """Hand waiting jobs (and jobs that became due) to free slots."""
+        await self._settle(self.scheduler.dispatch())
+
+    async def register_worker(self, worker_id: str, slots: int, ttl: float) -> None:
+        """A worker's ``slots`` count for ``ttl`` seconds (0 slots: it leaves)."""
+        await self._settle(self.scheduler.register(worker_id, slots, ttl))
+
+    async def _settle(self, scheduled: Awaitable[list[Dispatched]]) -> None:
+        """Hand over what a change of the scheduler dispatched; when Redis is down, the
+        reconciler repairs what was missed."""
+        try:
+            dispatched = await scheduled
+        except (RedisError, OSError) as exc:
+            log.warning("could not reach the scheduler: %s", exc)
+            return
+        await self._hand_over(dispatched)
+
+    async def _hand_over(
+        self, dispatched: Sequence[Dispatched], events: Sequence[bytes] = ()
+    ) -> None:
+        """Put dispatched jobs on arq's queue, then publish ``events`` and one wake-up
+        naming the entries, in one round trip: a woken worker starts a job after its change
+        was published. A worker that finds the job on its timer may publish its own change
+        first; subscribers drop the older one as stale."""
+        done = await asyncio.gather(*(self._put(d.job_id, d.version) for d in dispatched))
         due = [
-            keys.arq_job_id(call.job_id, call.version)
-            for ok, call in zip(done, calls, strict=True)
-            if ok and not call.defer
+            keys.arq_job_id(d.job_id, d.version)
+            for ok, d in zip(done, dispatched, strict=True)
+            if ok
         ]
+        if not events and not due:
+            return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event in events:
@@ -99,20 +138,18 @@ class JobQueue:
                 await pipe.execute()
         except (RedisError, OSError) as exc:  # the jobs are queued: workers find them
             log.warning("could not publish the changes of queued jobs: %s", exc)
-        return list(done)
 
-    async def _put(self, call: _Enqueue) -> bool:
+    async def _put(self, job_id: str, version: int) -> bool:
         """arq's enqueue of one job run; True also when arq has it already."""
         try:
             await self._redis.enqueue_job(
                 keys.RUN_JOB_TASK,
-                call.job_id,
-                _job_id=keys.arq_job_id(call.job_id, call.version),
+                job_id,
+                _job_id=keys.arq_job_id(job_id, version),
                 _queue_name=self._queue,
-                _defer_by=call.defer or None,
             )
         except (RedisError, OSError) as exc:
-            log.warning("could not enqueue job %s: %s", call.job_id, exc)
+            log.warning("could not enqueue job %s: %s", job_id, exc)
             return False
         return True
 

@@ -7,7 +7,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SCENARIOS = ("submit", "pickup", "e2e", "drain", "fanout-updated", "fanout-events", "images")
+SCENARIOS = (
+    "submit",
+    "pickup",
+    "e2e",
+    "drain",
+    "fanout-updated",
+    "fanout-events",
+    "images",
+    "scheduler",
+)
 # the letters of the issue that listed them, accepted as well
 ALIASES = {
     "a": ("submit",),
@@ -54,6 +63,9 @@ class Options:
     compression: bool
     image_megapixels: float
     image_repeat: int
+    schedule_jobs: int = 100_000
+    schedule_owners: int = 1_000
+    schedule_picks: int = 2_000
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -157,6 +169,11 @@ def _add_sizes(parser: argparse.ArgumentParser) -> None:
     )
     sizes.add_argument("--image-megapixels", type=float, default=24)
     sizes.add_argument("--image-repeat", type=int, default=3)
+    sizes.add_argument(
+        "--schedule-jobs", type=int, default=100_000, help="jobs waiting in the scheduler"
+    )
+    sizes.add_argument("--schedule-owners", type=int, default=1_000, help="their owners")
+    sizes.add_argument("--schedule-picks", type=int, default=2_000, help="starts measured")
 
 
 def build_options(args: argparse.Namespace, env: dict[str, str] | None = None) -> Options:
@@ -206,4 +223,7 @@ def build_options(args: argparse.Namespace, env: dict[str, str] | None = None) -
         compression=args.compression,
         image_megapixels=args.image_megapixels,
         image_repeat=max(1, args.image_repeat),
+        schedule_jobs=max(1, args.schedule_jobs),
+        schedule_owners=max(1, args.schedule_owners),
+        schedule_picks=max(1, args.schedule_picks),
     )

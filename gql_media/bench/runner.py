@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from gql_media.bench import fanout, images, jobs
+from gql_media.bench import fanout, images, jobs, scheduling
 from gql_media.bench.options import Options, OptionsError, build_options
 from gql_media.bench.sockets import raise_fd_limit
 from gql_media.bench.stats import Report, render_table
@@ -65,6 +65,9 @@ async def run(options: Options) -> dict[str, Any]:
     if "images" in options.only:
         _log("bench: images …")
         await images.run_images(options, report)
+    if "scheduler" in options.only:
+        _log("bench: scheduler …")
+        await scheduling.run_scheduler(options, report)
     return {
         "started_at": started.isoformat(),
         "target": target_info,

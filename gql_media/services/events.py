@@ -7,7 +7,10 @@ gets its delivery queued (see ``services.webhooks``).
 
 from __future__ import annotations
 
+import time
+
 from gql_media.adapters.events import encode_event
+from gql_media.adapters.scheduling import Waiting
 from gql_media.domain import JobSnapshot
 from gql_media.services.deps import Deps
 
@@ -19,7 +22,29 @@ async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
         await deps.queue.enqueue_webhook(snapshot.id, 1)
 
 
-async def announce_queued(deps: Deps, snapshot: JobSnapshot, defer: float | None = None) -> bool:
-    """Publish the change of a job that is QUEUED (again) and put it on the queue, in one
-    Redis round trip; False when Redis is unreachable (the reconciler enqueues it later)."""
-    return await deps.queue.enqueue(snapshot.id, snapshot.version, defer, encode_event(snapshot))
+async def announce_queued(
+    deps: Deps,
+    snapshot: JobSnapshot,
+    defer: float | None = None,
+    *,
+    max_running: int | None = None,
+) -> bool:
+    """Publish the change of a job that is QUEUED (again) and schedule it; False when Redis
+    is unreachable (the reconciler schedules it later). ``max_running``: the owner's cap as
+    its key says now (0: none), when the caller knows it."""
+    return await deps.queue.enqueue(
+        waiting(snapshot, defer, max_running=max_running), encode_event(snapshot)
+    )
+
+
+def waiting(
+    snapshot: JobSnapshot, defer: float | None = None, *, max_running: int | None = None
+) -> Waiting:
+    """What the scheduler orders ``snapshot`` by."""
+    return Waiting(
+        snapshot.id,
+        snapshot.version,
+        owner=snapshot.owner,
+        due_at=time.time() + defer if defer else 0.0,
+        max_running=max_running,
+    )

@@ -321,6 +321,8 @@ async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapsh
             raise InvalidState("job changed state while canceling; try again")
     snapshot = job_snapshot(updated)
     await announce(deps, snapshot)
+    if status is JobStatus.QUEUED:  # a run ending frees its slot itself
+        await deps.queue.withdraw(snapshot.id)
     if updated.external_id is not None:
         await _cancel_at_provider(deps, updated.provider, updated.external_id)
     return snapshot

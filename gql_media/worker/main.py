@@ -3,11 +3,15 @@ arq function (``run_job_task``, ``deliver_webhook_task``); ``services`` does the
 
 What is arq's and what is ours, and why:
 
-- Enqueue and start are arq's: ``ArqRedis.enqueue_job`` stores the call, arq's worker reads
-  the queue, starts the function in a slot (``GQL_MEDIA_WORKER_CONCURRENCY``) and bounds it
-  with its timeout. The one addition is the wake-up (``arq_patch.WakeableWorker``): a job
-  enqueued while a worker idles starts at once instead of at the next poll (``arq_wakeups``
-  in ``GQL_MEDIA_PATCHES``).
+- The order is ours (``adapters.scheduling``): jobs wait in the scheduler by priority, owner
+  and group, and one is handed to the workers only while a slot is free, which arq's queue
+  (first come, first served) cannot express. Each worker registers its slots there
+  (``_register_forever``) and a run that ends frees its slot (``run_job_task``).
+- Enqueue and start are arq's: a job the scheduler hands over is put on arq's queue with
+  ``ArqRedis.enqueue_job``, arq's worker reads the queue, starts the function in a slot
+  (``GQL_MEDIA_WORKER_CONCURRENCY``) and bounds it with its timeout. The one addition is the
+  wake-up (``arq_patch.WakeableWorker``): a job enqueued while a worker idles starts at once
+  instead of at the next poll (``arq_wakeups`` in ``GQL_MEDIA_PATCHES``).
 - Retries are ours, in the database: a job's attempts, backoff and error are part of its row,
   which clients read and which outlives a Redis restart. Each retry is a new arq job (a new
   version of the row); arq never runs one twice (``max_tries=1``). A webhook attempt that
@@ -31,6 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,6 +65,7 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     # by every worker until this run ends.
     redis: ArqRedis = ctx["redis"]
     leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
+    version = keys.arq_job_version(ctx["job_id"]) or 0
     try:
         outcome = await runner.run_job(deps, job_id)
         await leave
@@ -68,6 +76,10 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
             kept = stored(ctx["job_id"])
             await asyncio.shield(redis.delete(kept.call, kept.tries))
         raise
+    finally:
+        # the slot goes to the next job in the scheduler's order (a run handed back under
+        # a new version was released as that version was scheduled)
+        await asyncio.shield(deps.queue.finished(job_id, version))
     return outcome.value
 
 
@@ -116,11 +128,14 @@ class GqlMediaWorker(WakeableWorker):
             wakeups="arq_wakeups" in settings.patches_on,
         )
         self.deps = deps
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lapse = max(5.0, 10 * settings.worker_poll_delay)
 
     async def main(self) -> None:
         settings = self.deps.settings
         self.ctx["redis"] = self.pool
         background = [
+            asyncio.create_task(self._register_forever()),
             asyncio.create_task(self._listen_for_wakeups(settings.redis_namespace)),
             asyncio.create_task(self._reconcile_forever(settings.reconcile_interval)),
             asyncio.create_task(self._retain_forever(settings.retention_interval)),
@@ -151,6 +166,14 @@ class GqlMediaWorker(WakeableWorker):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _register_forever(self) -> None:
+        """Count this worker's slots in the scheduler, again every poll: jobs are handed to
+        the workers only while slots are free, and a worker that dies stops counting once
+        its registration lapses. Each call also hands over jobs that became due."""
+        while True:
+            await self.deps.queue.register_worker(self.worker_id, self.max_jobs, self._lapse)
+            await asyncio.sleep(self.poll_delay_s)
 
     def _nudge_providers(self, external_id: str) -> None:
         """A webhook said this provider-side work changed: whoever waits on it looks now."""
@@ -190,6 +213,7 @@ class GqlMediaWorker(WakeableWorker):
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones ``grace`` seconds, then cancel the rest."""
         self.allow_pick_jobs = False
+        await self.deps.queue.register_worker(self.worker_id, 0, self._lapse)
         running = {arq_id: t for arq_id, t in self.tasks.items() if not t.done()}
         if running:
             jobs = sum(1 for arq_id in running if _runs_a_job(arq_id))
@@ -212,8 +236,7 @@ class GqlMediaWorker(WakeableWorker):
 
 def _runs_a_job(arq_id: str) -> bool:
     """Whether a queue entry is a job run (``<job id>:v<version>``), not another task."""
-    head, _, version = arq_id.rpartition(":v")
-    return bool(head) and version.isdigit()
+    return keys.arq_job_version(arq_id) is not None
 
 
 def _raw(value: Any) -> bytes:

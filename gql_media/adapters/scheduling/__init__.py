@@ -22,6 +22,7 @@ set operations whatever the number of waiting jobs, owners and groups.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class Waiting:
     owner: str | None = None
     group: str | None = None
     due_at: float = 0.0  # when it may start (epoch seconds); 0: now
-    max_running: int | None = None  # its owner's cap on jobs running at once
+    # its owner's cap on jobs running at once: 0 for none, None to leave it as it is
+    max_running: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +105,14 @@ class Scheduler:
                 _owner(job.owner),
                 job.group or "",
                 _ms(job.due_at),
-                "" if job.max_running is None else job.max_running,
+                "" if job.max_running is None else str(job.max_running),
             ]
         return await self._run(self._add, args)
 
-    async def release(self, job_ids: Sequence[str]) -> list[Dispatched]:
-        """Runs that ended, or were lost with their worker: their slots and caps free."""
-        return await self._run(self._release, list(job_ids))
+    async def release(self, runs: Sequence[tuple[str, int]]) -> list[Dispatched]:
+        """Runs (job id, version) that ended, or were lost with their worker: their slots
+        and caps free, unless the job is in flight at another version by then."""
+        return await self._run(self._release, [x for run in runs for x in run])
 
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
         """Jobs that will not run (canceled, past their deadline): out of the line, or out
@@ -128,8 +131,7 @@ class Scheduler:
 
     async def set_cap(self, owner: str | None, max_running: int | None) -> list[Dispatched]:
         """Change an owner's cap on jobs running at once (None: no cap)."""
-        cap = "" if max_running is None else max_running
-        return await self._run(self._set_cap, [_owner(owner), cap])
+        return await self._run(self._set_cap, [_owner(owner), max_running or 0])
 
     async def occupy(self, jobs: Sequence[Waiting]) -> None:
         """Jobs found running when the state is rebuilt: they hold slots and caps."""
@@ -137,6 +139,16 @@ class Scheduler:
         for job in jobs:
             args += [job.job_id, job.priority, job.version, _owner(job.owner), job.group or ""]
         await self._run(self._occupy, args)
+
+    async def in_flight(self) -> dict[str, int]:
+        """The jobs handed to the workers and not released: job id -> version."""
+        flight: dict[bytes, bytes] = await self._redis.hgetall(self._prefix + "flight")  # type: ignore[misc]
+        return {_text(j): int(json.loads(w)[1]) for j, w in flight.items()}
+
+    async def claim_rebuild(self) -> bool:
+        """True once per life of the scheduler's state in Redis (at first, and after Redis
+        lost it): the caller then rebuilds it from the database."""
+        return bool(await self._redis.set(self._prefix + "epoch", b"1", nx=True))
 
     async def standing(self, job_ids: Sequence[str]) -> list[str | None]:
         """For each job: "waiting", "in flight" or None (not here)."""

@@ -209,7 +209,8 @@ local function add(j, p, v, o, g, due_ms, cap)
   if waiting and cjson.decode(waiting)[2] >= v then return end
   if old then release(j) end
   if waiting then remove_waiting(j) end
-  if cap == '' then redis.call('HDEL', CAP_O, o) else redis.call('HSET', CAP_O, o, cap) end
+  if cap == '0' then redis.call('HDEL', CAP_O, o)
+  elseif cap ~= '' then redis.call('HSET', CAP_O, o, cap) end
   redis.call('HSET', WHERE, j, cjson.encode({p, v, o, g}))
   if due_ms > NOW then
     redis.call('ZADD', LATER, due_ms, j)
@@ -253,8 +254,8 @@ end
 """.replace("{pmin}", str(PRIORITY_MIN)).replace("{pmax}", str(PRIORITY_MAX))
 
 # ARGV[4..]: groups of seven: job id, priority, version, owner, group, due (ms), owner cap
-# ('' for none). Adds each job that is not waiting or in flight at this version or a newer
-# one (a newer version replaces an older one), then dispatches.
+# ('0': none, '': leave as it is). Adds each job that is not waiting or in flight at this
+# version or a newer one (a newer version replaces an older one), then dispatches.
 ADD = (
     _PRELUDE
     + """
@@ -266,11 +267,15 @@ return dispatch()
 """
 )
 
-# ARGV[4..]: job ids whose run ended (or was lost): released from flight, then dispatch.
+# ARGV[4..]: pairs of job id and version whose run ended (or was lost): released from
+# flight unless the job is in flight at another version; then dispatch.
 RELEASE = (
     _PRELUDE
     + """
-for i = 4, #ARGV do release(ARGV[i]) end
+for i = 4, #ARGV, 2 do
+  local raw = redis.call('HGET', FLIGHT, ARGV[i])
+  if raw and cjson.decode(raw)[2] == tonumber(ARGV[i + 1]) then release(ARGV[i]) end
+end
 return dispatch()
 """
 )
@@ -316,11 +321,11 @@ return 0
 """
 )
 
-# ARGV[4]: owner, ARGV[5]: its cap ('' for none); then dispatch.
+# ARGV[4]: owner, ARGV[5]: its cap ('0' for none); then dispatch.
 SET_CAP = (
     _PRELUDE
     + """
-if ARGV[5] == '' then redis.call('HDEL', CAP_O, ARGV[4])
+if ARGV[5] == '0' then redis.call('HDEL', CAP_O, ARGV[4])
 else redis.call('HSET', CAP_O, ARGV[4], ARGV[5]) end
 unpark_owner(ARGV[4])
 return dispatch()
