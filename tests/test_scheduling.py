@@ -1,0 +1,104 @@
+"""The scheduler inside the service: submitted jobs wait for free slots, a run that ends or
+a cancel frees its slot, and the reconciler rebuilds and repairs the scheduler's state from
+the database."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+
+from gql_media import keys
+from gql_media.db.models import JobRow
+from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
+from gql_media.runtime import Runtime
+from gql_media.services import lease, reconciler
+from gql_media.services.deps import Deps
+from gql_media.services.jobs import NewImageJob, cancel_job, create_image_job
+
+
+def _uuid(job_id: str) -> uuid.UUID:
+    parsed = decode_id(JOB_ID_PREFIX, job_id)
+    assert parsed is not None
+    return parsed
+
+
+async def _jobs(deps: Deps, n: int) -> list[JobSnapshot]:
+    return [
+        await create_image_job(deps, NewImageJob(prompt=f"p{i}", provider="mock"), SYSTEM)
+        for i in range(n)
+    ]
+
+
+async def _on_arq_queue(runtime: Runtime, job: JobSnapshot) -> bool:
+    queue = keys.queue_name(runtime.settings.redis_namespace)
+    return await runtime.redis.zscore(queue, keys.arq_job_id(job.id, job.version)) is not None
+
+
+async def test_jobs_reach_arq_only_for_free_slots(runtime: Runtime) -> None:
+    deps = runtime.deps
+    jobs = await _jobs(deps, 3)
+    assert await deps.queue.depth() == 0  # no worker: every job waits in the scheduler
+    assert await deps.queue.scheduler.standing([j.id for j in jobs]) == ["waiting"] * 3
+    await deps.queue.register_worker("w", 2, ttl=60)
+    assert [await _on_arq_queue(runtime, j) for j in jobs] == [True, True, False]
+    # the first run ends: the third job takes its slot
+    await deps.queue.finished(jobs[0].id, jobs[0].version)
+    assert await _on_arq_queue(runtime, jobs[2])
+
+
+async def test_canceling_a_dispatched_job_frees_its_slot(runtime: Runtime) -> None:
+    deps = runtime.deps
+    await deps.queue.register_worker("w", 1, ttl=60)
+    first, second = await _jobs(deps, 2)
+    assert not await _on_arq_queue(runtime, second)
+    await cancel_job(deps, first.id, SYSTEM)
+    assert await _on_arq_queue(runtime, second)
+    assert await deps.queue.scheduler.in_flight() == {second.id: second.version}
+
+
+async def test_the_state_redis_lost_is_rebuilt_from_the_database(runtime: Runtime) -> None:
+    deps = runtime.deps
+    await reconciler.reconcile(deps)  # the state is claimed once: from here it exists
+    await deps.queue.register_worker("w", 1, ttl=60)
+    running, waiting = await _jobs(deps, 2)
+    assert await lease.claim(deps, _uuid(running.id), token="t") is not None
+    # Redis loses the scheduler's state (the whole namespace: this test's keys)
+    namespace = runtime.settings.redis_namespace
+    async for key in runtime.redis.scan_iter(match=f"{namespace}:*"):
+        await runtime.redis.delete(key)
+    await reconciler.reconcile(deps)
+    flight = await deps.queue.scheduler.in_flight()
+    assert list(flight) == [running.id]  # the RUNNING job holds its slot again
+    assert await deps.queue.scheduler.standing([waiting.id]) == ["waiting"]
+    # and once the worker is back, the waiting job gets a slot only when one frees
+    await deps.queue.register_worker("w", 1, ttl=60)
+    assert await deps.queue.scheduler.standing([waiting.id]) == ["waiting"]
+    await deps.queue.finished(running.id, flight[running.id])
+    assert await _on_arq_queue(runtime, waiting)
+
+
+async def test_a_slot_whose_release_was_lost_is_freed(runtime: Runtime) -> None:
+    deps = runtime.deps
+    await reconciler.reconcile(deps)
+    await deps.queue.register_worker("w", 1, ttl=60)
+    ended, waiting = await _jobs(deps, 2)
+    # the run ended in the database, and its worker could not reach Redis to free the slot
+    async with deps.sessions.begin() as session:
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == _uuid(ended.id))
+            .values(status=JobStatus.SUCCEEDED.value)
+        )
+    assert not await _on_arq_queue(runtime, waiting)
+    await reconciler.reconcile(deps)
+    assert await _on_arq_queue(runtime, waiting)
+
+
+async def test_a_job_the_scheduler_lost_waits_again(runtime: Runtime) -> None:
+    deps = runtime.deps
+    await reconciler.reconcile(deps)
+    (job,) = await _jobs(deps, 1)
+    await deps.queue.scheduler.remove([job.id])  # lost, as by a failed write
+    await reconciler.reconcile(deps, at_startup=True)
+    assert await deps.queue.scheduler.standing([job.id]) == ["waiting"]
