@@ -276,3 +276,34 @@ async def test_the_end_of_an_older_run_leaves_a_newer_one_in_flight(
     assert await s.release([("j", 1)]) == []  # v1's worker ends late: v2 keeps its slot
     assert await s.in_flight() == {"j": 2}
     assert ids(await s.release([("j", 2)])) == ["k"]
+
+
+async def test_positions_count_the_jobs_that_start_first(redis: Any, clock: Clock) -> None:
+    """Without caps and arrivals, each waiting job's position is its index in the order the
+    jobs then start in, one slot at a time."""
+    rng = random.Random(11)
+    s = make(redis, clock)
+    backlog = [
+        Waiting(
+            f"j{i}",
+            1,
+            rng.choice([0, 0, 0, 1, -2]),
+            f"o{rng.randrange(6)}",
+            rng.choice(["g1", "g2", "g3", None]),
+        )
+        for i in range(300)
+    ]
+    for start in range(0, 300, 50):  # arriving in batches, rings turning meanwhile
+        await s.add(backlog[start : start + 50])
+    later = Waiting("later", 1, 0, "o1", due_at=clock.now + 60)
+    await s.add([later])
+    names = [w.job_id for w in backlog]
+    expected = await s.positions([*names, "later", "unknown"])
+    assert expected[-2:] == [None, None]
+    (running,) = await s.register("w1", 1, ttl=1000)
+    assert (await s.positions([running.job_id])) == [0]
+    order = [running.job_id]
+    while next_ := await s.release([(order[-1], 1)]):
+        order.append(next_[0].job_id)
+    assert len(order) == 300
+    assert expected[:-2] == [order.index(name) for name in names]

@@ -87,6 +87,7 @@ class Scheduler:
         self._register = redis.register_script(lua.REGISTER)
         self._occupy = redis.register_script(lua.OCCUPY)
         self._set_cap = redis.register_script(lua.SET_CAP)
+        self._positions = redis.register_script(lua.POSITIONS)
 
     async def _run(self, script: object, args: Sequence[str | int]) -> list[Dispatched]:
         now = _ms(self._clock())
@@ -139,6 +140,17 @@ class Scheduler:
         for job in jobs:
             args += [job.job_id, job.priority, job.version, _owner(job.owner), job.group or ""]
         await self._run(self._occupy, args)
+
+    async def positions(self, job_ids: Sequence[str]) -> list[int | None]:
+        """For each job, how many jobs start before it in the current order, if nothing
+        arrives and no cap holds anyone back (0: handed to the workers; None: not due yet,
+        or not waiting here). One round trip; each job costs a pass over the owners with
+        jobs waiting at its priority and the groups of its owner."""
+        if not job_ids:
+            return []
+        now = _ms(self._clock())
+        out = await self._positions(args=[self._prefix, now, self._group_cap, *job_ids])
+        return [None if n < 0 else int(n) for n in out]
 
     async def in_flight(self) -> dict[str, int]:
         """The jobs handed to the workers and not released: job id -> version."""

@@ -331,3 +331,73 @@ unpark_owner(ARGV[4])
 return dispatch()
 """
 )
+
+# ARGV[4..]: job ids. For each, how many jobs start before it in the current order if no
+# job arrives and no cap holds anyone back: 0 for a job handed to the workers, -1 for one
+# not due yet or not here. A job that is the (k+1)-th of its group starts after k of its
+# group and, per group of its owner, as many as the ring gives that group before it (k+1
+# for a group ahead of it in the ring, k behind, at most what the group has); that makes it
+# the (m+1)-th of its owner, and every other owner starts as many before it the same way.
+POSITIONS = (
+    _PRELUDE
+    + """
+local rings = {}
+local function ring(key, counts_key)
+  local cached = rings[key]
+  if cached then return cached end
+  local order, counts = {}, {}
+  local members = redis.call('ZRANGE', key, 0, -1)
+  for i, m in ipairs(members) do order[m] = i end
+  local raw = redis.call('HGETALL', counts_key)
+  for i = 1, #raw, 2 do counts[raw[i]] = tonumber(raw[i + 1]) end
+  cached = {order = order, counts = counts, size = #members}
+  rings[key] = cached
+  return cached
+end
+
+-- jobs the other members of a ring start before the (n+1)-th start of member ``me``
+local function before(r, me, n)
+  local mine = r.order[me] or (r.size + 1)
+  local sum = 0
+  for m, count in pairs(r.counts) do
+    if m ~= me then
+      local rank = r.order[m]
+      if rank then
+        local turns = n
+        if rank < mine then turns = n + 1 end
+        sum = sum + math.min(count, turns)
+      end
+    end
+  end
+  return sum
+end
+
+local totals = {}
+local raw_totals = redis.call('HGETALL', TOTAL)
+for i = 1, #raw_totals, 2 do totals[tonumber(raw_totals[i])] = tonumber(raw_totals[i + 1]) end
+
+local out = {}
+for i = 4, #ARGV do
+  local j = ARGV[i]
+  local position = -1
+  if redis.call('HEXISTS', FLIGHT, j) == 1 then
+    position = 0
+  else
+    local raw = redis.call('HGET', WHERE, j)
+    if raw and not redis.call('ZSCORE', LATER, j) then
+      local w = cjson.decode(raw)
+      local p, o, g = w[1], w[3], w[4]
+      local k = redis.call('ZRANK', Q(p, o, g), j)
+      if k then
+        local higher = 0
+        for q, n in pairs(totals) do if q > p then higher = higher + n end end
+        local m = k + before(ring(GR(p, o), NG(p, o)), g, k)
+        position = higher + m + before(ring(OR(p), NO(p)), o, m)
+      end
+    end
+  end
+  out[#out + 1] = position
+end
+return out
+"""
+)
