@@ -123,7 +123,6 @@ async def hold_active_job_slots(
         ErrorCode.TOO_MANY_ACTIVE_JOBS,
         f"this API key has {active} unfinished jobs and may have {limit}: the {count} jobs "
         "of this request do not fit; retry when some finish, or send fewer",
-        "inputs",
         retry_after=1.0,
     )
 

@@ -214,7 +214,10 @@ async def _insert_together(deps: Deps, rows: list[dict[str, Any]], principal: Pr
     if not rows:
         return
     async with deps.engine.begin() as connection:
-        await limits.hold_active_job_slots(connection, deps.settings, principal, len(rows))
+        try:
+            await limits.hold_active_job_slots(connection, deps.settings, principal, len(rows))
+        except UserError as exc:
+            raise exc.within("inputs") from None
         await connection.execute(_INSERT_JOB, rows)
 
 
