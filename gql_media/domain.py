@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -243,14 +243,15 @@ class Scheduling:
 
     def digest_fields(self) -> dict[str, Any]:
         """The fields that differ from the defaults, for a request's digest: a request that
-        sets none of them digests as it did before jobs had them."""
+        sets none of them digests as it did before jobs had them. The deadline counts as
+        the instant it names, whatever its zone (it must have one: validate first)."""
         fields: dict[str, Any] = {}
         if self.priority:
             fields["priority"] = self.priority
         if self.group is not None:
             fields["group"] = self.group
         if self.deadline is not None:
-            fields["deadline"] = self.deadline.isoformat()
+            fields["deadline"] = self.deadline.astimezone(UTC).isoformat()
         return fields
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,9 @@ async def test_an_idempotency_key_covers_the_scheduling_fields(api: LiveServer) 
     assert [e["code"] for e in conflict["userErrors"]] == ["IDEMPOTENCY_CONFLICT"]
     same = await create(api, idempotencyKey="k2", deadline=deadline)
     assert same["job"]["id"] == with_deadline["job"]["id"]
+    elsewhere = datetime.fromisoformat(deadline).astimezone(timezone(timedelta(hours=-7)))
+    same_instant = await create(api, idempotencyKey="k2", deadline=elsewhere.isoformat())
+    assert same_instant["job"]["id"] == with_deadline["job"]["id"]
 
 
 async def test_events_carry_them(api: LiveServer) -> None:
