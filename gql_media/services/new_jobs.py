@@ -135,9 +135,7 @@ async def insert_jobs(
         existing = await _existing(deps, drafts, keys)
         start = utcnow()
         new = {
-            index: _values(
-                deps, draft, keys[index], principal, start + timedelta(microseconds=index)
-            )
+            index: _values(deps, draft, keys[index], principal, start + index * MICROSECOND)
             for index, draft in enumerate(drafts)
             if index not in existing
         }
@@ -159,6 +157,7 @@ async def insert_jobs(
 
 
 def _refuse_repeated_keys(keys: list[str | None]) -> None:
+    """InvalidInput IDEMPOTENCY_CONFLICT for each input repeating an earlier input's key."""
     first: dict[str, int] = {}
     errors = []
     for index, key in enumerate(keys):
@@ -194,19 +193,17 @@ async def _existing(
         found = {row.idempotency_key: row for row in rows}
     existing: dict[int, JobSnapshot] = {}
     errors = []
-    for key, row in found.items():
-        index = wanted[str(key)]
+    for key, index in wanted.items():  # in input order
+        row = found.get(key)
+        if row is None:
+            continue
         if row.request_hash != drafts[index].request_hash:
             errors.append(_conflict().within(f"inputs.{index}"))
         else:
             existing[index] = job_snapshot(row, row.outputs)
     if errors:
-        raise InvalidInput(sorted(errors, key=lambda error: _index(error.field)))
+        raise InvalidInput(errors)
     return existing
-
-
-def _index(field: str | None) -> int:
-    return int((field or "inputs.0").split(".")[1])
 
 
 async def _insert_together(deps: Deps, rows: list[dict[str, Any]], principal: Principal) -> None:
