@@ -113,41 +113,81 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     from gql_media.errors import UserError
     from gql_media.runtime import open_runtime
-    from gql_media.services import auth
 
     async with open_runtime(settings) as runtime:
-        deps = runtime.deps
-        if args.action == "create":
-            if not args.name:
-                print("error: keys create needs --name", file=sys.stderr)
-                return 2
-            try:
-                info, key = await auth.create_key(deps, args.name, admin=args.admin)
-            except UserError as exc:
-                print(f"error {exc.code.value}: {exc.message}", file=sys.stderr)
-                return 2
-            kind = "admin key" if info.admin else "key"
-            print(
-                f"created {kind} {info.name!r} ({info.id}); it is shown only once:", file=sys.stderr
-            )
-            print(key)
-            return 0
-        if args.action == "list":
-            for item in await auth.list_keys(deps):
-                state = "revoked" if item.revoked else "active"
-                role = "admin" if item.admin else "user"
-                created = item.created_at[:19]
-                print(f"{item.id}  {item.prefix}…  {role:5}  {state:7}  {created}  {item.name}")
-            return 0
-        target = args.name or args.target
-        if not target:
-            print("error: keys revoke needs a key name or id", file=sys.stderr)
+        try:
+            return await _key_action(runtime.deps, args)
+        except UserError as exc:
+            print(f"error {exc.code.value}: {exc.message}", file=sys.stderr)
             return 2
-        if not await auth.revoke_key(deps, target):
+
+
+async def _key_action(deps: Any, args: argparse.Namespace) -> int:
+    from gql_media.services import auth
+
+    if args.action == "create":
+        if not args.name:
+            print("error: keys create needs --name", file=sys.stderr)
+            return 2
+        info, key = await auth.create_key(
+            deps,
+            args.name,
+            admin=args.admin,
+            max_priority=getattr(args, "max_priority", None),
+            max_running=getattr(args, "max_running", None),
+        )
+        kind = "admin key" if info.admin else "key"
+        print(f"created {kind} {info.name!r} ({info.id}); it is shown only once:", file=sys.stderr)
+        print(key)
+        return 0
+    if args.action == "list":
+        for item in await auth.list_keys(deps):
+            print(_key_line(item))
+        return 0
+    target = args.name or args.target
+    if not target:
+        print(f"error: keys {args.action} needs a key name or id", file=sys.stderr)
+        return 2
+    if args.action == "update":
+        updated = await auth.update_key(
+            deps,
+            target,
+            max_priority=getattr(args, "max_priority", auth.KEEP),
+            max_running=getattr(args, "max_running", auth.KEEP),
+        )
+        if updated is None:
             print(f"error NOT_FOUND: no active key {target!r}", file=sys.stderr)
             return 1
-        print(f"revoked {target}", file=sys.stderr)
+        print(_key_line(updated))
         return 0
+    if not await auth.revoke_key(deps, target):
+        print(f"error NOT_FOUND: no active key {target!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {target}", file=sys.stderr)
+    return 0
+
+
+def _key_line(item: Any) -> str:
+    """A key as ``keys list`` shows it: id, prefix, role, state, created, limits, name."""
+    state = "revoked" if item.revoked else "active"
+    role = "admin" if item.admin else "user"
+    limits = f"max-priority={_shown(item.max_priority)} max-running={_shown(item.max_running)}"
+    created = item.created_at[:19]
+    return f"{item.id}  {item.prefix}…  {role:5}  {state:7}  {created}  {limits}  {item.name}"
+
+
+def _shown(limit: int | None) -> str:
+    return "none" if limit is None else str(limit)
+
+
+def _limit(text: str) -> int | None:
+    """A key limit on the command line: a whole number, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or none") from None
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
@@ -261,13 +301,30 @@ def _add_service_commands(commands: Any) -> None:
 def _add_keys(commands: Any) -> None:
     keys = commands.add_parser(
         "keys",
-        help="create, list or revoke API keys (talks to the database)",
-        epilog="exit status: 0 done, 1 no such key, 2 bad request",
+        help="create, list, update or revoke API keys (talks to the database)",
+        epilog="exit status: 0 done, 1 no such key, 2 bad request. A change reaches api "
+        "processes within GQL_MEDIA_API_KEY_CACHE_SECONDS.",
     )
-    keys.add_argument("action", choices=["create", "list", "revoke"])
-    keys.add_argument("target", nargs="?", help="revoke: the key's name or id")
+    keys.add_argument("action", choices=["create", "list", "update", "revoke"])
+    keys.add_argument("target", nargs="?", help="update, revoke: the key's name or id")
     keys.add_argument("--name", help="create: a name for the key (unique)")
     keys.add_argument("--admin", action="store_true", help="create: the key sees every owner")
+    keys.add_argument(
+        "--max-priority",
+        type=_limit,
+        default=argparse.SUPPRESS,  # not given: unchanged (update), none (create)
+        metavar="N|none",
+        help="create, update: the highest priority (0 to 10) the key's jobs may ask for; "
+        "none: no limit (the default)",
+    )
+    keys.add_argument(
+        "--max-running",
+        type=_limit,
+        default=argparse.SUPPRESS,  # not given: unchanged (update), none (create)
+        metavar="N|none",
+        help="create, update: how many of the key's jobs may run at once; none: no cap "
+        "(the default)",
+    )
     keys.set_defaults(func=cmd_keys)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -149,6 +149,9 @@ class JobSnapshot:
     result: dict[str, Any] | None = None  # what a job found out, e.g. a video's metadata
     owner: str | None = None  # hex id of the API key that owns the job; None: auth is off
     webhook_url: str | None = None  # POSTed the job when it ends
+    priority: int = 0  # see ``Scheduling``
+    group: str | None = None
+    deadline: datetime | None = None
 
     def to_json(self) -> bytes:
         """The snapshot as JSON (``from_dict`` reads it back): orjson writes the dataclasses,
@@ -185,6 +188,9 @@ class JobSnapshot:
             result=data.get("result"),
             owner=data.get("owner"),
             webhook_url=data.get("webhook_url"),
+            priority=int(data.get("priority") or 0),
+            group=data.get("group"),
+            deadline=when("deadline"),
         )
 
 
@@ -219,6 +225,36 @@ def decimal(text: str | None, max_digits: int = 18) -> int | None:
     return int(text)
 
 
+# Bounds of what a job asks of the scheduler (see ``Scheduling``)
+MIN_PRIORITY = -10
+MAX_PRIORITY = 10
+MAX_GROUP_LENGTH = 128  # the length of the fair_group column
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduling:
+    """What a new job asks of the scheduler: ``priority`` (higher starts first),
+    ``group`` (a fairness group inside the owner, e.g. the calling app's end user; None is
+    the owner's default group) and ``deadline`` (after which the job is too late)."""
+
+    priority: int = 0
+    group: str | None = None
+    deadline: datetime | None = None
+
+    def digest_fields(self) -> dict[str, Any]:
+        """The fields that differ from the defaults, for a request's digest: a request that
+        sets none of them digests as it did before jobs had them. The deadline counts as
+        the instant it names, whatever its zone (it must have one: validate first)."""
+        fields: dict[str, Any] = {}
+        if self.priority:
+            fields["priority"] = self.priority
+        if self.group is not None:
+            fields["group"] = self.group
+        if self.deadline is not None:
+            fields["deadline"] = self.deadline.astimezone(UTC).isoformat()
+        return fields
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking. Only two places make one: auth (a key's principal, or ``OPEN`` when
@@ -228,6 +264,15 @@ class Principal:
     key_id: uuid.UUID | None
     admin: bool
     name: str = "anonymous"
+    # the highest job priority the key may ask for; None: no limit (``MAX_PRIORITY``)
+    max_priority: int | None = field(kw_only=True)
+
+    @property
+    def priority_limit(self) -> int:
+        """The highest priority this principal's jobs may have (admins have no limit)."""
+        if self.admin or self.max_priority is None:
+            return MAX_PRIORITY
+        return self.max_priority
 
     @property
     def owner(self) -> str | None:
@@ -244,10 +289,10 @@ class Principal:
 
 # Anyone who reaches the api when GQL_MEDIA_AUTH=off (who then sees everything); handed out
 # by auth only, and never while auth is required.
-OPEN = Principal(None, admin=True, name="open")
+OPEN = Principal(None, admin=True, name="open", max_priority=None)
 # The service acting on its own behalf: the worker running jobs it was given, the catch-up
 # re-reading finished jobs, maintenance. Never the principal of a request.
-SYSTEM = Principal(None, admin=True, name="system")
+SYSTEM = Principal(None, admin=True, name="system", max_priority=None)
 
 
 @dataclass(frozen=True, slots=True)

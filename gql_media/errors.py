@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     WEBHOOKS_NOT_CONFIGURED = "WEBHOOKS_NOT_CONFIGURED"
     TOO_MANY_ACTIVE_JOBS = "TOO_MANY_ACTIVE_JOBS"
+    PRIORITY_NOT_ALLOWED = "PRIORITY_NOT_ALLOWED"
+    DEADLINE_IN_PAST = "DEADLINE_IN_PAST"
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     # request level (top-level GraphQL errors)
@@ -110,6 +113,11 @@ class UserError(GqlMediaError):
         super().__init__(message, code=code)
         self.field = field
         self.retry_after = retry_after
+
+    def within(self, path: str) -> UserError:
+        """The same problem, its field named under ``path`` (``inputs.3`` + ``width``)."""
+        field = f"{path}.{self.field}" if self.field else path
+        return UserError(self.code, self.message, field, retry_after=self.retry_after)
 
 
 class NotFound(UserError):

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # parsed and validated documents kept, counted in characters of their text
     document_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     max_page_size: int = Field(default=100, ge=1)
+    # jobs one generateImages request may submit
+    max_batch: int = Field(default=100, ge=1)
     max_query_cost: int = Field(default=20000, ge=1)
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     connection_init_timeout: float = Field(default=10.0, gt=0)

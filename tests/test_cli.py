@@ -15,6 +15,7 @@ from PIL import Image
 from gql_media.api.protocols import GuardedHttpProtocol, LightWebSocketProtocol
 from gql_media.cli import _serve
 from gql_media.settings import Settings
+from tests.faults import worker_env
 from tests.support import LiveServer, free_port
 
 
@@ -130,3 +131,91 @@ def test_the_api_collects_garbage_at_its_own_pace(monkeypatch: pytest.MonkeyPatc
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def keys(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """``gql-media keys <args>`` as a real process on the test's database."""
+    values = {"data_dir": settings.data_dir, "redis_namespace": settings.redis_namespace}
+    if settings.database_url is not None:
+        values.update(database_url=settings.database_url, redis_url=settings.redis_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gql_media",
+        "keys",
+        *args,
+        env=worker_env(**values),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def listed(out: str, name: str) -> str:
+    [line] = [line for line in out.splitlines() if line.endswith(f"  {name}")]
+    return line
+
+
+async def test_keys_limits_are_set_changed_and_listed(settings_factory: Any) -> None:
+    from gql_media.adapters import redis as redis_adapter
+    from tests.support import start_server
+
+    settings = settings_factory(auth="required", secret_key="s", api_key_cache_seconds=0)
+    code, key, err = await keys(
+        settings, "create", "--name", "app", "--max-priority", "2", "--max-running", "3"
+    )
+    assert code == 0, err
+    code, admin, err = await keys(settings, "create", "--name", "ops", "--admin")
+    assert code == 0, err
+    code, out, _ = await keys(settings, "list")
+    assert "max-priority=2 max-running=3  app" in listed(out, "app")
+    assert "admin" in listed(out, "ops") and "max-priority=none max-running=none" in out
+
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with start_server(settings, fake, with_worker=False) as live:
+
+        async def codes(key: str, priority: int) -> list[str]:
+            response = await live.http.post(
+                "/graphql",
+                json={
+                    "query": "mutation($input: GenerateImageInput!) { generateImage(input: "
+                    "$input) { userErrors { code } } }",
+                    "variables": {"input": {"prompt": "x", "priority": priority}},
+                },
+                headers={"Authorization": f"Bearer {key.strip()}"},
+            )
+            return [e["code"] for e in response.json()["data"]["generateImage"]["userErrors"]]
+
+        assert await codes(key, 3) == ["PRIORITY_NOT_ALLOWED"]
+        assert await codes(key, 2) == []
+        assert await codes(admin, 10) == []
+
+        code, out, err = await keys(settings, "update", "app", "--max-priority", "none")
+        assert code == 0, err
+        assert "max-priority=none max-running=3  app" in out
+        assert await codes(key, 10) == []  # the cache lasts 0 s here
+
+        code, out, err = await keys(settings, "update", "app", "--max-running", "none")
+        assert code == 0 and "max-priority=none max-running=none  app" in out, err
+        code, out, err = await keys(settings, "update", "app", "--max-priority", "0")
+        assert code == 0 and "max-priority=0 max-running=none  app" in out, err
+        assert await codes(key, 1) == ["PRIORITY_NOT_ALLOWED"]
+
+    code, out, _ = await keys(settings, "list")
+    assert "max-priority=0 max-running=none  app" in listed(out, "app")
+    code, _, err = await keys(settings, "update", "nobody", "--max-priority", "1")
+    assert code == 1 and "NOT_FOUND" in err
+    code, _, err = await keys(settings, "update", "app", "--max-priority", "11")
+    assert code == 2 and "INVALID_ARGUMENT" in err
+    code, _, err = await keys(settings, "update", "app", "--max-running", "0")
+    assert code == 2 and "INVALID_ARGUMENT" in err
+    code, _, err = await keys(settings, "update", "app", "--max-running", "many")
+    assert code == 2 and "not a whole number or none" in err
+    code, _, err = await keys(settings, "update", "app")
+    assert code == 2 and "nothing to change" in err
+    code, _, err = await keys(settings, "create", "--name", "x", "--max-priority", "-1")
+    assert code == 2 and "INVALID_ARGUMENT" in err
+    code, out, _ = await keys(settings, "list")
+    assert "max-priority=0 max-running=none  app" in listed(out, "app") and "  x\n" not in out

@@ -14,11 +14,18 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Optional, TypeVar
 
 import strawberry
 
-from gql_media.api.types import MediaAsset, UserError
+from gql_media.api.types import (
+    MediaAsset,
+    UserError,
+    deadline_field,
+    group_field,
+    priority_field,
+)
 from gql_media.services import operations as ops
 
 T = TypeVar("T")
@@ -122,6 +129,9 @@ class ProcessImageInput:
     webhook_url: str | None = strawberry.field(
         default=None, description="POST the job here, signed, when it ends."
     )
+    priority: int = priority_field()
+    group: str | None = group_field()
+    deadline: datetime | None = deadline_field()
 
 
 @_one_of(ops.VIDEO_MODELS, "Exactly one operation, with an optional output name.")
@@ -137,6 +147,9 @@ class ProcessVideoInput:
     webhook_url: str | None = strawberry.field(
         default=None, description="POST the job here, signed, when it ends."
     )
+    priority: int = priority_field()
+    group: str | None = group_field()
+    deadline: datetime | None = deadline_field()
 
 
 @strawberry.type

@@ -30,6 +30,7 @@ from gql_media.api.security import DocumentCache, DocumentChecks, NoIntrospectio
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
+    GenerateImagesPayload,
     Job,
     JobConnection,
     JobEdge,
@@ -42,6 +43,7 @@ from gql_media.api.types import (
     UserError,
     asset_from_snapshot,
     job_from_snapshot,
+    scheduling,
 )
 from gql_media.domain import JobSnapshot, JobStatus, Principal
 from gql_media.errors import ErrorCode, InvalidInput
@@ -50,6 +52,7 @@ from gql_media.services import jobs as job_service
 from gql_media.services import limits, processing
 from gql_media.services import media as media_service
 from gql_media.services.deps import Deps
+from gql_media.services.media import JobOptions
 from gql_media.settings import Settings
 
 Info = strawberry.Info[Context, None]
@@ -88,6 +91,32 @@ def _job(info: Info, snapshot: JobSnapshot) -> Job:
 def _user_errors(error: DomainUserError | InvalidInput) -> list[UserError]:
     errors = error.errors if isinstance(error, InvalidInput) else [error]
     return [UserError.from_domain(e) for e in errors]
+
+
+def _new_image_job(data: GenerateImageInput) -> job_service.NewImageJob:
+    return job_service.NewImageJob(
+        prompt=data.prompt,
+        negative_prompt=data.negative_prompt,
+        provider=data.provider,
+        model=data.model,
+        width=data.width,
+        height=data.height,
+        num_outputs=data.num_outputs,
+        seed=data.seed,
+        output_format=data.output_format,
+        extra={} if data.extra is None else data.extra,
+        idempotency_key=data.idempotency_key,
+        webhook_url=data.webhook_url,
+        scheduling=scheduling(data),
+    )
+
+
+def _job_options(data: ProcessImageInput | ProcessVideoInput) -> JobOptions:
+    return JobOptions(
+        idempotency_key=data.idempotency_key,
+        webhook_url=data.webhook_url,
+        scheduling=scheduling(data),
+    )
 
 
 P = TypeVar("P")
@@ -178,25 +207,28 @@ class Query:
 class Mutation:
     @strawberry.mutation(description="Queue an image generation job.")
     async def generate_image(self, info: Info, data: InputArgument) -> GenerateImagePayload:
-        new_job = job_service.NewImageJob(
-            prompt=data.prompt,
-            negative_prompt=data.negative_prompt,
-            provider=data.provider,
-            model=data.model,
-            width=data.width,
-            height=data.height,
-            num_outputs=data.num_outputs,
-            seed=data.seed,
-            output_format=data.output_format,
-            extra={} if data.extra is None else data.extra,
-            idempotency_key=data.idempotency_key,
-            webhook_url=data.webhook_url,
-        )
+        new_job = _new_image_job(data)
         return await _job_mutation(
             info,
             GenerateImagePayload,
             lambda deps, principal: job_service.create_image_job(deps, new_job, principal),
         )
+
+    @strawberry.mutation(
+        description="Queue several image generation jobs at once: all of them, or none "
+        "(then userErrors say why, each input's named inputs.<index>.<field>)."
+    )
+    async def generate_images(
+        self, info: Info, inputs: list[GenerateImageInput]
+    ) -> GenerateImagesPayload:
+        ctx = info.context
+        new_jobs = [_new_image_job(data) for data in inputs]
+        try:
+            await limits.admit(ctx.deps, ctx.principal)
+            snapshots = await job_service.create_image_jobs(ctx.deps, new_jobs, ctx.principal)
+        except (DomainUserError, InvalidInput) as exc:
+            return GenerateImagesPayload(jobs=[], user_errors=_user_errors(exc))
+        return GenerateImagesPayload(jobs=[_job(info, s) for s in snapshots], user_errors=[])
 
     @strawberry.mutation(
         description="Upload a file (GraphQL multipart request; send the header "
@@ -226,8 +258,7 @@ class Mutation:
                 str(data.media_id),
                 to_json(data.variants),
                 principal,
-                data.idempotency_key,
-                data.webhook_url,
+                _job_options(data),
             ),
         )
 
@@ -244,8 +275,7 @@ class Mutation:
                 str(data.media_id),
                 to_json(data.operations),
                 principal,
-                data.idempotency_key,
-                data.webhook_url,
+                _job_options(data),
             ),
         )
 

@@ -32,7 +32,8 @@ from gql_media.api.errors import refuse_subscription_over_http
 from gql_media.errors import ErrorCode, Unauthenticated
 from gql_media.settings import Settings
 
-# list fields whose size a client chooses with `first` (and the default when it does not)
+# list fields whose size a client chooses with `first` (and the default when it does not);
+# generateImages's `jobs`, which has no `first`, holds up to a batch
 PAGED_FIELDS = {"jobs"}
 LIST_FIELD_WEIGHT = 4  # assumed length of other lists (outputs, models, ...)
 
@@ -144,15 +145,16 @@ class Measurer:
 def bounds_rule(settings: Settings) -> type[ValidationRule]:
     """A validation rule refusing operations deeper than ``max_query_depth``, with more
     aliases than ``max_aliases``, or whose estimated cost passes ``max_query_cost``: every
-    field costs 1, times the page size of the lists around it (``first``, or the default
-    page size), other lists counted as ``LIST_FIELD_WEIGHT`` items. Fragments count where
-    they are spread, and are measured once (``Measurer``)."""
+    field costs 1, times the page size of the lists around it (``first``, or else the larger
+    of the default page size and ``max_batch``, the most jobs a generateImages payload
+    lists), other lists counted as ``LIST_FIELD_WEIGHT`` items. Fragments count where they
+    are spread, and are measured once (``Measurer``)."""
     max_depth, max_aliases, max_cost = (
         settings.max_query_depth,
         settings.max_aliases,
         settings.max_query_cost,
     )
-    default_page = settings.max_page_size
+    default_page = max(settings.max_page_size, settings.max_batch)
 
     class DocumentBounds(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:

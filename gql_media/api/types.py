@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -113,6 +113,13 @@ class Job:
     webhook_url: str | None = strawberry.field(
         description="Where the job is POSTed (signed) when it ends."
     )
+    priority: int = strawberry.field(description="-10 to 10; higher starts first.")
+    group: str | None = strawberry.field(
+        description="The fairness group inside the owner; null: the owner's default group."
+    )
+    deadline: datetime | None = strawberry.field(
+        description="After this the job is too late to start."
+    )
 
     @strawberry.field(description="Every attempt to deliver the job's webhook, oldest first.")
     async def webhook_deliveries(self, info: strawberry.Info) -> list[WebhookDelivery]:
@@ -170,6 +177,9 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         finished_at=snapshot.finished_at,
         updated_at=snapshot.updated_at,
         webhook_url=snapshot.webhook_url,
+        priority=snapshot.priority,
+        group=snapshot.group,
+        deadline=snapshot.deadline,
     )
 
 
@@ -212,6 +222,34 @@ class JobFilter:
         )
 
 
+def priority_field() -> Any:
+    return strawberry.field(
+        default=0,
+        description=f"{domain.MIN_PRIORITY} to {domain.MAX_PRIORITY}; higher starts first. "
+        "Above the API key's max priority: PRIORITY_NOT_ALLOWED.",
+    )
+
+
+def group_field() -> Any:
+    return strawberry.field(
+        default=None,
+        description=f"A fairness group inside the owner (1 to {domain.MAX_GROUP_LENGTH} "
+        "characters), e.g. the calling app's end-user id; null: the owner's default group.",
+    )
+
+
+def deadline_field() -> Any:
+    return strawberry.field(
+        default=None,
+        description="When the job is too late to start; in the future, with a time zone.",
+    )
+
+
+def scheduling(data: Any) -> domain.Scheduling:
+    """What an input with the scheduling fields asks of the scheduler."""
+    return domain.Scheduling(priority=data.priority, group=data.group, deadline=data.deadline)
+
+
 @strawberry.input(description="What to generate.")
 class GenerateImageInput:
     prompt: str
@@ -238,12 +276,25 @@ class GenerateImageInput:
     webhook_url: str | None = strawberry.field(
         default=None, description="POST the job here, signed, when it ends."
     )
+    priority: int = priority_field()
+    group: str | None = group_field()
+    deadline: datetime | None = deadline_field()
 
 
 @strawberry.type
 class GenerateImagePayload:
     job: Job | None
     user_errors: list[UserError]
+
+
+@strawberry.type(description="Jobs submitted together: all of them, or none.")
+class GenerateImagesPayload:
+    jobs: list[Job] = strawberry.field(
+        description="The jobs in the order of the inputs; empty when refused."
+    )
+    user_errors: list[UserError] = strawberry.field(
+        description="Each input's problems, named inputs.<index>.<field>."
+    )
 
 
 @strawberry.type

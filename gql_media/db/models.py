@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -101,6 +102,12 @@ class JobRow(Base):
     # where to POST the job when it ends; "pending" until delivered or given up on
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_state: Mapped[str | None] = mapped_column(String(16))
+    # what the scheduler reads: higher priority starts first; fair_group is a fairness
+    # group inside the owner (None: the owner's default group); past its deadline a job is
+    # too late
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    fair_group: Mapped[str | None] = mapped_column(String(128))
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     outputs: Mapped[list[AssetRow]] = relationship(
         back_populates="job", order_by="AssetRow.position", lazy="raise"
@@ -154,6 +161,10 @@ class ApiKeyRow(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the highest priority the key's jobs may ask for (None: no limit), and how many of
+    # them may run at once (None: no cap)
+    max_priority: Mapped[int | None] = mapped_column(SmallInteger)
+    max_running: Mapped[int | None] = mapped_column(Integer)
 
 
 class WebhookDeliveryRow(Base):

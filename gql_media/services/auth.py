@@ -3,7 +3,12 @@
 A key is ``gqlm_`` and 43 random URL-safe characters (256 bits), shown once when created;
 only its SHA-256 is stored (a key is random, so a fast hash is enough, and lookups stay a
 single indexed read). Verified keys are cached in-process for ``api_key_cache_seconds``,
-which bounds how long a revoked key keeps working.
+which bounds how long a revoked key keeps working, and how long a change of a key's limits
+(``update_key``) takes to reach new requests.
+
+A key's limits: ``max_priority``, the highest priority its jobs may ask for (0 to 10; None:
+no limit; admin keys have none), and ``max_running``, how many of its jobs may run at once
+(1 or more; None: no cap), which the scheduler reads from the row.
 
 With auth required, media URLs carry an expiry and an HMAC of the storage key
 (``?exp=…&sig=…``) so browsers can load them in ``<img>`` tags without a header; the expiry
@@ -22,12 +27,13 @@ import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from enum import Enum
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gql_media.db.models import ApiKeyRow, utcnow
-from gql_media.domain import OPEN, Principal, decimal
+from gql_media.domain import MAX_PRIORITY, OPEN, Principal, decimal
 from gql_media.errors import ErrorCode, UserError
 from gql_media.services.deps import Deps
 from gql_media.settings import Settings
@@ -45,17 +51,50 @@ class KeyInfo:
     admin: bool
     created_at: str
     revoked: bool
+    max_priority: int | None = None
+    max_running: int | None = None
+
+
+class Keep(Enum):
+    """``update_key``'s value for a limit it leaves as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(deps: Deps, name: str, admin: bool = False) -> tuple[KeyInfo, str]:
+def check_limits(max_priority: int | None | Keep, max_running: int | None | Keep) -> None:
+    """UserError INVALID_ARGUMENT for a key limit out of its range."""
+    if isinstance(max_priority, int) and not 0 <= max_priority <= MAX_PRIORITY:
+        raise UserError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"max priority must be 0 to {MAX_PRIORITY}, or none",
+            "max_priority",
+        )
+    if isinstance(max_running, int) and not 1 <= max_running <= 2**31 - 1:
+        raise UserError(
+            ErrorCode.INVALID_ARGUMENT, "max running must be 1 or more, or none", "max_running"
+        )
+
+
+async def create_key(
+    deps: Deps,
+    name: str,
+    admin: bool = False,
+    *,
+    max_priority: int | None = None,
+    max_running: int | None = None,
+) -> tuple[KeyInfo, str]:
     """A new key: its description and the key itself, which is not stored anywhere."""
     name = name.strip()
     if not 1 <= len(name) <= 128:
         raise UserError(ErrorCode.INVALID_ARGUMENT, "name must be 1 to 128 characters", "name")
+    check_limits(max_priority, max_running)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKeyRow(
         id=uuid.uuid4(),
@@ -64,6 +103,8 @@ async def create_key(deps: Deps, name: str, admin: bool = False) -> tuple[KeyInf
         prefix=key[:12],
         admin=admin,
         created_at=utcnow(),
+        max_priority=max_priority,
+        max_running=max_running,
     )
     try:
         async with deps.sessions.begin() as session:
@@ -79,17 +120,49 @@ async def list_keys(deps: Deps) -> list[KeyInfo]:
         return [_info(row) for row in rows]
 
 
-async def revoke_key(deps: Deps, name_or_id: str) -> bool:
-    """Revoke the key with this name (or id); False when there is no such live key."""
+def _named(name_or_id: str) -> ColumnElement[bool]:
     condition = ApiKeyRow.name == name_or_id
     try:
         condition = condition | (ApiKeyRow.id == uuid.UUID(name_or_id))
     except ValueError:
         pass
+    return condition
+
+
+async def update_key(
+    deps: Deps,
+    name_or_id: str,
+    *,
+    max_priority: int | None | Keep = KEEP,
+    max_running: int | None | Keep = KEEP,
+) -> KeyInfo | None:
+    """Change the limits of the live key with this name (or id); None when there is no such
+    key. Api processes see the change once their cached copy of the key expires
+    (``api_key_cache_seconds``)."""
+    check_limits(max_priority, max_running)
+    changes: dict[str, int | None] = {}
+    if not isinstance(max_priority, Keep):
+        changes["max_priority"] = max_priority
+    if not isinstance(max_running, Keep):
+        changes["max_running"] = max_running
+    if not changes:
+        raise UserError(ErrorCode.INVALID_ARGUMENT, "nothing to change")
+    async with deps.sessions.begin() as session:
+        row = await session.scalar(
+            update(ApiKeyRow)
+            .where(_named(name_or_id), ApiKeyRow.revoked_at.is_(None))
+            .values(**changes)
+            .returning(ApiKeyRow)
+        )
+        return _info(row) if row is not None else None
+
+
+async def revoke_key(deps: Deps, name_or_id: str) -> bool:
+    """Revoke the key with this name (or id); False when there is no such live key."""
     async with deps.sessions.begin() as session:
         result = await session.execute(
             update(ApiKeyRow)
-            .where(condition, ApiKeyRow.revoked_at.is_(None))
+            .where(_named(name_or_id), ApiKeyRow.revoked_at.is_(None))
             .values(revoked_at=utcnow())
             .returning(ApiKeyRow.id)
         )
@@ -98,8 +171,19 @@ async def revoke_key(deps: Deps, name_or_id: str) -> bool:
 
 def _info(row: ApiKeyRow) -> KeyInfo:
     return KeyInfo(
-        row.id, row.name, row.prefix, row.admin, row.created_at.isoformat(), bool(row.revoked_at)
+        row.id,
+        row.name,
+        row.prefix,
+        row.admin,
+        row.created_at.isoformat(),
+        bool(row.revoked_at),
+        row.max_priority,
+        row.max_running,
     )
+
+
+def _principal(row: ApiKeyRow) -> Principal:
+    return Principal(row.id, row.admin, row.name, max_priority=row.max_priority)
 
 
 def bearer(header: str | None) -> str | None:
@@ -150,7 +234,7 @@ class Authenticator:
                     ApiKeyRow.key_hash == digest, ApiKeyRow.revoked_at.is_(None)
                 )
             )
-        found = Principal(row.id, row.admin, row.name) if row is not None else None
+        found = _principal(row) if row is not None else None
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (found, now + self._settings.api_key_cache_seconds)
@@ -171,7 +255,7 @@ class Authenticator:
                     )
                 )
                 for row in rows:
-                    live[row.key_hash] = Principal(row.id, row.admin, row.name)
+                    live[row.key_hash] = _principal(row)
         expires = now + self._settings.api_key_cache_seconds
         for digest in wanted:
             if digest in self._cache:

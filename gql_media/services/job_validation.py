@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from gql_media.domain import MAX_GROUP_LENGTH, MAX_PRIORITY, MIN_PRIORITY, Principal, Scheduling
 from gql_media.errors import ErrorCode, UserError
 from gql_media.services.input_limits import text_problem, url_problem
 from gql_media.settings import Settings
@@ -86,3 +89,62 @@ def webhook_url_problems(settings: Settings, url: str | None) -> list[UserError]
             )
         ]
     return []
+
+
+def scheduling_problems(
+    scheduling: Scheduling, principal: Principal, now: datetime
+) -> list[UserError]:
+    """What is wrong with what a new job asks of the scheduler: a priority out of range or
+    above the key's limit, an empty or too long group, a deadline that is not ahead."""
+    errors = []
+    priority = scheduling.priority
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        errors.append(
+            UserError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}",
+                "priority",
+            )
+        )
+    elif priority > principal.priority_limit:
+        errors.append(
+            UserError(
+                ErrorCode.PRIORITY_NOT_ALLOWED,
+                f"this API key may ask for priorities up to {principal.priority_limit}",
+                "priority",
+            )
+        )
+    group = scheduling.group
+    problem = text_problem("group", group, MAX_GROUP_LENGTH)
+    if problem is not None:
+        errors.append(problem)
+    elif group is not None and not group:
+        errors.append(
+            UserError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"group must be 1 to {MAX_GROUP_LENGTH} characters",
+                "group",
+            )
+        )
+    deadline = scheduling.deadline
+    if deadline is not None:
+        if deadline.tzinfo is None:
+            errors.append(
+                UserError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "deadline needs a time zone, e.g. 2030-01-01T12:00:00Z",
+                    "deadline",
+                )
+            )
+        elif deadline <= now:
+            errors.append(
+                UserError(ErrorCode.DEADLINE_IN_PAST, "deadline must be in the future", "deadline")
+            )
+        else:
+            try:
+                deadline.astimezone(UTC)
+            except OverflowError:  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+                errors.append(
+                    UserError(ErrorCode.INVALID_ARGUMENT, "deadline is too far ahead", "deadline")
+                )
+    return errors

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from gql_media.domain import (
     OutputFormat,
     Principal,
     ProviderInfo,
+    Scheduling,
     decode_id,
 )
 from gql_media.errors import (
@@ -45,8 +47,9 @@ from gql_media.services.job_validation import (
     common_problems,
     negative_prompt_problem,
     prompt_problem,
+    scheduling_problems,
 )
-from gql_media.services.new_jobs import insert_job
+from gql_media.services.new_jobs import JobDraft, in_utc, insert_job, insert_jobs
 from gql_media.services.snapshots import job_snapshot
 from gql_media.services.transitions import transition
 from gql_media.settings import Settings
@@ -70,6 +73,7 @@ class NewImageJob:
     extra: Any = field(default_factory=dict)  # any JSON value; only an object is valid
     idempotency_key: str | None = None
     webhook_url: str | None = None
+    scheduling: Scheduling = field(default_factory=Scheduling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +115,10 @@ def parse_job_id(text: str) -> uuid.UUID:
     return job_id
 
 
-def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list[UserError]:
-    """Every problem with ``job``; an empty list means it may be queued."""
+def validate_new_job(
+    s: Settings, job: NewImageJob, providers: set[str], principal: Principal
+) -> list[UserError]:
+    """Every problem with ``job``; an empty list means ``principal`` may queue it."""
     found = [
         prompt_problem(s, job.prompt),
         negative_prompt_problem(s, job.negative_prompt),
@@ -159,12 +165,15 @@ def validate_new_job(s: Settings, job: NewImageJob, providers: set[str]) -> list
         if problem is not None:
             errors.append(problem)
     errors.extend(common_problems(s, job.idempotency_key, job.webhook_url))
+    errors.extend(scheduling_problems(job.scheduling, principal, utcnow()))
     return errors
 
 
 def _request_hash(job: NewImageJob) -> str:
     data = asdict(job)
     data.pop("idempotency_key")
+    data.pop("scheduling")
+    data.update(job.scheduling.digest_fields())
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -198,16 +207,15 @@ def describe_providers(deps: Deps) -> list[ProviderInfo]:
     return [deps.providers[name].describe() for name in sorted(deps.providers)]
 
 
-async def create_image_job(deps: Deps, job: NewImageJob, principal: Principal) -> JobSnapshot:
-    """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
-    errors = validate_new_job(deps.settings, job, set(deps.providers))
+def image_job_draft(deps: Deps, job: NewImageJob, principal: Principal) -> JobDraft:
+    """The job a generateImage request makes; InvalidInput lists every problem with it."""
+    errors = validate_new_job(deps.settings, job, set(deps.providers), principal)
     if not errors:
         provider = deps.providers[job.provider or deps.settings.default_provider]
         errors = provider.validate(_provider_request(job))
     if errors:
         raise InvalidInput(errors)
-    return await insert_job(
-        deps,
+    return JobDraft(
         kind=JobKind.GENERATE_IMAGE,
         provider=job.provider or deps.settings.default_provider,
         prompt=job.prompt.strip(),
@@ -223,9 +231,39 @@ async def create_image_job(deps: Deps, job: NewImageJob, principal: Principal) -
         },
         idempotency_key=job.idempotency_key,
         request_hash=_request_hash(job) if job.idempotency_key is not None else None,
-        principal=principal,
         webhook_url=job.webhook_url,
+        scheduling=in_utc(job.scheduling),
     )
+
+
+async def create_image_job(deps: Deps, job: NewImageJob, principal: Principal) -> JobSnapshot:
+    """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
+    return await insert_job(deps, image_job_draft(deps, job, principal), principal)
+
+
+async def create_image_jobs(
+    deps: Deps, jobs: Sequence[NewImageJob], principal: Principal
+) -> list[JobSnapshot]:
+    """generateImages: validate every request, then queue them all or none (see
+    ``insert_jobs``); problems are named ``inputs.<index>.<field>``, a list longer than
+    ``max_batch`` is BATCH_TOO_LARGE."""
+    limit = deps.settings.max_batch
+    if len(jobs) > limit:
+        raise UserError(
+            ErrorCode.BATCH_TOO_LARGE,
+            f"{len(jobs)} inputs; at most {limit} jobs may be submitted at once",
+            "inputs",
+        )
+    drafts: list[JobDraft] = []
+    errors: list[UserError] = []
+    for index, job in enumerate(jobs):
+        try:
+            drafts.append(image_job_draft(deps, job, principal))
+        except InvalidInput as exc:
+            errors.extend(error.within(f"inputs.{index}") for error in exc.errors)
+    if errors:
+        raise InvalidInput(errors)
+    return await insert_jobs(deps, drafts, principal)
 
 
 async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot | None:

@@ -102,11 +102,29 @@ async def hold_active_job_slot(
     """In the caller's transaction, before it queues a job: UserError TOO_MANY_ACTIVE_JOBS
     when the key already has its most unfinished jobs, else the key stays locked until the
     transaction ends (so no other request of the key can pass this check meanwhile)."""
-    if principal.key_id is None or not settings.max_active_jobs:
+    await hold_active_job_slots(connection, settings, principal, 1)
+
+
+async def hold_active_job_slots(
+    connection: AsyncConnection, settings: Settings, principal: Principal, count: int
+) -> None:
+    """``hold_active_job_slot`` for ``count`` jobs queued together: all fit within the
+    key's cap, or UserError TOO_MANY_ACTIVE_JOBS."""
+    limit = settings.max_active_jobs
+    if principal.key_id is None or not limit:
         return
-    (refusal,) = await active_jobs_cap(settings)(connection, [{"owner_id": principal.key_id}])
-    if refusal is not None:
-        raise refusal
+    await lock_owners(connection, [principal.key_id])
+    active = (await active_jobs(connection, [principal.key_id])).get(principal.key_id, 0)
+    if active + count <= limit:
+        return
+    if count == 1:
+        raise too_many_active_jobs(limit)
+    raise UserError(
+        ErrorCode.TOO_MANY_ACTIVE_JOBS,
+        f"this API key has {active} unfinished jobs and may have {limit}: the {count} jobs "
+        "of this request do not fit; retry when some finish, or send fewer",
+        retry_after=1.0,
+    )
 
 
 def capped(settings: Settings) -> Guarded:

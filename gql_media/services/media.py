@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ from gql_media.domain import (
     JobKind,
     JobSnapshot,
     Principal,
+    Scheduling,
     decode_id,
 )
 from gql_media.errors import ErrorCode, InvalidInput, MediaError, UserError
 from gql_media.services.deps import Deps
-from gql_media.services.job_validation import common_problems
-from gql_media.services.new_jobs import insert_job
+from gql_media.services.job_validation import common_problems, scheduling_problems
+from gql_media.services.new_jobs import JobDraft, in_utc, insert_job
 from gql_media.services.snapshots import asset_snapshot
 from gql_media.settings import Settings
 
@@ -228,6 +229,15 @@ async def _source(
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What every processing request may add to its operations."""
+
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    scheduling: Scheduling = field(default_factory=Scheduling)
+
+
 def _request_hash(kind: JobKind, parameters: dict[str, Any]) -> str:
     data = {"kind": kind.value, **parameters}
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -239,27 +249,28 @@ async def create_processing_job(
     media_id: str,
     parameters: dict[str, Any],
     principal: Principal,
-    idempotency_key: str | None = None,
-    webhook_url: str | None = None,
+    options: JobOptions,
 ) -> JobSnapshot:
     """Queue a processImage or processVideo job on an upload; ``parameters`` were validated
     by the caller and are stored as the job's parameters, with the media id."""
     kinds = ("image",) if kind is JobKind.PROCESS_IMAGE else ("video", "audio")
     await _source(deps, media_id, kinds, principal)
-    problems = common_problems(deps.settings, idempotency_key, webhook_url)
+    problems = common_problems(deps.settings, options.idempotency_key, options.webhook_url)
+    problems.extend(scheduling_problems(options.scheduling, principal, utcnow()))
     if problems:
         raise InvalidInput(problems)
     full = {"mediaId": media_id, **parameters}
-    return await insert_job(
-        deps,
+    digest = {**full, **options.scheduling.digest_fields()}
+    draft = JobDraft(
         kind=kind,
         provider=IMAGE_PROCESSOR if kind is JobKind.PROCESS_IMAGE else VIDEO_PROCESSOR,
         parameters=full,
-        idempotency_key=idempotency_key,
-        request_hash=_request_hash(kind, full) if idempotency_key is not None else None,
-        principal=principal,
-        webhook_url=webhook_url,
+        idempotency_key=options.idempotency_key,
+        request_hash=_request_hash(kind, digest) if options.idempotency_key is not None else None,
+        webhook_url=options.webhook_url,
+        scheduling=in_utc(options.scheduling),
     )
+    return await insert_job(deps, draft, principal)
 
 
 @asynccontextmanager

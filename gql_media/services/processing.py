@@ -19,6 +19,7 @@ from gql_media.adapters.providers import ProviderContext
 from gql_media.domain import SYSTEM, JobKind, JobSnapshot, Principal
 from gql_media.services.deps import Deps
 from gql_media.services.media import (
+    JobOptions,
     create_processing_job,
     source_file,
     upload_row,
@@ -88,8 +89,7 @@ async def create_process_image_job(
     media_id: str,
     variants: Any,
     principal: Principal,
-    idempotency_key: str | None = None,
-    webhook_url: str | None = None,
+    options: JobOptions,
 ) -> JobSnapshot:
     checked = await image_variants(deps, variants, principal)
     return await create_processing_job(
@@ -98,8 +98,7 @@ async def create_process_image_job(
         media_id,
         {"variants": variants_json(checked)},
         principal,
-        idempotency_key,
-        webhook_url,
+        options,
     )
 
 
@@ -108,8 +107,7 @@ async def create_process_video_job(
     media_id: str,
     operations: Any,
     principal: Principal,
-    idempotency_key: str | None = None,
-    webhook_url: str | None = None,
+    options: JobOptions,
 ) -> JobSnapshot:
     steps = video_steps(deps.settings, operations)
     return await create_processing_job(
@@ -118,8 +116,7 @@ async def create_process_video_job(
         media_id,
         {"operations": video_steps_json(steps)},
         principal,
-        idempotency_key,
-        webhook_url,
+        options,
     )
 
 

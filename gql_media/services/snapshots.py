@@ -80,4 +80,7 @@ def job_snapshot(row: JobColumns, outputs: Sequence[AssetRow] = ()) -> JobSnapsh
         result=row.result,
         owner=row.owner_id.hex if row.owner_id is not None else None,
         webhook_url=row.webhook_url,
+        priority=row.priority or 0,
+        group=row.fair_group,
+        deadline=row.deadline,
     )
