@@ -266,6 +266,8 @@ class Principal:
     name: str = "anonymous"
     # the highest job priority the key may ask for; None: no limit (``MAX_PRIORITY``)
     max_priority: int | None = field(kw_only=True)
+    # how many of the key's jobs may run at once; None: no cap
+    max_running: int | None = field(default=None, kw_only=True)
 
     @property
     def priority_limit(self) -> int:

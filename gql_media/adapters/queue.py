@@ -100,6 +100,11 @@ class JobQueue:
         """Hand waiting jobs (and jobs that became due) to free slots."""
         await self._settle(self.scheduler.dispatch())
 
+    async def set_cap(self, owner: str | None, max_running: int) -> None:
+        """An owner's cap on jobs running at once (0: none) holds from now on; raised, it
+        lets waiting jobs of the owner start."""
+        await self._settle(self.scheduler.set_cap(owner, max_running))
+
     async def register_worker(self, worker_id: str, slots: int, ttl: float) -> None:
         """A worker's ``slots`` count for ``ttl`` seconds (0 slots: it leaves)."""
         await self._settle(self.scheduler.register(worker_id, slots, ttl))

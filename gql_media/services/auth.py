@@ -154,7 +154,11 @@ async def update_key(
             .values(**changes)
             .returning(ApiKeyRow)
         )
-        return _info(row) if row is not None else None
+    if row is None:
+        return None
+    if not isinstance(max_running, Keep):  # the scheduler holds to it from now on
+        await deps.queue.set_cap(row.id.hex, max_running or 0)
+    return _info(row)
 
 
 async def revoke_key(deps: Deps, name_or_id: str) -> bool:
@@ -183,7 +187,9 @@ def _info(row: ApiKeyRow) -> KeyInfo:
 
 
 def _principal(row: ApiKeyRow) -> Principal:
-    return Principal(row.id, row.admin, row.name, max_priority=row.max_priority)
+    return Principal(
+        row.id, row.admin, row.name, max_priority=row.max_priority, max_running=row.max_running
+    )
 
 
 def bearer(header: str | None) -> str | None:

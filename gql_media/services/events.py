@@ -44,7 +44,9 @@ def waiting(
     return Waiting(
         snapshot.id,
         snapshot.version,
-        owner=snapshot.owner,
+        snapshot.priority,
+        snapshot.owner,
+        snapshot.group,
         due_at=time.time() + defer if defer else 0.0,
         max_running=max_running,
     )

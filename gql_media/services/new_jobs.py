@@ -4,6 +4,7 @@ make."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -84,7 +85,7 @@ async def insert_job(deps: Deps, draft: JobDraft, principal: Principal) -> JobSn
     if existing is not None:
         return existing
     snapshot = job_snapshot(ColumnValues(values))
-    await announce_queued(deps, snapshot)
+    await announce_queued(deps, snapshot, max_running=principal.max_running or 0)
     return snapshot
 
 
@@ -151,8 +152,9 @@ async def insert_jobs(
             raise _refused(exc, "inputs") from exc
         break
     jobs = {index: job_snapshot(ColumnValues(values)) for index, values in new.items()}
-    for snapshot in jobs.values():
-        await announce_queued(deps, snapshot)
+    # together, in input order: they share the scheduler's round trips
+    cap = principal.max_running or 0
+    await asyncio.gather(*(announce_queued(deps, job, max_running=cap) for job in jobs.values()))
     return [jobs[index] if index in jobs else existing[index] for index in range(len(drafts))]
 
 

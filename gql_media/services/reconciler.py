@@ -10,7 +10,7 @@ from sqlalchemy import select, tuple_
 
 from gql_media.adapters.queue import Placement
 from gql_media.adapters.scheduling import Waiting
-from gql_media.db.models import JobRow, utcnow
+from gql_media.db.models import ApiKeyRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobStatus, decode_id, encode_id
 from gql_media.errors import ErrorCode
 from gql_media.services.deps import Deps
@@ -116,6 +116,16 @@ async def rebuild(deps: Deps, page: int = 1000) -> int:
             ).scalars()
         )
     await deps.queue.scheduler.occupy([waiting_row(row) for row in running])
+    async with deps.sessions() as session:
+        capped = (
+            await session.execute(
+                select(ApiKeyRow.id, ApiKeyRow.max_running).where(
+                    ApiKeyRow.max_running.is_not(None), ApiKeyRow.revoked_at.is_(None)
+                )
+            )
+        ).all()
+    for key_id, max_running in capped:
+        await deps.queue.set_cap(key_id.hex, max_running or 0)
     count = 0
     after: tuple[object, uuid.UUID] | None = None
     while True:
@@ -158,7 +168,9 @@ async def _release_ended(deps: Deps) -> None:
 def waiting_row(row: JobRow) -> Waiting:
     """What the scheduler orders a job row by."""
     owner = row.owner_id.hex if row.owner_id is not None else None
-    return Waiting(encode_id(JOB_ID_PREFIX, row.id), row.version, owner=owner)
+    return Waiting(
+        encode_id(JOB_ID_PREFIX, row.id), row.version, row.priority, owner, row.fair_group
+    )
 
 
 async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
