@@ -39,6 +39,7 @@ local WHERE, LATER, FLIGHT = P .. 'where', P .. 'later', P .. 'flight'
 local PRIOS, TURN, TOTAL = P .. 'prios', P .. 'turn', P .. 'total'
 local RUN_O, RUN_G, CAP_O = P .. 'run:o', P .. 'run:g', P .. 'cap:o'
 local ALIVE, SLOTS, STARTS = P .. 'alive', P .. 'slots', P .. 'starts'
+local HEAD = P .. 'head'
 
 local function Q(p, o, g) return P .. 'q:' .. p .. ':' .. o .. '\\t' .. g end
 local function GR(p, o) return P .. 'g:' .. p .. ':' .. o end
@@ -70,10 +71,23 @@ local function park(ring, parked, m)
   redis.call('ZREM', ring, m)
 end
 
+-- a member joining a ring takes the turn it kept when it was parked, or else the next
+-- turn: the turn of the member served last, ahead of every member that waited meanwhile
 local function unpark(ring, parked, m)
   local kept = redis.call('HGET', parked, m)
   if kept then redis.call('HDEL', parked, m) end
-  redis.call('ZADD', ring, 'NX', kept or turn(), m)
+  redis.call('ZADD', ring, 'NX', kept or redis.call('HGET', HEAD, ring) or turn(), m)
+end
+
+-- a member served: to the back of its ring, or out of it when it has nothing left
+local function serve(ring, m, stays)
+  redis.call('HSET', HEAD, ring, redis.call('ZSCORE', ring, m))
+  if stays then
+    redis.call('ZADD', ring, 'XX', turn(), m)
+  else
+    redis.call('ZREM', ring, m)
+    if redis.call('ZCARD', ring) == 0 then redis.call('HDEL', HEAD, ring) end
+  end
 end
 
 -- a due job joins its group's queue; its group and owner join their rings unless capped
@@ -131,18 +145,9 @@ local function pick()
           decr(NO(p), o)
           decr(NG(p, o), g)
           decr(TOTAL, p)
-          -- served: to the back of each ring, or out of it when nothing is left there
-          if redis.call('ZCARD', Q(p, o, g)) > 0 then
-            redis.call('ZADD', GR(p, o), 'XX', turn(), g)
-          else
-            redis.call('ZREM', GR(p, o), g)
-          end
-          if redis.call('ZCARD', GR(p, o)) > 0 then
-            redis.call('ZADD', OR(p), 'XX', turn(), o)
-          else
-            redis.call('ZREM', OR(p), o)
-            if redis.call('ZCARD', OR(p)) == 0 then redis.call('ZREM', PRIOS, p) end
-          end
+          serve(GR(p, o), g, redis.call('ZCARD', Q(p, o, g)) > 0)
+          serve(OR(p), o, redis.call('ZCARD', GR(p, o)) > 0)
+          if redis.call('ZCARD', OR(p)) == 0 then redis.call('ZREM', PRIOS, p) end
           return j
         end
       end
