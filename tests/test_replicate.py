@@ -703,3 +703,35 @@ async def test_cancel_job_cancels_the_running_prediction(
             await asyncio.wait_for(fake.canceled.wait(), timeout=10)
     assert fake.cancels == [prediction.id]
     assert fake.predictions[prediction.id].status == "canceled"
+
+
+async def test_a_running_job_past_its_deadline_fails_and_its_prediction_is_canceled(
+    fake: FakeReplicate, settings_factory: Any
+) -> None:
+    fake.script = Script(advance_on_get=False)  # the prediction never ends by itself
+    settings = settings_factory(
+        replicate_api_token=fake.token,
+        replicate_base_url=fake.url,
+        replicate_poll_interval=0.01,
+        replicate_poll_max_interval=0.05,
+    )
+    fake_redis = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with start_server(settings, fake_redis, with_worker=True) as server:
+        deadline = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        payload = await server.generate(provider="replicate", deadline=deadline)
+        job_id = payload["job"]["id"]
+        async with graphql_ws(server.ws_url) as ws:
+            op = await ws.subscribe(FOLLOW, {"id": job_id})
+            statuses = []
+            while (update := await ws.next_payload(op)) is not None:
+                job = update["data"]["jobUpdated"]
+                statuses.append(job["status"])
+        await asyncio.wait_for(fake.canceled.wait(), timeout=10)
+    assert "RUNNING" in statuses and statuses[-1] == "FAILED"
+    assert job["error"] == {
+        "code": "DEADLINE_EXCEEDED",
+        "message": "the job's deadline passed while it ran",
+        "retryable": False,
+    }
+    [prediction] = fake.predictions.values()
+    assert fake.cancels == [prediction.id] and prediction.status == "canceled"

@@ -5,16 +5,17 @@ the database."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import update
 
 from gql_media import keys
-from gql_media.db.models import JobRow
-from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
+from gql_media.db.models import JobRow, utcnow
+from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, Scheduling, decode_id
 from gql_media.runtime import Runtime
-from gql_media.services import lease, reconciler
+from gql_media.services import lease, reconciler, runner
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import NewImageJob, cancel_job, create_image_job
+from gql_media.services.jobs import NewImageJob, cancel_job, create_image_job, get_job
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -102,3 +103,47 @@ async def test_a_job_the_scheduler_lost_waits_again(runtime: Runtime) -> None:
     await deps.queue.scheduler.remove([job.id])  # lost, as by a failed write
     await reconciler.reconcile(deps, at_startup=True)
     assert await deps.queue.scheduler.standing([job.id]) == ["waiting"]
+
+
+async def _job_due_by(deps: Deps, minutes: float) -> JobSnapshot:
+    deadline = utcnow() + timedelta(minutes=minutes)
+    job = NewImageJob(prompt="late", provider="mock", scheduling=Scheduling(deadline=deadline))
+    return await create_image_job(deps, job, SYSTEM)
+
+
+async def _pass_deadline(deps: Deps, job: JobSnapshot) -> None:
+    """The job's deadline is now in the past (as if its minutes went by)."""
+    async with deps.sessions.begin() as session:
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == _uuid(job.id))
+            .values(deadline=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def test_a_queued_job_past_its_deadline_never_starts(runtime: Runtime) -> None:
+    deps = runtime.deps
+    await deps.queue.register_worker("w", 1, ttl=60)
+    job = await _job_due_by(deps, 10)  # dispatched: a worker is about to start it
+    await _pass_deadline(deps, job)
+    assert await runner.run_job(deps, job.id) is runner.Outcome.FAILED
+    failed = await get_job(deps, job.id, SYSTEM)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.started_at is None and failed.attempts == 0  # it never ran
+    assert failed.error is not None and failed.error.code == "DEADLINE_EXCEEDED"
+    assert await deps.queue.scheduler.in_flight() == {}  # its slot is free
+
+
+async def test_waiting_jobs_past_their_deadline_are_failed_by_the_reconciler(
+    runtime: Runtime,
+) -> None:
+    deps = runtime.deps
+    await reconciler.reconcile(deps)
+    late, on_time = await _job_due_by(deps, 10), await _job_due_by(deps, 10)
+    await _pass_deadline(deps, late)
+    await reconciler.reconcile(deps)
+    failed, waiting = [await get_job(deps, j.id, SYSTEM) for j in (late, on_time)]
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "DEADLINE_EXCEEDED"
+    assert waiting is not None and waiting.status is JobStatus.QUEUED
+    assert await deps.queue.scheduler.standing([late.id, on_time.id]) == [None, "waiting"]

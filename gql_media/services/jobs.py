@@ -362,11 +362,11 @@ async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapsh
     if status is JobStatus.QUEUED:  # a run ending frees its slot itself
         await deps.queue.withdraw(snapshot.id)
     if updated.external_id is not None:
-        await _cancel_at_provider(deps, updated.provider, updated.external_id)
+        await cancel_at_provider(deps, updated.provider, updated.external_id)
     return snapshot
 
 
-async def _cancel_at_provider(deps: Deps, provider_name: str, external_id: str) -> None:
+async def cancel_at_provider(deps: Deps, provider_name: str, external_id: str) -> None:
     """Stop the provider-side work of a canceled job (a Replicate prediction), so it is
     not paid for; best effort and bounded in time."""
     cancel = getattr(deps.providers.get(provider_name), "cancel", None)

@@ -13,6 +13,7 @@ from gql_media.adapters.scheduling import Waiting
 from gql_media.db.models import ApiKeyRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobStatus, decode_id, encode_id
 from gql_media.errors import ErrorCode
+from gql_media.services import deadlines
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce, announce_queued
 from gql_media.services.snapshots import job_snapshot
@@ -77,6 +78,9 @@ async def reconcile(deps: Deps, *, at_startup: bool = False) -> int:
     arq queue if that entry was lost. Duplicates are harmless, a run claims its row.
     """
     count = await requeue_expired(deps)
+    late = await deadlines.expire_overdue(deps)
+    if late:
+        log.info("%d queued jobs passed their deadline", late)
     if await deps.queue.scheduler.claim_rebuild():
         log.info("scheduler state rebuilt from the database: %d queued jobs", await rebuild(deps))
     overdue = 0.0 if at_startup else deps.settings.reconcile_after

@@ -28,16 +28,17 @@ from gql_media.domain import (
 from gql_media.errors import (
     ErrorCode,
     JobCanceled,
+    PermanentProviderError,
     ProviderError,
     StorageUnavailable,
     TransientProviderError,
 )
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, failpoint
 from gql_media.observability.logs import job_context
-from gql_media.services import processing
+from gql_media.services import deadlines, processing
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce, announce_queued
-from gql_media.services.jobs import parse_job_id
+from gql_media.services.jobs import cancel_at_provider, parse_job_id
 from gql_media.services.lease import JobContext, claim, keep_lease, persist
 from gql_media.services.outputs import discard_outputs, store_outputs
 from gql_media.services.processing import Produced
@@ -91,8 +92,11 @@ async def run_job(deps: Deps, job_id: str) -> Outcome:
 
 async def _run_job(deps: Deps, job_id: str) -> Outcome:
     token = uuid.uuid4().hex
-    row = await claim(deps, parse_job_id(job_id), token)
+    parsed = parse_job_id(job_id)
+    row = await claim(deps, parsed, token)
     if row is None:
+        if await deadlines.expire(deps, parsed):  # too late to start
+            return Outcome.FAILED
         return Outcome.SKIPPED
     await announce(deps, job_snapshot(row))
     failpoint(CLAIMED)
@@ -160,8 +164,11 @@ async def _produce(
 ) -> tuple[list[Produced], dict[str, Any] | None]:
     """The job's outputs (and result): from its provider, or from processing an upload."""
     kind = JobKind(row.kind)
+    limit = deps.settings.job_timeout
+    left = (row.deadline - utcnow()).total_seconds() if row.deadline is not None else None
+    by_deadline = left is not None and left < limit
     try:
-        async with asyncio.timeout(deps.settings.job_timeout):
+        async with asyncio.timeout(max(0.0, left) if left is not None and by_deadline else limit):
             if kind is not JobKind.GENERATE_IMAGE:
                 return await processing.run_processing(deps, kind, row.parameters, context)
             provider = deps.providers.get(row.provider)
@@ -173,6 +180,12 @@ async def _produce(
                 Produced(None, i.content_type, i.width, i.height, data=i.data) for i in images
             ], None
     except TimeoutError as exc:
+        if by_deadline:
+            if context.external_id is not None:  # stop paying for work nobody will use
+                await cancel_at_provider(deps, row.provider, context.external_id)
+            raise PermanentProviderError(
+                "the job's deadline passed while it ran", code=ErrorCode.DEADLINE_EXCEEDED
+            ) from exc
         raise TransientProviderError(
             f"job took longer than {deps.settings.job_timeout:g}s", code=ErrorCode.JOB_TIMEOUT
         ) from exc

@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -40,6 +41,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JobStatus
+from gql_media.errors import ErrorCode
 from gql_media.services.snapshots import ColumnValues
 
 JOBS_TABLE = cast(Table, JobRow.__table__)
@@ -131,6 +133,7 @@ async def one_job(
 
 # --- the transitions of a run, built once ---------------------------------------------
 
+# a job past its deadline is never claimed: it expires (EXPIRE) instead
 CLAIM = transition_statement(
     (JobStatus.QUEUED,),
     JobStatus.RUNNING,
@@ -140,7 +143,16 @@ CLAIM = transition_statement(
     finished_at=None,
     lease_token=bindparam("token"),
     lease_until=_param("lease_until", _JOBS.lease_until),
-)
+).where(or_(_JOBS.deadline.is_(None), _JOBS.deadline > NOW))
+# QUEUED → FAILED once the deadline passed
+EXPIRE = transition_statement(
+    (JobStatus.QUEUED,),
+    JobStatus.FAILED,
+    finished_at=NOW,
+    error_code=ErrorCode.DEADLINE_EXCEEDED.value,
+    error_message="the job's deadline passed before it started",
+    error_retryable=False,
+).where(_JOBS.deadline <= NOW)
 PROGRESS = transition_statement(
     (JobStatus.RUNNING,), None, held=True, progress=bindparam("progress")
 )
