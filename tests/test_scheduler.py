@@ -306,3 +306,17 @@ async def test_positions_count_the_jobs_that_start_first(redis: Any, clock: Cloc
         order.append(next_[0].job_id)
     assert len(order) == 300
     assert expected[:-2] == [order.index(name) for name in names]
+
+
+async def test_the_rate_of_starts_counts_the_last_minute(redis: Any, clock: Clock) -> None:
+    s = make(redis, clock)
+    clock.now = 1_800_000_000.0  # the start of a 10 s bucket
+    await s.add(jobs("a", 30))
+    await s.register("w1", 12, ttl=1000)
+    clock.now += 30
+    estimates = await s.estimates(["a--0-29"])
+    assert estimates.positions == [17]
+    # the window: the current 10 s bucket and the five before it (from 20 s before the start)
+    assert estimates.starts_per_second == pytest.approx(12 / 50)
+    clock.now += 61  # a minute later, those starts no longer count
+    assert (await s.estimates([])).starts_per_second == 0

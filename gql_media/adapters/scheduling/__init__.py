@@ -58,6 +58,14 @@ class Dispatched:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class Estimates:
+    """Where waiting jobs stand, and how fast jobs start."""
+
+    positions: list[int | None]  # per job asked about, as ``Scheduler.positions``
+    starts_per_second: float  # over the last minute or so, across every worker
+
+
 def _owner(owner: str | None) -> str:
     return owner or NO_OWNER
 
@@ -144,13 +152,18 @@ class Scheduler:
     async def positions(self, job_ids: Sequence[str]) -> list[int | None]:
         """For each job, how many jobs start before it in the current order, if nothing
         arrives and no cap holds anyone back (0: handed to the workers; None: not due yet,
-        or not waiting here). One round trip; each job costs a pass over the owners with
-        jobs waiting at its priority and the groups of its owner."""
-        if not job_ids:
-            return []
+        or not waiting here)."""
+        return (await self.estimates(job_ids)).positions
+
+    async def estimates(self, job_ids: Sequence[str]) -> Estimates:
+        """Each job's position (``positions``) and the recent rate of starts, in one round
+        trip; each job costs a pass over the owners with jobs waiting at its priority and
+        the groups of its owner."""
         now = _ms(self._clock())
         out = await self._positions(args=[self._prefix, now, self._group_cap, *job_ids])
-        return [None if n < 0 else int(n) for n in out]
+        starts, span_ms = int(out[0]), int(out[1])
+        rate = starts * 1000 / span_ms if span_ms > 0 else 0.0
+        return Estimates([None if n < 0 else int(n) for n in out[2:]], rate)
 
     async def in_flight(self) -> dict[str, int]:
         """The jobs handed to the workers and not released: job id -> version."""

@@ -253,7 +253,12 @@ local function dispatch()
     out[#out + 1] = w[2]
     free = free - 1
   end
-  if #out > 0 then redis.call('HINCRBY', STARTS, math.floor(NOW / 1000), #out / 2) end
+  if #out > 0 then
+    -- starts per 10 s, kept a minute: the recent rate of starts
+    local bucket = STARTS .. ':' .. math.floor(NOW / 10000)
+    redis.call('INCRBY', bucket, #out / 2)
+    redis.call('PEXPIRE', bucket, 70000)
+  end
   return out
 end
 """.replace("{pmin}", str(PRIORITY_MIN)).replace("{pmax}", str(PRIORITY_MAX))
@@ -337,7 +342,8 @@ return dispatch()
 """
 )
 
-# ARGV[4..]: job ids. For each, how many jobs start before it in the current order if no
+# ARGV[4..]: job ids. Returns the starts of the last minute or so and the milliseconds
+# they span, then for each job how many jobs start before it in the current order if no
 # job arrives and no cap holds anyone back: 0 for a job handed to the workers, -1 for one
 # not due yet or not here. A job that is the (k+1)-th of its group starts after k of its
 # group and, per group of its owner, as many as the ring gives that group before it (k+1
@@ -381,7 +387,10 @@ local totals = {}
 local raw_totals = redis.call('HGETALL', TOTAL)
 for i = 1, #raw_totals, 2 do totals[tonumber(raw_totals[i])] = tonumber(raw_totals[i + 1]) end
 
-local out = {}
+local bucket = math.floor(NOW / 10000)
+local recent = 0
+for b = bucket - 5, bucket do recent = recent + num(redis.call('GET', STARTS .. ':' .. b)) end
+local out = {recent, NOW - (bucket - 5) * 10000}
 for i = 4, #ARGV do
   local j = ARGV[i]
   local position = -1
