@@ -168,6 +168,8 @@ class Settings(BaseSettings):
     worker_poll_delay: float = Field(default=0.5, gt=0)
     # scheduling: jobs of one fairness group running at once (0: no cap)
     max_running_per_group: int = Field(default=0, ge=0)
+    # seconds between the queue positions sent to jobUpdated followers of waiting jobs
+    queue_position_interval: float = Field(default=1.0, ge=0.05)
     lease_seconds: float = Field(default=6.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     reconcile_after: float = Field(default=10.0, ge=0)

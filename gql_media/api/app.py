@@ -34,6 +34,7 @@ from gql_media.api.fanout import SharedJobs
 from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
 from gql_media.api.patches.strawberry_ws import LegacyWSHandler, transport_handler
+from gql_media.api.positions import QueuePositions
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.sockets import OpenSockets, owner_of, sockets_of
@@ -175,6 +176,7 @@ class GraphQLView(ReadingView):
         return Context(
             deps=state.runtime.deps,
             hub=state.hub,
+            positions=state.positions,
             shared_jobs=state.shared_jobs,
             request=request,
             response=response,
@@ -310,9 +312,12 @@ def _lifespan(
                 )
             sockets = OpenSockets(settings)
             await stack.enter_async_context(sockets.rechecking(auth))
+            positions = QueuePositions(runtime.deps, settings.queue_position_interval)
+            await stack.enter_async_context(positions.running())
             yield {
                 "runtime": runtime,
                 "hub": hub,
+                "positions": positions,
                 "auth": auth,
                 "shared_jobs": SharedJobs(),
                 "sockets": sockets,

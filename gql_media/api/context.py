@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from strawberry.dataloader import DataLoader
 
 from gql_media.adapters.events import EventHub
 from gql_media.api.fanout import SharedJobs
+from gql_media.api.positions import QueuePositions
 from gql_media.domain import Principal
 from gql_media.errors import Unauthenticated
+from gql_media.services import queue_info
 from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
+from gql_media.services.queue_info import Estimate
 
 
 @dataclass
 class Context:
     deps: Deps
     hub: EventHub
+    positions: QueuePositions
     request: Request | WebSocket
     response: Response | WebSocket | None
     media_base_url: str
@@ -29,7 +34,18 @@ class Context:
     # who auth chose: set by the HTTP view before a request runs, and by on_ws_connect for
     # a socket; None until then, and then no resolver runs
     caller: Principal | None = None
+    # queue estimates of the jobs a request or event resolves, in one round trip per tick
+    # (not cached: a socket's context lives as long as the socket)
+    estimates: DataLoader[str, Estimate | None] = field(init=False)
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
+
+    def __post_init__(self) -> None:
+        deps = self.deps
+
+        async def load(job_ids: list[str]) -> list[Estimate | None]:
+            return await queue_info.estimates(deps, job_ids)
+
+        self.estimates = DataLoader(load, cache=False)
 
     @property
     def principal(self) -> Principal:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from gql_media.api.types import Job, job_from_snapshot
 from gql_media.domain import JobSnapshot
+from gql_media.services.queue_info import PlacedSnapshot
 
 if TYPE_CHECKING:
     from gql_media.api.context import Context
@@ -45,14 +46,17 @@ def keep(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> V:
 
 
 class SharedJobs:
-    """One ``Job`` per (job, version, media base URL) for the subscriptions of a process."""
+    """One ``Job`` per (job, version, media base URL, place in line) for the subscriptions
+    of a process."""
 
     def __init__(self, limit: int = JOBS_KEPT) -> None:
-        self._jobs: OrderedDict[tuple[str, int, str], Job] = OrderedDict()
+        self._jobs: OrderedDict[tuple[str, int, str, int | None], Job] = OrderedDict()
         self._limit = limit
 
     def get(self, snapshot: JobSnapshot, base_url: str, make: Callable[[], Job]) -> Job:
-        key = (snapshot.id, snapshot.version, base_url)
+        estimate = snapshot.estimate if isinstance(snapshot, PlacedSnapshot) else None
+        position = estimate.position if estimate is not None else None
+        key = (snapshot.id, snapshot.version, base_url, position)
         job = self._jobs.get(key)
         if job is None:
             job = keep(self._jobs, key, make(), self._limit)

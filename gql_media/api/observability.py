@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -15,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gql_media.domain import SYSTEM
 from gql_media.errors import GqlMediaError
 from gql_media.observability.metrics import ApiMetrics
 from gql_media.runtime import Runtime
-from gql_media.services import stats
+from gql_media.services import queue_info, stats
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,9 @@ async def metrics_endpoint(request: Request) -> Response:
 async def _sample(runtime: Runtime, api: ApiMetrics) -> None:
     """Jobs per status and kind, and the queue's length, read side by side; what cannot be
     read now is left out (jobs) or NaN (queue depth) rather than shown stale."""
-    await asyncio.gather(_count_jobs(runtime, api), _measure_queue(runtime, api))
+    await asyncio.gather(
+        _count_jobs(runtime, api), _measure_queue(runtime, api), _measure_load(runtime, api)
+    )
 
 
 async def _count_jobs(runtime: Runtime, api: ApiMetrics) -> None:
@@ -57,6 +61,28 @@ async def _measure_queue(runtime: Runtime, api: ApiMetrics) -> None:
     except Exception as exc:
         log.warning("metrics: could not read the queue's length: %s", _describe(exc))
         api.queue_depth.set(float("nan"))
+
+
+async def _measure_load(runtime: Runtime, api: ApiMetrics) -> None:
+    try:
+        async with asyncio.timeout(SAMPLE_TIMEOUT):
+            summary = await queue_info.summary(runtime.deps, SYSTEM)
+    except Exception as exc:
+        log.warning("metrics: could not read the queue's load: %s", _describe(exc))
+        api.set_queue_load([])
+        return
+    now = datetime.now(UTC)
+    api.set_queue_load(
+        [
+            (
+                load.priority,
+                load.queued,
+                load.running,
+                (now - load.oldest_queued_at).total_seconds() if load.oldest_queued_at else None,
+            )
+            for load in summary.priorities
+        ]
+    )
 
 
 class CachedProbe:

@@ -40,19 +40,22 @@ from gql_media.api.types import (
     PageInfo,
     Provider,
     ProviderModel,
+    Queue,
     UserError,
     asset_from_snapshot,
     job_from_snapshot,
+    queue_from_summary,
     scheduling,
 )
 from gql_media.domain import JobSnapshot, JobStatus, Principal
 from gql_media.errors import ErrorCode, InvalidInput
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import jobs as job_service
-from gql_media.services import limits, processing
+from gql_media.services import limits, processing, queue_info
 from gql_media.services import media as media_service
 from gql_media.services.deps import Deps
 from gql_media.services.media import JobOptions
+from gql_media.services.queue_info import PlacedSnapshot
 from gql_media.settings import Settings
 
 Info = strawberry.Info[Context, None]
@@ -166,6 +169,14 @@ class Query:
             )
             for p in job_service.describe_providers(deps)
         ]
+
+    @strawberry.field(
+        description="Jobs waiting and running per priority, and the longest wait: every job "
+        "for an admin key, the caller's own otherwise."
+    )
+    async def queue(self, info: Info) -> Queue:
+        summary = await queue_info.summary(info.context.deps, info.context.principal)
+        return queue_from_summary(summary)
 
     @strawberry.field(description="An uploaded file by id; null when unknown or malformed.")
     async def media(self, info: Info, media_id: IdArgument) -> MediaAsset | None:
@@ -310,9 +321,13 @@ class Subscription:
             if snapshot is None:
                 raise graphql_error(ErrorCode.NOT_FOUND, "job not found")
             fanout.remember(sent, snapshot)
-            yield _shared_job(info, snapshot)
+            # a waiting job's place is its own now, not shared with later subscribers
+            queued = snapshot.status is JobStatus.QUEUED
+            yield _job(info, snapshot) if queued else _shared_job(info, snapshot)
             # later changes may go out directly; the terminal one comes here, to end
             _direct(info, subscriber, sent, terminal_too=False)
+            if not snapshot.status.terminal:
+                ctx.positions.follow(subscriber, job_id)  # its place in line as it falls
             while not snapshot.status.terminal:
                 item = await subscriber.get()
                 if isinstance(item, Resync):
@@ -320,11 +335,13 @@ class Subscription:
                     if fresh is None:
                         return
                     item = fresh
-                if item.version > sent[job_id]:
+                placed = isinstance(item, PlacedSnapshot) and item.version == sent[job_id]
+                if item.version > sent[job_id] or placed:
                     snapshot = item
                     fanout.remember(sent, snapshot)
                     yield _shared_job(info, snapshot)
         finally:
+            ctx.positions.forget(subscriber)
             ctx.hub.unsubscribe(job_id, subscriber)
 
     @strawberry.subscription(description="Every change of every job matching the filter.")

@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 
 from gql_media import domain
 from gql_media.errors import UserError as DomainUserError
-from gql_media.services import webhooks
+from gql_media.services import queue_info, webhooks
 from gql_media.services.jobs import JobFilter as DomainJobFilter
 
 # Registered once for their GraphQL definitions; fields below use the domain enums directly.
@@ -121,6 +121,35 @@ class Job:
         description="After this the job is too late to start."
     )
 
+    # its place in line when that is known already (an update of a waiting job's place)
+    estimate: strawberry.Private[queue_info.Estimate | None] = None
+
+    @strawberry.field(
+        description="While QUEUED and due to run: how many jobs start before it in the "
+        "current order (0: it is next, or handed to a worker); null otherwise, and while a "
+        "retry's backoff runs. Exact while no job arrives ahead of it and no cap holds a "
+        "job back; jobUpdated sends it again as it falls, at most once a second."
+    )
+    async def queue_position(self, info: strawberry.Info) -> int | None:
+        estimate = await self._estimate(info)
+        return estimate.position if estimate is not None else None
+
+    @strawberry.field(
+        description="While QUEUED and due to run: when it may start, from its queuePosition "
+        "and the rate jobs started at over the last minute; null when unknown."
+    )
+    async def estimated_start_at(self, info: strawberry.Info) -> datetime | None:
+        estimate = await self._estimate(info)
+        return estimate.start_at if estimate is not None else None
+
+    async def _estimate(self, info: strawberry.Info) -> queue_info.Estimate | None:
+        if self.status is not JobStatus.QUEUED:
+            return None
+        if self.estimate is not None:
+            return self.estimate
+        loaded: queue_info.Estimate | None = await info.context.estimates.load(str(self.id))
+        return loaded
+
     @strawberry.field(description="Every attempt to deliver the job's webhook, oldest first.")
     async def webhook_deliveries(self, info: strawberry.Info) -> list[WebhookDelivery]:
         rows = await webhooks.list_deliveries(info.context.deps, str(self.id))
@@ -180,6 +209,7 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         priority=snapshot.priority,
         group=snapshot.group,
         deadline=snapshot.deadline,
+        estimate=snapshot.estimate if isinstance(snapshot, queue_info.PlacedSnapshot) else None,
     )
 
 
@@ -324,3 +354,44 @@ class Provider:
         description="Well-known models and their limits; remote providers accept others too."
     )
     is_default: bool = strawberry.field(description="Used when a request names no provider.")
+
+
+@strawberry.type(description="The jobs of one priority that wait and run.")
+class QueueLoad:
+    priority: int
+    queued: int
+    running: int
+    oldest_queued_at: datetime | None = strawberry.field(
+        description="Since when the longest waiting due job has waited; null when none waits."
+    )
+
+
+@strawberry.type(description="The load of the queue: every job for an admin, yours otherwise.")
+class Queue:
+    queued: int
+    running: int
+    oldest_wait_seconds: float | None = strawberry.field(
+        description="How long the longest waiting due job has waited; null when none waits."
+    )
+    starts_per_second: float | None = strawberry.field(
+        description="Jobs started per second over the last minute, over every worker."
+    )
+    priorities: list[QueueLoad] = strawberry.field(description="Highest priority first.")
+
+
+def queue_from_summary(summary: queue_info.QueueSummary) -> Queue:
+    return Queue(
+        queued=summary.queued,
+        running=summary.running,
+        oldest_wait_seconds=summary.oldest_wait_seconds,
+        starts_per_second=summary.starts_per_second,
+        priorities=[
+            QueueLoad(
+                priority=load.priority,
+                queued=load.queued,
+                running=load.running,
+                oldest_queued_at=load.oldest_queued_at,
+            )
+            for load in summary.priorities
+        ],
+    )

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
@@ -126,6 +126,18 @@ class ApiMetrics:
             "Entries on the arq queue (ZCARD): due jobs, deferred retries and webhooks",
             registry=registry,
         )
+        self.queue_jobs = Gauge(
+            "gql_media_queue_jobs",
+            "Jobs waiting (QUEUED) and running by priority, counted in the database when scraped",
+            ["priority", "status"],
+            registry=registry,
+        )
+        self.queue_oldest_wait = Gauge(
+            "gql_media_queue_oldest_wait_seconds",
+            "How long the longest waiting due job of each priority has waited",
+            ["priority"],
+            registry=registry,
+        )
         self.websockets = Gauge(
             "gql_media_active_websockets",
             "WebSocket connections this api process is serving",
@@ -164,6 +176,16 @@ class ApiMetrics:
         values.update(counts)
         for (status, kind), count in values.items():
             self.jobs.labels(status, kind).set(count)
+
+    def set_queue_load(self, loads: Sequence[tuple[int, int, int, float | None]]) -> None:
+        """(priority, queued, running, oldest wait in seconds) for the priorities that have
+        unfinished jobs; the others' series go."""
+        self.queue_jobs.clear()
+        self.queue_oldest_wait.clear()
+        for priority, queued, running, oldest in loads:
+            self.queue_jobs.labels(str(priority), "QUEUED").set(queued)
+            self.queue_jobs.labels(str(priority), "RUNNING").set(running)
+            self.queue_oldest_wait.labels(str(priority)).set(oldest or 0.0)
 
     def count_request(self, method: str, route: str, status: int) -> None:
         method = method if method in HTTP_METHODS else "OTHER"

@@ -1,0 +1,71 @@
+"""Queue positions sent as they fall: the QUEUED jobs followed over ``jobUpdated`` in this
+process are looked up together every ``GQL_MEDIA_QUEUE_POSITION_INTERVAL`` seconds, and a
+job whose place in line changed is sent again to its followers with its new place.
+
+One round trip to Redis per interval for all followed jobs and, when some place changed,
+one query for those jobs; nothing when nobody follows a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from gql_media.adapters.events import Subscriber
+from gql_media.services import queue_info
+from gql_media.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+class QueuePositions:
+    """The followed jobs of this process and the place each follower was last sent."""
+
+    def __init__(self, deps: Deps, interval: float) -> None:
+        self._deps = deps
+        self._interval = interval
+        self._followers: dict[Subscriber, str] = {}  # → the job it follows
+        self._sent: dict[Subscriber, int | None] = {}  # → the position it was last sent
+
+    def follow(self, subscriber: Subscriber, job_id: str) -> None:
+        self._followers[subscriber] = job_id
+
+    def forget(self, subscriber: Subscriber) -> None:
+        self._followers.pop(subscriber, None)
+        self._sent.pop(subscriber, None)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._run(), name="gql-media-queue-positions")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if self._followers:
+                try:
+                    await self.tick()
+                except Exception:  # one bad pass must not end the updates
+                    log.exception("could not update queue positions")
+
+    async def tick(self) -> None:
+        """Send each follower its job's place when it changed since it was last sent."""
+        followers = dict(self._followers)
+        placed = {
+            s.id: s for s in await queue_info.placed(self._deps, sorted(set(followers.values())))
+        }
+        for subscriber, job_id in followers.items():
+            snapshot = placed.get(job_id)
+            position = snapshot.estimate.position if snapshot and snapshot.estimate else None
+            if subscriber not in self._followers or self._sent.get(subscriber) == position:
+                continue
+            self._sent[subscriber] = position
+            if snapshot is not None:
+                subscriber.enqueue(snapshot)
