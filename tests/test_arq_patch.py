@@ -122,6 +122,52 @@ async def test_a_wake_up_naming_an_entry_starts_it_without_reading_the_queue(
         await redis_adapter.close(redis)
 
 
+async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job that ends hands its slot to an entry (``start_when_free``): the entry starts
+    as the slot frees, by name, with no wake-up and no read of the queue."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    ran: list[str] = []
+    reads = 0
+    first_read, done = asyncio.Event(), asyncio.Event()
+    worker: WakeableWorker | None = None
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        if name == "first":
+            await redis.enqueue_job("task", "next", _queue_name=queue, _job_id=f"{queue}-b")
+            assert worker is not None
+            worker.start_when_free([f"{queue}-b".encode()])
+        else:
+            done.set()
+
+    poll_iteration = Worker._poll_iteration
+
+    async def counted(self: Worker) -> None:
+        nonlocal reads
+        reads += 1
+        await poll_iteration(self)
+        first_read.set()
+
+    monkeypatch.setattr(Worker, "_poll_iteration", counted)
+    # two slots: a full worker reads the queue when a slot frees, whatever was handed
+    worker = await _worker(redis, queue, task, max_jobs=2)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        await asyncio.wait_for(first_read.wait(), 10)  # an empty queue
+        await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-a")
+        worker.wake([f"{queue}-a".encode()])
+        await asyncio.wait_for(done.wait(), 10)
+        assert ran == ["first", "next"]
+        assert reads == 1
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
 async def test_arq_keeps_a_job_under_the_keys_the_patch_names() -> None:
     """What ``stored`` names is what arq keeps: the call from enqueue to end, the mark of
     a running job and its count of tries while it runs, and nothing once it ended."""

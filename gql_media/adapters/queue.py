@@ -83,9 +83,11 @@ class JobQueue:
         """Schedule ``jobs`` in one round trip, announcing nothing (the reconciler's)."""
         await self._settle(self.scheduler.add(jobs))
 
-    async def finished(self, job_id: str, version: int) -> None:
-        """The run of ``job_id`` at ``version`` ended: its slot goes to the next job."""
-        await self.release([(job_id, version)])
+    async def finished(self, job_id: str, version: int) -> list[str]:
+        """The run of ``job_id`` at ``version`` ended in this worker: its slot goes to the
+        next job, which is put on arq's queue without waking anyone (the slot that frees is
+        the caller's: it starts the entries returned, arq ids, once it is free)."""
+        return await self._settle(self.scheduler.release([(job_id, version)]), wake=False)
 
     async def release(self, runs: Sequence[tuple[str, int]]) -> None:
         """Runs (job id, version) that ended: their slots go to the next jobs."""
@@ -109,40 +111,44 @@ class JobQueue:
         """A worker's ``slots`` count for ``ttl`` seconds (0 slots: it leaves)."""
         await self._settle(self.scheduler.register(worker_id, slots, ttl))
 
-    async def _settle(self, scheduled: Awaitable[list[Dispatched]]) -> None:
-        """Hand over what a change of the scheduler dispatched; when Redis is down, the
-        reconciler repairs what was missed."""
+    async def _settle(
+        self, scheduled: Awaitable[list[Dispatched]], *, wake: bool = True
+    ) -> list[str]:
+        """Hand over what a change of the scheduler dispatched (the arq ids put on the
+        queue); when Redis is down, the reconciler repairs what was missed."""
         try:
             dispatched = await scheduled
         except (RedisError, OSError) as exc:
             log.warning("could not reach the scheduler: %s", exc)
-            return
-        await self._hand_over(dispatched)
+            return []
+        return await self._hand_over(dispatched, wake=wake)
 
     async def _hand_over(
-        self, dispatched: Sequence[Dispatched], events: Sequence[bytes] = ()
-    ) -> None:
+        self, dispatched: Sequence[Dispatched], events: Sequence[bytes] = (), *, wake: bool = True
+    ) -> list[str]:
         """Put dispatched jobs on arq's queue, then publish ``events`` and one wake-up
-        naming the entries, in one round trip: a woken worker starts a job after its change
-        was published. A worker that finds the job on its timer may publish its own change
-        first; subscribers drop the older one as stale."""
+        naming the entries (unless ``wake`` is off), in one round trip: a woken worker
+        starts a job after its change was published. A worker that finds the job on its
+        timer may publish its own change first; subscribers drop the older one as stale.
+        Returns the arq ids put on the queue."""
         done = await asyncio.gather(*(self._put(d.job_id, d.version) for d in dispatched))
         due = [
             keys.arq_job_id(d.job_id, d.version)
             for ok, d in zip(done, dispatched, strict=True)
             if ok
         ]
-        if not events and not due:
-            return
+        if not events and not (due and wake):
+            return due
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event in events:
                     pipe.publish(self._events, event)
-                if due:
+                if due and wake:
                     pipe.publish(self._wake, " ".join(due))
                 await pipe.execute()
         except (RedisError, OSError) as exc:  # the jobs are queued: workers find them
             log.warning("could not publish the changes of queued jobs: %s", exc)
+        return due
 
     async def _put(self, job_id: str, version: int) -> bool:
         """arq's enqueue of one job run; True also when arq has it already."""

@@ -9,7 +9,9 @@ marks it in progress and runs it with ``run_job``), without reading the queue fi
 drives that, and arq's own read of the queue ``Worker._poll_iteration`` on its timer, from a
 loop of its own instead of arq's ``main``, and it learns from
 ``Worker._release_sem_dec_counter_on_complete`` (called as a job's task ends) that a slot
-freed while jobs waited for one, which reads the queue again.
+freed while jobs waited for one, which reads the queue again, or that the slot of a job
+that handed it to the next entries (``start_when_free``: the scheduler gave them the slot
+as the job ended) is free for them, which starts them by name with no wake-up sent.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
@@ -56,6 +58,8 @@ class WakeableWorker(Worker):
         self._backlog = False
         # a start is under way; a slot freed during it
         self._polling = self._freed = False
+        # entries to start as soon as a slot frees (``start_when_free``)
+        self._after_release: list[bytes] = []
         self._redis_down_since: float | None = None
 
     def wake(self, arq_ids: Sequence[bytes] = ()) -> None:
@@ -70,6 +74,11 @@ class WakeableWorker(Worker):
             self._wake.set()
         else:
             self._read_queue_soon()
+
+    def start_when_free(self, arq_ids: Sequence[bytes]) -> None:
+        """Start these entries once the next slot frees: a job of this worker that is
+        ending handed its slot to them, so nobody else is woken for them."""
+        self._after_release.extend(arq_ids)
 
     def _read_queue_soon(self) -> None:
         self._named = None
@@ -124,8 +133,11 @@ class WakeableWorker(Worker):
         one, read the queue now rather than at the next poll. After the release, so that
         the read sees the free slot."""
         super()._release_sem_dec_counter_on_complete()
+        handed, self._after_release = self._after_release, []
         if self._polling:
             self._freed = True
         elif self._backlog and self.wakeups:
             self._backlog = False
             self._read_queue_soon()
+        elif handed:
+            self.wake(handed)

@@ -78,8 +78,12 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         raise
     finally:
         # the slot goes to the next job in the scheduler's order (a run handed back under
-        # a new version was released as that version was scheduled)
-        await asyncio.shield(deps.queue.finished(job_id, version))
+        # a new version was released as that version was scheduled); this worker starts it
+        # as the slot frees, with no wake-up sent round every worker
+        handed = await asyncio.shield(deps.queue.finished(job_id, version))
+        worker = ctx.get("worker")
+        if handed and worker is not None:
+            worker.start_when_free([arq_id.encode() for arq_id in handed])
     return outcome.value
 
 
@@ -134,6 +138,7 @@ class GqlMediaWorker(WakeableWorker):
     async def main(self) -> None:
         settings = self.deps.settings
         self.ctx["redis"] = self.pool
+        self.ctx["worker"] = self
         background = [
             asyncio.create_task(self._register_forever()),
             asyncio.create_task(self._listen_for_wakeups(settings.redis_namespace)),
