@@ -11,7 +11,7 @@ from arq.constants import job_key_prefix
 from sqlalchemy import func, select
 
 from gql_media import keys
-from gql_media.adapters.scheduling import Waiting
+from gql_media.adapters.scheduling import Dispatched, Waiting
 from gql_media.batching import Batcher
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import SYSTEM, JobKind, JobStatus
@@ -242,3 +242,23 @@ async def test_a_conflicting_row_fails_alone_and_the_rest_of_its_batch_is_stored
     async with runtime.deps.sessions() as session:
         prompts = set((await session.execute(select(JobRow.prompt))).scalars())
     assert prompts == {"lane 1", "lane 2", "first", "other"}
+
+
+async def test_a_worker_keeps_the_entry_its_ending_job_freed_a_slot_for(
+    runtime: Runtime,
+) -> None:
+    """A release that hands out several entries: the first is the ending job's worker's to
+    start (no wake-up names it), the others wake the workers."""
+    deps = runtime.deps
+    namespace = deps.settings.redis_namespace
+    mine, other = (Dispatched(f"job_{uuid.uuid4().hex}", 1) for _ in range(2))
+    async with runtime.redis.pubsub() as pubsub:
+        await pubsub.subscribe(keys.wake_channel(namespace))
+        kept = await deps.queue._hand_over([mine, other], keep=1)
+        message = None
+        while message is None:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    assert kept == [keys.arq_job_id(mine.job_id, 1)]
+    assert message["data"].decode() == keys.arq_job_id(other.job_id, 1)
+    queue = keys.queue_name(namespace)
+    assert await runtime.redis.zscore(queue, keys.arq_job_id(mine.job_id, 1)) is not None

@@ -85,9 +85,10 @@ class JobQueue:
 
     async def finished(self, job_id: str, version: int) -> list[str]:
         """The run of ``job_id`` at ``version`` ended in this worker: its slot goes to the
-        next job, which is put on arq's queue without waking anyone (the slot that frees is
-        the caller's: it starts the entries returned, arq ids, once it is free)."""
-        return await self._settle(self.scheduler.release([(job_id, version)]), wake=False)
+        next job, which is put on arq's queue without waking anyone: the slot that frees is
+        the caller's, which starts the entry returned (an arq id) once it is free. Other
+        jobs the release let start (a cap freed) wake the workers as usual."""
+        return await self._settle(self.scheduler.release([(job_id, version)]), keep=1)
 
     async def release(self, runs: Sequence[tuple[str, int]]) -> None:
         """Runs (job id, version) that ended: their slots go to the next jobs."""
@@ -111,44 +112,44 @@ class JobQueue:
         """A worker's ``slots`` count for ``ttl`` seconds (0 slots: it leaves)."""
         await self._settle(self.scheduler.register(worker_id, slots, ttl))
 
-    async def _settle(
-        self, scheduled: Awaitable[list[Dispatched]], *, wake: bool = True
-    ) -> list[str]:
-        """Hand over what a change of the scheduler dispatched (the arq ids put on the
-        queue); when Redis is down, the reconciler repairs what was missed."""
+    async def _settle(self, scheduled: Awaitable[list[Dispatched]], *, keep: int = 0) -> list[str]:
+        """Hand over what a change of the scheduler dispatched; when Redis is down, the
+        reconciler repairs what was missed. Returns the first ``keep`` arq ids put on the
+        queue, which the caller starts itself (``_hand_over``)."""
         try:
             dispatched = await scheduled
         except (RedisError, OSError) as exc:
             log.warning("could not reach the scheduler: %s", exc)
             return []
-        return await self._hand_over(dispatched, wake=wake)
+        return await self._hand_over(dispatched, keep=keep)
 
     async def _hand_over(
-        self, dispatched: Sequence[Dispatched], events: Sequence[bytes] = (), *, wake: bool = True
+        self, dispatched: Sequence[Dispatched], events: Sequence[bytes] = (), *, keep: int = 0
     ) -> list[str]:
         """Put dispatched jobs on arq's queue, then publish ``events`` and one wake-up
-        naming the entries (unless ``wake`` is off), in one round trip: a woken worker
-        starts a job after its change was published. A worker that finds the job on its
-        timer may publish its own change first; subscribers drop the older one as stale.
-        Returns the arq ids put on the queue."""
+        naming the entries, in one round trip: a woken worker starts a job after its change
+        was published. A worker that finds the job on its timer may publish its own change
+        first; subscribers drop the older one as stale. The first ``keep`` entries are left
+        out of the wake-up and returned: the caller starts them."""
         done = await asyncio.gather(*(self._put(d.job_id, d.version) for d in dispatched))
         due = [
             keys.arq_job_id(d.job_id, d.version)
             for ok, d in zip(done, dispatched, strict=True)
             if ok
         ]
-        if not events and not (due and wake):
-            return due
+        kept, woken = due[:keep], due[keep:]
+        if not events and not woken:
+            return kept
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event in events:
                     pipe.publish(self._events, event)
-                if due and wake:
-                    pipe.publish(self._wake, " ".join(due))
+                if woken:
+                    pipe.publish(self._wake, " ".join(woken))
                 await pipe.execute()
         except (RedisError, OSError) as exc:  # the jobs are queued: workers find them
             log.warning("could not publish the changes of queued jobs: %s", exc)
-        return due
+        return kept
 
     async def _put(self, job_id: str, version: int) -> bool:
         """arq's enqueue of one job run; True also when arq has it already."""
