@@ -47,6 +47,22 @@ async def _worker(redis: ArqRedis, queue: str, task: Any, **kwargs: Any) -> Wake
     )
 
 
+class _ReadCounter:
+    """Counts the worker's reads of the queue (arq's ``_poll_iteration``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.first = asyncio.Event()
+        poll_iteration = Worker._poll_iteration
+
+        async def counted(worker: Worker) -> None:
+            self.count += 1
+            await poll_iteration(worker)
+            self.first.set()
+
+        monkeypatch.setattr(Worker, "_poll_iteration", counted)
+
+
 async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> None:
     """One slot, two jobs: the wake-up starts the first through arq's own start path; the
     second, left waiting, starts as the first's slot frees, with no poll in between."""
@@ -90,32 +106,23 @@ async def test_a_wake_up_naming_an_entry_starts_it_without_reading_the_queue(
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
     queue = f"test-{uuid.uuid4().hex}"
     ran: list[str] = []
-    reads = 0
-    first_read, started = asyncio.Event(), asyncio.Event()
+    started = asyncio.Event()
 
     async def task(ctx: dict[str, Any], name: str) -> None:
         ran.append(name)
         started.set()
 
-    poll_iteration = Worker._poll_iteration
-
-    async def counted(self: Worker) -> None:
-        nonlocal reads
-        reads += 1
-        await poll_iteration(self)
-        first_read.set()
-
-    monkeypatch.setattr(Worker, "_poll_iteration", counted)
+    reads = _ReadCounter(monkeypatch)
     worker = await _worker(redis, queue, task, max_jobs=4)
     loop = asyncio.create_task(worker.poll_forever())
     try:
-        await asyncio.wait_for(first_read.wait(), 10)  # an empty queue
+        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
         await redis.enqueue_job("task", "unnamed", _queue_name=queue, _job_id=f"{queue}-a")
         await redis.enqueue_job("task", "named", _queue_name=queue, _job_id=f"{queue}-b")
         worker.wake([f"{queue}-b".encode()])
         await asyncio.wait_for(started.wait(), 10)
         assert ran == ["named"]
-        assert reads == 1
+        assert reads.count == 1
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
@@ -130,8 +137,7 @@ async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
     queue = f"test-{uuid.uuid4().hex}"
     ran: list[str] = []
-    reads = 0
-    first_read, done = asyncio.Event(), asyncio.Event()
+    done = asyncio.Event()
     worker: WakeableWorker | None = None
 
     async def task(ctx: dict[str, Any], name: str) -> None:
@@ -143,25 +149,17 @@ async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
         else:
             done.set()
 
-    poll_iteration = Worker._poll_iteration
-
-    async def counted(self: Worker) -> None:
-        nonlocal reads
-        reads += 1
-        await poll_iteration(self)
-        first_read.set()
-
-    monkeypatch.setattr(Worker, "_poll_iteration", counted)
+    reads = _ReadCounter(monkeypatch)
     # two slots: a full worker reads the queue when a slot frees, whatever was handed
     worker = await _worker(redis, queue, task, max_jobs=2)
     loop = asyncio.create_task(worker.poll_forever())
     try:
-        await asyncio.wait_for(first_read.wait(), 10)  # an empty queue
+        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
         await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-a")
         worker.wake([f"{queue}-a".encode()])
         await asyncio.wait_for(done.wait(), 10)
         assert ran == ["first", "next"]
-        assert reads == 1
+        assert reads.count == 1
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)

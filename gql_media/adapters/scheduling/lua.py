@@ -90,12 +90,8 @@ local function serve(ring, m, stays)
   end
 end
 
--- a due job joins its group's queue; its group and owner join their rings unless capped
-local function enter(j, p, o, g)
-  redis.call('ZADD', Q(p, o, g), turn(), j)
-  redis.call('HINCRBY', NO(p), o, 1)
-  redis.call('HINCRBY', NG(p, o), g, 1)
-  redis.call('HINCRBY', TOTAL, p, 1)
+-- a group with due jobs at p, and its owner, join their rings unless capped
+local function rejoin(p, o, g)
   if not group_capped(o, g) then
     unpark(GR(p, o), PG(p, o), g)
     if not owner_capped(o) then
@@ -103,6 +99,15 @@ local function enter(j, p, o, g)
       redis.call('ZADD', PRIOS, p, p)
     end
   end
+end
+
+-- a due job joins its group's queue; its group and owner join their rings unless capped
+local function enter(j, p, o, g)
+  redis.call('ZADD', Q(p, o, g), turn(), j)
+  redis.call('HINCRBY', NO(p), o, 1)
+  redis.call('HINCRBY', NG(p, o), g, 1)
+  redis.call('HINCRBY', TOTAL, p, 1)
+  rejoin(p, o, g)
 end
 
 -- a due job leaves its group's queue, and empty rings are dropped
@@ -157,13 +162,7 @@ end
 
 local function unpark_group(o, g)
   for p = {pmin}, {pmax} do
-    if redis.call('ZCARD', Q(p, o, g)) > 0 then
-      unpark(GR(p, o), PG(p, o), g)
-      if not owner_capped(o) then
-        unpark(OR(p), PO(p), o)
-        redis.call('ZADD', PRIOS, p, p)
-      end
-    end
+    if redis.call('ZCARD', Q(p, o, g)) > 0 then rejoin(p, o, g) end
   end
 end
 
