@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     max_running_per_group: int = Field(default=0, ge=0)
     # seconds between the queue positions sent to jobUpdated followers of waiting jobs
     queue_position_interval: float = Field(default=1.0, ge=0.05)
+    # waiting jobs whose position an api process looks up per interval (in turns beyond)
+    queue_position_batch: int = Field(default=1000, ge=1)
     lease_seconds: float = Field(default=6.0, gt=0)
     reconcile_interval: float = Field(default=2.0, gt=0)
     reconcile_after: float = Field(default=10.0, ge=0)

@@ -113,3 +113,23 @@ async def test_the_queue_query_counts_per_priority_and_owner(
     assert 'gql_media_queue_jobs{priority="0",status="QUEUED"} 3.0' in metrics
     assert 'gql_media_queue_jobs{priority="5",status="QUEUED"} 1.0' in metrics
     assert 'gql_media_queue_oldest_wait_seconds{priority="5"}' in metrics
+
+
+async def test_followers_beyond_the_batch_take_turns(settings_factory: Any) -> None:
+    """One position looked up per interval (GQL_MEDIA_QUEUE_POSITION_BATCH=1): two followed
+    jobs still both hear their new place, in turns."""
+    settings = settings_factory(queue_position_interval=0.05, queue_position_batch=1)
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with start_server(settings, fake, with_worker=False) as live:
+        ids = [(await live.generate(provider="mock"))["job"]["id"] for _ in range(3)]
+        async with graphql_ws(live.ws_url) as ws:
+            ops = [await ws.subscribe(FOLLOW, {"id": job_id}) for job_id in ids[1:]]
+            firsts = [(await ws.next_payload(op))["data"]["jobUpdated"] for op in ops]
+            assert [f["queuePosition"] for f in firsts] == [1, 2]
+            await live.graphql(CANCEL, {"id": ids[0]})
+            for op, first in zip(ops, firsts, strict=True):
+                while True:
+                    update = (await ws.next_payload(op))["data"]["jobUpdated"]
+                    if update["queuePosition"] != first["queuePosition"]:
+                        break
+                assert update["queuePosition"] == first["queuePosition"] - 1

@@ -312,7 +312,9 @@ def _lifespan(
                 )
             sockets = OpenSockets(settings)
             await stack.enter_async_context(sockets.rechecking(auth))
-            positions = QueuePositions(runtime.deps, settings.queue_position_interval)
+            positions = QueuePositions(
+                runtime.deps, settings.queue_position_interval, settings.queue_position_batch
+            )
             await stack.enter_async_context(positions.running())
             yield {
                 "runtime": runtime,

@@ -2,8 +2,9 @@
 process are looked up together every ``GQL_MEDIA_QUEUE_POSITION_INTERVAL`` seconds, and a
 job whose place in line changed is sent again to its followers with its new place.
 
-One round trip to Redis per interval for all followed jobs and, when some place changed,
-one query for those jobs; nothing when nobody follows a job.
+One round trip to Redis per interval for the followed jobs (at most
+``GQL_MEDIA_QUEUE_POSITION_BATCH`` of them per interval, in turns, when more are followed)
+and, when some place changed, one query for those jobs; nothing when nobody follows a job.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ log = logging.getLogger(__name__)
 class QueuePositions:
     """The followed jobs of this process and the place each follower was last sent."""
 
-    def __init__(self, deps: Deps, interval: float) -> None:
+    def __init__(self, deps: Deps, interval: float, batch: int = 1000) -> None:
         self._deps = deps
         self._interval = interval
+        self._batch = batch
+        self._turn = 0  # where the next pass starts among the followed jobs
         self._followers: dict[Subscriber, str] = {}  # → the job it follows
         self._sent: dict[Subscriber, int | None] = {}  # → the position it was last sent
 
@@ -57,10 +60,12 @@ class QueuePositions:
 
     async def tick(self) -> None:
         """Send each follower its job's place when it changed since it was last sent."""
-        followers = dict(self._followers)
-        placed = {
-            s.id: s for s in await queue_info.placed(self._deps, sorted(set(followers.values())))
-        }
+        jobs = sorted(set(self._followers.values()))
+        start = self._turn % len(jobs)
+        chosen = set((jobs[start:] + jobs[:start])[: self._batch])
+        self._turn = start + len(chosen)
+        followers = {s: j for s, j in self._followers.items() if j in chosen}
+        placed = {s.id: s for s in await queue_info.placed(self._deps, sorted(chosen))}
         for subscriber, job_id in followers.items():
             snapshot = placed.get(job_id)
             position = snapshot.estimate.position if snapshot and snapshot.estimate else None
