@@ -122,12 +122,14 @@ async def test_followers_beyond_the_batch_take_turns(settings_factory: Any) -> N
     fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
     async with start_server(settings, fake, with_worker=False) as live:
         ids = [(await live.generate(provider="mock"))["job"]["id"] for _ in range(3)]
-        async with graphql_ws(live.ws_url) as ws:
-            ops = [await ws.subscribe(FOLLOW, {"id": job_id}) for job_id in ids[1:]]
-            firsts = [(await ws.next_payload(op))["data"]["jobUpdated"] for op in ops]
+        # a socket each: reading one operation's messages skips the other's on a socket
+        async with graphql_ws(live.ws_url) as one, graphql_ws(live.ws_url) as two:
+            sockets = [(one, await one.subscribe(FOLLOW, {"id": ids[1]}))]
+            sockets.append((two, await two.subscribe(FOLLOW, {"id": ids[2]})))
+            firsts = [(await ws.next_payload(op))["data"]["jobUpdated"] for ws, op in sockets]
             assert [f["queuePosition"] for f in firsts] == [1, 2]
             await live.graphql(CANCEL, {"id": ids[0]})
-            for op, first in zip(ops, firsts, strict=True):
+            for (ws, op), first in zip(sockets, firsts, strict=True):
                 while True:
                     update = (await ws.next_payload(op))["data"]["jobUpdated"]
                     if update["queuePosition"] != first["queuePosition"]:
