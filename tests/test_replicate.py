@@ -717,7 +717,7 @@ async def test_a_running_job_past_its_deadline_fails_and_its_prediction_is_cance
     )
     fake_redis = redis_adapter.new_fake_server() if settings.redis_url is None else None
     async with start_server(settings, fake_redis, with_worker=True) as server:
-        deadline = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        deadline = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
         payload = await server.generate(provider="replicate", deadline=deadline)
         job_id = payload["job"]["id"]
         async with graphql_ws(server.ws_url) as ws:
