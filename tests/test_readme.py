@@ -27,9 +27,10 @@ LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
     """A new user's first screen: the one command that installs and runs the service, and
     the one that installs and runs the tests, which is what .ci/run runs after its install."""
-    top = "\n".join(README.splitlines()[:30])
+    top = "\n".join(README.splitlines()[:16])
     commands = re.findall(r"```sh\n(.*?)\n```", top, re.DOTALL)
     assert len(commands) >= 2, top
+    assert "\n## " not in top.split("```sh", 1)[0], "the commands come before any section"
     run, test = commands[0], commands[1]
     assert run.startswith("python3 -m venv .venv && .venv/bin/pip install -e . && ")
     assert run.endswith(".venv/bin/gql-media serve")
