@@ -297,10 +297,10 @@ async def test_positions_count_the_jobs_that_start_first(redis: Any, clock: Cloc
     later = Waiting("later", 1, 0, "o1", due_at=clock.now + 60)
     await s.add([later])
     names = [w.job_id for w in backlog]
-    expected = await s.positions([*names, "later", "unknown"])
+    expected = (await s.estimates([*names, "later", "unknown"])).positions
     assert expected[-2:] == [None, None]
     (running,) = await s.register("w1", 1, ttl=1000)
-    assert (await s.positions([running.job_id])) == [0]
+    assert (await s.estimates([running.job_id])).positions == [0]
     order = [running.job_id]
     while next_ := await s.release([(order[-1], 1)]):
         order.append(next_[0].job_id)

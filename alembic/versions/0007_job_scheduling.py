@@ -26,6 +26,7 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("fair_group", sa.String(length=128), nullable=True))
         batch_op.add_column(sa.Column("deadline", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index("ix_jobs_status_deadline", ["status", "deadline"], unique=False)
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("max_priority", sa.SmallInteger(), nullable=True))
         batch_op.add_column(sa.Column("max_running", sa.Integer(), nullable=True))
@@ -36,6 +37,7 @@ def downgrade() -> None:
         batch_op.drop_column("max_running")
         batch_op.drop_column("max_priority")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_status_deadline")
         batch_op.drop_column("deadline")
         batch_op.drop_column("fair_group")
         batch_op.drop_column("priority")

@@ -99,10 +99,6 @@ class JobQueue:
         the slot it was handed."""
         await self._settle(self.scheduler.remove([job_id]))
 
-    async def dispatch(self) -> None:
-        """Hand waiting jobs (and jobs that became due) to free slots."""
-        await self._settle(self.scheduler.dispatch())
-
     async def set_cap(self, owner: str | None, max_running: int) -> None:
         """An owner's cap on jobs running at once (0: none) holds from now on; raised, it
         lets waiting jobs of the owner start."""

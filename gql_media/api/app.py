@@ -315,7 +315,8 @@ def _lifespan(
             positions = QueuePositions(
                 runtime.deps, settings.queue_position_interval, settings.queue_position_batch
             )
-            await stack.enter_async_context(positions.running())
+            sending = asyncio.create_task(positions.run(), name="gql-media-queue-positions")
+            stack.push_async_callback(_cancel, sending)
             yield {
                 "runtime": runtime,
                 "hub": hub,

@@ -10,9 +10,7 @@ and, when some place changed, one query for those jobs; nothing when nobody foll
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from gql_media.adapters.events import Subscriber
 from gql_media.services import queue_info
@@ -39,17 +37,8 @@ class QueuePositions:
         self._followers.pop(subscriber, None)
         self._sent.pop(subscriber, None)
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._run(), name="gql-media-queue-positions")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Look up and send the positions every interval, until canceled."""
         while True:
             await asyncio.sleep(self._interval)
             if self._followers:

@@ -120,6 +120,8 @@ class JobRow(Base):
         Index("ix_jobs_finished_at", "finished_at"),
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
         Index("ix_jobs_webhook_state_finished_at", "webhook_state", "finished_at"),
+        # the reconciler's pass for QUEUED jobs past their deadline, every interval
+        Index("ix_jobs_status_deadline", "status", "deadline"),
     )
 
 

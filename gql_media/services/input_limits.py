@@ -48,6 +48,15 @@ def text_problem(field: str, value: str | None, max_chars: int | None = None) ->
     return None
 
 
+def name_problem(field: str, value: str | None, max_chars: int) -> UserError | None:
+    """The problem of a name-like input (a key, a group): text of 1 to ``max_chars``
+    characters, or None when it is fine or missing."""
+    problem = text_problem(field, value, max_chars)
+    if problem is None and value is not None and not value:
+        problem = _invalid(field, f"{field} must be 1 to {max_chars} characters")
+    return problem
+
+
 def url_problem(field: str, value: str | None, max_chars: int) -> UserError | None:
     """The problem of a URL input: bounded text without spaces or control characters."""
     problem = text_problem(field, value, max_chars)

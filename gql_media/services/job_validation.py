@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from gql_media.domain import MAX_GROUP_LENGTH, MAX_PRIORITY, MIN_PRIORITY, Principal, Scheduling
 from gql_media.errors import ErrorCode, UserError
-from gql_media.services.input_limits import text_problem, url_problem
+from gql_media.services.input_limits import name_problem, text_problem, url_problem
 from gql_media.settings import Settings
 
 MAX_SEED = 2**31 - 1  # GraphQL's Int is a signed 32-bit integer
@@ -47,17 +47,9 @@ def common_problems(
 ) -> list[UserError]:
     """Problems with the inputs every job-creating mutation takes."""
     errors = []
-    key_problem = text_problem("idempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY)
+    key_problem = name_problem("idempotencyKey", idempotency_key, MAX_IDEMPOTENCY_KEY)
     if key_problem is not None:
         errors.append(key_problem)
-    elif idempotency_key is not None and not idempotency_key:
-        errors.append(
-            UserError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-                "idempotencyKey",
-            )
-        )
     errors.extend(webhook_url_problems(settings, webhook_url))
     return errors
 
@@ -114,18 +106,9 @@ def scheduling_problems(
                 "priority",
             )
         )
-    group = scheduling.group
-    problem = text_problem("group", group, MAX_GROUP_LENGTH)
+    problem = name_problem("group", scheduling.group, MAX_GROUP_LENGTH)
     if problem is not None:
         errors.append(problem)
-    elif group is not None and not group:
-        errors.append(
-            UserError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"group must be 1 to {MAX_GROUP_LENGTH} characters",
-                "group",
-            )
-        )
     deadline = scheduling.deadline
     if deadline is not None:
         if deadline.tzinfo is None:

@@ -15,7 +15,7 @@ from gql_media.domain import JOB_ID_PREFIX, JobStatus, decode_id, encode_id
 from gql_media.errors import ErrorCode
 from gql_media.services import deadlines
 from gql_media.services.deps import Deps
-from gql_media.services.events import announce, announce_queued
+from gql_media.services.events import announce, announce_queued, waiting
 from gql_media.services.snapshots import job_snapshot
 from gql_media.services.transitions import transition
 
@@ -171,10 +171,7 @@ async def _release_ended(deps: Deps) -> None:
 
 def waiting_row(row: JobRow) -> Waiting:
     """What the scheduler orders a job row by."""
-    owner = row.owner_id.hex if row.owner_id is not None else None
-    return Waiting(
-        encode_id(JOB_ID_PREFIX, row.id), row.version, row.priority, owner, row.fair_group
-    )
+    return waiting(job_snapshot(row))
 
 
 async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:

@@ -62,7 +62,10 @@ class Dispatched:
 class Estimates:
     """Where waiting jobs stand, and how fast jobs start."""
 
-    positions: list[int | None]  # per job asked about, as ``Scheduler.positions``
+    # per job asked about: how many jobs start before it in the current order, if nothing
+    # arrives and no cap holds anyone back (0: handed to the workers; None: not due yet, or
+    # not waiting here)
+    positions: list[int | None]
     starts_per_second: float  # over the last minute or so, across every worker
 
 
@@ -148,12 +151,6 @@ class Scheduler:
         for job in jobs:
             args += [job.job_id, job.priority, job.version, _owner(job.owner), job.group or ""]
         await self._run(self._occupy, args)
-
-    async def positions(self, job_ids: Sequence[str]) -> list[int | None]:
-        """For each job, how many jobs start before it in the current order, if nothing
-        arrives and no cap holds anyone back (0: handed to the workers; None: not due yet,
-        or not waiting here)."""
-        return (await self.estimates(job_ids)).positions
 
     async def estimates(self, job_ids: Sequence[str]) -> Estimates:
         """Each job's position (``positions``) and the recent rate of starts, in one round
