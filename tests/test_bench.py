@@ -92,7 +92,9 @@ async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: P
     for level in scenarios["submit"]["levels"]:
         assert level["ok"] == level["requests"] == 8 and level["errors"] == 0
         assert level["jobs_per_s"] > 0 and level["settled"]
-        assert level["api_cpu_ms_per_request"] > 0  # read from /proc of the api started here
+        # read from /proc of the api started here; in clock ticks, so 8 requests may read 0
+        assert level["api_cpu_ms_per_request"] is not None
+        assert level["api_cpu_ms_per_request"] >= 0
         assert_latencies(level["latency_ms"], 8)
 
     pickup = scenarios["pickup"]
@@ -107,7 +109,9 @@ async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: P
     drain = scenarios["drain"]
     assert drain["succeeded"] == drain["jobs"] == 10 and drain["not_finished"] == 0
     assert drain["workers"] == 1 and drain["jobs_per_s_per_worker"] > 0
-    assert drain["worker_cpu_ms_per_job"] > 0  # the worker's CPU while it drained
+    # the worker's CPU while it drained (clock ticks: a tiny drain may read 0)
+    assert drain["worker_cpu_ms_per_job"] is not None
+    assert drain["worker_cpu_ms_per_job"] >= 0
 
     updated = scenarios["fanout_updated"]
     assert updated["connected"] == 8 and updated["failed"] == 0
