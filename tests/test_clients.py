@@ -10,6 +10,7 @@ the client has seen them; then a worker starts, so every state reaches the clien
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import itertools
 import json
@@ -159,13 +160,16 @@ class NodeFollower:
 
 
 @asynccontextmanager
-async def follow_with_node(ws_url: str, *args: str) -> AsyncIterator[NodeFollower]:
+async def follow_with_node(
+    url: str, *args: str, script: str = "follow.mjs"
+) -> AsyncIterator[NodeFollower]:
+    """Run one of tests/clients' scripts against ``url`` (its --url)."""
     assert NODE is not None
     process = await asyncio.create_subprocess_exec(
         NODE,
-        "follow.mjs",
+        script,
         "--url",
-        ws_url,
+        url,
         *args,
         cwd=CLIENTS,
         stdout=asyncio.subprocess.PIPE,
@@ -234,6 +238,99 @@ async def test_graphql_ws_under_node_reports_a_wrong_key_as_4403(secured: Secure
         code, updates, stderr = await node.finish()
     assert (code, updates) == (1, [])
     assert "close code 4403" in stderr, stderr
+
+
+# -- Apollo Client and urql under Node --------------------------------------------------
+
+
+async def follow_with_apollo(
+    live: LiveServer, runtime: Runtime, job_id: str, *args: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """apollo.mjs follows ``job_id``; a worker starts once the QUEUED result arrived.
+    Returns the jobUpdated results and the lines printed after them."""
+    url = f"{live.url}/graphql"
+    async with follow_with_node(url, "--job", job_id, *args, script="apollo.mjs") as node:
+        first = await node.next_update()
+        assert (first["id"], first["status"]) == (job_id, "QUEUED"), first
+        async with running_worker(runtime):
+            lines = await node.succeed()
+    updates = [first, *(line for line in lines if "status" in line)]
+    return updates, [line for line in lines if "status" not in line]
+
+
+@needs_node
+@pytest.mark.parametrize("transport", ["ws"])
+async def test_apollo_client_follows_a_job_into_its_normalised_cache(
+    api: LiveServer, runtime: Runtime, transport: str
+) -> None:
+    job_id = await create(api, **STEPPED)
+    updates, after = await follow_with_apollo(api, runtime, job_id, "--transport", transport)
+    assert_followed_to_success(updates, outputs=2)
+    assert {update["__typename"] for update in updates} == {"Job"}
+    # job(id:) answered with no request, from the Job the subscription wrote into the cache
+    [cached] = after
+    assert cached["cached"] == updates[-1]
+
+
+@needs_node
+async def test_apollo_client_pages_jobs_with_relay_style_pagination(
+    api: LiveServer, runtime: Runtime
+) -> None:
+    older = [await create(api, prompt=f"older {n}", provider="mock") for n in range(2)]
+    job_id = await create(api, **STEPPED)
+    _, after = await follow_with_apollo(api, runtime, job_id, "--pages", "3")
+    [_, paged] = after
+    newest_first = [job_id, *reversed(older)]
+    assert paged["pages"] == [[job_id] for job_id in newest_first]  # one per page
+    assert paged["merged"] == newest_first  # fetchMore appended each page to one list
+
+
+@needs_node
+async def test_apollo_client_sends_an_api_key(secured: Secured) -> None:
+    job_id = await create_as(secured, **STEPPED)
+    updates, _ = await follow_with_apollo(
+        secured.live, secured.runtime, job_id, "--key", secured.key
+    )
+    assert_followed_to_success(updates, outputs=2)
+
+
+@needs_node
+async def test_urql_submits_follows_and_reads_a_job(api: LiveServer, runtime: Runtime) -> None:
+    url = f"{api.url}/graphql"
+    async with follow_with_node(url, "--prompt", "a red fox", script="urql.mjs") as node:
+        created = (await node.next_update())["created"]
+        first = await node.next_update()
+        assert (first["id"], first["status"]) == (created, "QUEUED"), first
+        async with running_worker(runtime):
+            lines = await node.succeed()
+    *rest, read = lines
+    assert_followed_to_success([first, *rest], outputs=1)
+    assert read["job"]["status"] == "SUCCEEDED"
+    assert read["job"]["outputs"] == [
+        {k: o[k] for k in ("url", "contentType")} for o in rest[-1]["outputs"]
+    ]
+
+
+@needs_node
+async def test_urql_with_a_wrong_key_is_refused(secured: Secured) -> None:
+    url = f"{secured.live.url}/graphql"
+    async with follow_with_node(
+        url, "--key", "gqlm_wrong", "--prompt", "x", script="urql.mjs"
+    ) as node:
+        code, lines, stderr = await node.finish()
+    assert (code, lines) == (1, [])
+    assert "UNAUTHENTICATED" in stderr, stderr
+
+
+async def create_as(secured: Secured, **fields: Any) -> str:
+    fields.setdefault("prompt", "a quiet harbour")
+    headers = {"Authorization": f"Bearer {secured.key}"}
+    response = await secured.live.http.post(
+        "/graphql", json={"query": GENERATE, "variables": {"input": fields}}, headers=headers
+    )
+    payload = response.json()["data"]["generateImage"]
+    assert payload["userErrors"] == [], payload
+    return str(payload["job"]["id"])
 
 
 # -- Python gql ---------------------------------------------------------------------------
@@ -364,6 +461,15 @@ def test_codegen_types_the_operations_and_tsc_accepts_a_client_using_them() -> N
         assert f"export type {name} =" in generated, name
     assert "createdAt: string" in generated
     assert "parameters: unknown" in generated and "file: unknown" in generated
-    # typed-client.ts uses the generated types, including @ts-expect-error lines that fail
-    # the check unless the types really reject those mistakes.
+    # the client preset: typed documents for preset-client.ts, and the persisted documents
+    preset = (CLIENTS / "generated" / "client" / "graphql.ts").read_text()
+    assert "export type PresetGenerateImageMutation =" in preset
+    manifest = json.loads(
+        (CLIENTS / "generated" / "client" / "persisted-documents.json").read_text()
+    )
+    assert len(manifest) == 2
+    for hash_, document in manifest.items():
+        assert hash_ == "sha256:" + hashlib.sha256(document.encode()).hexdigest()
+    # typed-client.ts and preset-client.ts use the generated types, including
+    # @ts-expect-error lines that fail the check unless the types really reject those mistakes.
     run_node_tool("tsc", "--noEmit", "-p", "tsconfig.json")

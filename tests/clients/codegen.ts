@@ -1,16 +1,28 @@
 import type { CodegenConfig } from "@graphql-codegen/cli";
 
+const scalars = { DateTime: "string", JSON: "unknown", Upload: "unknown" };
+
 const config: CodegenConfig = {
   schema: "../../schema.graphql",
-  documents: ["operations/*.graphql"],
   generates: {
+    // types for the operations in operations/*.graphql (typed-client.ts uses them)
     "generated/graphql.ts": {
+      documents: ["operations/*.graphql"],
       plugins: ["typescript-operations"],
+      config: { strictScalars: true, scalars, enumsAsTypes: true, useTypeImports: true },
+    },
+    // the client preset: typed documents from the graphql() calls in preset-client.ts,
+    // and persisted-documents.json, the manifest GQL_MEDIA_TRUSTED_DOCUMENTS reads
+    "generated/client/": {
+      documents: ["preset-client.ts"],
+      preset: "client",
+      presetConfig: { persistedDocuments: true, fragmentMasking: false },
       config: {
         strictScalars: true,
-        scalars: { DateTime: "string", JSON: "unknown", Upload: "unknown" },
+        scalars,
         enumsAsTypes: true,
         useTypeImports: true,
+        emitLegacyCommonJSImports: false,
       },
     },
   },
