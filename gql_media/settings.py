@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     connection_init_timeout: float = Field(default=10.0, gt=0)
     introspection: bool | None = None  # None: on, except in production
+    # a manifest of documents sent by id (``api.trusted``), and whether only they may run
+    trusted_documents: Path | None = None
+    trusted_documents_strict: bool = False
 
     # input limits
     max_prompt_length: int = Field(default=2000, ge=1)
@@ -333,6 +336,14 @@ class Settings(BaseSettings):
                 raise ValueError("GQL_MEDIA_ENV=production needs GQL_MEDIA_SECRET_KEY")
             if self.debug:
                 raise ValueError("GQL_MEDIA_ENV=production refuses GQL_MEDIA_DEBUG=true")
+        return self
+
+    @model_validator(mode="after")
+    def _strict_documents_have_a_manifest(self) -> Settings:
+        if self.trusted_documents_strict and self.trusted_documents is None:
+            raise ValueError(
+                "GQL_MEDIA_TRUSTED_DOCUMENTS_STRICT needs GQL_MEDIA_TRUSTED_DOCUMENTS (a manifest)"
+            )
         return self
 
     @model_validator(mode="after")

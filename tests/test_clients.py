@@ -473,3 +473,30 @@ def test_codegen_types_the_operations_and_tsc_accepts_a_client_using_them() -> N
     # typed-client.ts and preset-client.ts use the generated types, including
     # @ts-expect-error lines that fail the check unless the types really reject those mistakes.
     run_node_tool("tsc", "--noEmit", "-p", "tsconfig.json")
+
+
+@needs_node
+async def test_apollo_sends_the_client_presets_documents_by_hash_to_a_strict_api(
+    settings_factory: Any,
+) -> None:
+    """GraphQL Code Generator's manifest as GQL_MEDIA_TRUSTED_DOCUMENTS, strict: Apollo
+    Client's persisted query link sends only each document's hash, and the api runs it."""
+    run_node_tool("graphql-codegen", "--config", "codegen.ts", "--silent")
+    run_node_tool("tsc", "-p", "tsconfig.persisted.json")  # preset-client.ts into build/
+    manifest = CLIENTS / "generated" / "client" / "persisted-documents.json"
+    settings = settings_factory(trusted_documents=manifest, trusted_documents_strict=True)
+    fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
+    async with start_server(settings, fake, with_worker=False) as live:
+        url = f"{live.url}/graphql"
+        async with follow_with_node(url, "--prompt", "a red fox", script="persisted.mjs") as node:
+            [sent] = await node.succeed()
+        [request] = sent["requests"]
+        assert "query" not in request, request  # the hash alone
+        assert request["extensions"]["persistedQuery"]["sha256Hash"] in json.loads(
+            manifest.read_text()
+        )
+        job = await live.graphql(
+            "query($id: ID!) { job(id: $id) { status prompt } }", {"id": sent["created"]}
+        )
+    # anything else, this query too, is refused
+    assert job["errors"][0]["extensions"]["code"] == "DOCUMENT_NOT_TRUSTED", job

@@ -208,10 +208,12 @@ def test_strawberrys_websocket_handlers_have_what_ours_override_and_read() -> No
         "self.connection_acknowledged",
         "self.websocket",
         "self.context",
+        "self.view",
     ):
         assert name in transport_source, name
     legacy_source = inspect.getsource(BaseGraphQLWSHandler)
     assert "self.tasks" in legacy_source and "self.connection_acknowledged" in legacy_source
+    assert "self.view" in legacy_source
     # the view builds its handler from an attribute our view sets per instance
     view_source = inspect.getsource(AsyncBaseHTTPView)
     assert "self.graphql_transport_ws_handler_class(" in view_source
@@ -255,6 +257,14 @@ def test_strawberrys_view_reads_requests_through_the_hooks_ours_override() -> No
     view_source = inspect.getsource(AsyncBaseHTTPView)
     assert "self.parse_json(" in view_source and "self.parse_multipart(" in view_source
     assert parameters(HTTPException) == ["status_code", "reason"]
+    # trusted documents: a GET's query string is read by parse_query_params, which reads
+    # its variables with parse_json, and a GET naming no query may get GraphiQL's page
+    base_view = ReadingView.__mro__[1]
+    assert parameters(base_view.parse_query_params) == ["self", "params"]
+    assert parameters(base_view.should_render_graphql_ide) == ["self", "request"]
+    assert "self.parse_query_params(" in view_source
+    assert "self.should_render_graphql_ide(" in view_source
+    assert "self.parse_json(" in inspect.getsource(base.BaseView.parse_query_params)
 
 
 # -- graphql-core's executor: shared_results ---------------------------------------------

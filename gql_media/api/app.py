@@ -38,6 +38,7 @@ from gql_media.api.positions import QueuePositions
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.sockets import OpenSockets, owner_of, sockets_of
+from gql_media.api.trusted import DocumentRefused, refusal_payload, trusted_documents
 from gql_media.api.uploads import upload_route
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.domain import decimal
@@ -56,8 +57,9 @@ class GraphQLView(ReadingView):
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, settings: Settings) -> None:
+        self.trusted = trusted_documents(settings)
         super().__init__(
-            build_schema(settings),
+            build_schema(settings, self.trusted),
             connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout),
             multipart_uploads_enabled=True,
             # strawberry checks a WebSocket handshake's Origin on its own as well: the origins
@@ -133,6 +135,8 @@ class GraphQLView(ReadingView):
             return _too_large(code, limit)
         except ClientDisconnect:
             return None  # the client left (or was cut off) mid-body: nobody to answer
+        except DocumentRefused as exc:  # a document id the manifest lacks
+            return JSONResponse({"errors": [refusal_payload(exc)]})
         except HTTPException as exc:
             return JSONResponse(
                 {

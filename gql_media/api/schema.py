@@ -25,6 +25,7 @@ from gql_media.api.patches.strawberry_results import LightEventResults
 from gql_media.api.patches.strawberry_validation import CachedValidation
 from gql_media.api.security import DocumentCache, DocumentChecks, NoIntrospection, bounds_rule
 from gql_media.api.subscriptions import FilterArgument, IdArgument, Info, Subscription
+from gql_media.api.trusted import TrustedDocuments
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -284,7 +285,9 @@ class Mutation:
         )
 
 
-def document_checks(settings: Settings, cache: DocumentCache) -> Callable[[], SchemaExtension]:
+def document_checks(
+    settings: Settings, cache: DocumentCache, trusted: TrustedDocuments | None = None
+) -> Callable[[], SchemaExtension]:
     """The extension every document goes through, with every validation rule of ours built
     once: the same rule classes on every request let the validation cache hit (strawberry's
     limiters make a new class per instance)."""
@@ -293,7 +296,8 @@ def document_checks(settings: Settings, cache: DocumentCache) -> Callable[[], Sc
     if hidden:
         rules.append(NoIntrospection)
     checks = CachedValidation if enabled(settings, "strawberry_validation") else DocumentChecks
-    return lambda: checks(settings.max_tokens, tuple(rules), hidden, cache)
+    strict = trusted if trusted is not None and trusted.strict else None
+    return lambda: checks(settings.max_tokens, tuple(rules), hidden, cache, strict)
 
 
 class MediaSchema(strawberry.Schema):
@@ -332,7 +336,9 @@ def executor(settings: Settings) -> type[Any] | None:
     return SharedEventExecution if settings.introspection_enabled else QuietExecution
 
 
-def build_schema(settings: Settings) -> MediaSchema:
+def build_schema(settings: Settings, trusted: TrustedDocuments | None = None) -> MediaSchema:
+    """The schema with the checks ``settings`` ask for; ``trusted``: the trusted documents,
+    when only they may run (``api.trusted``)."""
     documents = DocumentCache(settings.document_cache_bytes)
     execution_class = executor(settings)
     hidden = not settings.introspection_enabled
@@ -343,7 +349,7 @@ def build_schema(settings: Settings) -> MediaSchema:
         subscription=Subscription,
         config=StrawberryConfig(),
         execution_context_class=execution_class,
-        extensions=[document_checks(settings, documents)],
+        extensions=[document_checks(settings, documents, trusted)],
         documents=documents,
         classifier=Classifier(
             debug=settings.debug,

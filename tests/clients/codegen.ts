@@ -1,4 +1,5 @@
 import type { CodegenConfig } from "@graphql-codegen/cli";
+import { addTypenameSelectionDocumentTransform } from "@graphql-codegen/client-preset";
 
 const scalars = { DateTime: "string", JSON: "unknown", Upload: "unknown" };
 
@@ -17,6 +18,9 @@ const config: CodegenConfig = {
       documents: ["preset-client.ts"],
       preset: "client",
       presetConfig: { persistedDocuments: true, fragmentMasking: false },
+      // Apollo Client's cache asks for __typename: listed in the documents themselves, it
+      // is part of what the manifest holds and the server runs
+      documentTransforms: [addTypenameSelectionDocumentTransform],
       config: {
         strictScalars: true,
         scalars,

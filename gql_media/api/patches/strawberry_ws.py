@@ -18,7 +18,7 @@ Internals relied on (checked by ``tests/test_patches.py``):
 ``strawberry.subscriptions.protocols.graphql_transport_ws.handlers``'s
 ``BaseGraphQLTransportWSHandler`` (``handle_connection_init``, ``handle_subscribe``,
 ``handle_task_exception``, ``run_operation``, ``send_message``, ``operations``,
-``connection_init_received``, ``connection_acknowledged``,
+``connection_init_received``, ``connection_acknowledged``, ``view``,
 ``connection_init_timeout_task``, ``websocket``, ``context``) and
 ``strawberry.subscriptions.protocols.graphql_ws.handlers``' ``BaseGraphQLWSHandler``
 (``handle_connection_init``, ``handle_start``, ``send_message``, ``tasks``,
@@ -50,6 +50,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ErrorMessage, St
 from gql_media.api.context import Context
 from gql_media.api.patches import direct_events, enabled
 from gql_media.api.sockets import SocketRefused, sockets_of
+from gql_media.api.trusted import DocumentRefused, TrustedDocuments, refusal_payload
 from gql_media.settings import Settings
 
 
@@ -83,6 +84,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                     {"id": message["id"], "type": "error", "payload": [refused.formatted]}
                 )
                 return
+            try:
+                message = trusted_message(self.view, message)
+            except DocumentRefused as error:
+                await self.send_message(
+                    {"id": message["id"], "type": "error", "payload": [refusal_payload(error)]}
+                )
+                return
         await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
@@ -112,7 +120,26 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                     ErrorMessage(type="error", id=message["id"], payload=refused.formatted)
                 )
                 return
+            try:
+                message = trusted_message(self.view, message)
+            except DocumentRefused as error:
+                payload = cast(Any, refusal_payload(error))
+                await self.send_message(
+                    ErrorMessage(type="error", id=message["id"], payload=payload)
+                )
+                return
         await super().handle_start(message)
+
+
+def trusted_message(view: Any, message: Any) -> Any:
+    """``message`` with the text of the trusted document its payload names by id
+    (``api.trusted``), when the view has a manifest."""
+    trusted: TrustedDocuments | None = getattr(view, "trusted", None)
+    payload = message.get("payload")
+    if trusted is None or not isinstance(payload, dict):
+        return message
+    resolved = trusted.resolve(payload)
+    return message if resolved is payload else {**message, "payload": resolved}
 
 
 def transport_handler(settings: Settings) -> type[TransportWSHandler]:
