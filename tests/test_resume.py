@@ -64,18 +64,16 @@ SEED = text(
 
 
 @asynccontextmanager
-async def served(settings_factory: Any, **overrides: Any) -> AsyncIterator[LiveServer]:
+async def served(settings: Settings) -> AsyncIterator[LiveServer]:
     """An api without a worker: jobs wait in QUEUED, and change only as the test says."""
-    settings: Settings = settings_factory(**overrides)
     fake = redis_adapter.new_fake_server() if settings.redis_url is None else None
     async with start_server(settings, fake, with_worker=False) as live:
-        live.app.state.test_settings = settings
         yield live
 
 
 @pytest.fixture
 async def api(settings_factory: Any) -> AsyncIterator[LiveServer]:
-    async with served(settings_factory) as live:
+    async with served(settings_factory()) as live:
         yield live
 
 
@@ -169,10 +167,11 @@ async def test_changes_at_one_moment_are_ordered_by_id_across_pages(
 ) -> None:
     """Two machines may stamp changes with the same moment: the replay orders them by id,
     and a page boundary between them loses none and repeats none."""
-    async with served(settings_factory, max_page_size=2) as api:
+    settings = settings_factory(max_page_size=2)
+    async with served(settings) as api:
         jobs = [await create(api) for _ in range(5)]
         moment = datetime.now(UTC) - timedelta(seconds=1)
-        async with open_runtime(api.app.state.test_settings) as runtime:
+        async with open_runtime(settings) as runtime:
             async with runtime.deps.sessions.begin() as session:
                 await session.execute(update(JobRow).values(updated_at=moment))
         last = max(job["id"] for job in jobs)
@@ -190,7 +189,7 @@ async def test_changes_during_the_replay_are_neither_lost_nor_sent_twice(
     start: what changes after it comes live only."""
     async with (
         served(
-            settings_factory, max_page_size=2, subscriber_queue_size=1, resume_clock_skew=0
+            settings_factory(max_page_size=2, subscriber_queue_size=1, resume_clock_skew=0)
         ) as api,
         graphql_ws(api.ws_url) as watcher,
         graphql_ws(api.ws_url) as ws,
@@ -235,7 +234,7 @@ async def test_a_resume_too_far_back_or_malformed_is_refused_with_a_code(
 ) -> None:
     now = datetime.now(UTC)
     async with (
-        served(settings_factory, resume_max_age=600, resume_max_jobs=2) as api,
+        served(settings_factory(resume_max_age=600, resume_max_jobs=2)) as api,
         graphql_ws(api.ws_url) as ws,
     ):
         first = await create(api)
