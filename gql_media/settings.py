@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     subscriber_queue_size: int = Field(default=256, ge=1)
     # jobEvents(since:): how far back a reconnecting dashboard may resume (seconds), and
     # how many changed jobs one resume may replay; past either: SINCE_TOO_OLD
-    resume_max_age: float = Field(default=3600.0, gt=0)
+    resume_max_age: float = Field(default=3600.0, gt=0, le=366 * 86400)
     # (at most the 10,000 versions a subscription remembers sending: see api.fanout.remember)
     resume_max_jobs: int = Field(default=5000, ge=1, le=10_000)
     # how far the clocks of the machines that stamp changes may differ: a since that far
