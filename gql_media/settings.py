@@ -235,6 +235,14 @@ class Settings(BaseSettings):
 
     # subscriptions
     subscriber_queue_size: int = Field(default=256, ge=1)
+    # jobEvents(since:): how far back a reconnecting dashboard may resume (seconds), and
+    # how many changed jobs one resume may replay; past either: SINCE_TOO_OLD
+    resume_max_age: float = Field(default=3600.0, gt=0, le=366 * 86400)
+    # (at most the 10,000 versions a subscription remembers sending: see api.fanout.remember)
+    resume_max_jobs: int = Field(default=5000, ge=1, le=10_000)
+    # how far the clocks of the machines that stamp changes may differ: a since that far
+    # ahead is taken, and a replay reads changes stamped up to that far past its start
+    resume_clock_skew: float = Field(default=1.0, ge=0, le=60)
     # re-read jobs finished lately whose event was lost (a worker killed between its
     # commit and its publish), every this many seconds; 0 turns it off
     event_catchup_interval: float = Field(default=2.0, ge=0)

@@ -121,6 +121,12 @@ class Subscriber:
     def wants(self, snapshot: JobSnapshot) -> bool:
         return self._predicate is None or self._predicate(snapshot)
 
+    def resize(self, maxsize: int) -> None:
+        """Hold up to ``maxsize`` jobs from now on (a replay widens the inbox while it
+        runs, so that what changes meanwhile waits for it instead of being dropped); a
+        smaller size drops nothing already pending."""
+        self._maxsize = maxsize
+
     def offer(self, snapshot: JobSnapshot) -> None:
         if self.wants(snapshot):
             self.accept(snapshot)

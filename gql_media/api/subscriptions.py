@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
@@ -15,13 +17,21 @@ from gql_media.api.errors import graphql_error
 from gql_media.api.patches import direct_events
 from gql_media.api.types import Job, JobFilter, job_from_snapshot
 from gql_media.domain import JobSnapshot, JobStatus
-from gql_media.errors import ErrorCode
+from gql_media.errors import ErrorCode, UserError
 from gql_media.services import jobs as job_service
+from gql_media.services import replay
 from gql_media.services.queue_info import PlacedSnapshot
 
 Info = strawberry.Info[Context, None]
 IdArgument = Annotated[strawberry.ID, strawberry.argument(name="id")]
 FilterArgument = Annotated[JobFilter | None, strawberry.argument(name="filter")]
+SinceArgument = Annotated[
+    datetime | None,
+    strawberry.argument(
+        description="Resume from here: the updatedAt of the last event seen, with a time "
+        "zone. Too far back: SINCE_TOO_OLD; in the future: INVALID_ARGUMENT."
+    ),
+]
 
 
 def _shared_job(info: Info, snapshot: JobSnapshot) -> Job:
@@ -81,9 +91,13 @@ class Subscription:
             ctx.positions.forget(subscriber)
             ctx.hub.unsubscribe(job_id, subscriber)
 
-    @strawberry.subscription(description="Every change of every job matching the filter.")
+    @strawberry.subscription(
+        description="Every change of every job matching the filter. With since, first the "
+        "jobs changed at or after that moment, each once at its current version, oldest "
+        "change first, then every change from there on, none lost or sent twice."
+    )
     async def job_events(
-        self, info: Info, job_filter: FilterArgument = None
+        self, info: Info, job_filter: FilterArgument = None, since: SinceArgument = None
     ) -> AsyncGenerator[Job, None]:
         ctx = info.context
         domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
@@ -98,23 +112,43 @@ class Subscription:
         # subscribers with the same principal and filter want the same events
         subscriber = ctx.hub.subscribe(None, wanted, alike=(principal, domain_filter))
         seen: dict[str, int] = {}  # versions sent, here or directly
-        _direct(info, subscriber, seen, terminal_too=True)
         try:
+            if since is not None:  # listening already: what changes meanwhile waits
+                settings = ctx.deps.settings
+                subscriber.resize(max(settings.subscriber_queue_size, settings.resume_max_jobs))
+                replayed = replay.changes_since(ctx.deps, domain_filter, since, principal)
+                async with aclosing(replayed):
+                    async for snapshot in replayed:
+                        if snapshot.version > seen.get(snapshot.id, 0):
+                            fanout.remember(seen, snapshot)
+                            yield _shared_job(info, snapshot)
+                subscriber.resize(settings.subscriber_queue_size)
+            _direct(info, subscriber, seen, terminal_too=True)
             while True:
                 item = await subscriber.get()
                 if isinstance(item, Resync):
-                    active = job_service.JobFilter(
-                        statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
-                        kind=domain_filter.kind,
-                        provider=domain_filter.provider,
-                    )
-                    page = await job_service.list_jobs(ctx.deps, active, None, None, principal)
-                    candidates = [j for j in page.jobs if wanted(j)]
+                    candidates = await _active_jobs(info, domain_filter, wanted)
                 else:
                     candidates = [item]
                 for snapshot in candidates:
                     if snapshot.version > seen.get(snapshot.id, 0):
                         fanout.remember(seen, snapshot)
                         yield _shared_job(info, snapshot)
+        except UserError as exc:
+            raise graphql_error(exc.code, exc.message) from exc
         finally:
             ctx.hub.unsubscribe(None, subscriber)
+
+
+async def _active_jobs(
+    info: Info, job_filter: job_service.JobFilter, wanted: Callable[[JobSnapshot], bool]
+) -> list[JobSnapshot]:
+    """After events may have been lost: the unfinished jobs the subscription wants now."""
+    active = job_service.JobFilter(
+        statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
+        kind=job_filter.kind,
+        provider=job_filter.provider,
+    )
+    ctx = info.context
+    page = await job_service.list_jobs(ctx.deps, active, None, None, ctx.principal)
+    return [job for job in page.jobs if wanted(job)]

@@ -122,6 +122,9 @@ class JobRow(Base):
         Index("ix_jobs_webhook_state_finished_at", "webhook_state", "finished_at"),
         # the reconciler's pass for QUEUED jobs past their deadline, every interval
         Index("ix_jobs_status_deadline", "status", "deadline"),
+        # jobEvents(since:) replays in change order: a key's jobs, or everyone's (admins)
+        Index("ix_jobs_owner_id_updated_at_id", "owner_id", "updated_at", "id"),
+        Index("ix_jobs_updated_at_id", "updated_at", "id"),
     )
 
 

@@ -278,7 +278,8 @@ async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot 
         return job_snapshot(row, row.outputs)
 
 
-def _filtered(stmt: Select[Any], job_filter: JobFilter, principal: Principal) -> Select[Any]:
+def filtered(stmt: Select[Any], job_filter: JobFilter, principal: Principal) -> Select[Any]:
+    """``stmt`` narrowed to the jobs ``principal`` may see that ``job_filter`` matches."""
     if not principal.admin:
         stmt = stmt.where(JobRow.owner_id == principal.key_id)
     if job_filter.statuses:
@@ -312,7 +313,7 @@ async def list_jobs(
             f"first must be between 0 and {deps.settings.max_page_size}",
             "first",
         )
-    stmt = _filtered(select(JobRow), job_filter, principal)
+    stmt = filtered(select(JobRow), job_filter, principal)
     if after is not None:
         created, job_id = decode_cursor(after)
         stmt = stmt.where(tuple_(JobRow.created_at, JobRow.id) < tuple_(created, job_id))
@@ -321,7 +322,7 @@ async def list_jobs(
         .limit(limit + 1)
         .options(selectinload(JobRow.outputs))
     )
-    count_stmt = _filtered(select(func.count()).select_from(JobRow), job_filter, principal)
+    count_stmt = filtered(select(func.count()).select_from(JobRow), job_filter, principal)
     async with deps.sessions() as session:
         rows = list((await session.execute(stmt)).scalars())
         total = (await session.execute(count_stmt)).scalar_one()
