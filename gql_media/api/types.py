@@ -10,6 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from gql_media import domain
+from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import queue_info, webhooks
 from gql_media.services.jobs import JobFilter as DomainJobFilter
@@ -18,15 +19,28 @@ from gql_media.services.jobs import JobFilter as DomainJobFilter
 strawberry.enum(domain.JobStatus, description="Where a job is in its lifecycle.")
 strawberry.enum(domain.JobKind, description="What a job does.")
 strawberry.enum(domain.OutputFormat, description="Encoding of generated images.")
+strawberry.enum(
+    ErrorCode,
+    description="A stable code of an expected problem or a failed job; docs/errors.md "
+    "says what each means. The same strings as errors[].extensions.code.",
+)
 JobStatus = domain.JobStatus
 JobKind = domain.JobKind
 OutputFormat = domain.OutputFormat
 
 
+def error_code(value: str) -> ErrorCode:
+    """The code a job stored; one this version does not know reads as INTERNAL_ERROR."""
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.INTERNAL_ERROR
+
+
 @strawberry.type(description="An expected problem with a request; `code` is stable.")
 class UserError:
     field: str | None
-    code: str
+    code: ErrorCode
     message: str
     retry_after: float | None = strawberry.field(
         default=None,
@@ -37,7 +51,7 @@ class UserError:
     def from_domain(cls, error: DomainUserError) -> UserError:
         return cls(
             field=error.field,
-            code=error.code.value,
+            code=error.code,
             message=error.message,
             retry_after=error.retry_after,
         )
@@ -45,7 +59,7 @@ class UserError:
 
 @strawberry.type(description="Why a job failed, or why its last attempt failed.")
 class JobError:
-    code: str
+    code: ErrorCode
     message: str
     retryable: bool
 
@@ -182,8 +196,11 @@ class WebhookDelivery:
     at: datetime
 
 
+def job_error(error: domain.JobError) -> JobError:
+    return JobError(code=error_code(error.code), message=error.message, retryable=error.retryable)
+
+
 def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], str]) -> Job:
-    error = snapshot.error
     return Job(
         id=strawberry.ID(snapshot.id),
         kind=snapshot.kind,
@@ -196,9 +213,7 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         parameters=cast(JSON, snapshot.parameters),
         attempts=snapshot.attempts,
         max_attempts=snapshot.max_attempts,
-        error=JobError(code=error.code, message=error.message, retryable=error.retryable)
-        if error
-        else None,
+        error=job_error(snapshot.error) if snapshot.error else None,
         outputs=[asset_from_snapshot(a, media_url) for a in snapshot.outputs],
         result=cast(JSON, snapshot.result),
         created_at=snapshot.created_at,
