@@ -19,6 +19,7 @@ from gql_media.api.media_types import (
     UploadMediaPayload,
     to_json,
 )
+from gql_media.api.nodes import NODE, NODES
 from gql_media.api.patches import enabled, strawberry_inputs
 from gql_media.api.patches.shared_results import QuietExecution, SharedEventExecution
 from gql_media.api.patches.strawberry_results import LightEventResults
@@ -120,6 +121,9 @@ async def _job_mutation(
 
 @strawberry.type
 class Query:
+    node = NODE
+    nodes = NODES
+
     @strawberry.field(description="A job by id; null when the id is unknown or malformed.")
     async def job(self, info: Info, job_id: IdArgument) -> Job | None:
         snapshot = await job_service.get_job(info.context.deps, job_id, info.context.principal)

@@ -37,6 +37,13 @@ def error_code(value: str) -> ErrorCode:
         return ErrorCode.INTERNAL_ERROR
 
 
+@strawberry.interface(
+    description="An object with a stable id, which node(id:) and nodes(ids:) fetch again."
+)
+class Node:
+    id: strawberry.ID
+
+
 @strawberry.type(description="An expected problem with a request; `code` is stable.")
 class UserError:
     field: str | None
@@ -65,8 +72,7 @@ class JobError:
 
 
 @strawberry.type(description="A stored media file: an upload, or an output of a job.")
-class MediaAsset:
-    id: strawberry.ID
+class MediaAsset(Node):
     url: str
     content_type: str = strawberry.field(description="Decided from the content, not the name.")
     width: int | None
@@ -103,8 +109,7 @@ def asset_from_snapshot(asset: domain.AssetSnapshot, media_url: Callable[[str], 
 
 
 @strawberry.type(description="A unit of work: generating or processing media.")
-class Job:
-    id: strawberry.ID
+class Job(Node):
     kind: JobKind
     status: JobStatus
     progress: float = strawberry.field(description="0 to 1.")
