@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
 
 from gql_media import domain
+from gql_media.api import enums  # noqa: F401 (the GraphQL definitions of the domain's enums)
+from gql_media.api.job_details import (
+    AudioVideoMetadata,
+    JobParameters,
+    MediaMetadata,
+    av_metadata,
+    metadata_of,
+    parameters_of,
+)
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import queue_info, webhooks
 from gql_media.services.jobs import JobFilter as DomainJobFilter
 
-# Registered once for their GraphQL definitions; fields below use the domain enums directly.
-strawberry.enum(domain.JobStatus, description="Where a job is in its lifecycle.")
-strawberry.enum(domain.JobKind, description="What a job does.")
-strawberry.enum(domain.OutputFormat, description="Encoding of generated images.")
-strawberry.enum(
-    ErrorCode,
-    description="A stable code of an expected problem or a failed job; docs/errors.md "
-    "says what each means. The same strings as errors[].extensions.code.",
-)
 JobStatus = domain.JobStatus
 JobKind = domain.JobKind
 OutputFormat = domain.OutputFormat
@@ -85,11 +86,15 @@ class MediaAsset(Node):
     filename: str | None = strawberry.field(
         default=None, description="An upload's file name as the client gave it."
     )
-    metadata: JSON | None = strawberry.field(
-        default=None,
-        description="What is known of the file, e.g. duration, codecs and fps of video.",
-    )
     created_at: datetime | None = None
+    info: strawberry.Private[dict[str, Any] | None] = None  # as stored
+
+    @strawberry.field(
+        description="What is known of the file: an image's format and frames; a video's or "
+        "audio file's duration, size, fps, codecs and more; null when nothing is."
+    )
+    def metadata(self) -> MediaMetadata | None:
+        return metadata_of(self.info)
 
 
 def asset_from_snapshot(asset: domain.AssetSnapshot, media_url: Callable[[str], str]) -> MediaAsset:
@@ -103,7 +108,7 @@ def asset_from_snapshot(asset: domain.AssetSnapshot, media_url: Callable[[str], 
         sha256=asset.sha256,
         name=asset.name,
         filename=asset.filename,
-        metadata=cast(JSON, asset.info),
+        info=asset.info,
         created_at=asset.created_at,
     )
 
@@ -117,14 +122,10 @@ class Job(Node):
     prompt: str | None
     provider: str
     model: str | None
-    parameters: JSON
     attempts: int
     max_attempts: int
     error: JobError | None
     outputs: list[MediaAsset]
-    result: JSON | None = strawberry.field(
-        description="What the job found out besides files, e.g. videoMetadata's result."
-    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -142,6 +143,20 @@ class Job(Node):
 
     # its place in line when that is known already (an update of a waiting job's place)
     estimate: strawberry.Private[queue_info.Estimate | None] = None
+    # as stored: what the job was asked, and what it found out besides files
+    stored_parameters: strawberry.Private[dict[str, Any]] = dataclasses.field(default_factory=dict)
+    stored_result: strawberry.Private[dict[str, Any] | None] = None
+
+    @strawberry.field(description="What the job was asked; the type follows its kind.")
+    def parameters(self) -> JobParameters:
+        return parameters_of(self.kind, self.stored_parameters)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="What the job found out besides files: videoMetadata's findings; null "
+        "for other jobs."
+    )
+    def result(self) -> AudioVideoMetadata | None:
+        return av_metadata(self.stored_result)
 
     @strawberry.field(
         description="While QUEUED and due to run: how many jobs start before it in the "
@@ -215,12 +230,12 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         prompt=snapshot.prompt,
         provider=snapshot.provider,
         model=snapshot.model,
-        parameters=cast(JSON, snapshot.parameters),
+        stored_parameters=snapshot.parameters,
         attempts=snapshot.attempts,
         max_attempts=snapshot.max_attempts,
         error=job_error(snapshot.error) if snapshot.error else None,
         outputs=[asset_from_snapshot(a, media_url) for a in snapshot.outputs],
-        result=cast(JSON, snapshot.result),
+        stored_result=snapshot.result,
         created_at=snapshot.created_at,
         started_at=snapshot.started_at,
         finished_at=snapshot.finished_at,
