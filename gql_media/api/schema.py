@@ -13,6 +13,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gql_media.api.errors import Classifier, graphql_error, log_errors
+from gql_media.api.info_types import Provider, ProviderModel, Queue, queue_from_summary
 from gql_media.api.media_types import (
     ProcessImageInput,
     ProcessVideoInput,
@@ -36,13 +37,9 @@ from gql_media.api.types import (
     JobPayload,
     MediaAsset,
     PageInfo,
-    Provider,
-    ProviderModel,
-    Queue,
     UserError,
     asset_from_snapshot,
     job_from_snapshot,
-    queue_from_summary,
     scheduling,
 )
 from gql_media.domain import JobSnapshot, Principal
