@@ -3,11 +3,20 @@ bounded by GQL_MEDIA_MAX_NODES, one lookup per type for a batch."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import event
 
-from gql_media.domain import OPEN
+from gql_media.db.models import WebhookDeliveryRow, utcnow
+from gql_media.domain import (
+    JOB_ID_PREFIX,
+    OPEN,
+    WEBHOOK_DELIVERY_ID_PREFIX,
+    Principal,
+    decode_id,
+    encode_id,
+)
 from gql_media.runtime import Runtime
 from gql_media.services import jobs as job_service
 from gql_media.services import nodes
@@ -81,7 +90,8 @@ async def test_a_batch_of_ids_is_one_lookup_per_type(runtime: Runtime) -> None:
         )
         for i in range(20)
     ]
-    ids = [job.id for job in made] + ["med_" + f"{i:032x}" for i in range(20)]
+    unknown = [f"{prefix}{i:032x}" for prefix in ("med_", "whd_") for i in range(10)]
+    ids = [job.id for job in made] + unknown
     statements: list[str] = []
 
     def count(*args: Any) -> None:
@@ -94,5 +104,38 @@ async def test_a_batch_of_ids_is_one_lookup_per_type(runtime: Runtime) -> None:
         event.remove(deps.engine.sync_engine, "before_cursor_execute", count)
     assert [getattr(each, "id", None) for each in found] == [job.id for job in made] + [None] * 20
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    # the jobs, their outputs (selectinload), the media assets
-    assert len(selects) == 3, statements
+    # the jobs, their outputs (selectinload), the media assets, the webhook deliveries
+    assert len(selects) == 4, statements
+
+
+async def test_a_webhook_delivery_is_its_jobs_owners(runtime: Runtime) -> None:
+    deps = runtime.deps
+    alice, bob = (
+        Principal(uuid.uuid4(), admin=False, name=name, max_priority=None)
+        for name in ("alice", "bob")
+    )
+    job = await job_service.create_image_job(
+        deps, job_service.NewImageJob(prompt="p", provider="mock"), alice
+    )
+    row = WebhookDeliveryRow(
+        id=uuid.uuid4(),
+        job_id=decode_id(JOB_ID_PREFIX, job.id),
+        webhook_id="msg_1",
+        event="job.succeeded",
+        attempt=1,
+        url="https://example.com/hook",
+        status_code=200,
+        error=None,
+        duration_ms=12.5,
+        succeeded=True,
+        created_at=utcnow(),
+    )
+    async with deps.sessions.begin() as session:
+        session.add(row)
+    delivery_id = encode_id(WEBHOOK_DELIVERY_ID_PREFIX, row.id)
+    ids = [delivery_id, job.id]
+    seen = {
+        who.name: [getattr(found, "id", None) for found in await nodes.get_nodes(deps, ids, who)]
+        for who in (alice, bob, OPEN)
+    }
+    assert seen == {"alice": [row.id, job.id], "bob": [None, None], "open": [row.id, job.id]}

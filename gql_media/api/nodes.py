@@ -1,5 +1,6 @@
-"""``node`` and ``nodes``: jobs and media assets by id, for clients that fetch again what
-they hold (Relay's Node). Ids are the same as ``job(id:)`` and ``media(id:)`` take."""
+"""``node`` and ``nodes``: jobs, media assets and webhook deliveries by id, for clients that
+fetch again what they hold (Relay's Node). Ids are the same as ``job(id:)`` and
+``media(id:)`` take."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import strawberry
 
 from gql_media.api.errors import graphql_error
 from gql_media.api.subscriptions import IdArgument, Info
-from gql_media.api.types import Node, asset_from_snapshot, job_from_snapshot
-from gql_media.domain import JobSnapshot
+from gql_media.api.types import Node, asset_from_snapshot, delivery_from_row, job_from_snapshot
+from gql_media.domain import AssetSnapshot, JobSnapshot
 from gql_media.errors import UserError
 from gql_media.services import nodes
 
@@ -18,7 +19,9 @@ def _node(info: Info, found: nodes.Found | None) -> Node | None:
         return None
     if isinstance(found, JobSnapshot):
         return job_from_snapshot(found, info.context.media_url)
-    return asset_from_snapshot(found, info.context.media_url)
+    if isinstance(found, AssetSnapshot):
+        return asset_from_snapshot(found, info.context.media_url)
+    return delivery_from_row(found)
 
 
 async def node(info: Info, node_id: IdArgument) -> Node | None:
@@ -36,11 +39,11 @@ async def nodes_by_id(info: Info, ids: list[strawberry.ID]) -> list[Node | None]
 
 NODE = strawberry.field(
     resolver=node,
-    description="The job or media asset (an upload or a job's output) of an id; null when "
-    "the id is unknown, malformed or another owner's.",
+    description="The job, media asset (an upload or a job's output) or webhook delivery of "
+    "an id; null when the id is unknown, malformed or another owner's.",
 )
 NODES = strawberry.field(
     resolver=nodes_by_id,
-    description="The job or media asset of each id, in order, null where node(id:) is null; "
-    "at most GQL_MEDIA_MAX_NODES ids (100 by default), else TOO_MANY_NODES.",
+    description="The job, media asset or webhook delivery of each id, in order, null where "
+    "node(id:) is null; at most GQL_MEDIA_MAX_NODES ids (100 by default), else TOO_MANY_NODES.",
 )

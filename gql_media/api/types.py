@@ -20,6 +20,7 @@ from gql_media.api.job_details import (
     metadata_of,
     parameters_of,
 )
+from gql_media.db.models import WebhookDeliveryRow
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import queue_info, webhooks
@@ -187,24 +188,11 @@ class Job(Node):
     @strawberry.field(description="Every attempt to deliver the job's webhook, oldest first.")
     async def webhook_deliveries(self, info: strawberry.Info) -> list[WebhookDelivery]:
         rows = await webhooks.list_deliveries(info.context.deps, str(self.id))
-        return [
-            WebhookDelivery(
-                webhook_id=row.webhook_id,
-                event=row.event,
-                attempt=row.attempt,
-                url=row.url,
-                status_code=row.status_code,
-                error=row.error,
-                duration_ms=row.duration_ms,
-                succeeded=row.succeeded,
-                at=row.created_at,
-            )
-            for row in rows
-        ]
+        return [delivery_from_row(row) for row in rows]
 
 
 @strawberry.type(description="One attempt to deliver a job's webhook.")
-class WebhookDelivery:
+class WebhookDelivery(Node):
     webhook_id: str = strawberry.field(description="The same for every attempt of a delivery.")
     event: str = strawberry.field(description="job.succeeded, job.failed or job.canceled.")
     attempt: int
@@ -214,6 +202,21 @@ class WebhookDelivery:
     duration_ms: float
     succeeded: bool
     at: datetime
+
+
+def delivery_from_row(row: WebhookDeliveryRow) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=strawberry.ID(domain.encode_id(domain.WEBHOOK_DELIVERY_ID_PREFIX, row.id)),
+        webhook_id=row.webhook_id,
+        event=row.event,
+        attempt=row.attempt,
+        url=row.url,
+        status_code=row.status_code,
+        error=row.error,
+        duration_ms=row.duration_ms,
+        succeeded=row.succeeded,
+        at=row.created_at,
+    )
 
 
 def job_error(error: domain.JobError) -> JobError:
