@@ -139,3 +139,21 @@ async def test_a_webhook_delivery_is_its_jobs_owners(runtime: Runtime) -> None:
         for who in (alice, bob, OPEN)
     }
     assert seen == {"alice": [row.id, job.id], "bob": [None, None], "open": [row.id, job.id]}
+
+
+async def test_the_cost_of_nodes_counts_every_id_it_may_fetch(
+    settings_factory: Any, fake_redis_server: Any
+) -> None:
+    """A variable list of ids counts as GQL_MEDIA_MAX_NODES ids, a literal one as its
+    length: what each id fetches is paid for as a page of jobs is."""
+    settings: Settings = settings_factory(max_nodes=50, max_query_cost=400)
+    selection = "{ id ... on Job { prompt status outputs { id url width height } } }"
+    async with start_server(settings, fake_redis_server, with_worker=False) as server:
+        job_id = (await server.generate(provider="mock"))["job"]["id"]
+        costly = await server.graphql(
+            f"query($ids: [ID!]!) {{ nodes(ids: $ids) {selection} }}", {"ids": [job_id]}
+        )
+        assert [e["extensions"]["code"] for e in costly["errors"]] == ["QUERY_TOO_COSTLY"]
+        literal = await server.graphql(f'{{ nodes(ids: ["{job_id}", "{UNKNOWN}"]) {selection} }}')
+        assert "errors" not in literal, literal
+        assert [node and node["id"] for node in literal["data"]["nodes"]] == [job_id, None]
