@@ -4,12 +4,14 @@
 A processing job's parameters mirror the inputs that submitted them (``media_types``): the
 same field names, each operation an entry with one field set, derived from the same
 operation definitions (``services.operations``). Stored JSON is read leniently: a field
-left out reads as its default, a value this version does not know as null.
+left out, or a choice this version does not offer, reads as its default; an operation of
+another kind is left out.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Annotated, Any, Optional
 
 import strawberry
@@ -35,10 +37,11 @@ def _value(param: ops.Param, data: dict[str, Any]) -> Any:
     if value is None:
         value = param.default
     if param.choices and value is not None:
+        values = enum_of(param.choices)
         try:
-            return enum_of(param.choices)(value)
-        except ValueError:
-            return None
+            return values(value)
+        except ValueError:  # a value this version does not offer
+            return None if param.default is None else values(param.default)
     return strawberry.ID(str(value)) if param.kind == "media" and value is not None else value
 
 
@@ -91,14 +94,16 @@ ImageVariant = _object(
         **{k: v for k, v in _fields(ops.Variant).items() if k != "name"},
     },
 )
-_BY_NAME = {model.spec.name: model for model in (*ops.IMAGE_MODELS, *ops.VIDEO_MODELS)}
+_IMAGE = {model.spec.name: model for model in ops.IMAGE_MODELS}
+_VIDEO = {model.spec.name: model for model in ops.VIDEO_MODELS}
 
 
-def _entry(cls: type, raw: Any, **given: Any) -> Any:
-    """The entry type ``cls`` from a stored entry: ``{"resize": {...}}``."""
+def _entry(cls: type, models: Mapping[str, type[ops.Model]], raw: Any, **given: Any) -> Any:
+    """The entry type ``cls`` from a stored entry, ``{"resize": {...}}``; a key that names
+    none of ``models`` is left out."""
     values: dict[str, Any] = dict(given)
     for key, data in raw.items() if isinstance(raw, dict) else ():
-        model = _BY_NAME.get(key)
+        model = models.get(key)
         if model is not None:
             kind = _TYPES.get(model)
             values[snake(key)] = _read(kind, model, data) if kind else True
@@ -107,13 +112,13 @@ def _entry(cls: type, raw: Any, **given: Any) -> Any:
 
 def _variant(raw: Any) -> Any:
     raw = raw if isinstance(raw, dict) else {}
-    operations = [_entry(ImageOperation, entry) for entry in raw.get("operations") or ()]
+    operations = [_entry(ImageOperation, _IMAGE, entry) for entry in raw.get("operations") or ()]
     return _read(ImageVariant, ops.Variant, raw, operations=operations)
 
 
 def _video_step(raw: Any) -> Any:
     name = raw.get("name") if isinstance(raw, dict) else None
-    return _entry(VideoOperation, raw, name=name if isinstance(name, str) else None)
+    return _entry(VideoOperation, _VIDEO, raw, name=name if isinstance(name, str) else None)
 
 
 @strawberry.type(description="What a generateImage job was asked to make.")
