@@ -31,7 +31,39 @@ mutation($input: GenerateImageInput!) {{
   generateImage(input: $input) {{ job {{ {JOB_FIELDS} }} userErrors {{ field code message }} }}
 }}"""
 FOLLOW = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
-GET_JOB = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"
+# what a job was asked (typed by its kind) and found out, for ``jobs show``
+DETAIL_FIELDS = """
+parameters {
+  __typename
+  ... on GenerateImageParameters {
+    negativePrompt width height numOutputs seed outputFormat extra
+  }
+  ... on ProcessImageParameters {
+    mediaId
+    variants {
+      name format quality progressive stripMetadata
+      operations {
+        resize { width height fit upscale } thumbnail { size } crop { left top width height }
+        rotate { degrees expand background } autoOrient
+        textWatermark { text position margin opacity scale color }
+        imageWatermark { mediaId position margin opacity scale }
+      }
+    }
+  }
+  ... on ProcessVideoParameters {
+    mediaId
+    operations {
+      name videoThumbnail { at fraction maxSize format } videoMetadata
+      transcode { targetHeight quality } extractAudio { codec bitrate }
+    }
+  }
+}
+result {
+  kind container duration width height fps videoCodec audioCodec bitrate rotation
+  sampleRate channels
+}
+"""
+GET_JOB = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} {DETAIL_FIELDS} }} }}"
 LIST_JOBS = f"""
 query($filter: JobFilter, $first: Int, $after: String) {{
   jobs(filter: $filter, first: $first, after: $after) {{

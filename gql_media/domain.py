@@ -87,6 +87,7 @@ def backoff_delay(
 # Opaque ids: a prefix keeps ids of different types apart and malformed ids detectable.
 JOB_ID_PREFIX = "job_"
 ASSET_ID_PREFIX = "med_"
+WEBHOOK_DELIVERY_ID_PREFIX = "whd_"
 
 
 def encode_id(prefix: str, value: uuid.UUID) -> str:

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1)
     # jobs one generateImages request may submit
     max_batch: int = Field(default=100, ge=1)
+    # ids one nodes(ids:) query may ask for
+    max_nodes: int = Field(default=100, ge=1)
     max_query_cost: int = Field(default=20000, ge=1)
     max_subscriptions_per_connection: int = Field(default=20, ge=1)
     connection_init_timeout: float = Field(default=10.0, gt=0)

@@ -46,8 +46,39 @@ mutation Generate($input: GenerateImageInput!) {
 }
 """
 
+# every field of a job's typed parameters
+PARAMETERS = """parameters {
+  __typename
+  ... on GenerateImageParameters {
+    negativePrompt width height numOutputs seed outputFormat extra
+  }
+  ... on ProcessImageParameters {
+    mediaId
+    variants {
+      name format quality progressive stripMetadata
+      operations {
+        resize { width height fit upscale } thumbnail { size } crop { left top width height }
+        rotate { degrees expand background } autoOrient
+        textWatermark { text position margin opacity scale color }
+        imageWatermark { mediaId position margin opacity scale }
+      }
+    }
+  }
+  ... on ProcessVideoParameters {
+    mediaId
+    operations {
+      name videoThumbnail { at fraction maxSize format } videoMetadata
+      transcode { targetHeight quality } extractAudio { codec bitrate }
+    }
+  }
+}"""
 JOB_FIELDS = """
-id kind status progress version prompt provider model parameters attempts maxAttempts
+id kind status progress version prompt provider model attempts maxAttempts
+parameters {
+  ... on GenerateImageParameters { negativePrompt width height numOutputs seed outputFormat }
+  ... on ProcessImageParameters { mediaId }
+  ... on ProcessVideoParameters { mediaId }
+}
 error { code message retryable }
 outputs { id url contentType width height byteSize sha256 }
 createdAt startedAt finishedAt updatedAt

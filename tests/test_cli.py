@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ async def test_generate_waits_with_progress_and_saves_the_images(
     assert code == 0 and job_id in out and "SUCCEEDED" in out
     code, out, _ = await gql_media("jobs", "show", job_id, "--url", server.url)
     assert code == 0 and '"status": "SUCCEEDED"' in out
+    shown = json.loads(out)
+    assert shown["parameters"]["__typename"] == "GenerateImageParameters"
+    assert (shown["parameters"]["width"], shown["parameters"]["numOutputs"]) == (96, 2)
+    assert shown["result"] is None
     code, _, err = await gql_media("jobs", "cancel", job_id, "--url", server.url)
     assert code == 2 and "INVALID_STATE" in err
 

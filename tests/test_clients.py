@@ -460,7 +460,10 @@ def test_codegen_types_the_operations_and_tsc_accepts_a_client_using_them() -> N
     ):
         assert f"export type {name} =" in generated, name
     assert "createdAt: string" in generated
-    assert "parameters: unknown" in generated and "file: unknown" in generated
+    assert "file: unknown" in generated and "extra: unknown" in generated
+    assert "parameters: unknown" not in generated and "metadata?: unknown" not in generated
+    assert "export type ErrorCode =" in generated and "code: ErrorCode" in generated
+    assert "NodesQuery" in generated
     # the client preset: typed documents for preset-client.ts, and the persisted documents
     preset = (CLIENTS / "generated" / "client" / "graphql.ts").read_text()
     assert "export type PresetGenerateImageMutation =" in preset

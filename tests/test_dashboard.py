@@ -222,7 +222,8 @@ async def test_a_prompt_runs_live_to_its_images(dashboard: Dashboard, server: Li
 
 
 PROVIDERS = "{ providers { name configured defaultModel models { name maxOutputs sizes } } }"
-JOB_PARAMETERS = """query($id: ID!) { job(id: $id) { parameters
+JOB_PARAMETERS = """query($id: ID!) { job(id: $id) {
+  parameters { ... on GenerateImageParameters { seed negativePrompt width height outputFormat } }
   outputs { contentType width height } } }"""
 
 

@@ -12,12 +12,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gql_media.api.types import error_code
 from gql_media.domain import SYSTEM
+from gql_media.errors import ErrorCode
 from gql_media.runtime import Runtime
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
-from tests.support import JOB_FIELDS, LiveServer, graphql_ws, start_server
+from tests.support import JOB_FIELDS, PARAMETERS, LiveServer, graphql_ws, start_server
 
 PAGE = f"""
 query Page($first: Int, $after: String, $filter: JobFilter) {{
@@ -456,3 +458,36 @@ async def test_a_new_jobs_snapshot_is_the_stored_job(runtime: Runtime) -> None:
     )
     stored = await get_job(deps, created.id, SYSTEM)
     assert stored == created
+
+
+async def test_a_generation_reads_back_its_typed_parameters(api: LiveServer) -> None:
+    job = await create(
+        api,
+        provider="mock",
+        negativePrompt="fog",
+        width=128,
+        height=64,
+        numOutputs=2,
+        outputFormat="WEBP",
+        extra={"steps": 3},
+    )
+    body = await api.graphql(f"query($id: ID!) {{ job(id: $id) {{ {PARAMETERS} }} }}", job)
+    asked = body["data"]["job"]["parameters"]
+    seed = asked.pop("seed")
+    assert isinstance(seed, int) and 0 <= seed <= 2_147_483_647  # drawn, and recorded
+    assert asked == {
+        "__typename": "GenerateImageParameters",
+        "negativePrompt": "fog",
+        "width": 128,
+        "height": 64,
+        "numOutputs": 2,
+        "outputFormat": "WEBP",
+        "extra": {"steps": 3},
+    }
+    jobs = await page(api)  # JOB_FIELDS' parameters: the generation fields, typed
+    assert jobs["edges"][0]["node"]["parameters"]["seed"] == seed
+
+
+def test_a_stored_error_code_this_version_does_not_know_reads_as_internal_error() -> None:
+    assert error_code("PROVIDER_TIMEOUT") is ErrorCode.PROVIDER_TIMEOUT
+    assert error_code("SOMETHING_RETIRED") is ErrorCode.INTERNAL_ERROR

@@ -12,12 +12,19 @@ import pytest
 from PIL import Image
 
 from gql_media.settings import Settings
-from tests.support import JOB_FIELDS, LiveServer, graphql_ws
+from tests.support import JOB_FIELDS, PARAMETERS, LiveServer, graphql_ws
 
 UPLOAD = """
 mutation($file: Upload!) {
   uploadMedia(file: $file) {
-    media { id url contentType width height byteSize sha256 filename metadata }
+    media {
+      id url contentType width height byteSize sha256 filename
+      metadata {
+        __typename
+        ... on ImageMetadata { kind format frames }
+        ... on AudioVideoMetadata { kind container duration width height }
+      }
+    }
     userErrors { field code message }
   }
 }"""
@@ -30,7 +37,32 @@ mutation($input: ProcessVideoInput!) {{
   processVideo(input: $input) {{ job {{ {JOB_FIELDS} }} userErrors {{ field code message }} }}
 }}"""
 FIELDS = JOB_FIELDS.replace("outputs { id", "outputs { name id")
-FOLLOW = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {FIELDS} result }} }}"
+RESULT = "result { kind container duration width height fps videoCodec audioCodec rotation }"
+FOLLOW = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {FIELDS} {RESULT} }} }}"
+PARAMETERS_OF = f"query($id: ID!) {{ job(id: $id) {{ {PARAMETERS} }} }}"
+
+
+def entry(**operation: Any) -> dict[str, Any]:
+    """An entry of typed parameters' operations: every operation null but the one given."""
+    return {name: operation.get(name) for name in ENTRY_FIELDS}
+
+
+async def parameters(server: LiveServer, job_id: str) -> dict[str, Any]:
+    body = await server.graphql(PARAMETERS_OF, {"id": job_id})
+    assert "errors" not in body, body
+    found: dict[str, Any] = body["data"]["job"]["parameters"]
+    return found
+
+
+ENTRY_FIELDS = (
+    "resize",
+    "thumbnail",
+    "crop",
+    "rotate",
+    "autoOrient",
+    "textWatermark",
+    "imageWatermark",
+)
 
 
 def jpeg(width: int = 640, height: int = 480, orientation: int | None = None) -> bytes:
@@ -86,6 +118,12 @@ async def test_multipart_upload_is_identified_by_content(server: LiveServer) -> 
     assert payload["userErrors"] == []
     media = payload["media"]
     assert (media["contentType"], media["width"], media["height"]) == ("image/jpeg", 640, 480)
+    assert media["metadata"] == {
+        "__typename": "ImageMetadata",
+        "kind": "IMAGE",
+        "format": "JPEG",
+        "frames": 1,
+    }
     assert media["filename"] == "holiday.txt" and media["url"].endswith(".jpg")
     assert (await server.http.get(media["url"])).content == jpeg()
 
@@ -193,6 +231,32 @@ async def test_process_image_makes_named_upright_variants(server: LiveServer) ->
     assert (web.format, web.size) == ("JPEG", (300, 400))
     # upright: red was top-left of the stored picture, which orientation 6 puts top-right
     assert web.convert("RGB").getpixel((280, 20))[0] > 200
+    # what the job was asked, typed, the defaults filled in
+    asked = await parameters(server, job["id"])
+    assert (asked["__typename"], asked["mediaId"]) == ("ProcessImageParameters", source["id"])
+    thumb_variant, web_variant = asked["variants"]
+    assert thumb_variant == {
+        "name": "thumb",
+        "format": "WEBP",
+        "quality": None,
+        "progressive": False,
+        "stripMetadata": True,
+        "operations": [entry(thumbnail={"size": 120})],
+    }
+    assert (web_variant["format"], web_variant["quality"]) == ("JPEG", 80)
+    assert web_variant["operations"] == [
+        entry(resize={"width": 300, "height": None, "fit": "CONTAIN", "upscale": False}),
+        entry(
+            textWatermark={
+                "text": "gql",
+                "position": "BOTTOM_RIGHT",
+                "margin": 16,
+                "opacity": 0.5,
+                "scale": 0.05,
+                "color": "#ffffff",
+            }
+        ),
+    ]
 
 
 async def test_process_image_reports_every_problem(server: LiveServer) -> None:
@@ -260,6 +324,40 @@ async def test_process_video_end_to_end(server: LiveServer, tmp_path: Path) -> N
     assert final["status"] == "SUCCEEDED", final
     assert final["result"]["duration"] == pytest.approx(2.0, abs=0.15)
     assert (final["result"]["width"], final["result"]["height"]) == (320, 240)
+    assert (final["result"]["kind"], final["result"]["container"]) == ("VIDEO", "mp4")
+    assert final["result"]["videoCodec"] == "h264" and final["result"]["rotation"] == 0
+    assert source["metadata"]["kind"] == "video"  # /uploads answers the JSON as stored
+    typed = await server.graphql(
+        "query($id: ID!) { media(id: $id) { metadata { ... on AudioVideoMetadata { "
+        "kind container duration width height videoCodec } } } }",
+        {"id": source["id"]},
+    )
+    metadata = typed["data"]["media"]["metadata"]
+    assert metadata["duration"] == pytest.approx(2.0, abs=0.15)
+    assert {**metadata, "duration": None} == {
+        "kind": "VIDEO",
+        "container": "mp4",
+        "duration": None,
+        "width": 320,
+        "height": 240,
+        "videoCodec": "h264",
+    }
+    asked = await parameters(server, payload["job"]["id"])
+    video_ops = ("videoThumbnail", "videoMetadata", "transcode", "extractAudio")
+
+    def step(name: str | None = None, **operation: Any) -> dict[str, Any]:
+        return {"name": name, **{key: operation.get(key) for key in video_ops}}
+
+    assert asked == {
+        "__typename": "ProcessVideoParameters",
+        "mediaId": source["id"],
+        "operations": [
+            step(videoThumbnail={"at": None, "fraction": 0.5, "maxSize": 160, "format": "JPEG"}),
+            step(videoMetadata=True),
+            step("small", transcode={"targetHeight": 120, "quality": "LOW"}),
+            step(extractAudio={"codec": "MP3", "bitrate": None}),
+        ],
+    }
     outputs = {o["name"]: o for o in final["outputs"]}
     assert outputs["thumbnail"]["contentType"] == "image/jpeg"
     assert (outputs["thumbnail"]["width"], outputs["thumbnail"]["height"]) == (160, 120)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import graphql
 import pytest
 
 from gql_media.errors import ErrorCode
@@ -89,6 +90,16 @@ def test_an_error_code_in_the_readme_reads_as_in_the_full_table() -> None:
     assert not differ, f"rows of the README that docs/errors.md has otherwise: {differ}"
     unknown = set(full) - {code.value for code in ErrorCode}
     assert not unknown, f"documented codes the service does not have: {unknown}"
+
+
+def test_the_graphql_error_code_enum_lists_the_documented_codes() -> None:
+    """``ErrorCode`` of ``schema.graphql`` (what typed clients build from), the Python enum
+    and docs/errors.md name the same codes."""
+    enum = graphql.build_schema((ROOT / "schema.graphql").read_text()).get_type("ErrorCode")
+    assert isinstance(enum, graphql.GraphQLEnumType)
+    in_schema = set(enum.values)
+    assert in_schema == {code.value for code in ErrorCode}
+    assert in_schema == set(code_rows(ERRORS.read_text()))
 
 
 def anchors(document: Path) -> set[str]:

@@ -104,6 +104,26 @@ async def follow(api: Secured, key: str, job_id: str) -> list[dict[str, Any]]:
         return [p["data"]["jobUpdated"] for p in await ws.collect(op)]
 
 
+async def test_other_owners_nodes_read_as_null(api: Secured) -> None:
+    """node and nodes see what job(id:) and media(id:) see: another owner's job, output
+    or upload is null, like an unknown id."""
+    job = (await api.generate(api.keys.alice))["job"]
+    done = (await follow(api, api.keys.alice, job["id"]))[-1]
+    async with api.client(api.keys.alice) as http:
+        uploaded = await http.post(
+            "/uploads", content=jpeg(32, 32), headers={"Content-Type": "image/jpeg"}
+        )
+    ids = [job["id"], done["outputs"][0]["id"], uploaded.json()["media"]["id"]]
+    query = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+    single = "query($id: ID!) { node(id: $id) { id } }"
+    for key, seen in ((api.keys.alice, ids), (api.keys.admin, ids), (api.keys.bob, [None] * 3)):
+        body = await api.graphql(key, query, {"ids": ids})
+        assert [node and node["id"] for node in body["data"]["nodes"]] == seen
+        for node_id, expected in zip(ids, seen, strict=True):
+            one = await api.graphql(key, single, {"id": node_id})
+            assert one["data"]["node"] == (expected and {"id": expected})
+
+
 async def test_keys_are_stored_hashed_and_listed(api: Secured, settings_factory: Any) -> None:
     async with open_runtime(api.settings) as runtime:
         async with runtime.deps.sessions() as session:
@@ -135,7 +155,8 @@ async def test_http_needs_a_valid_key(api: Secured) -> None:
 
 
 async def test_websockets_need_a_valid_key_in_connection_init(api: Secured) -> None:
-    for payload in ({}, {"authorization": "Bearer gqlm_wrong"}, {"apiKey": api.keys.revoked}):
+    # a null payload (the protocol allows it) carries no key, like an empty one
+    for payload in (None, {}, {"authorization": "Bearer gqlm_wrong"}, {"apiKey": api.keys.revoked}):
         async with connect(api.live.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
             await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
             with pytest.raises(ConnectionClosed) as closed:

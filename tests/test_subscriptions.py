@@ -18,6 +18,7 @@ import orjson
 import pytest
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
+from websockets.asyncio.client import connect
 
 from gql_media.adapters.events import RESYNC, EventHub, EventPublisher, Subscriber
 from gql_media.api.app import Api
@@ -152,6 +153,16 @@ async def test_a_finished_job_gives_its_snapshot_and_completes(server: LiveServe
         assert done["status"] == "SUCCEEDED"
         again = updates(await ws.collect(await ws.subscribe(FOLLOW, {"id": job_id})))
     assert again == [done]
+
+
+async def test_a_null_connection_init_payload_is_accepted(server: LiveServer) -> None:
+    job_id = await create(server, provider="mock")
+    async with connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as connection:  # type: ignore[list-item]
+        ws = GraphQLWS(connection)
+        await ws.send({"type": "connection_init", "payload": None})
+        assert await ws.receive() == {"type": "connection_ack"}
+        done = updates(await ws.collect(await ws.subscribe(FOLLOW, {"id": job_id})))
+    assert done[-1]["status"] == "SUCCEEDED"
 
 
 async def test_unknown_ids_are_not_found_and_the_connection_survives(

@@ -29,7 +29,7 @@ SECRET = "whsec_" + base64.b64encode(b"a webhook secret of 32 bytes!!!!").decode
 GENERATE = """mutation($input: GenerateImageInput!) { generateImage(input: $input) {
   job { id webhookUrl } userErrors { field code message } } }"""
 DELIVERIES = """query($id: ID!) { job(id: $id) { status webhookDeliveries {
-  webhookId event attempt url statusCode error succeeded durationMs at } } }"""
+  id webhookId event attempt url statusCode error succeeded durationMs at } } }"""
 T = TypeVar("T")
 
 
@@ -119,6 +119,16 @@ async def test_a_finished_job_is_posted_signed_and_retried(settings_factory: Any
         assert final["status"] == "SUCCEEDED"
         await asyncio.wait_for(hook.delivered.wait(), timeout=10)
         deliveries = await eventually(deliveries_when(live, job["id"], 2))
+        # each attempt is a Node: fetched again by its id
+        again = await live.graphql(
+            "query($ids: [ID!]!) { nodes(ids: $ids) { __typename id "
+            "... on WebhookDelivery { attempt statusCode } } }",
+            {"ids": [d["id"] for d in deliveries]},
+        )
+    assert again["data"]["nodes"] == [
+        {"__typename": "WebhookDelivery", "id": d["id"], "attempt": d["attempt"], "statusCode": s}
+        for d, s in zip(deliveries, (500, 200), strict=True)
+    ]
 
     assert [(d["attempt"], d["statusCode"], d["succeeded"]) for d in deliveries] == [
         (1, 500, False),

@@ -15,7 +15,7 @@ from gql_media.api.fanout import SharedJobs
 from gql_media.api.positions import QueuePositions
 from gql_media.domain import Principal
 from gql_media.errors import Unauthenticated
-from gql_media.services import queue_info
+from gql_media.services import nodes, queue_info
 from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
 from gql_media.services.queue_info import Estimate
@@ -37,6 +37,9 @@ class Context:
     # queue estimates of the jobs a request or event resolves, in one round trip per tick
     # (not cached: a socket's context lives as long as the socket)
     estimates: DataLoader[str, Estimate | None] = field(init=False)
+    # jobs and media assets by id (node, nodes), the ids of a tick in one lookup, as the
+    # request's principal may see them
+    nodes: DataLoader[str, nodes.Found | None] = field(init=False)
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
 
     def __post_init__(self) -> None:
@@ -46,6 +49,11 @@ class Context:
             return await queue_info.estimates(deps, job_ids)
 
         self.estimates = DataLoader(load, cache=False)
+
+        async def load_nodes(ids: list[str]) -> list[nodes.Found | None]:
+            return await nodes.get_nodes(deps, ids, self.principal)
+
+        self.nodes = DataLoader(load_nodes, cache=False)
 
     @property
     def principal(self) -> Principal:

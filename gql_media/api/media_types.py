@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Optional, TypeVar
 
 import strawberry
 
+from gql_media.api.choices import enum_of, snake, value_type
 from gql_media.api.types import (
     MediaAsset,
     UserError,
@@ -31,30 +31,13 @@ from gql_media.services import operations as ops
 T = TypeVar("T")
 
 
-@functools.cache
-def _enum(choices: ops.Choices) -> type[enum.Enum]:
-    """The GraphQL enum of ``choices``: each value by its ``enum_name``, described."""
-    members = {
-        ops.enum_name(value): strawberry.enum_value(value, description=about or None)
-        for value, about in choices.values
-    }
-    values = enum.Enum(choices.name, members)  # type: ignore[misc]
-    return strawberry.enum(values, description=choices.description)
-
-
-def _type(param: ops.Param) -> Any:
-    kinds: dict[str, Any] = {"int": int, "float": float, "bool": bool, "media": strawberry.ID}
-    base = _enum(param.choices) if param.choices else kinds.get(param.kind, str)
-    return Optional[base] if param.nullable else base  # noqa: UP045 (a NewType among them)
-
-
 def _field(param: ops.Param) -> Any:
     """A field with the description and default that the operation states."""
     if param.required:
         return strawberry.field(description=param.description)
     default = param.default
     if param.choices and default is not None:
-        default = _enum(param.choices)(default)
+        default = enum_of(param.choices)(default)
     return strawberry.field(default=default, description=param.description)
 
 
@@ -69,7 +52,7 @@ def _fill(cls: type[T], model: type[ops.Model], description: str) -> type[T]:
         if param is None:
             annotations[name] = own[name]
             continue
-        annotations[name] = _type(param)
+        annotations[name] = value_type(param)
         setattr(cls, name, _field(param))
     cls.__annotations__ = annotations
     return strawberry.input(cls, description=description)
@@ -91,10 +74,6 @@ _INPUTS = {
 }
 
 
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
-
-
 def _one_of(models: tuple[type[ops.Model], ...], description: str) -> Callable[[type[T]], type[T]]:
     """The class as an input holding one optional field per operation of ``models`` (after
     its own fields): the operation's input, or a Boolean for one without fields."""
@@ -102,7 +81,7 @@ def _one_of(models: tuple[type[ops.Model], ...], description: str) -> Callable[[
     def build(cls: type[T]) -> type[T]:
         annotations = dict(cls.__dict__.get("__annotations__", {}))
         for model in models:
-            name = _snake(model.spec.name)
+            name = snake(model.spec.name)
             annotations[name] = Optional[_INPUTS.get(model, bool)]  # noqa: UP045
             setattr(cls, name, strawberry.field(default=None, description=model.spec.description))
         cls.__annotations__ = annotations

@@ -13,12 +13,14 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gql_media.api.errors import Classifier, graphql_error, log_errors
+from gql_media.api.info_types import Provider, ProviderModel, Queue, queue_from_summary
 from gql_media.api.media_types import (
     ProcessImageInput,
     ProcessVideoInput,
     UploadMediaPayload,
     to_json,
 )
+from gql_media.api.nodes import NODE, NODES
 from gql_media.api.patches import enabled, strawberry_inputs
 from gql_media.api.patches.shared_results import QuietExecution, SharedEventExecution
 from gql_media.api.patches.strawberry_results import LightEventResults
@@ -36,13 +38,9 @@ from gql_media.api.types import (
     JobPayload,
     MediaAsset,
     PageInfo,
-    Provider,
-    ProviderModel,
-    Queue,
     UserError,
     asset_from_snapshot,
     job_from_snapshot,
-    queue_from_summary,
     scheduling,
 )
 from gql_media.domain import JobSnapshot, Principal
@@ -121,6 +119,9 @@ async def _job_mutation(
 
 @strawberry.type
 class Query:
+    node = NODE
+    nodes = NODES
+
     @strawberry.field(description="A job by id; null when the id is unknown or malformed.")
     async def job(self, info: Info, job_id: IdArgument) -> Job | None:
         snapshot = await job_service.get_job(info.context.deps, job_id, info.context.principal)

@@ -19,6 +19,7 @@ from graphql import (
     GraphQLError,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
@@ -97,13 +98,14 @@ class Measurer:
     2^n paths walked naively). A spread that closes a cycle, or of an unknown fragment,
     measures nothing (other rules report those)."""
 
-    def __init__(self, document: DocumentNode, default_page: int) -> None:
+    def __init__(self, document: DocumentNode, default_page: int, max_nodes: int = 1) -> None:
         self.fragments = {
             definition.name.value: definition
             for definition in document.definitions
             if isinstance(definition, FragmentDefinitionNode)
         }
         self.default_page = default_page
+        self.max_nodes = max_nodes
         self.measured: dict[str, Measure] = {}
         self.measuring: set[str] = set()
 
@@ -119,7 +121,7 @@ class Measurer:
                 ):
                     depth = max(depth, 1 + inner.depth)
                 aliases += (selection.alias is not None) + inner.aliases
-                cost += 1 + _multiplier(selection, self.default_page) * inner.cost
+                cost += 1 + self.multiplier(selection) * inner.cost
                 continue
             if isinstance(selection, InlineFragmentNode):
                 inner = self.selections(selection.selection_set)
@@ -129,6 +131,13 @@ class Measurer:
             aliases += inner.aliases
             cost += inner.cost
         return Measure(depth, aliases, cost)
+
+    def multiplier(self, field: FieldNode) -> int:
+        """How many times a field's selection is resolved: a page, the ids of ``nodes``
+        (a variable counts as ``max_nodes``), an assumed length of another list, or 1."""
+        if field.name.value == "nodes" and field.selection_set is not None:
+            return max(1, _count(field.arguments or (), "ids", self.max_nodes))
+        return _multiplier(field, self.default_page)
 
     def fragment(self, name: str) -> Measure:
         found = self.measured.get(name)
@@ -148,7 +157,8 @@ def bounds_rule(settings: Settings) -> type[ValidationRule]:
     aliases than ``max_aliases``, or whose estimated cost passes ``max_query_cost``: every
     field costs 1, times the page size of the lists around it (``first``, or else the larger
     of the default page size and ``max_batch``, the most jobs a generateImages payload
-    lists), other lists counted as ``LIST_FIELD_WEIGHT`` items. Fragments count where they
+    lists; for ``nodes`` the ids, or else ``max_nodes``), other lists counted as
+    ``LIST_FIELD_WEIGHT`` items. Fragments count where they
     are spread, and are measured once (``Measurer``)."""
     max_depth, max_aliases, max_cost = (
         settings.max_query_depth,
@@ -160,7 +170,7 @@ def bounds_rule(settings: Settings) -> type[ValidationRule]:
     class DocumentBounds(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            self.measurer = Measurer(context.document, default_page)
+            self.measurer = Measurer(context.document, default_page, settings.max_nodes)
 
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             measure = self.measurer.selections(node.selection_set)
@@ -212,6 +222,14 @@ def _first(arguments: Iterable[Any], default: int) -> int:
         if argument.name.value == "first" and isinstance(argument.value, IntValueNode):
             digits = argument.value.value  # any length the parser took
             return int(digits) if len(digits) <= 12 else 10**12
+    return default
+
+
+def _count(arguments: Iterable[Any], name: str, default: int) -> int:
+    """The length of a literal list argument; a variable counts as ``default``."""
+    for argument in arguments:
+        if argument.name.value == name and isinstance(argument.value, ListValueNode):
+            return len(argument.value.values)
     return default
 
 

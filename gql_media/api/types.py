@@ -2,31 +2,54 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
 
 from gql_media import domain
+from gql_media.api import enums  # noqa: F401 (the GraphQL definitions of the domain's enums)
+from gql_media.api.job_details import (
+    AudioVideoMetadata,
+    JobParameters,
+    MediaMetadata,
+    av_metadata,
+    metadata_of,
+    parameters_of,
+)
+from gql_media.db.models import WebhookDeliveryRow
+from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import queue_info, webhooks
 from gql_media.services.jobs import JobFilter as DomainJobFilter
 
-# Registered once for their GraphQL definitions; fields below use the domain enums directly.
-strawberry.enum(domain.JobStatus, description="Where a job is in its lifecycle.")
-strawberry.enum(domain.JobKind, description="What a job does.")
-strawberry.enum(domain.OutputFormat, description="Encoding of generated images.")
 JobStatus = domain.JobStatus
 JobKind = domain.JobKind
 OutputFormat = domain.OutputFormat
 
 
+def error_code(value: str) -> ErrorCode:
+    """The code a job stored; one this version does not know reads as INTERNAL_ERROR."""
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.INTERNAL_ERROR
+
+
+@strawberry.interface(
+    description="An object with a stable id, which node(id:) and nodes(ids:) fetch again."
+)
+class Node:
+    id: strawberry.ID
+
+
 @strawberry.type(description="An expected problem with a request; `code` is stable.")
 class UserError:
     field: str | None
-    code: str
+    code: ErrorCode
     message: str
     retry_after: float | None = strawberry.field(
         default=None,
@@ -37,7 +60,7 @@ class UserError:
     def from_domain(cls, error: DomainUserError) -> UserError:
         return cls(
             field=error.field,
-            code=error.code.value,
+            code=error.code,
             message=error.message,
             retry_after=error.retry_after,
         )
@@ -45,14 +68,13 @@ class UserError:
 
 @strawberry.type(description="Why a job failed, or why its last attempt failed.")
 class JobError:
-    code: str
+    code: ErrorCode
     message: str
     retryable: bool
 
 
 @strawberry.type(description="A stored media file: an upload, or an output of a job.")
-class MediaAsset:
-    id: strawberry.ID
+class MediaAsset(Node):
     url: str
     content_type: str = strawberry.field(description="Decided from the content, not the name.")
     width: int | None
@@ -65,11 +87,15 @@ class MediaAsset:
     filename: str | None = strawberry.field(
         default=None, description="An upload's file name as the client gave it."
     )
-    metadata: JSON | None = strawberry.field(
-        default=None,
-        description="What is known of the file, e.g. duration, codecs and fps of video.",
-    )
     created_at: datetime | None = None
+    info: strawberry.Private[dict[str, Any] | None] = None  # as stored
+
+    @strawberry.field(
+        description="What is known of the file: an image's format and frames; a video's or "
+        "audio file's duration, size, fps, codecs and more; null when nothing is."
+    )
+    def metadata(self) -> MediaMetadata | None:
+        return metadata_of(self.info)
 
 
 def asset_from_snapshot(asset: domain.AssetSnapshot, media_url: Callable[[str], str]) -> MediaAsset:
@@ -83,14 +109,13 @@ def asset_from_snapshot(asset: domain.AssetSnapshot, media_url: Callable[[str], 
         sha256=asset.sha256,
         name=asset.name,
         filename=asset.filename,
-        metadata=cast(JSON, asset.info),
+        info=asset.info,
         created_at=asset.created_at,
     )
 
 
 @strawberry.type(description="A unit of work: generating or processing media.")
-class Job:
-    id: strawberry.ID
+class Job(Node):
     kind: JobKind
     status: JobStatus
     progress: float = strawberry.field(description="0 to 1.")
@@ -98,14 +123,10 @@ class Job:
     prompt: str | None
     provider: str
     model: str | None
-    parameters: JSON
     attempts: int
     max_attempts: int
     error: JobError | None
     outputs: list[MediaAsset]
-    result: JSON | None = strawberry.field(
-        description="What the job found out besides files, e.g. videoMetadata's result."
-    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -123,6 +144,20 @@ class Job:
 
     # its place in line when that is known already (an update of a waiting job's place)
     estimate: strawberry.Private[queue_info.Estimate | None] = None
+    # as stored: what the job was asked, and what it found out besides files
+    stored_parameters: strawberry.Private[dict[str, Any]] = dataclasses.field(default_factory=dict)
+    stored_result: strawberry.Private[dict[str, Any] | None] = None
+
+    @strawberry.field(description="What the job was asked; the type follows its kind.")
+    def parameters(self) -> JobParameters:
+        return parameters_of(self.kind, self.stored_parameters)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="What the job found out besides files: videoMetadata's findings; null "
+        "for other jobs."
+    )
+    def result(self) -> AudioVideoMetadata | None:
+        return av_metadata(self.stored_result)
 
     @strawberry.field(
         description="While QUEUED and due to run: how many jobs start before it in the "
@@ -153,24 +188,11 @@ class Job:
     @strawberry.field(description="Every attempt to deliver the job's webhook, oldest first.")
     async def webhook_deliveries(self, info: strawberry.Info) -> list[WebhookDelivery]:
         rows = await webhooks.list_deliveries(info.context.deps, str(self.id))
-        return [
-            WebhookDelivery(
-                webhook_id=row.webhook_id,
-                event=row.event,
-                attempt=row.attempt,
-                url=row.url,
-                status_code=row.status_code,
-                error=row.error,
-                duration_ms=row.duration_ms,
-                succeeded=row.succeeded,
-                at=row.created_at,
-            )
-            for row in rows
-        ]
+        return [delivery_from_row(row) for row in rows]
 
 
 @strawberry.type(description="One attempt to deliver a job's webhook.")
-class WebhookDelivery:
+class WebhookDelivery(Node):
     webhook_id: str = strawberry.field(description="The same for every attempt of a delivery.")
     event: str = strawberry.field(description="job.succeeded, job.failed or job.canceled.")
     attempt: int
@@ -182,8 +204,26 @@ class WebhookDelivery:
     at: datetime
 
 
+def delivery_from_row(row: WebhookDeliveryRow) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=strawberry.ID(domain.encode_id(domain.WEBHOOK_DELIVERY_ID_PREFIX, row.id)),
+        webhook_id=row.webhook_id,
+        event=row.event,
+        attempt=row.attempt,
+        url=row.url,
+        status_code=row.status_code,
+        error=row.error,
+        duration_ms=row.duration_ms,
+        succeeded=row.succeeded,
+        at=row.created_at,
+    )
+
+
+def job_error(error: domain.JobError) -> JobError:
+    return JobError(code=error_code(error.code), message=error.message, retryable=error.retryable)
+
+
 def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], str]) -> Job:
-    error = snapshot.error
     return Job(
         id=strawberry.ID(snapshot.id),
         kind=snapshot.kind,
@@ -193,14 +233,12 @@ def job_from_snapshot(snapshot: domain.JobSnapshot, media_url: Callable[[str], s
         prompt=snapshot.prompt,
         provider=snapshot.provider,
         model=snapshot.model,
-        parameters=cast(JSON, snapshot.parameters),
+        stored_parameters=snapshot.parameters,
         attempts=snapshot.attempts,
         max_attempts=snapshot.max_attempts,
-        error=JobError(code=error.code, message=error.message, retryable=error.retryable)
-        if error
-        else None,
+        error=job_error(snapshot.error) if snapshot.error else None,
         outputs=[asset_from_snapshot(a, media_url) for a in snapshot.outputs],
-        result=cast(JSON, snapshot.result),
+        stored_result=snapshot.result,
         created_at=snapshot.created_at,
         started_at=snapshot.started_at,
         finished_at=snapshot.finished_at,
@@ -331,67 +369,3 @@ class GenerateImagesPayload:
 class JobPayload:
     job: Job | None
     user_errors: list[UserError]
-
-
-@strawberry.type(description="A model a provider offers, with the limits checked up front.")
-class ProviderModel:
-    name: str
-    description: str
-    max_outputs: int = strawberry.field(description="Most images in one request.")
-    sizes: list[str] = strawberry.field(
-        description="Sizes (WxH) the model accepts; empty when any size within the limits is."
-    )
-
-
-@strawberry.type(description="An image provider this service can run.")
-class Provider:
-    name: str
-    configured: bool = strawberry.field(
-        description="False until its settings (token, base URL) are given; jobs are refused."
-    )
-    default_model: str = strawberry.field(description="Used when a request names no model.")
-    models: list[ProviderModel] = strawberry.field(
-        description="Well-known models and their limits; remote providers accept others too."
-    )
-    is_default: bool = strawberry.field(description="Used when a request names no provider.")
-
-
-@strawberry.type(description="The jobs of one priority that wait and run.")
-class QueueLoad:
-    priority: int
-    queued: int
-    running: int
-    oldest_queued_at: datetime | None = strawberry.field(
-        description="Since when the longest waiting due job has waited; null when none waits."
-    )
-
-
-@strawberry.type(description="The load of the queue: every job for an admin, yours otherwise.")
-class Queue:
-    queued: int
-    running: int
-    oldest_wait_seconds: float | None = strawberry.field(
-        description="How long the longest waiting due job has waited; null when none waits."
-    )
-    starts_per_second: float | None = strawberry.field(
-        description="Jobs started per second over the last minute, over every worker."
-    )
-    priorities: list[QueueLoad] = strawberry.field(description="Highest priority first.")
-
-
-def queue_from_summary(summary: queue_info.QueueSummary) -> Queue:
-    return Queue(
-        queued=summary.queued,
-        running=summary.running,
-        oldest_wait_seconds=summary.oldest_wait_seconds,
-        starts_per_second=summary.starts_per_second,
-        priorities=[
-            QueueLoad(
-                priority=load.priority,
-                queued=load.queued,
-                running=load.running,
-                oldest_queued_at=load.oldest_queued_at,
-            )
-            for load in summary.priorities
-        ],
-    )

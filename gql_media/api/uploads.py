@@ -98,7 +98,7 @@ def asset_json(media: MediaAsset) -> dict[str, Any]:
         "sha256": media.sha256,
         "name": media.name,
         "filename": media.filename,
-        "metadata": media.metadata,
+        "metadata": media.info,  # as stored: the field names of the GraphQL types
         "createdAt": media.created_at.isoformat() if media.created_at else None,
     }
 

@@ -2,13 +2,16 @@
 // schema or operation change that breaks callers fails tests/test_clients.py.
 import { type Client, createClient } from "graphql-ws";
 import type {
+  ErrorCode,
   GenerateImageMutation,
   GenerateImageMutationVariables,
   JobStatus,
   JobUpdatedSubscription,
   JobUpdatedSubscriptionVariables,
+  JobQuery,
   JobsQuery,
   JobsQueryVariables,
+  NodesQuery,
   ProcessImageMutationVariables,
   ProvidersQuery,
 } from "./generated/graphql.js";
@@ -104,7 +107,40 @@ export const thumbnails: ProcessImageMutationVariables = {
   },
 };
 
+/** What a job was asked, in words: its parameters are typed by the job's kind. */
+export function describeParameters(job: NonNullable<JobQuery["job"]>): string {
+  const asked = job.parameters;
+  switch (asked.__typename) {
+    case "GenerateImageParameters":
+      return `${asked.width}x${asked.height} ${asked.outputFormat} seed ${asked.seed}`;
+    case "ProcessImageParameters":
+      return asked.variants.map((variant) => variant.name).join(", ");
+    case "ProcessVideoParameters":
+      return asked.operations.map((entry) => entry.name ?? "unnamed").join(", ");
+  }
+}
+
+/** The duration of a video output or of videoMetadata's findings, when known. */
+export function duration(job: NonNullable<JobQuery["job"]>): number | null {
+  const output = job.outputs.find((asset) => asset.metadata?.__typename === "AudioVideoMetadata");
+  if (output?.metadata?.__typename === "AudioVideoMetadata") return output.metadata.duration ?? null;
+  return job.result?.duration ?? null;
+}
+
+/** The ids of the jobs among what nodes(ids:) found. */
+export function jobIds(data: NodesQuery): string[] {
+  return data.nodes.flatMap((node) => (node?.__typename === "Job" ? [node.id] : []));
+}
+
+export const retryLater: ErrorCode[] = ["RATE_LIMITED", "TOO_MANY_ACTIVE_JOBS"];
+
 // The types are real: each of these is an error that tsc must report.
+// @ts-expect-error "SLOW_DOWN" is not an ErrorCode
+export const unknownCode: ErrorCode = "SLOW_DOWN";
+export function unnarrowed(job: NonNullable<JobQuery["job"]>): unknown {
+  // @ts-expect-error only a generation's parameters have a seed: narrow by __typename first
+  return job.parameters.seed;
+}
 // @ts-expect-error "DONE" is not a JobStatus
 export const misspelledStatus: JobStatus = "DONE";
 // @ts-expect-error prompt is required

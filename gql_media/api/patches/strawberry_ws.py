@@ -6,7 +6,9 @@ says: a socket past its key's cap is closed (4429) instead of acknowledged, and 
 operation past the socket's or the key's cap gets an ``error`` message
 (TOO_MANY_SUBSCRIPTIONS). Strawberry has no public hook that sees each operation start or
 can close with a code of ours, so the handlers are subclassed. An operation that finds its
-socket closed (the client left, or was cut off) is not logged as an error.
+socket closed (the client left, or was cut off) is not logged as an error. A
+graphql-transport-ws ``connection_init`` whose payload is ``null`` (the protocol allows
+it; strawberry closes with 4400) counts as an empty one: no params, so no key.
 
 The ``strawberry_ws`` patch: strawberry's graphql-transport-ws handler keeps its canceled
 connection_init timeout task, which holds a CancelledError with its traceback and frames
@@ -61,6 +63,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     direct_events = False  # the direct_events patch
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if message.get("payload", {}) is None:
+            # the protocol allows a null payload (strawberry closes with 4400): no params,
+            # so no key, as an empty payload
+            message = ConnectionInitMessage(type="connection_init", payload={})
         try:
             await super().handle_connection_init(message)
         except SocketRefused as refused:

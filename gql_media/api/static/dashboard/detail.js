@@ -12,9 +12,12 @@ function json(value) {
   return h("pre", { class: "json", text: JSON.stringify(value, null, 2) });
 }
 
-/** What is known of a file: the keys that have a value. */
-function known(metadata) {
-  return Object.fromEntries(Object.entries(metadata).filter(([, value]) => value !== null));
+/** The fields that have a value, at every depth (a typed answer names every field). */
+function known(value) {
+  if (Array.isArray(value)) return value.map(known);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value)
+    .filter(([, field]) => field !== null).map(([key, field]) => [key, known(field)]));
 }
 
 function facts(rows) {
@@ -81,8 +84,8 @@ function render(job) {
   }
   return [
     facts(rows),
-    h("h3", { text: "Parameters" }), json(job.parameters),
-    ...(job.result ? [h("h3", { text: "Result" }), json(job.result)] : []),
+    h("h3", { text: "Parameters" }), json(known(job.parameters)),
+    ...(job.result ? [h("h3", { text: "Result" }), json(known(job.result))] : []),
     h("h3", { text: "Outputs" }), outputsTable(job),
     h("h3", { text: "Webhook deliveries" }), deliveriesTable(job),
   ];
