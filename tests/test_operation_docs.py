@@ -1,6 +1,6 @@
 """The schema says what the processing code does: turns, ranges, defaults and output names
 are stated once (``services.operations``), and the running service, the schema file,
-its messages and the README all say the same."""
+its messages and docs/media.md all say the same."""
 
 from __future__ import annotations
 
@@ -315,4 +315,4 @@ async def test_an_animation_over_the_frame_limit_is_refused_with_the_limit_state
     process = sdl.type_map["ProcessImageInput"]
     assert isinstance(process, GraphQLInputObjectType)
     assert f"at most {limit}" in (process.fields["mediaId"].description or "")
-    assert f"at most {limit}" in (ROOT / "README.md").read_text()
+    assert f"at most {limit}" in (ROOT / "docs" / "media.md").read_text()

@@ -125,8 +125,9 @@ def test_every_link_leads_somewhere(document: Path) -> None:
 
 
 def test_the_operation_tables_are_what_the_schema_states() -> None:
-    from gql_media.services.operations.docs import COMMAND, generated_blocks, readme_sections
+    from gql_media.services.operations.docs import COMMAND, generated_blocks, generated_sections
 
-    assert generated_blocks(README) == readme_sections(), (
-        f"the README's operation tables are stale: run `{COMMAND}`"
+    media = (ROOT / "docs" / "media.md").read_text()
+    assert generated_blocks(media) == generated_sections(), (
+        f"the operation tables of docs/media.md are stale: run `{COMMAND}`"
     )

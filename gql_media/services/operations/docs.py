@@ -1,6 +1,6 @@
-"""The README's tables of operations, written from the operations' own fields.
+"""The tables of operations in docs/media.md, written from the operations' own fields.
 
-``python -m gql_media.services.operations.docs README.md`` rewrites them; a test fails
+``python -m gql_media.services.operations.docs docs/media.md`` rewrites them; a test fails
 when they differ from what the operations state.
 """
 
@@ -14,7 +14,7 @@ from gql_media.services.operations.fields import Param, Spec, enum_name, number_
 from gql_media.services.operations.image import ANIMATION, IMAGE_OPERATIONS, VARIANT
 from gql_media.services.operations.video import OUTPUT_NAME, VIDEO_OPERATIONS
 
-COMMAND = "python -m gql_media.services.operations.docs README.md"
+COMMAND = "python -m gql_media.services.operations.docs docs/media.md"
 
 
 def _cell(text: str) -> str:
@@ -34,7 +34,7 @@ def _default(param: Param) -> str:
 
 
 def table(operations: tuple[Spec, ...], first: str = "operation") -> str:
-    """The README table of ``operations``: a row for each operation, then one per field."""
+    """The table of ``operations``: a row for each operation, then one per field."""
     lines = [f"| {first} | field | meaning | default |", "|---|---|---|---|"]
     for op in operations:
         lines.append(f"| `{op.name}` | | {_cell(op.description)} | |")
@@ -45,8 +45,8 @@ def table(operations: tuple[Spec, ...], first: str = "operation") -> str:
     return "\n".join(lines)
 
 
-def readme_sections() -> dict[str, str]:
-    """The README's generated blocks, by the name in their markers."""
+def generated_sections() -> dict[str, str]:
+    """The generated blocks of docs/media.md, by the name in their markers."""
     return {
         "image-operations": table(IMAGE_OPERATIONS),
         "image-variant": table((VARIANT,), "per variant") + "\n\n" + ANIMATION,
@@ -61,8 +61,8 @@ _BLOCK = re.compile(
 
 
 def rewrite(text: str) -> str:
-    """``text`` (the README) with every generated block written anew."""
-    sections = readme_sections()
+    """``text`` (docs/media.md) with every generated block written anew."""
+    sections = generated_sections()
     return _BLOCK.sub(lambda m: m.group(1) + sections[m.group("name")] + "\n" + m.group(4), text)
 
 
@@ -72,5 +72,5 @@ def generated_blocks(text: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/media.md")
     path.write_text(rewrite(path.read_text()))
