@@ -16,6 +16,7 @@ from gql_media.api.patches import direct_events
 from gql_media.api.types import Job, JobFilter, job_from_snapshot
 from gql_media.domain import JobSnapshot, JobStatus
 from gql_media.errors import ErrorCode
+from gql_media.errors import UserError as DomainUserError
 from gql_media.services import jobs as job_service
 from gql_media.services.queue_info import PlacedSnapshot
 
@@ -87,13 +88,11 @@ class Subscription:
     ) -> AsyncGenerator[Job, None]:
         ctx = info.context
         domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
-        problem = domain_filter.problem()
-        if problem is not None:
-            raise graphql_error(problem.code, problem.message)
         principal = ctx.principal
-
-        def wanted(job: JobSnapshot) -> bool:
-            return principal.can_see(job.owner) and domain_filter.matches(job)
+        try:
+            wanted = job_service.events_filter(domain_filter, principal)
+        except DomainUserError as problem:
+            raise graphql_error(problem.code, problem.message) from problem
 
         # subscribers with the same principal and filter want the same events
         subscriber = ctx.hub.subscribe(None, wanted, alike=(principal, domain_filter))
