@@ -23,6 +23,7 @@ from gql_media.domain import JobAction, decode_id
 from gql_media.runtime import open_runtime
 from gql_media.services import auth, watch_tokens
 from gql_media.settings import Settings
+from tests.media import jpeg
 from tests.support import graphql_ws
 from tests.test_security import Secured, secured
 
@@ -66,7 +67,9 @@ def codes(body: dict[str, Any]) -> list[str]:
     return [error["extensions"]["code"] for error in body.get("errors", [])]
 
 
-async def refusal(url: str, payload: dict[str, Any], protocol: str) -> tuple[int, str, Any]:
+async def refusal(
+    url: str, payload: dict[str, Any], protocol: str = "graphql-transport-ws"
+) -> tuple[int, str, Any]:
     """The close code and reason a connection_init with ``payload`` gets, and the legacy
     protocol's connection_error payload."""
     async with connect(url, subprotocols=[Subprotocol(protocol)], max_size=None) as ws:
@@ -130,6 +133,8 @@ async def test_a_token_may_not_list_create_upload_or_mint(api: Secured) -> None:
         "cancelJob": f'mutation {{ cancelJob(id: "{job_id}") {{ userErrors {{ code }} }} }}',
         "createWatchToken": f'mutation {{ createWatchToken(jobId: "{job_id}") '
         "{ token userErrors { code } } }",
+        "processVideo": 'mutation { processVideo(input: {mediaId: "med_x", operations: '
+        "[{videoMetadata: true}]}) { userErrors { code } } }",
     }
     for name, mutation in mutations.items():
         body = await api.graphql(token, mutation)
@@ -139,10 +144,39 @@ async def test_a_token_may_not_list_create_upload_or_mint(api: Secured) -> None:
             "/uploads", content=b"\xff\xd8", headers={"content-type": "image/jpeg"}
         )
     assert upload.status_code == 403 and upload.json()["userErrors"][0]["code"] == "FORBIDDEN"
+    async with api.client(api.keys.alice) as backend:
+        stored = await backend.post(
+            "/uploads", content=jpeg(64, 48), headers={"content-type": "image/jpeg"}
+        )
+    media = "query($id: ID!) { media(id: $id) { id } }"
+    variables = {"id": stored.json()["media"]["id"]}
+    assert (await api.graphql(token, media, variables))["data"] == {"media": None}
+    assert (await api.graphql(api.keys.alice, media, variables))["data"]["media"]
     async with graphql_ws(api.live.ws_url, payload={"apiKey": token}) as ws:
         [events] = await ws.collect(await ws.subscribe("subscription { jobEvents { id } }"))
     assert codes(events) == ["FORBIDDEN"], events
     assert (await api.graphql(api.keys.alice, JOB, {"id": job_id}))["data"]["job"]  # key works
+
+
+async def test_a_token_spends_nothing_of_its_keys_rate_or_sockets(settings_factory: Any) -> None:
+    limits = {"rate_limit_per_minute": 1, "rate_limit_burst": 3, "max_sockets_per_key": 1}
+    async with secured(settings_factory, **limits) as api:
+        job_id = await job_of(api, api.keys.alice)
+        token = await token_for(api, job_id)  # the key's bucket: one left
+        refused = 'mutation { generateImage(input: {prompt: "x"}) { userErrors { code } } }'
+        for _ in range(3):
+            body = await api.graphql(token, refused)
+            assert body["data"]["generateImage"]["userErrors"] == [{"code": "FORBIDDEN"}]
+        assert (await api.generate(api.keys.alice))["userErrors"] == []
+        # sockets: the key's own and a token's are counted apart, each pair capped
+        async with (
+            graphql_ws(api.live.ws_url, payload={"apiKey": api.keys.alice}),
+            graphql_ws(api.live.ws_url, payload={"apiKey": token}),
+        ):
+            code, reason, _ = await refusal(
+                api.live.ws_url, {"apiKey": token}, "graphql-transport-ws"
+            )
+            assert (code, reason) == (4429, "TOO_MANY_SOCKETS")
 
 
 async def test_a_token_minted_to_cancel_cancels_its_job_only(api: Secured) -> None:
