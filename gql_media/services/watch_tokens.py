@@ -151,8 +151,8 @@ async def mint(
             f"ttlSeconds must be from 1 to {settings.watch_token_max_ttl}",
             "ttlSeconds",
         )
-    snapshot = await get_job(deps, job_id, principal)
     parsed = decode_id(JOB_ID_PREFIX, job_id)
+    snapshot = await get_job(deps, job_id, principal) if parsed is not None else None
     if snapshot is None or parsed is None:
         raise NotFound(field="jobId")
     expires_at = int(time.time()) + ttl
