@@ -24,7 +24,7 @@ from gql_media.runtime import open_runtime
 from gql_media.services import auth, watch_tokens
 from gql_media.settings import Settings
 from tests.media import jpeg
-from tests.support import graphql_ws
+from tests.support import graphql_ws, start_server
 from tests.test_security import Secured, secured
 
 MINT = """mutation($id: ID!, $ttl: Int, $cancel: Boolean!) {
@@ -310,3 +310,20 @@ def test_a_token_names_its_job_key_and_owner() -> None:
     claims = watch_tokens.Claims(job, owner, owner, int(time.time()) + 60, frozenset(JobAction))
     assert watch_tokens.decode(key, watch_tokens.encode(key, claims)) == claims
     assert decode_id("job_", "job_" + job.hex) == job
+
+
+async def test_without_a_secret_a_token_works_only_where_it_was_minted(
+    settings_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with secured(settings_factory, secret_key=None) as api:
+        job_id = await job_of(api, api.keys.alice)
+        token = await token_for(api, job_id)
+        assert (await api.graphql(token, JOB, {"id": job_id}))["data"]["job"]
+        async with start_server(api.settings, None, with_worker=False) as other:
+            response = await other.http.post(
+                "/graphql",
+                json={"query": JOB, "variables": {"id": job_id}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    assert (response.status_code, codes(response.json())) == (401, ["WATCH_TOKEN_INVALID"])
+    assert any("watch tokens" in record.getMessage() for record in caplog.records)
