@@ -122,7 +122,7 @@ async def test_a_token_sees_no_other_job(api: Secured) -> None:
 async def test_a_token_may_not_list_create_upload_or_mint(api: Secured) -> None:
     job_id = await job_of(api, api.keys.alice)
     token = await token_for(api, job_id)
-    for query in ("{ jobs { totalCount } }", "{ queue { queued } }"):
+    for query in ("{ jobs { totalCount } }", "{ queue { queued } }", "{ providers { name } }"):
         body = await api.graphql(token, query)
         assert codes(body) == ["FORBIDDEN"], body
     mutations = {

@@ -145,7 +145,7 @@ class Query:
                 ],
                 is_default=p.name == deps.settings.default_provider,
             )
-            for p in job_service.describe_providers(deps)
+            for p in job_service.describe_providers(deps, info.context.principal)
         ]
 
     @strawberry.field(

@@ -204,8 +204,10 @@ async def _load(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-def describe_providers(deps: Deps) -> list[ProviderInfo]:
-    """Every provider this process knows, configured or not, by name."""
+def describe_providers(deps: Deps, principal: Principal) -> list[ProviderInfo]:
+    """Every provider this process knows, configured or not, by name (not for a watch
+    token, which only follows its job)."""
+    principal.require_full("list providers")
     return [deps.providers[name].describe() for name in sorted(deps.providers)]
 
 
