@@ -73,6 +73,9 @@ query($filter: JobFilter, $first: Int, $after: String) {{
 PAYLOAD = f"job {{ {JOB_FIELDS} }} userErrors {{ field code message }}"
 CANCEL = f"mutation($id: ID!) {{ cancelJob(id: $id) {{ {PAYLOAD} }} }}"
 RETRY = f"mutation($id: ID!) {{ retryJob(id: $id) {{ {PAYLOAD} }} }}"
+WATCH_TOKEN = """mutation($id: ID!, $ttl: Int, $cancel: Boolean!) {
+  createWatchToken(jobId: $id, ttlSeconds: $ttl, allowCancel: $cancel) {
+    token expiresAt userErrors { field code message } } }"""
 
 
 class ClientError(Exception):

@@ -50,11 +50,17 @@ def add_generate(commands: Any) -> None:
 
 def add_jobs(commands: Any) -> None:
     """``gql-media jobs``, on the parsers of ``argparse``'s ``add_subparsers``."""
-    jobs = commands.add_parser("jobs", help="list, show, cancel or retry jobs")
-    jobs.add_argument("action", choices=["list", "show", "cancel", "retry"])
+    jobs = commands.add_parser(
+        "jobs", help="list, show, cancel or retry jobs, or mint a watch token for one"
+    )
+    jobs.add_argument("action", choices=["list", "show", "cancel", "retry", "watch-token"])
     jobs.add_argument("id", nargs="?")
     jobs.add_argument("--status", action="append", help="list: only this status (repeatable)")
     jobs.add_argument("--first", type=int, default=20, help="list: how many")
+    jobs.add_argument("--ttl", type=int, help="watch-token: seconds it lives")
+    jobs.add_argument(
+        "--allow-cancel", action="store_true", help="watch-token: it may cancel the job"
+    )
     _client_options(jobs)
     jobs.set_defaults(func=cmd_jobs)
 
@@ -190,6 +196,8 @@ async def _jobs(client: Client, args: argparse.Namespace) -> int:
         return EXIT_REJECTED
     if args.action == "show":
         return await _show_job(client, args.id)
+    if args.action == "watch-token":
+        return await _watch_token(client, args)
     return await _change_job(client, args.action, args.id)
 
 
@@ -230,4 +238,17 @@ async def _change_job(client: Client, action: str, job_id: str) -> int:
     if payload["userErrors"]:
         return _print_user_errors(payload["userErrors"])
     print(f"{payload['job']['id']} {payload['job']['status']}")
+    return EXIT_OK
+
+
+async def _watch_token(client: Client, args: argparse.Namespace) -> int:
+    """Mint a watch token for the job: the token on stdout, its expiry on stderr."""
+    from gql_media.client import WATCH_TOKEN
+
+    variables = {"id": args.id, "ttl": args.ttl, "cancel": args.allow_cancel}
+    payload = (await client.execute(WATCH_TOKEN, variables))["createWatchToken"]
+    if payload["userErrors"]:
+        return _print_user_errors(payload["userErrors"])
+    print(payload["token"])
+    print(f"expires {payload['expiresAt']}", file=sys.stderr)
     return EXIT_OK

@@ -6,6 +6,7 @@ Nothing here does I/O; every other layer may import it.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+
+from gql_media.errors import Forbidden
 
 
 class JobStatus(StrEnum):
@@ -256,11 +259,36 @@ class Scheduling:
         return fields
 
 
+class JobAction(StrEnum):
+    """What a principal narrowed to one job (a watch token) may do with it."""
+
+    READ = "READ"  # the job, its outputs (signed media URLs) and jobUpdated
+    CANCEL = "CANCEL"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The narrowing of a principal to one job: which job, whose it is, what may be done
+    with it, and until when (Unix seconds)."""
+
+    job_id: uuid.UUID
+    owner: uuid.UUID | None
+    actions: frozenset[JobAction]
+    expires_at: float
+
+    @property
+    def expired(self) -> bool:
+        return time.time() >= self.expires_at
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking. Only two places make one: auth (a key's principal, or ``OPEN`` when
-    auth is off) and the service's own paths (``SYSTEM``: the worker and maintenance).
-    Every service function takes it explicitly; none has a default."""
+    """Who is asking. Only two places make one: auth (a key's principal, a watch token's
+    narrowed one, or ``OPEN`` when auth is off) and the service's own paths (``SYSTEM``: the
+    worker and maintenance). Every service function takes it explicitly; none has a default.
+
+    A principal with a ``scope`` (a watch token's) sees one job and nothing else: every
+    check that does not name that job (``can_see``, ``require_full``) refuses it."""
 
     key_id: uuid.UUID | None
     admin: bool
@@ -269,6 +297,8 @@ class Principal:
     max_priority: int | None = field(kw_only=True)
     # how many of the key's jobs may run at once; None: no cap
     max_running: int | None = field(default=None, kw_only=True)
+    # set for a watch token's principal: the one job it may see, and what it may do
+    scope: Scope | None = field(default=None, kw_only=True)
 
     @property
     def priority_limit(self) -> int:
@@ -283,11 +313,35 @@ class Principal:
         return self.key_id.hex if self.key_id is not None else None
 
     def can_see(self, owner: str | uuid.UUID | None) -> bool:
+        """Whether what ``owner`` owns is visible; never for a scoped principal, which sees
+        its one job only through ``sees_job``."""
+        if self.scope is not None:
+            return False
         if self.admin:
             return True
         if owner is None or self.key_id is None:
             return False
         return (owner if isinstance(owner, str) else owner.hex) == self.key_id.hex
+
+    def sees_job(self, owner: str | uuid.UUID | None, job_id: uuid.UUID) -> bool:
+        """Whether the job ``job_id`` of ``owner`` is visible: a scoped principal sees its
+        own job (of the owner it was minted for) while it has not expired."""
+        scope = self.scope
+        if scope is None:
+            return self.can_see(owner)
+        if scope.job_id != job_id or scope.expired:
+            return False
+        shown = owner.hex if isinstance(owner, uuid.UUID) else owner
+        return shown == (scope.owner.hex if scope.owner is not None else None)
+
+    def may(self, action: JobAction) -> bool:
+        """Whether this principal may do ``action`` to a job it sees."""
+        return self.scope is None or action in self.scope.actions
+
+    def require_full(self, what: str) -> None:
+        """Forbidden for a scoped principal: ``what`` is more than following one job."""
+        if self.scope is not None:
+            raise Forbidden(f"a watch token may not {what}")
 
 
 # Anyone who reaches the api when GQL_MEDIA_AUTH=off (who then sees everything); handed out

@@ -3,8 +3,10 @@
     GqlMediaError
     ├── UserError                  expected problem with a request → GraphQL ``userErrors``
     │   ├── NotFound               unknown (or malformed) id
-    │   └── InvalidState           the job is not in a state that allows the action
+    │   ├── InvalidState           the job is not in a state that allows the action
+    │   └── Forbidden              a watch token asked for more than its one job
     ├── Unauthenticated            no principal was chosen by auth for this operation
+    ├── CredentialRefused          a watch token that is malformed, forged or expired
     ├── ServiceUnavailable         a backing service (Redis, database) is down
     ├── StorageUnavailable         media storage cannot be written (full, read-only, refused)
     ├── JobCanceled                the job was canceled while a worker ran it
@@ -48,6 +50,9 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
     UNAUTHENTICATED = "UNAUTHENTICATED"
+    WATCH_TOKEN_INVALID = "WATCH_TOKEN_INVALID"
+    WATCH_TOKEN_EXPIRED = "WATCH_TOKEN_EXPIRED"
+    FORBIDDEN = "FORBIDDEN"
     FORBIDDEN_ORIGIN = "FORBIDDEN_ORIGIN"
     QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
     INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
@@ -137,6 +142,22 @@ class InvalidState(UserError):
 
     def __init__(self, message: str, field: str | None = "id") -> None:
         super().__init__(ErrorCode.INVALID_STATE, message, field)
+
+
+class Forbidden(UserError):
+    """A principal narrowed to one job (a watch token) asked for something else: a list,
+    another kind of mutation, or an action its token was not minted for."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(ErrorCode.FORBIDDEN, message, field)
+
+
+class CredentialRefused(GqlMediaError):
+    """A presented watch token that cannot be used: malformed or forged
+    (WATCH_TOKEN_INVALID) or past its expiry (WATCH_TOKEN_EXPIRED)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message, code=code)
 
 
 class Unauthenticated(GqlMediaError):

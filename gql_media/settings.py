@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     media_url_ttl: float = Field(default=3600.0, gt=0)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    # watch tokens (createWatchToken): seconds one lives when the caller names none, and the
+    # most a caller may ask for
+    watch_token_ttl: int = Field(default=900, ge=1)
+    watch_token_max_ttl: int = Field(default=86400, ge=1)
     rate_limit_per_minute: float = Field(default=120.0, ge=0)
     rate_limit_burst: int = Field(default=30, ge=1)
     max_active_jobs: int = Field(default=100, ge=0)
@@ -353,6 +357,14 @@ class Settings(BaseSettings):
         if self.trusted_documents_strict and self.trusted_documents is None:
             raise ValueError(
                 "GQL_MEDIA_TRUSTED_DOCUMENTS_STRICT needs GQL_MEDIA_TRUSTED_DOCUMENTS (a manifest)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _watch_token_ttl_fits(self) -> Settings:
+        if self.watch_token_ttl > self.watch_token_max_ttl:
+            raise ValueError(
+                "GQL_MEDIA_WATCH_TOKEN_TTL may not exceed GQL_MEDIA_WATCH_TOKEN_MAX_TTL"
             )
         return self
 

@@ -89,7 +89,7 @@ async def test_errors_have_codes_and_exit_statuses(server: LiveServer, tmp_path:
     assert code == 3 and "CONNECTION_FAILED" in err
 
 
-async def test_with_auth_required_the_key_is_used_and_signed_urls_saved(
+async def test_with_auth_required_the_key_is_used_signed_urls_saved_and_tokens_minted(
     settings_factory: Any, tmp_path: Path
 ) -> None:
     from gql_media.adapters import redis as redis_adapter
@@ -113,6 +113,20 @@ async def test_with_auth_required_the_key_is_used_and_signed_urls_saved(
             assert image.size == (64, 64)
         code, out, err = await gql_media("jobs", "list", "--url", live.url, "--key", "gqlm_wrong")
         assert (code, out) == (2, "") and "UNAUTHENTICATED" in err
+        job_id = saved.rsplit("/", 1)[-1].split("-")[0]
+        code, out, err = await gql_media(
+            "jobs", "watch-token", job_id, "--ttl", "60", "--url", live.url, "--key", key
+        )
+        assert code == 0 and out.startswith("gqlw_") and "expires" in err, err
+        token = out.strip()
+        code, out, _ = await gql_media("jobs", "show", job_id, "--url", live.url, "--key", token)
+        assert code == 0 and '"status": "SUCCEEDED"' in out
+        code, out, err = await gql_media("jobs", "list", "--url", live.url, "--key", token)
+        assert (code, out) == (2, "") and "FORBIDDEN" in err
+        code, out, err = await gql_media(
+            "jobs", "watch-token", job_id, "--ttl", "0", "--url", live.url, "--key", key
+        )
+        assert (code, out) == (2, "") and "INVALID_ARGUMENT (ttlSeconds)" in err
 
 
 def test_the_api_collects_garbage_at_its_own_pace(monkeypatch: pytest.MonkeyPatch) -> None:

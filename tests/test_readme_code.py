@@ -30,6 +30,8 @@ Placeholders, the only text replaced before a block runs:
 
 - ``http://127.0.0.1:8000``, ``ws://127.0.0.1:8000``: the test api;
 - ``gqlm_...``: an API key; a block that names one runs on an api with auth required;
+- ``gqlw_…``: a watch token minted for the block's job (for a block run with an unknown
+  ``job_5f0c…``, one minted for another job); such a block also runs with auth required;
 - ``job_5f0c…``: a job made for the block, one that succeeds at once, or in shell blocks
   (which cancel it) one that runs until canceled;
 - ``med_9d4a…``: an uploaded JPEG; ``med_3b1e…``: an uploaded MP4 with sound.
@@ -73,6 +75,7 @@ TIMEOUT = 45.0
 
 URL, WS_URL = "http://127.0.0.1:8000", "ws://127.0.0.1:8000"
 KEY = "gqlm_..."
+TOKEN = "gqlw_…"
 JOB = "job_5f0c…"
 IMAGE, VIDEO = "med_9d4a…", "med_3b1e…"
 NOT_RUN = re.compile(r"<!-- not run: (?P<reason>\S.*?) -->")
@@ -178,6 +181,15 @@ class Api:
         assert body["data"]["generateImage"]["userErrors"] == [], body
         return str(body["data"]["generateImage"]["job"]["id"])
 
+    async def token(self, job_id: str) -> str:
+        """A watch token following ``job_id``, as a backend mints it."""
+        body = await self.graphql(
+            "mutation($id: ID!) { createWatchToken(jobId: $id) { token userErrors { code } } }",
+            {"id": job_id},
+        )
+        assert body["data"]["createWatchToken"]["userErrors"] == [], body
+        return str(body["data"]["createWatchToken"]["token"])
+
     async def cancel(self, job_id: str) -> None:
         await self.graphql(
             "mutation($id: ID!) { cancelJob(id: $id) { userErrors { code } } }", {"id": job_id}
@@ -201,6 +213,8 @@ class Api:
         for placeholder, media_id in self.media.items():
             text = text.replace(placeholder, media_id)
         job_id = await self.job(slow_job) if JOB in text else None
+        if TOKEN in text:
+            text = text.replace(TOKEN, await self.token(job_id or await self.job(False)))
         return (text.replace(JOB, job_id) if job_id else text), job_id
 
 
@@ -211,7 +225,7 @@ class Apis:
     files: Path  # the files blocks name, copied into each block's directory
 
     def of(self, block: Block) -> Api:
-        return self.secured if KEY in block.text else self.open
+        return self.secured if KEY in block.text or TOKEN in block.text else self.open
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -434,6 +448,8 @@ async def test_a_follow_example_reports_an_unknown_id(
     text = block.text.replace(URL, api.live.url).replace(WS_URL, api.ws_base)
     if api.key:
         text = text.replace(KEY, api.key)
+    if TOKEN in text:  # a token of another job: the one it names reads as unknown
+        text = text.replace(TOKEN, await api.token(await api.job(False)))
     assert JOB in text  # unknown to the api
     ran = await run_program(block, text, api, tmp_path)
     assert ran.code == 0 and "Traceback" not in ran.err, ran.explain()

@@ -37,14 +37,20 @@ from gql_media.api.patches.strawberry_ws import LegacyWSHandler, transport_handl
 from gql_media.api.positions import QueuePositions
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
-from gql_media.api.sockets import OpenSockets, owner_of, sockets_of
+from gql_media.api.sockets import (
+    REVOKED_CLOSE,
+    OpenSockets,
+    SocketRefused,
+    owner_of,
+    sockets_of,
+)
 from gql_media.api.trusted import DocumentRefused, refusal_payload, trusted_documents
 from gql_media.api.uploads import upload_route
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.domain import decimal
-from gql_media.errors import ErrorCode
+from gql_media.errors import CredentialRefused, ErrorCode
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services.auth import Authenticator, bearer, hash_key
+from gql_media.services.auth import Authenticator, bearer
 from gql_media.services.catchup import run_catch_up
 from gql_media.settings import Settings
 
@@ -87,7 +93,11 @@ class GraphQLView(ReadingView):
                 websocket.state.sockets.discard(websocket)
             return
         auth: Authenticator = scope["state"]["auth"]
-        principal = await auth.principal(bearer(header(scope, b"authorization")))
+        try:
+            principal = await auth.principal(bearer(header(scope, b"authorization")))
+        except CredentialRefused as exc:  # a watch token that is forged or expired
+            await error_response(exc.code, exc.message, 401)(scope, receive, send)
+            return
         if principal is None:
             # GraphiQL's page is the one thing served without a key; it is answered here,
             # so no document can run without a principal
@@ -190,22 +200,22 @@ class GraphQLView(ReadingView):
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """The API key comes in the connection_init payload (browsers cannot set headers on
-        a WebSocket), or in the upgrade request's Authorization header; a missing or wrong
-        key closes the socket with 4403."""
+        """The API key (or watch token) comes in the connection_init payload (browsers
+        cannot set headers on a WebSocket), or in the upgrade request's Authorization
+        header; a missing, wrong or revoked one closes the socket with 4403 (reason
+        WATCH_TOKEN_INVALID or WATCH_TOKEN_EXPIRED for such a token)."""
         key = connection_key(context.connection_params) or bearer(
             context.request.headers.get("authorization")
         )
-        principal = await context.auth.principal(key)
-        if principal is None:
+        try:
+            found = await context.auth.identify(key)
+        except CredentialRefused as exc:
+            raise SocketRefused(REVOKED_CLOSE, exc.code, exc.message) from exc
+        if found is None:
             raise ConnectionRejectionError()
-        context.caller = principal
-        # counted for its key (or address) while open; past the caps SocketRefused closes it
-        sockets_of(context).admit(
-            context.request,
-            owner_of(context.request, principal.key_id),
-            hash_key(key) if key and context.auth.required else None,
-        )
+        context.caller, digest = found
+        # counted for its owner while open; past the caps SocketRefused closes it
+        sockets_of(context).admit(context.request, owner_of(context.request, found[0]), digest)
         return cast(UnsetType, UNSET)
 
 

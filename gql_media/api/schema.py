@@ -43,6 +43,7 @@ from gql_media.api.types import (
     job_from_snapshot,
     scheduling,
 )
+from gql_media.api.watch import WatchTokenMutations
 from gql_media.domain import JobSnapshot, Principal
 from gql_media.errors import InvalidInput
 from gql_media.errors import UserError as DomainUserError
@@ -146,7 +147,7 @@ class Query:
                 ],
                 is_default=p.name == deps.settings.default_provider,
             )
-            for p in job_service.describe_providers(deps)
+            for p in job_service.describe_providers(deps, info.context.principal)
         ]
 
     @strawberry.field(
@@ -194,7 +195,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(WatchTokenMutations):
     @strawberry.mutation(description="Queue an image generation job.")
     async def generate_image(self, info: Info, data: InputArgument) -> GenerateImagePayload:
         new_job = _new_image_job(data)
@@ -228,7 +229,7 @@ class Mutation:
         deps = info.context.deps
         try:
             await limits.admit(deps, info.context.principal)
-            staged = await media_service.receive(deps, _chunks(file))
+            staged = await media_service.receive(deps, _chunks(file), info.context.principal)
             asset = await media_service.store_upload(
                 deps, staged, getattr(file, "filename", None), info.context.principal
             )

@@ -10,7 +10,11 @@ owner may hold up to N times as many.
 
 Keys are checked again while their sockets stay open: every ``api_key_cache_seconds``
 (at least every ``MIN_RECHECK`` seconds) one query asks which of the keys behind this
-process's sockets are still live, and the sockets of a revoked key are closed with 4403.
+process's sockets are still live, and the sockets of a revoked key (those opened with its
+watch tokens too) are closed with 4403; at the same checks the sockets of watch tokens
+past their expiry are closed with 4403, reason WATCH_TOKEN_EXPIRED. A watch token's sockets
+are counted apart from its key's, per key and job, so a browser holding a token cannot
+use up its backend's sockets.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sized
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from graphql import GraphQLError
@@ -28,6 +33,7 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from gql_media.api.patches.uvicorn_ws import protocol_of
+from gql_media.domain import Principal
 from gql_media.errors import ErrorCode
 from gql_media.services.auth import Authenticator
 from gql_media.settings import Settings
@@ -58,6 +64,7 @@ class OpenSocket:
     digest: str | None  # the hash of its key, checked again while it is open
     close: Callable[[int, str], None]
     operations: Sized = ()  # the running operations of its protocol handler, by id
+    expires_at: float | None = None  # a watch token's expiry (Unix seconds)
 
 
 class OpenSockets:
@@ -84,6 +91,8 @@ class OpenSockets:
             )
         assert isinstance(websocket, WebSocket)
         entry = held[id(websocket)] = OpenSocket(owner, digest, _closer(websocket))
+        if isinstance(owner, WatchOwner):
+            entry.expires_at = owner.expires_at
         self._sockets[id(websocket)] = entry
 
     def follow(self, websocket: HTTPConnection, operations: Sized) -> None:
@@ -138,6 +147,10 @@ class OpenSockets:
     async def _recheck_keys(self, auth: Authenticator) -> None:
         while True:
             await asyncio.sleep(self._recheck)
+            now = time.time()
+            for entry in [e for e in self._sockets.values() if e.expires_at is not None]:
+                if entry.expires_at is not None and entry.expires_at <= now:
+                    entry.close(REVOKED_CLOSE, ErrorCode.WATCH_TOKEN_EXPIRED.value)
             digests = {entry.digest for entry in self._sockets.values() if entry.digest}
             if not digests:
                 continue
@@ -179,9 +192,22 @@ def sockets_of(context: Context) -> OpenSockets:
     return sockets
 
 
-def owner_of(websocket: HTTPConnection, key_id: Hashable | None) -> Hashable:
-    """The key's id, or the client's address when there is no key (auth is off)."""
-    if key_id is not None:
-        return ("key", key_id)
+@dataclass(frozen=True, slots=True)
+class WatchOwner:
+    """The owner of a watch token's sockets: its key and job (not the key itself)."""
+
+    key_id: Hashable
+    job_id: Hashable
+    expires_at: float = field(compare=False)
+
+
+def owner_of(websocket: HTTPConnection, principal: Principal) -> Hashable:
+    """The key's id (with the job for a watch token), or the client's address when there
+    is no key (auth is off)."""
+    if principal.scope is not None:
+        scope = principal.scope
+        return WatchOwner(principal.key_id, scope.job_id, scope.expires_at)
+    if principal.key_id is not None:
+        return ("key", principal.key_id)
     client = websocket.client
     return ("address", client.host if client is not None else None)

@@ -101,13 +101,11 @@ class Subscription:
     ) -> AsyncGenerator[Job, None]:
         ctx = info.context
         domain_filter = job_filter.to_domain() if job_filter else job_service.JobFilter()
-        problem = domain_filter.problem()
-        if problem is not None:
-            raise graphql_error(problem.code, problem.message)
         principal = ctx.principal
-
-        def wanted(job: JobSnapshot) -> bool:
-            return principal.can_see(job.owner) and domain_filter.matches(job)
+        try:
+            wanted = job_service.events_filter(domain_filter, principal)
+        except UserError as problem:
+            raise graphql_error(problem.code, problem.message) from problem
 
         # subscribers with the same principal and filter want the same events
         subscriber = ctx.hub.subscribe(None, wanted, alike=(principal, domain_filter))

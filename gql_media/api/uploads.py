@@ -15,13 +15,16 @@ from gql_media.api.errors import error_response, unauthenticated
 from gql_media.api.security import origin_allowed
 from gql_media.api.types import MediaAsset, asset_from_snapshot
 from gql_media.domain import decimal
-from gql_media.errors import ErrorCode, StorageUnavailable
+from gql_media.errors import CredentialRefused, ErrorCode, StorageUnavailable
 from gql_media.errors import UserError as DomainUserError
 from gql_media.services import limits
 from gql_media.services import media as media_service
 from gql_media.services.auth import Authenticator, bearer
 
 log = logging.getLogger(__name__)
+
+# the HTTP status of a refused upload, by code (422 for the rest)
+STATUSES = {ErrorCode.MEDIA_TOO_LARGE: 413, ErrorCode.FORBIDDEN: 403}
 
 # what a browser's form may send cross-site without a preflight: an upload must not be one
 SIMPLE_CONTENT_TYPES = (
@@ -39,7 +42,10 @@ async def upload(request: Request) -> Response:
     if not origin_allowed(request.scope, deps.settings):
         return error_response(ErrorCode.FORBIDDEN_ORIGIN, "this origin is not allowed", 403)
     auth: Authenticator = request.state.auth
-    principal = await auth.principal(bearer(request.headers.get("authorization")))
+    try:
+        principal = await auth.principal(bearer(request.headers.get("authorization")))
+    except CredentialRefused as exc:
+        return error_response(exc.code, exc.message, 401)
     if principal is None:
         return unauthenticated()
     try:
@@ -63,12 +69,12 @@ async def upload(request: Request) -> Response:
             413,
         )
     try:
-        staged = await media_service.receive(deps, request.stream())
+        staged = await media_service.receive(deps, request.stream(), principal)
         asset = await media_service.store_upload(
             deps, staged, request.query_params.get("filename"), principal
         )
     except DomainUserError as exc:
-        status = 413 if exc.code is ErrorCode.MEDIA_TOO_LARGE else 422
+        status = STATUSES.get(exc.code, 422)
         return _user_error(exc.code, exc.message, status, exc.field)
     except StorageUnavailable as exc:
         log.warning("upload refused: %s", exc.message)

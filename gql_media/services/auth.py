@@ -12,7 +12,9 @@ no limit; admin keys have none), and ``max_running``, how many of its jobs may r
 
 With auth required, media URLs carry an expiry and an HMAC of the storage key
 (``?exp=…&sig=…``) so browsers can load them in ``<img>`` tags without a header; the expiry
-is rounded up to a window so a URL stays the same (and cacheable) for a while.
+is rounded up to a window so a URL stays the same (and cacheable) for a while. Watch tokens
+(``services.watch_tokens``) are signed with a key derived from the same secret, and checked
+here too: a token stands for its minting key narrowed to one job, while that key is live.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from gql_media.db.models import ApiKeyRow, utcnow
 from gql_media.domain import MAX_PRIORITY, OPEN, Principal, decimal
 from gql_media.errors import ErrorCode, UserError
+from gql_media.services import watch_tokens
 from gql_media.services.deps import Deps
 from gql_media.settings import Settings
 
@@ -207,6 +210,8 @@ class Authenticator:
         self._deps = deps
         self._settings = deps.settings
         self._cache: dict[str, tuple[Principal | None, float]] = {}
+        # live keys by id, for the watch tokens they minted: the key's principal and hash
+        self._by_id: dict[uuid.UUID, tuple[tuple[Principal, str] | None, float]] = {}
         secret = deps.settings.secret_key
         if secret is not None:
             self._secret = secret.get_secret_value().encode()
@@ -214,26 +219,42 @@ class Authenticator:
             self._secret = secrets.token_bytes(32)
             if deps.settings.auth == "required":
                 log.warning(
-                    "GQL_MEDIA_SECRET_KEY is not set: media URLs are signed with a key of this "
-                    "process only, so another api process will not accept them"
+                    "GQL_MEDIA_SECRET_KEY is not set: media URLs and watch tokens are signed "
+                    "with a key of this process only, so another api process (or this one "
+                    "after a restart) will not accept them"
                 )
+        self.watch_key = watch_tokens.signing_key(self._secret)
 
     @property
     def required(self) -> bool:
         return self._settings.auth == "required"
 
     async def principal(self, key: str | None) -> Principal | None:
-        """Who presents ``key``: the open principal when auth is off (the only place it is
-        handed out), None for a missing or bad key."""
+        """Who presents ``key`` (an API key or a watch token): the open principal when auth
+        is off (the only place it is handed out), None for a missing, bad or revoked key or
+        a token of a revoked key; CredentialRefused for a malformed, forged or expired
+        token."""
+        found = await self.identify(key)
+        return found[0] if found is not None else None
+
+    async def identify(self, key: str | None) -> tuple[Principal, str | None] | None:
+        """``principal``, and the hash of the API key behind it (a token's minting key),
+        by which open sockets are checked again; None with auth off."""
         if not self.required:
-            return OPEN
+            return OPEN, None
         if not key:
             return None
+        if watch_tokens.is_token(key):
+            claims = watch_tokens.decode(self.watch_key, key)
+            minter = await self._key_by_id(claims.key_id) if claims.key_id else None
+            if minter is None:
+                return None
+            return watch_tokens.narrowed(claims, minter[0]), minter[1]
         digest = hash_key(key)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return cached[0]
+            return (cached[0], digest) if cached[0] is not None else None
         async with self._deps.sessions() as session:
             row = await session.scalar(
                 select(ApiKeyRow).where(
@@ -244,6 +265,22 @@ class Authenticator:
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (found, now + self._settings.api_key_cache_seconds)
+        return (found, digest) if found is not None else None
+
+    async def _key_by_id(self, key_id: uuid.UUID) -> tuple[Principal, str] | None:
+        """The live key ``key_id`` (its principal and hash), cached like keys by hash."""
+        now = time.monotonic()
+        cached = self._by_id.get(key_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with self._deps.sessions() as session:
+            row = await session.scalar(
+                select(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+            )
+        found = (_principal(row), row.key_hash) if row is not None else None
+        if len(self._by_id) > 10_000:
+            self._by_id.clear()
+        self._by_id[key_id] = (found, now + self._settings.api_key_cache_seconds)
         return found
 
     async def live_digests(self, digests: Collection[str]) -> set[str]:
@@ -266,6 +303,10 @@ class Authenticator:
         for digest in wanted:
             if digest in self._cache:
                 self._cache[digest] = (live.get(digest), expires)
+        checked = set(wanted)
+        for key_id, (minter, _) in list(self._by_id.items()):
+            if minter is not None and minter[1] in checked and minter[1] not in live:
+                self._by_id[key_id] = (None, expires)  # revoked: its tokens end too
         return set(live)
 
     # signed media URLs

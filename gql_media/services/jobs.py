@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
     JOB_ID_PREFIX,
     GenerateImageRequest,
+    JobAction,
     JobKind,
     JobSnapshot,
     JobStatus,
@@ -31,6 +32,7 @@ from gql_media.domain import (
 )
 from gql_media.errors import (
     ErrorCode,
+    Forbidden,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -202,8 +204,10 @@ async def _load(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-def describe_providers(deps: Deps) -> list[ProviderInfo]:
-    """Every provider this process knows, configured or not, by name."""
+def describe_providers(deps: Deps, principal: Principal) -> list[ProviderInfo]:
+    """Every provider this process knows, configured or not, by name (not for a watch
+    token, which only follows its job)."""
+    principal.require_full("list providers")
     return [deps.providers[name].describe() for name in sorted(deps.providers)]
 
 
@@ -238,6 +242,7 @@ def image_job_draft(deps: Deps, job: NewImageJob, principal: Principal) -> JobDr
 
 async def create_image_job(deps: Deps, job: NewImageJob, principal: Principal) -> JobSnapshot:
     """Validate, insert and enqueue a generateImage job; an idempotency key replays its job."""
+    principal.require_full("create jobs")
     return await insert_job(deps, image_job_draft(deps, job, principal), principal)
 
 
@@ -247,6 +252,7 @@ async def create_image_jobs(
     """generateImages: validate every request, then queue them all or none (see
     ``insert_jobs``); problems are named ``inputs.<index>.<field>``, a list longer than
     ``max_batch`` is BATCH_TOO_LARGE."""
+    principal.require_full("create jobs")
     limit = deps.settings.max_batch
     if len(jobs) > limit:
         raise UserError(
@@ -273,13 +279,14 @@ async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot 
         return None
     async with deps.sessions() as session:
         row = await _load(session, parsed)
-        if row is None or not principal.can_see(row.owner_id):
+        if row is None or not principal.sees_job(row.owner_id, row.id):
             return None
         return job_snapshot(row, row.outputs)
 
 
 def filtered(stmt: Select[Any], job_filter: JobFilter, principal: Principal) -> Select[Any]:
     """``stmt`` narrowed to the jobs ``principal`` may see that ``job_filter`` matches."""
+    principal.require_full("list jobs")
     if not principal.admin:
         stmt = stmt.where(JobRow.owner_id == principal.key_id)
     if job_filter.statuses:
@@ -303,6 +310,7 @@ async def list_jobs(
     principal: Principal,
 ) -> JobPage:
     """Newest first, keyset-paginated on (created_at, id) so pages stay right under inserts."""
+    principal.require_full("list jobs")
     problem = job_filter.problem()
     if problem is not None:
         raise problem
@@ -335,13 +343,29 @@ async def list_jobs(
     )
 
 
+def events_filter(job_filter: JobFilter, principal: Principal) -> Callable[[JobSnapshot], bool]:
+    """Which job events ``principal`` is given for ``job_filter`` (jobEvents); a bad filter
+    raises its problem, a watch token's principal FORBIDDEN."""
+    principal.require_full("follow many jobs")
+    problem = job_filter.problem()
+    if problem is not None:
+        raise problem
+
+    def wanted(job: JobSnapshot) -> bool:
+        return principal.can_see(job.owner) and job_filter.matches(job)
+
+    return wanted
+
+
 async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
     """QUEUED or RUNNING → CANCELED; a running worker notices at its next progress write."""
     parsed = parse_job_id(job_id)
     async with deps.sessions.begin() as session:
         row = await _load(session, parsed)
-        if row is None or not principal.can_see(row.owner_id):
+        if row is None or not principal.sees_job(row.owner_id, row.id):
             raise NotFound()
+        if not principal.may(JobAction.CANCEL):
+            raise Forbidden("this watch token was not made to cancel the job", "id")
         status = JobStatus(row.status)
         if status.terminal:
             raise InvalidState(
@@ -382,6 +406,7 @@ async def cancel_at_provider(deps: Deps, provider_name: str, external_id: str) -
 
 async def retry_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
     """FAILED or CANCELED → QUEUED with a fresh set of attempts."""
+    principal.require_full("retry jobs")
     parsed = parse_job_id(job_id)
     now = utcnow()
     async with deps.sessions.begin() as session:

@@ -36,9 +36,13 @@ log = logging.getLogger(__name__)
 
 async def admit(deps: Deps, principal: Principal) -> None:
     """Take one request from the key's bucket; UserError RATE_LIMITED when it is empty.
-    With Redis unreachable the request is let through (the rate is a guard, not a quota)."""
+    With Redis unreachable the request is let through (the rate is a guard, not a quota).
+    A watch token's requests draw nothing from its key's bucket, so a browser holding one
+    cannot spend its backend's rate; what such a token may do is bounded by its one job."""
     settings = deps.settings
-    if principal.key_id is None or not settings.rate_limit_per_minute:
+    if principal.key_id is None or principal.scope is not None:
+        return
+    if not settings.rate_limit_per_minute:
         return
     try:
         decision = await deps.limiter.take(

@@ -112,9 +112,11 @@ def identify(path: Path, settings: Settings) -> Identified:
     return Identified(media.kind, media.content_type, media.width, media.height, media.to_dict())
 
 
-async def receive(deps: Deps, chunks: AsyncIterable[bytes]) -> Path:
+async def receive(deps: Deps, chunks: AsyncIterable[bytes], principal: Principal) -> Path:
     """Stream ``chunks`` into a scratch file, stopping at the upload size limit; a disk that
-    cannot take it raises StorageUnavailable."""
+    cannot take it raises StorageUnavailable. A watch token may not upload (FORBIDDEN),
+    refused before a byte is read."""
+    principal.require_full("upload media")
     limit = deps.settings.max_upload_bytes
     path = deps.storage.scratch_path()
     size = 0
@@ -136,6 +138,9 @@ async def store_upload(
 ) -> AssetSnapshot:
     """Identify the file ``staged`` (from ``receive``, which capped its size) and keep it as
     an upload; the scratch file is consumed either way."""
+    if principal.scope is not None:
+        staged.unlink(missing_ok=True)
+        principal.require_full("upload media")
     try:
         try:
             found = await asyncio.to_thread(identify, staged, deps.settings)
@@ -253,6 +258,7 @@ async def create_processing_job(
 ) -> JobSnapshot:
     """Queue a processImage or processVideo job on an upload; ``parameters`` were validated
     by the caller and are stored as the job's parameters, with the media id."""
+    principal.require_full("create jobs")
     kinds = ("image",) if kind is JobKind.PROCESS_IMAGE else ("video", "audio")
     await _source(deps, media_id, kinds, principal)
     problems = common_problems(deps.settings, options.idempotency_key, options.webhook_url)

@@ -75,6 +75,7 @@ async def insert_job(deps: Deps, draft: JobDraft, principal: Principal) -> JobSn
     """Insert a validated job as QUEUED, announce and enqueue it. With an idempotency key,
     the job an earlier request of the same owner with the same key and ``request_hash`` made
     is returned; without one, ``request_hash`` is not needed."""
+    principal.require_full("create jobs")
     key = _owners_key(principal, draft.idempotency_key)
     if key is not None:
         existing = await _by_idempotency_key(deps, key, draft.request_hash)
@@ -130,6 +131,7 @@ async def insert_jobs(
     refused. The owner's cap on unfinished jobs applies to the new jobs together: all fit
     or none is inserted (UserError TOO_MANY_ACTIVE_JOBS). Fields of userErrors are named
     ``inputs.<index>.<field>``."""
+    principal.require_full("create jobs")
     keys = [_owners_key(principal, draft.idempotency_key) for draft in drafts]
     _refuse_repeated_keys(keys)
     for attempt in range(2):

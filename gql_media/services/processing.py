@@ -91,6 +91,7 @@ async def create_process_image_job(
     principal: Principal,
     options: JobOptions,
 ) -> JobSnapshot:
+    principal.require_full("create jobs")
     checked = await image_variants(deps, variants, principal)
     return await create_processing_job(
         deps,
@@ -109,6 +110,7 @@ async def create_process_video_job(
     principal: Principal,
     options: JobOptions,
 ) -> JobSnapshot:
+    principal.require_full("create jobs")
     steps = video_steps(deps.settings, operations)
     return await create_processing_job(
         deps,

@@ -101,6 +101,7 @@ class PriorityLoad:
 async def load(deps: Deps, principal: Principal) -> list[PriorityLoad]:
     """Queued and running jobs per priority, highest first: every job for an admin, the
     caller's own otherwise. One GROUP BY over the unfinished jobs."""
+    principal.require_full("read the queue")
     now = utcnow()
     queued = JobRow.status == JobStatus.QUEUED.value
     stmt = (
@@ -134,6 +135,7 @@ class QueueSummary:
 
 async def summary(deps: Deps, principal: Principal) -> QueueSummary:
     """``load`` with its totals, the longest wait and the rate of starts."""
+    principal.require_full("read the queue")
     loads = await load(deps, principal)
     waits = [p.oldest_queued_at for p in loads if p.oldest_queued_at is not None]
     oldest = max(0.0, (utcnow() - min(waits)).total_seconds()) if waits else None
