@@ -38,6 +38,7 @@ from gql_media.api.positions import QueuePositions
 from gql_media.api.schema import build_schema
 from gql_media.api.security import connection_key, header, origin_allowed
 from gql_media.api.sockets import OpenSockets, owner_of, sockets_of
+from gql_media.api.streams import PROTOCOLS, is_stream, serve_stream
 from gql_media.api.uploads import upload_route
 from gql_media.api.webhooks_in import replicate_webhook
 from gql_media.domain import decimal
@@ -63,6 +64,7 @@ class GraphQLView(ReadingView):
             # strawberry checks a WebSocket handshake's Origin on its own as well: the origins
             # allowed to call the api from a browser may also open its WebSockets
             allowed_origins=settings.cors_origins,
+            subscription_protocols=PROTOCOLS,
         )
         self.max_subscriptions_per_connection = settings.max_subscriptions_per_connection
         self.graphql_transport_ws_handler_class = transport_handler(settings)
@@ -96,7 +98,12 @@ class GraphQLView(ReadingView):
         refused = self._refused_body(scope)
         if refused is not None:
             await refused(scope, receive, send)
-            return
+        elif is_stream(header(scope, b"accept")):
+            await serve_stream(scope, receive, send, principal, self._respond)
+        else:
+            await self._respond(scope, receive, send)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._answer(scope, receive)
         if response is not None:
             await response(scope, receive, send)
@@ -183,6 +190,7 @@ class GraphQLView(ReadingView):
             media_base_url=media_base_url(self.settings.public_url, request),
             auth=state.auth,
             caller=getattr(state, "principal", None),
+            stream=getattr(state, "stream", False),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

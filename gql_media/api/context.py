@@ -38,6 +38,7 @@ class Context:
     # (not cached: a socket's context lives as long as the socket)
     estimates: DataLoader[str, Estimate | None] = field(init=False)
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
+    stream: bool = False  # an HTTP request answered as a stream (``api.streams``)
 
     def __post_init__(self) -> None:
         deps = self.deps

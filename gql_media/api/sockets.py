@@ -1,10 +1,13 @@
-"""The GraphQL WebSockets open on one api process, by owner: caps and revocation.
+"""The GraphQL WebSockets and HTTP streams open on one api process, by owner: caps and
+revocation.
 
-An owner is the API key a socket authenticated with, or the client's address when auth
-is off. Each owner may hold ``max_sockets_per_key`` sockets (past it a socket is closed
-with 4429 ``TOO_MANY_SOCKETS`` instead of acknowledged) running ``max_subscriptions_per_key``
-operations together, ``max_subscriptions_per_connection`` on one socket (past either an
-operation gets an error ``TOO_MANY_SUBSCRIPTIONS``).
+An owner is the API key a socket or stream authenticated with, or the client's address
+when auth is off. Each owner may hold ``max_sockets_per_key`` sockets (past it a socket is
+closed with 4429 ``TOO_MANY_SOCKETS`` instead of acknowledged) and ``max_streams_per_key``
+HTTP streams (graphql-sse or multipart; one operation each), running
+``max_subscriptions_per_key`` operations together, ``max_subscriptions_per_connection`` on
+one socket (past any of these an operation gets an error ``TOO_MANY_SUBSCRIPTIONS``; a
+stream is answered 429 with it).
 Every process counts its own sockets: with N api processes behind a load balancer an
 owner may hold up to N times as many.
 
@@ -67,9 +70,11 @@ class OpenSockets:
         self._max_sockets = settings.max_sockets_per_key
         self._max_operations = settings.max_subscriptions_per_key
         self._max_per_socket = settings.max_subscriptions_per_connection
+        self._max_streams = settings.max_streams_per_key
         self._recheck = max(settings.api_key_cache_seconds, MIN_RECHECK)
         self._sockets: dict[int, OpenSocket] = {}  # by id() of the starlette WebSocket
         self._owners: dict[Hashable, dict[int, OpenSocket]] = {}
+        self._streams: dict[Hashable, int] = {}  # open HTTP streams, by owner
 
     def admit(self, websocket: HTTPConnection, owner: Hashable, digest: str | None) -> None:
         """Count ``websocket`` for ``owner`` until ``discard``; SocketRefused past the cap."""
@@ -119,7 +124,40 @@ class OpenSockets:
         entry = self._sockets.get(id(websocket))
         if entry is None:
             return 0
-        return sum(len(other.operations) for other in self._owners[entry.owner].values())
+        return self._owner_running(entry.owner)
+
+    def _owner_running(self, owner: Hashable) -> int:
+        sockets = self._owners.get(owner, {}).values()
+        return sum(len(s.operations) for s in sockets) + self._streams.get(owner, 0)
+
+    def open_stream(self, owner: Hashable) -> GraphQLError | None:
+        """Count an HTTP stream of ``owner`` until ``close_stream``; the error that refuses
+        it instead when the owner holds ``max_streams_per_key`` streams or runs
+        ``max_subscriptions_per_key`` operations over its sockets and streams."""
+        streams = self._streams.get(owner, 0)
+        if self._max_streams and streams >= self._max_streams:
+            limit, per = self._max_streams, "key (or address) holds the most HTTP streams"
+        elif self._max_operations and self._owner_running(owner) >= self._max_operations:
+            limit, per = self._max_operations, "key runs the most operations"
+        else:
+            self._streams[owner] = streams + 1
+            return None
+        return GraphQLError(
+            f"this {per} it may ({limit}); end some first",
+            extensions={"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value},
+        )
+
+    def close_stream(self, owner: Hashable) -> None:
+        left = self._streams.get(owner, 0) - 1
+        if left > 0:
+            self._streams[owner] = left
+        else:
+            self._streams.pop(owner, None)
+
+    @property
+    def streams(self) -> int:
+        """HTTP streams open on this process."""
+        return sum(self._streams.values())
 
     @asynccontextmanager
     async def rechecking(self, auth: Authenticator) -> AsyncIterator[None]:
@@ -179,9 +217,9 @@ def sockets_of(context: Context) -> OpenSockets:
     return sockets
 
 
-def owner_of(websocket: HTTPConnection, key_id: Hashable | None) -> Hashable:
+def owner_of(connection: HTTPConnection, key_id: Hashable | None) -> Hashable:
     """The key's id, or the client's address when there is no key (auth is off)."""
     if key_id is not None:
         return ("key", key_id)
-    client = websocket.client
+    client = connection.client
     return ("address", client.host if client is not None else None)

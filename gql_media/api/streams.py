@@ -1,0 +1,76 @@
+"""GraphQL subscriptions over HTTP: the graphql-sse protocol's distinct connections mode
+(``Accept: text/event-stream``, GET or POST) and Apollo's multipart subscriptions
+(``Accept: multipart/mixed;subscriptionSpec=1.0``).
+
+Strawberry's view serves both (its ``graphql-sse`` and ``multipart-subscription``
+protocols, ``strawberry.http.streaming``): the operation runs through the same schema,
+context and principal as any request, and a subscription's events come from the same hub
+and shared results as a WebSocket's. What the api adds: a stream is counted for its owner
+while it is open, beside the owner's WebSockets (``OpenSockets.open_stream``: the caps
+``max_streams_per_key`` and ``max_subscriptions_per_key``) and in the metrics; a stream
+past a cap is answered 429 TOO_MANY_SUBSCRIPTIONS before anything runs. The stream ends
+when its operation completes (a job's terminal state), or when the client leaves:
+Starlette's streaming response watches for the disconnect and closes the subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
+from strawberry.http.streaming import MultipartSubscriptionTransport, SSETransport
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+)
+
+from gql_media.api.errors import error_response
+from gql_media.api.sockets import OpenSockets, owner_of
+from gql_media.domain import Principal
+from gql_media.errors import ErrorCode
+from gql_media.runtime import Runtime
+
+# what strawberry's view serves: the two WebSocket protocols and the two HTTP streams
+PROTOCOLS = (
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+    GRAPHQL_SSE_PROTOCOL,
+)
+# the transports strawberry picks a stream's by, from the Accept header; they hold no
+# state (their heartbeat interval only), so one of each serves every request
+_TRANSPORTS = (MultipartSubscriptionTransport(), SSETransport())
+
+ASGIResponder = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def is_stream(accept: str) -> bool:
+    """Whether strawberry's view answers a request with this Accept header as a stream."""
+    return any(transport.accepts(accept) for transport in _TRANSPORTS)
+
+
+async def serve_stream(
+    scope: Scope, receive: Receive, send: Send, principal: Principal, respond: ASGIResponder
+) -> None:
+    """Answer a streaming request with ``respond``, counted for its owner while it lasts;
+    429 TOO_MANY_SUBSCRIPTIONS past the owner's caps."""
+    state = scope["state"]
+    sockets: OpenSockets = state["sockets"]
+    owner = owner_of(HTTPConnection(scope), principal.key_id)
+    refused = sockets.open_stream(owner)
+    if refused is not None:
+        response = error_response(ErrorCode.TOO_MANY_SUBSCRIPTIONS, refused.message, 429)
+        await response(scope, receive, send)
+        return
+    runtime: Runtime = state["runtime"]
+    gauge = runtime.deps.metrics.api.http_streams
+    gauge.inc()
+    state["stream"] = True  # subscriptions may run (see ``refuse_subscription_over_http``)
+    try:
+        await respond(scope, receive, send)
+    finally:
+        gauge.dec()
+        sockets.close_stream(owner)
