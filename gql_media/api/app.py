@@ -22,6 +22,7 @@ from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
@@ -31,6 +32,7 @@ from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.errors import error_response, unauthenticated
 from gql_media.api.fanout import SharedJobs
+from gql_media.api.negotiation import finish, is_request_error, mark_request_error, refused_status
 from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
 from gql_media.api.patches.strawberry_ws import LegacyWSHandler, transport_handler
@@ -135,20 +137,20 @@ class GraphQLView(ReadingView):
         limit, code = self._body_limit(scope)
         request = Request(scope, receive=_capped(receive, limit))
         try:
-            return await self.run(request)
+            return finish(request, await self.run(request))
         except BodyTooLarge:
             return _too_large(code, limit)
         except ClientDisconnect:
             return None  # the client left (or was cut off) mid-body: nobody to answer
         except HTTPException as exc:
-            return JSONResponse(
-                {
-                    "errors": [
-                        {"message": exc.reason, "extensions": {"code": ErrorCode.BAD_REQUEST}}
-                    ]
-                },
-                status_code=exc.status_code,
+            status, headers = refused_status(scope["method"], exc.__cause__)
+            error = {"message": exc.reason, "extensions": {"code": ErrorCode.BAD_REQUEST}}
+            response = JSONResponse(
+                {"errors": [error]},
+                status_code=status if exc.status_code == 400 else exc.status_code,
+                headers=headers,
             )
+            return finish(request, response)
         finally:
             await request.close()  # removes the spooled files of a multipart request
 
@@ -167,6 +169,12 @@ class GraphQLView(ReadingView):
     def graphql_ide_html(self) -> str:
         """Strawberry's GraphiQL page with its assets served from the package, not a CDN."""
         return offline_graphiql(super().graphql_ide_html)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        processed = await super().process_result(request, result)
+        if is_request_error(result.data, result.errors):
+            mark_request_error(request, cast(dict[str, Any], processed))
+        return processed
 
     def encode_json(self, data: object) -> str:
         """orjson, several times faster than json for every response and every WebSocket
