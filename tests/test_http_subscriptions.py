@@ -289,7 +289,8 @@ async def test_streams_past_the_caps_are_refused(settings_factory: Any) -> None:
                     assert message["type"] == "error", message
                     assert message["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
             await api.until_gauges((0, 0))
-            async with stream(http, SSE, EVENTS, {}):  # free again
+            async with stream(http, SSE, EVENTS, {}) as again:  # free again
+                assert again.status_code == 200
                 await api.until_gauges((1, 1))
 
 

@@ -7,7 +7,7 @@ protocols, ``strawberry.http.streaming``): the operation runs through the same s
 context and principal as any request, and a subscription's events come from the same hub
 and shared results as a WebSocket's. What the api adds: a stream is counted for its owner
 while it is open, beside the owner's WebSockets (``OpenSockets.open_stream``: the caps
-``max_streams_per_key`` and ``max_subscriptions_per_key``) and in the metrics; a stream
+``max_streams_per_key`` and ``max_subscriptions_per_key``), which the metrics show; a stream
 past a cap is answered 429 TOO_MANY_SUBSCRIPTIONS before anything runs. The stream ends
 when its operation completes (a job's terminal state), or when the client leaves:
 Starlette's streaming response watches for the disconnect and closes the subscription.
@@ -31,7 +31,6 @@ from gql_media.api.errors import error_response
 from gql_media.api.sockets import OpenSockets, owner_of
 from gql_media.domain import Principal
 from gql_media.errors import ErrorCode
-from gql_media.runtime import Runtime
 
 # what strawberry's view serves: the two WebSocket protocols and the two HTTP streams
 PROTOCOLS = (
@@ -65,12 +64,8 @@ async def serve_stream(
         response = error_response(ErrorCode.TOO_MANY_SUBSCRIPTIONS, refused.message, 429)
         await response(scope, receive, send)
         return
-    runtime: Runtime = state["runtime"]
-    gauge = runtime.deps.metrics.api.http_streams
-    gauge.inc()
     state["stream"] = True  # subscriptions may run (see ``refuse_subscription_over_http``)
     try:
         await respond(scope, receive, send)
     finally:
-        gauge.dec()
         sockets.close_stream(owner)
