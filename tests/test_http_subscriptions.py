@@ -299,3 +299,23 @@ async def test_a_subscription_without_a_stream_is_still_refused(api: Api) -> Non
         response = await http.post("/graphql", json={"query": EVENTS})
     assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+async def test_a_revoked_keys_streams_end(settings_factory: Any) -> None:
+    async with running_api(settings_factory, api_key_cache_seconds=0) as api:
+        async with api.client(api.alice) as http, api.client(api.bob) as other:
+            async with (
+                stream(http, SSE, EVENTS, {}) as revoked,
+                stream(http, MULTIPART, EVENTS, {}) as also_revoked,
+                stream(other, SSE, EVENTS, {}) as kept,
+            ):
+                await api.until_gauges((3, 3))
+                assert await auth.revoke_key(api.runtime.deps, "alice")
+                # both streams end where they are: no more results, no `complete`
+                assert [event async for event in sse_events(revoked)] == []
+                assert [payload async for payload in multipart_payloads(also_revoked)] == []
+                await api.until_gauges((1, 1))
+                assert kept.status_code == 200
+            async with stream(http, SSE, EVENTS, {}) as again:
+                await again.aread()
+            assert again.status_code == 401

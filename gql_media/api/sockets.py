@@ -11,9 +11,10 @@ stream is answered 429 with it).
 Every process counts its own sockets: with N api processes behind a load balancer an
 owner may hold up to N times as many.
 
-Keys are checked again while their sockets stay open: every ``api_key_cache_seconds``
-(at least every ``MIN_RECHECK`` seconds) one query asks which of the keys behind this
-process's sockets are still live, and the sockets of a revoked key are closed with 4403.
+Keys are checked again while their sockets and streams stay open: every
+``api_key_cache_seconds`` (at least every ``MIN_RECHECK`` seconds) one query asks which of
+the keys behind this process's sockets and streams are still live; the sockets of a revoked
+key are closed with 4403, and its streams ended.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ class OpenSocket:
     operations: Sized = ()  # the running operations of its protocol handler, by id
 
 
+@dataclass(slots=True, eq=False)
+class OpenStream:
+    """An HTTP stream (``api.streams``), counted for ``owner`` while it is open."""
+
+    owner: Hashable
+    digest: str | None  # the hash of its key, checked again while it is open
+    close: Callable[[], None]  # ends the stream
+
+
 class OpenSockets:
     """The acknowledged GraphQL WebSockets of this process, by owner."""
 
@@ -75,6 +85,7 @@ class OpenSockets:
         self._sockets: dict[int, OpenSocket] = {}  # by id() of the starlette WebSocket
         self._owners: dict[Hashable, dict[int, OpenSocket]] = {}
         self._streams: dict[Hashable, int] = {}  # open HTTP streams, by owner
+        self._open_streams: set[OpenStream] = set()
 
     def admit(self, websocket: HTTPConnection, owner: Hashable, digest: str | None) -> None:
         """Count ``websocket`` for ``owner`` until ``discard``; SocketRefused past the cap."""
@@ -130,10 +141,11 @@ class OpenSockets:
         sockets = self._owners.get(owner, {}).values()
         return sum(len(s.operations) for s in sockets) + self._streams.get(owner, 0)
 
-    def open_stream(self, owner: Hashable) -> GraphQLError | None:
-        """Count an HTTP stream of ``owner`` until ``close_stream``; the error that refuses
+    def open_stream(self, stream: OpenStream) -> GraphQLError | None:
+        """Count ``stream`` for its owner until ``close_stream``; the error that refuses
         it instead when the owner holds ``max_streams_per_key`` streams or runs
         ``max_subscriptions_per_key`` operations over its sockets and streams."""
+        owner = stream.owner
         streams = self._streams.get(owner, 0)
         if self._max_streams and streams >= self._max_streams:
             limit, per = self._max_streams, "key (or address) holds the most HTTP streams"
@@ -141,13 +153,18 @@ class OpenSockets:
             limit, per = self._max_operations, "key runs the most operations"
         else:
             self._streams[owner] = streams + 1
+            self._open_streams.add(stream)
             return None
         return GraphQLError(
             f"this {per} it may ({limit}); end some first",
             extensions={"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value},
         )
 
-    def close_stream(self, owner: Hashable) -> None:
+    def close_stream(self, stream: OpenStream) -> None:
+        if stream not in self._open_streams:
+            return
+        self._open_streams.discard(stream)
+        owner = stream.owner
         left = self._streams.get(owner, 0) - 1
         if left > 0:
             self._streams[owner] = left
@@ -177,6 +194,7 @@ class OpenSockets:
         while True:
             await asyncio.sleep(self._recheck)
             digests = {entry.digest for entry in self._sockets.values() if entry.digest}
+            digests.update(stream.digest for stream in self._open_streams if stream.digest)
             if not digests:
                 continue
             try:
@@ -187,6 +205,8 @@ class OpenSockets:
             revoked = [e for e in self._sockets.values() if e.digest and e.digest not in live]
             for entry in revoked:
                 entry.close(REVOKED_CLOSE, ErrorCode.UNAUTHENTICATED.value)
+            for stream in [s for s in self._open_streams if s.digest and s.digest not in live]:
+                stream.close()
 
 
 def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
