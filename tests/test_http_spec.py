@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from gql_media.adapters import redis as redis_adapter
+from gql_media.api.negotiation import prefers_graphql_response
+from gql_media.api.streams import is_stream
 from gql_media.runtime import open_runtime
 from gql_media.services import auth
 from tests.support import LiveServer, start_server
@@ -100,3 +102,36 @@ async def test_a_mutation_over_get_is_405(server: LiveServer) -> None:
         response = await server.http.get("/graphql", params={"query": mutation}, headers=headers)
         assert response.status_code == 405 and response.headers["allow"] == "POST"
         assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("accept", "prefers"),
+    [
+        (GRAPHQL_RESPONSE, True),
+        (f"{GRAPHQL_RESPONSE}, application/json", True),
+        (f"application/json, {GRAPHQL_RESPONSE};q=0.9", False),
+        (f"{GRAPHQL_RESPONSE};q=0.5, */*;q=0.1", True),
+        (f"{GRAPHQL_RESPONSE};q=0", False),
+        (f"{GRAPHQL_RESPONSE};q=nope", False),
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_which_accept_prefers_graphql_response(accept: str, prefers: bool) -> None:
+    assert prefers_graphql_response(accept) is prefers
+
+
+@pytest.mark.parametrize(
+    ("accept", "streams"),
+    [
+        ("text/event-stream", True),
+        ("application/json, Text/Event-Stream", True),
+        ("multipart/mixed;subscriptionSpec=1.0, application/json", True),
+        ('multipart/mixed; subscriptionSpec="1.0"', True),
+        ("multipart/mixed", False),  # incremental delivery, which this api does not stream
+        ("application/json", False),
+        ("*/*", False),
+    ],
+)
+def test_which_accept_asks_for_a_stream(accept: str, streams: bool) -> None:
+    assert is_stream(accept) is streams

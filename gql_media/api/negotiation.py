@@ -32,7 +32,10 @@ STATUS_BY_CODE = {
 
 def prefers_graphql_response(accept: str) -> bool:
     """Whether ``accept`` names application/graphql-response+json with a weight at least
-    that of application/json (which wildcards match too)."""
+    that of application/json (which wildcards match too); parsed only when it names the
+    former (every request asks)."""
+    if GRAPHQL_RESPONSE not in accept.lower():
+        return False
     best = {GRAPHQL_RESPONSE: 0.0, JSON: 0.0}
     for part in accept.split(","):
         media_type, params = parse_content_type(part)

@@ -51,7 +51,11 @@ ASGIResponder = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def is_stream(accept: str) -> bool:
-    """Whether strawberry's view answers a request with this Accept header as a stream."""
+    """Whether strawberry's view answers a request with this Accept header as a stream
+    (parsed only when it names a stream's media type: every request asks)."""
+    lowered = accept.lower()
+    if "text/event-stream" not in lowered and "multipart/mixed" not in lowered:
+        return False
     return any(transport.accepts(accept) for transport in _TRANSPORTS)
 
 
