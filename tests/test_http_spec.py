@@ -16,6 +16,10 @@ from gql_media.services import auth
 from tests.support import LiveServer, start_server
 from tests.test_clients import CLIENTS, NODE, needs_node
 
+needs_graphql_http = pytest.mark.skipif(
+    not (CLIENTS / "node_modules" / "graphql-http").exists(),
+    reason="tests/clients/node_modules has no graphql-http: run `npm ci` in tests/clients",
+)
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 PREFERS = {"Accept": f"{GRAPHQL_RESPONSE}, application/json;q=0.9"}
 
@@ -36,6 +40,7 @@ async def run_audit(url: str, key: str | None = None) -> tuple[int, str, str]:
 
 
 @needs_node
+@needs_graphql_http
 async def test_graphql_http_audits_pass_without_warnings(server: LiveServer) -> None:
     code, findings, summary = await run_audit(server.url)
     # every audit that is not "ok" is printed, warnings and notices too
@@ -44,6 +49,7 @@ async def test_graphql_http_audits_pass_without_warnings(server: LiveServer) -> 
 
 
 @needs_node
+@needs_graphql_http
 async def test_graphql_http_audits_pass_with_a_key(settings_factory: Any) -> None:
     settings = settings_factory(auth="required", secret_key="test-secret")
     fake = redis_adapter.new_fake_server() if settings.redis_url is None else None

@@ -26,6 +26,11 @@ from gql_media.worker.main import running_worker
 from tests.support import LiveServer, graphql_ws, start_server
 from tests.test_clients import CLIENTS, NODE, STEPPED, assert_followed_to_success, needs_node
 
+needs_graphql_sse = pytest.mark.skipif(
+    not (CLIENTS / "node_modules" / "graphql-sse").exists(),
+    reason="tests/clients/node_modules has no graphql-sse: run `npm ci` in tests/clients",
+)
+
 FOLLOW = """subscription($id: ID!) {
   jobUpdated(id: $id) { id status progress version outputs { url contentType } } }"""
 EVENTS = "subscription { jobEvents { id status } }"
@@ -170,6 +175,7 @@ async def run_sse_client(api: Api, key: str, job_id: str) -> asyncio.subprocess.
 
 
 @needs_node
+@needs_graphql_sse
 async def test_graphql_sse_client_follows_a_job_through_every_state(api: Api) -> None:
     job_id = await api.generate(api.alice)
     process = await run_sse_client(api, api.alice, job_id)
@@ -190,6 +196,7 @@ async def test_graphql_sse_client_follows_a_job_through_every_state(api: Api) ->
 
 
 @needs_node
+@needs_graphql_sse
 async def test_graphql_sse_client_cannot_follow_a_strangers_job(api: Api) -> None:
     job_id = await api.generate(api.alice)
     process = await run_sse_client(api, api.bob, job_id)
