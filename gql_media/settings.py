@@ -230,9 +230,10 @@ class Settings(BaseSettings):
     # open HTTP connections and WebSockets; 0: the open-file limit less what the process
     # keeps for its database, Redis and files
     max_connections: int = Field(default=0, ge=0)
-    # open WebSockets and running WebSocket operations per key (per client address when
-    # auth is off); 0: no cap
+    # open WebSockets, open HTTP streams (subscriptions over graphql-sse or multipart) and
+    # running operations over both per key (per client address when auth is off); 0: no cap
     max_sockets_per_key: int = Field(default=256, ge=0)
+    max_streams_per_key: int = Field(default=256, ge=0)
     max_subscriptions_per_key: int = Field(default=2048, ge=0)
     # bytes a WebSocket may have waiting for its client to read before it is closed (4413)
     ws_max_send_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)

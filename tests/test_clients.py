@@ -259,7 +259,7 @@ async def follow_with_apollo(
 
 
 @needs_node
-@pytest.mark.parametrize("transport", ["ws"])
+@pytest.mark.parametrize("transport", ["ws", "multipart"])
 async def test_apollo_client_follows_a_job_into_its_normalised_cache(
     api: LiveServer, runtime: Runtime, transport: str
 ) -> None:

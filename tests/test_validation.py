@@ -142,8 +142,11 @@ async def test_malformed_http_requests_are_400_with_a_code(api: LiveServer) -> N
 async def test_operations_over_the_wrong_transport_are_refused(api: LiveServer) -> None:
     mutation = 'mutation { cancelJob(id: "job_x") { userErrors { code } } }'
     subscription = "subscription { jobEvents { id } }"
+    over_get = await api.http.get("/graphql", params={"query": mutation})
+    assert_clean(over_get)
+    assert (over_get.status_code, over_get.headers["allow"]) == (405, "POST"), over_get.text
+    assert over_get.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
     responses = [
-        await api.http.get("/graphql", params={"query": mutation}),
         await api.http.get("/graphql", params={"query": subscription}),
         await api.http.post("/graphql", json={"query": subscription}),
         await api.http.post("/graphql", json={"query": TOTAL, "operationName": "Other"}),

@@ -22,6 +22,7 @@ from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
@@ -31,6 +32,7 @@ from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.errors import error_response, unauthenticated
 from gql_media.api.fanout import SharedJobs
+from gql_media.api.negotiation import finish, is_request_error, mark_request_error, refused_status
 from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
 from gql_media.api.patches.strawberry_ws import LegacyWSHandler, transport_handler
@@ -44,6 +46,7 @@ from gql_media.api.sockets import (
     owner_of,
     sockets_of,
 )
+from gql_media.api.streams import PROTOCOLS, is_stream, serve_stream, without_streams
 from gql_media.api.trusted import DocumentRefused, refusal_payload, trusted_documents
 from gql_media.api.uploads import upload_route
 from gql_media.api.webhooks_in import replicate_webhook
@@ -71,6 +74,7 @@ class GraphQLView(ReadingView):
             # strawberry checks a WebSocket handshake's Origin on its own as well: the origins
             # allowed to call the api from a browser may also open its WebSockets
             allowed_origins=settings.cors_origins,
+            subscription_protocols=PROTOCOLS,
         )
         self.max_subscriptions_per_connection = settings.max_subscriptions_per_connection
         self.graphql_transport_ws_handler_class = transport_handler(settings)
@@ -94,21 +98,27 @@ class GraphQLView(ReadingView):
             return
         auth: Authenticator = scope["state"]["auth"]
         try:
-            principal = await auth.principal(bearer(header(scope, b"authorization")))
+            found = await auth.identify(bearer(header(scope, b"authorization")))
         except CredentialRefused as exc:  # a watch token that is forged or expired
             await error_response(exc.code, exc.message, 401)(scope, receive, send)
             return
-        if principal is None:
+        if found is None:
             # GraphiQL's page is the one thing served without a key; it is answered here,
             # so no document can run without a principal
             page = self._ide_page(scope)
             await (page if page is not None else unauthenticated())(scope, receive, send)
             return
+        principal, digest = found  # digest: the key's hash, by which streams are rechecked
         scope["state"]["principal"] = principal
         refused = self._refused_body(scope)
         if refused is not None:
             await refused(scope, receive, send)
-            return
+        elif is_stream(accept := header(scope, b"accept")):
+            await serve_stream(scope, receive, send, (principal, digest), self._respond)
+        else:
+            await self._respond(without_streams(scope, accept), receive, send)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._answer(scope, receive)
         if response is not None:
             await response(scope, receive, send)
@@ -140,7 +150,7 @@ class GraphQLView(ReadingView):
         limit, code = self._body_limit(scope)
         request = Request(scope, receive=_capped(receive, limit))
         try:
-            return await self.run(request)
+            return finish(request, await self.run(request))
         except BodyTooLarge:
             return _too_large(code, limit)
         except ClientDisconnect:
@@ -148,14 +158,14 @@ class GraphQLView(ReadingView):
         except DocumentRefused as exc:  # a document id the manifest lacks
             return JSONResponse({"errors": [refusal_payload(exc)]})
         except HTTPException as exc:
-            return JSONResponse(
-                {
-                    "errors": [
-                        {"message": exc.reason, "extensions": {"code": ErrorCode.BAD_REQUEST}}
-                    ]
-                },
-                status_code=exc.status_code,
+            status, headers = refused_status(scope["method"], exc.__cause__)
+            error = {"message": exc.reason, "extensions": {"code": ErrorCode.BAD_REQUEST}}
+            response = JSONResponse(
+                {"errors": [error]},
+                status_code=status if exc.status_code == 400 else exc.status_code,
+                headers=headers,
             )
+            return finish(request, response)
         finally:
             await request.close()  # removes the spooled files of a multipart request
 
@@ -174,6 +184,12 @@ class GraphQLView(ReadingView):
     def graphql_ide_html(self) -> str:
         """Strawberry's GraphiQL page with its assets served from the package, not a CDN."""
         return offline_graphiql(super().graphql_ide_html)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        processed = await super().process_result(request, result)
+        if is_request_error(result.data, result.errors):
+            mark_request_error(request, cast(dict[str, Any], processed))
+        return processed
 
     def encode_json(self, data: object) -> str:
         """orjson, several times faster than json for every response and every WebSocket
@@ -197,6 +213,7 @@ class GraphQLView(ReadingView):
             media_base_url=media_base_url(self.settings.public_url, request),
             auth=state.auth,
             caller=getattr(state, "principal", None),
+            stream=getattr(state, "stream", False),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

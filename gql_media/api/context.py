@@ -41,6 +41,7 @@ class Context:
     # request's principal may see them
     nodes: DataLoader[str, nodes.Found | None] = field(init=False)
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
+    stream: bool = False  # an HTTP request answered as a stream (``api.streams``)
 
     def __post_init__(self) -> None:
         deps = self.deps

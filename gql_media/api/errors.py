@@ -138,9 +138,12 @@ def _with_code(error: GraphQLError, code: ErrorCode, message: str) -> GraphQLErr
 
 
 def refuse_subscription_over_http(context: ExecutionContext) -> None:
-    """Raise for a parsed subscription that came over HTTP, which would otherwise run as a
-    plain field and fail as an internal error; the view answers 400 BAD_REQUEST."""
+    """Raise for a parsed subscription that came over HTTP without asking for a stream
+    (``api.streams``), which would otherwise run as a plain field and fail as an internal
+    error; the view answers 400 BAD_REQUEST."""
     if context.graphql_document is None or isinstance(context.context.request, WebSocket):
+        return
+    if getattr(context.context, "stream", False):
         return
     try:
         operation_type = context.operation_type

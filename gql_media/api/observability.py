@@ -34,6 +34,7 @@ async def metrics_endpoint(request: Request) -> Response:
     metrics = runtime.deps.metrics
     await metrics.api.refresh(lambda: _sample(runtime, metrics.api))
     metrics.api.subscriptions.set(request.state.hub.subscriber_count)
+    metrics.api.http_streams.set(request.state.sockets.streams)
     return Response(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,20 +1,23 @@
-"""The GraphQL WebSockets open on one api process, by owner: caps and revocation.
+"""The GraphQL WebSockets and HTTP streams open on one api process, by owner: caps and
+revocation.
 
-An owner is the API key a socket authenticated with, or the client's address when auth
-is off. Each owner may hold ``max_sockets_per_key`` sockets (past it a socket is closed
-with 4429 ``TOO_MANY_SOCKETS`` instead of acknowledged) running ``max_subscriptions_per_key``
-operations together, ``max_subscriptions_per_connection`` on one socket (past either an
-operation gets an error ``TOO_MANY_SUBSCRIPTIONS``).
+An owner is the API key a socket or stream authenticated with, or the client's address
+when auth is off. Each owner may hold ``max_sockets_per_key`` sockets (past it a socket is
+closed with 4429 ``TOO_MANY_SOCKETS`` instead of acknowledged) and ``max_streams_per_key``
+HTTP streams (graphql-sse or multipart; one operation each), running
+``max_subscriptions_per_key`` operations together, ``max_subscriptions_per_connection`` on
+one socket (past any of these an operation gets an error ``TOO_MANY_SUBSCRIPTIONS``; a
+stream is answered 429 with it).
 Every process counts its own sockets: with N api processes behind a load balancer an
 owner may hold up to N times as many.
 
-Keys are checked again while their sockets stay open: every ``api_key_cache_seconds``
-(at least every ``MIN_RECHECK`` seconds) one query asks which of the keys behind this
-process's sockets are still live, and the sockets of a revoked key (those opened with its
-watch tokens too) are closed with 4403; at the same checks the sockets of watch tokens
-past their expiry are closed with 4403, reason WATCH_TOKEN_EXPIRED. A watch token's sockets
-are counted apart from its key's, per key and job, so a browser holding a token cannot
-use up its backend's sockets.
+Keys are checked again while their sockets and streams stay open: every
+``api_key_cache_seconds`` (at least every ``MIN_RECHECK`` seconds) one query asks which of
+the keys behind this process's sockets and streams are still live; the sockets of a revoked
+key (those opened with its watch tokens too) are closed with 4403, and its streams ended; at
+the same checks the sockets of watch tokens past their expiry are closed with 4403, reason
+WATCH_TOKEN_EXPIRED. A watch token's sockets are counted apart from its key's, per key and
+job, so a browser holding a token cannot use up its backend's sockets.
 """
 
 from __future__ import annotations
@@ -67,6 +70,15 @@ class OpenSocket:
     expires_at: float | None = None  # a watch token's expiry (Unix seconds)
 
 
+@dataclass(slots=True, eq=False)
+class OpenStream:
+    """An HTTP stream (``api.streams``), counted for ``owner`` while it is open."""
+
+    owner: Hashable
+    digest: str | None  # the hash of its key, checked again while it is open
+    close: Callable[[], None]  # ends the stream
+
+
 class OpenSockets:
     """The acknowledged GraphQL WebSockets of this process, by owner."""
 
@@ -74,9 +86,12 @@ class OpenSockets:
         self._max_sockets = settings.max_sockets_per_key
         self._max_operations = settings.max_subscriptions_per_key
         self._max_per_socket = settings.max_subscriptions_per_connection
+        self._max_streams = settings.max_streams_per_key
         self._recheck = max(settings.api_key_cache_seconds, MIN_RECHECK)
         self._sockets: dict[int, OpenSocket] = {}  # by id() of the starlette WebSocket
         self._owners: dict[Hashable, dict[int, OpenSocket]] = {}
+        self._streams: dict[Hashable, int] = {}  # open HTTP streams, by owner
+        self._open_streams: set[OpenStream] = set()
 
     def admit(self, websocket: HTTPConnection, owner: Hashable, digest: str | None) -> None:
         """Count ``websocket`` for ``owner`` until ``discard``; SocketRefused past the cap."""
@@ -128,7 +143,46 @@ class OpenSockets:
         entry = self._sockets.get(id(websocket))
         if entry is None:
             return 0
-        return sum(len(other.operations) for other in self._owners[entry.owner].values())
+        return self._owner_running(entry.owner)
+
+    def _owner_running(self, owner: Hashable) -> int:
+        sockets = self._owners.get(owner, {}).values()
+        return sum(len(s.operations) for s in sockets) + self._streams.get(owner, 0)
+
+    def open_stream(self, stream: OpenStream) -> GraphQLError | None:
+        """Count ``stream`` for its owner until ``close_stream``; the error that refuses
+        it instead when the owner holds ``max_streams_per_key`` streams or runs
+        ``max_subscriptions_per_key`` operations over its sockets and streams."""
+        owner = stream.owner
+        streams = self._streams.get(owner, 0)
+        if self._max_streams and streams >= self._max_streams:
+            limit, per = self._max_streams, "key (or address) holds the most HTTP streams"
+        elif self._max_operations and self._owner_running(owner) >= self._max_operations:
+            limit, per = self._max_operations, "key runs the most operations"
+        else:
+            self._streams[owner] = streams + 1
+            self._open_streams.add(stream)
+            return None
+        return GraphQLError(
+            f"this {per} it may ({limit}); end some first",
+            extensions={"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value},
+        )
+
+    def close_stream(self, stream: OpenStream) -> None:
+        if stream not in self._open_streams:
+            return
+        self._open_streams.discard(stream)
+        owner = stream.owner
+        left = self._streams.get(owner, 0) - 1
+        if left > 0:
+            self._streams[owner] = left
+        else:
+            self._streams.pop(owner, None)
+
+    @property
+    def streams(self) -> int:
+        """HTTP streams open on this process."""
+        return sum(self._streams.values())
 
     @asynccontextmanager
     async def rechecking(self, auth: Authenticator) -> AsyncIterator[None]:
@@ -152,6 +206,7 @@ class OpenSockets:
                 if entry.expires_at is not None and entry.expires_at <= now:
                     entry.close(REVOKED_CLOSE, ErrorCode.WATCH_TOKEN_EXPIRED.value)
             digests = {entry.digest for entry in self._sockets.values() if entry.digest}
+            digests.update(stream.digest for stream in self._open_streams if stream.digest)
             if not digests:
                 continue
             try:
@@ -162,6 +217,8 @@ class OpenSockets:
             revoked = [e for e in self._sockets.values() if e.digest and e.digest not in live]
             for entry in revoked:
                 entry.close(REVOKED_CLOSE, ErrorCode.UNAUTHENTICATED.value)
+            for stream in [s for s in self._open_streams if s.digest and s.digest not in live]:
+                stream.close()
 
 
 def _closer(websocket: WebSocket) -> Callable[[int, str], None]:
@@ -201,7 +258,7 @@ class WatchOwner:
     expires_at: float = field(compare=False)
 
 
-def owner_of(websocket: HTTPConnection, principal: Principal) -> Hashable:
+def owner_of(connection: HTTPConnection, principal: Principal) -> Hashable:
     """The key's id (with the job for a watch token), or the client's address when there
     is no key (auth is off)."""
     if principal.scope is not None:
@@ -209,5 +266,5 @@ def owner_of(websocket: HTTPConnection, principal: Principal) -> Hashable:
         return WatchOwner(principal.key_id, scope.job_id, scope.expires_at)
     if principal.key_id is not None:
         return ("key", principal.key_id)
-    client = websocket.client
+    client = connection.client
     return ("address", client.host if client is not None else None)

@@ -143,6 +143,12 @@ class ApiMetrics:
             "WebSocket connections this api process is serving",
             registry=registry,
         )
+        self.http_streams = Gauge(
+            "gql_media_active_http_streams",
+            "GraphQL operations streamed over HTTP (graphql-sse, multipart) this api process "
+            "is serving",
+            registry=registry,
+        )
         self.subscriptions = Gauge(
             "gql_media_active_subscriptions",
             "GraphQL subscriptions (jobUpdated, jobEvents) this api process is serving",
