@@ -104,7 +104,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
 def pgbouncer_url(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     """The test database through a private pgbouncer in transaction pooling mode."""
     assert PGBOUNCER is not None
-    base, _, database = postgres_url.rpartition("/")
+    _, _, database = postgres_url.rpartition("/")
     port = free_port()
     ini = pgbouncer_ini(tmp_path, database, port)
     # pgbouncer refuses to run as root; it reads its files before it drops to another user
@@ -221,7 +221,7 @@ def fresh_database(postgres_url: str) -> None:
 
 @pytest.mark.timeout(60)
 async def test_the_job_flow_runs_through_pgbouncer_in_transaction_mode(
-    fresh_database: None, pgbouncer_url: str, tmp_path: Path
+    fresh_database: None, pgbouncer_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # migrations run in one transaction each: through PgBouncer too (here: nothing to do)
     await asyncio.to_thread(upgrade, pgbouncer_url, pgbouncer=True)
@@ -229,6 +229,7 @@ async def test_the_job_flow_runs_through_pgbouncer_in_transaction_mode(
     await job_flow(settings_for(pgbouncer_url, tmp_path, pgbouncer=True), run)
 
     assert run.errors == []
+    assert "prepared statement" not in caplog.text  # nor in the worker's background work
     assert len(run.statuses) == JOBS + 3
     finals = [status for status, _ in map(run.final, run.statuses)]
     assert finals.count("SUCCEEDED") == JOBS + 1
