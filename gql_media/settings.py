@@ -350,6 +350,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _pgbouncer_is_postgresql(self) -> Settings:
+        if self.database_pgbouncer and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(
+                "GQL_MEDIA_DATABASE_PGBOUNCER needs a PostgreSQL GQL_MEDIA_DATABASE_URL"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _storage_is_complete(self) -> Settings:
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("GQL_MEDIA_S3_BUCKET is required with GQL_MEDIA_STORAGE_BACKEND=s3")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from gql_media.db.migrate import upgrade
@@ -40,7 +41,7 @@ PGBOUNCER = shutil.which("pgbouncer") or (
     "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
 )
 
-pytestmark = [
+LIVE = [
     pytest.mark.integration,
     pytest.mark.skipif(
         not INTEGRATION, reason="set GQL_MEDIA_TEST_DATABASE_URL and GQL_MEDIA_TEST_REDIS_URL"
@@ -49,6 +50,14 @@ pytestmark = [
         PGBOUNCER is None, reason="no pgbouncer binary (Debian: apt-get install pgbouncer)"
     ),
 ]
+
+
+def live(test: Any) -> Any:
+    """Marks of the tests that need PostgreSQL, Redis and the pgbouncer binary."""
+    for mark in LIVE:
+        test = mark(test)
+    return test
+
 
 SUBMIT = """
 mutation($input: GenerateImageInput!) {
@@ -219,6 +228,15 @@ def fresh_database(postgres_url: str) -> None:
     asyncio.run(_admin(postgres_url, "TRUNCATE jobs, media_assets, api_keys CASCADE"))
 
 
+def test_the_setting_needs_postgresql(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="needs a PostgreSQL GQL_MEDIA_DATABASE_URL"):
+        Settings(data_dir=tmp_path, database_pgbouncer=True)
+    url = "postgresql+asyncpg://postgres@127.0.0.1:6432/gql_media"
+    assert Settings(database_url=url, database_pgbouncer=True).database_pgbouncer
+    assert not Settings(database_url=url).database_pgbouncer  # off unless asked for
+
+
+@live
 @pytest.mark.timeout(60)
 async def test_the_job_flow_runs_through_pgbouncer_in_transaction_mode(
     fresh_database: None, pgbouncer_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -248,6 +266,7 @@ PREPARED_ERROR = re.compile(
 )
 
 
+@live
 @pytest.mark.timeout(60)
 async def test_without_the_setting_prepared_statements_break(
     fresh_database: None, pgbouncer_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
