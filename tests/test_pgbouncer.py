@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gql_media.db.migrate import upgrade
 from gql_media.runtime import open_runtime
@@ -160,6 +161,8 @@ class Run:
 
     statuses: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # GraphQL errors, as their messages
+    # prepared statements on each of PgBouncer's server connections, by backend pid
+    left_behind: dict[int, int] = field(default_factory=dict)
 
     def final(self, job_id: str) -> tuple[str, int]:
         return self.statuses[job_id][-1]
@@ -192,6 +195,15 @@ async def events_until_done(ws: Any, op: str, run: Run, waiting: dict[str, str])
             del waiting[event["id"]]
 
 
+async def prepared_statements_left(engine: AsyncEngine) -> dict[int, int]:
+    """The prepared statements on both server connections of the pool: two transactions
+    open at once hold one each."""
+    query = text("SELECT pg_backend_pid(), (SELECT count(*) FROM pg_prepared_statements)")
+    async with engine.connect() as first, engine.connect() as second:
+        rows = [(await connection.execute(query)).one() for connection in (first, second)]
+    return {int(pid): int(count) for pid, count in rows}
+
+
 async def job_flow(settings: Settings, run: Run) -> None:
     """Many jobs submitted at once, a transient failure retried by the worker, a permanent
     one retried by retryJob, a running job canceled; the reconciler and the retention sweep
@@ -221,6 +233,7 @@ async def job_flow(settings: Settings, run: Run) -> None:
         async with deps.engine.connect() as connection:
             counted = await connection.scalar(text("SELECT count(*) FROM jobs"))
         assert counted == len(kinds)
+        run.left_behind = await prepared_statements_left(deps.engine)
 
 
 @pytest.fixture
@@ -248,6 +261,8 @@ async def test_the_job_flow_runs_through_pgbouncer_in_transaction_mode(
 
     assert run.errors == []
     assert "prepared statement" not in caplog.text  # nor in the worker's background work
+    # nothing is left on the server connections for another client to trip over
+    assert list(run.left_behind.values()) == [0, 0], run.left_behind
     assert len(run.statuses) == JOBS + 3
     finals = [status for status, _ in map(run.final, run.statuses)]
     assert finals.count("SUCCEEDED") == JOBS + 1
