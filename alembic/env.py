@@ -9,11 +9,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from gql_media.db.engine import pgbouncer_connect_args
 from gql_media.db.models import Base
 from gql_media.settings import Settings
 
 config = context.config
 database_url: str = config.attributes.get("database_url") or Settings().effective_database_url
+# behind PgBouncer in transaction pooling mode: no prepared statement may be kept or named
+pgbouncer: bool = config.attributes.get("pgbouncer", False)
 
 
 def _configure(connection: Connection) -> None:
@@ -28,7 +31,8 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(database_url, poolclass=pool.NullPool)
+    connect_args = pgbouncer_connect_args() if pgbouncer else {}
+    engine = create_async_engine(database_url, poolclass=pool.NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)

@@ -45,7 +45,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     from gql_media.db.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.effective_database_url)
+    upgrade(settings.effective_database_url, pgbouncer=settings.database_pgbouncer)
     print("database is at the latest revision")
 
 
@@ -80,7 +80,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from gql_media.worker.main import running_worker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.effective_database_url)
+    upgrade(settings.effective_database_url, pgbouncer=settings.database_pgbouncer)
     if settings.embedded:
         log.info(
             "embedded mode: SQLite at %s, media in %s, in-process Redis stand-in",

@@ -51,6 +51,7 @@ async def open_runtime(
         settings.effective_database_url,
         pool_size=settings.database_pool_size,
         timeout=settings.database_timeout,
+        pgbouncer=settings.database_pgbouncer,
     )
     redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
     storage = build_storage(settings)

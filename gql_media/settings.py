@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # seconds one wait on PostgreSQL may take (connect, pool checkout, each statement) before
     # it fails as SERVICE_UNAVAILABLE: a silent outage (a partition) answers within this
     database_timeout: float = Field(default=5.0, gt=0)
+    # database_url reaches PostgreSQL through PgBouncer in transaction pooling mode: no
+    # prepared statement outlives its transaction (docs/architecture.md, "Behind PgBouncer")
+    database_pgbouncer: bool = False
     redis_url: str | None = None
     data_dir: Path = Path("gql-media-data")
     storage_dir: Path | None = None
@@ -366,6 +369,14 @@ class Settings(BaseSettings):
         if self.watch_token_ttl > self.watch_token_max_ttl:
             raise ValueError(
                 "GQL_MEDIA_WATCH_TOKEN_TTL may not exceed GQL_MEDIA_WATCH_TOKEN_MAX_TTL"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pgbouncer_is_postgresql(self) -> Settings:
+        if self.database_pgbouncer and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(
+                "GQL_MEDIA_DATABASE_PGBOUNCER needs a PostgreSQL GQL_MEDIA_DATABASE_URL"
             )
         return self
 

@@ -21,14 +21,19 @@ from gql_media.errors import STORAGE_ERRNOS
 PING_AFTER_IDLE_SECONDS = 1.0
 
 
-def create_engine(url: str, *, pool_size: int = 20, timeout: float = 5.0) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 20, timeout: float = 5.0, pgbouncer: bool = False
+) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL and a busy timeout for concurrent writers.
 
     On PostgreSQL, ``timeout`` bounds each wait on the database: connecting, taking a
     connection from the pool, and every statement on a pooled connection (the driver's
     ``command_timeout``). A database that went silent (a partition drops packets, so no
     connection is reset) fails the wait with TimeoutError, which ``is_unavailable`` takes for
-    an outage, instead of hanging requests and workers until the network heals."""
+    an outage, instead of hanging requests and workers until the network heals.
+
+    ``pgbouncer``: the url reaches PostgreSQL through PgBouncer in transaction pooling mode
+    (``pgbouncer_connect_args``)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -47,10 +52,39 @@ def create_engine(url: str, *, pool_size: int = 20, timeout: float = 5.0) -> Asy
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=timeout,
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={
+            "timeout": timeout,
+            "command_timeout": timeout,
+            **(pgbouncer_connect_args() if pgbouncer else {}),
+        },
     )
     _check_on_checkout(engine.sync_engine, PING_AFTER_IDLE_SECONDS)
     return engine
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg's arguments for PgBouncer in transaction pooling mode, where each transaction
+    (each statement, outside one) may run on another server connection.
+
+    A named prepared statement lives on the server connection that prepared it: a later
+    transaction finds it missing, or finds another client's under the same name. So no
+    statement is kept (asyncpg's cache and SQLAlchemy's are off) and none is named:
+    SQLAlchemy still asks asyncpg to prepare each statement (to learn its types), but as
+    the unnamed statement, which asyncpg parses again in the same message as its execution
+    when its own cache is off. Unique names, which SQLAlchemy's documentation suggests, are
+    not enough: asyncpg closes statements it no longer needs between preparing a statement
+    and running it, which ends the implicit transaction of an autocommit statement and hands
+    its server connection to another client, and every statement left unclosed stays on its
+    server connection."""
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed,
+    }
+
+
+def _unnamed() -> str:
+    return ""
 
 
 def _check_on_checkout(engine: Engine, ping_after: float) -> None:
