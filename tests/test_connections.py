@@ -123,6 +123,23 @@ async def test_oversized_headers_are_refused(settings_factory: Any) -> None:
         writer.close()
 
 
+@pytest.mark.parametrize("size", [4097, 70_000])
+async def test_oversized_headers_in_one_read_are_refused(settings_factory: Any, size: int) -> None:
+    """Headers that arrive whole, in one write, are refused before the request starts."""
+    async with running(settings_factory, max_header_bytes=4096) as live:
+        head = b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Filler: "
+        filler = b"a" * (size - len(head) - 4)
+        reader, writer = await raw(live, head + filler + b"\r\n\r\n")
+        assert error_code(await reader.read()) == (431, "HEADERS_TOO_LARGE")
+        writer.close()
+    async with running(settings_factory, max_header_bytes=4096) as live:
+        head = b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Filler: "
+        fits = head + b"a" * (4096 - len(head) - 4) + b"\r\n\r\n"  # exactly the limit
+        reader, writer = await raw(live, fits)
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200"), "the limit itself fits"
+        writer.close()
+
+
 async def test_past_the_connection_cap_ready_clients_take_the_place_of_slow_ones(
     settings_factory: Any,
 ) -> None:

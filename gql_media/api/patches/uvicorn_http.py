@@ -80,6 +80,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._last = 0.0  # when body bytes last arrived
         self._checked = 0.0  # when the timer last looked
         self._received = 0  # bytes of the headers, then of the body
+        self._tail = b""  # the last bytes of the headers so far (a split blank line)
         self._request_seen = False  # a byte of the current request arrived
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -110,14 +111,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._phase is Phase.HEADERS:
-            self._received += len(data)
+            # counted up to the blank line that ends them, before the parser sees them:
+            # headers that arrive whole in one read would be parsed, and their request
+            # started, before a count made after parsing could refuse them
+            end = (self._tail + data).find(b"\r\n\r\n")
+            self._received += len(data) if end < 0 else end + 4 - len(self._tail)
+            self._tail = data[-3:]
+            if self._received > self.limits.max_header_bytes:
+                self._too_large()
+                return
         super().data_received(data)
         if self._phase is Phase.HEADERS and self._received > self.limits.max_header_bytes:
-            self._answer(
-                431,
-                ErrorCode.HEADERS_TOO_LARGE,
-                f"the request line and headers take more than {self.limits.max_header_bytes} bytes",
-            )
+            self._too_large()  # a request pipelined behind one this read completed
+
+    def _too_large(self) -> None:
+        self._answer(
+            431,
+            ErrorCode.HEADERS_TOO_LARGE,
+            f"the request line and headers take more than {self.limits.max_header_bytes} bytes",
+        )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -156,6 +168,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         now = self.loop.time()
         self._phase, self._began, self._last, self._checked = phase, now, now, now
         self._received = 0
+        self._tail = b""
         self.waiting.pop(self, None)
         if phase is Phase.HEADERS:
             self.waiting[self] = None  # the newest to wait
