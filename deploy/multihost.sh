@@ -43,6 +43,7 @@ WORK="$(mktemp -d /tmp/gql-media-multihost.XXXXXX)"
 chmod 755 "$WORK"
 declare -A ADDR=([db]=10 [api1]=11 [api2]=12 [worker1]=21 [worker2]=22 [client]=30)
 PIDS=()
+FORWARD_RULE=0
 
 log() { echo "multihost: $*" >&2; }
 
@@ -63,6 +64,9 @@ cleanup() {
         ip link del "${PREFIX}v${ADDR[$host]}" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true
+    if [ "$FORWARD_RULE" = 1 ]; then
+        iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null || true
+    fi
     rm -rf "$WORK"
     exit $status
 }
@@ -81,10 +85,10 @@ link() {  # link <host> <port>: others reach the host's loopback port through a 
         --target "127.0.0.1:$2" --delay-ms "$DELAY_MS"
 }
 
-wait_for() {  # wait_for <what> <command...>: until the command succeeds, 60 s at most
-    local what=$1; shift
+wait_for() {  # wait_for <what> <host> <command...>: until it succeeds there, 60 s at most
+    local what=$1 host=$2; shift 2
     for _ in $(seq 1 600); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
+        if timeout 2 ip netns exec "$PREFIX-$host" "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
     log "$what did not come up"; return 1
@@ -94,6 +98,11 @@ log "network: bridge $BRIDGE; ${DELAY_MS} ms one way between hosts"
 ip link add "$BRIDGE" type bridge
 ip addr add "$NET.1/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
+# Docker's FORWARD policy drops what its own bridges do not carry; let this one's through
+if command -v iptables >/dev/null && iptables -S FORWARD >/dev/null 2>&1; then
+    iptables -I FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
+    FORWARD_RULE=1
+fi
 for host in "${!ADDR[@]}"; do
     ns="$PREFIX-$host"
     outer="${PREFIX}v${ADDR[$host]}"
@@ -117,7 +126,7 @@ in_host db redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
     --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log"
 link db 5432
 link db 6379
-wait_for redis in_host client redis-cli -h "$DB" ping
+wait_for redis client redis-cli -h "$DB" ping
 
 export GQL_MEDIA_DATABASE_URL="postgresql+asyncpg://postgres@$DB:5432/postgres"
 export GQL_MEDIA_REDIS_URL="redis://$DB:6379/0"
@@ -133,7 +142,7 @@ for worker in worker1 worker2; do
     spawn "$worker" "$WORK/$worker.log" "$GQL_MEDIA_BIN" worker
 done
 for api in api1 api2; do
-    wait_for "$api" in_host client curl -sf "http://$NET.${ADDR[$api]}:8000/healthz"
+    wait_for "$api" client curl -sf "http://$NET.${ADDR[$api]}:8000/healthz"
 done
 
 log "bench from the client host against api1 (2 worker hosts)"
