@@ -135,9 +135,11 @@ def first_key_and_auth(base: str) -> Api:
         "/graphql", b'{"query":"{ __typename }"}', "application/json"
     )
     assert status == 401, f"auth is not required: {status}"
+    status, page = Api(base, None).request("/", None, "text/html")
+    assert status == 200 and b"<html" in page.lower(), f"no dashboard: {status}"
     key = compose("exec", "-T", "api", "gql-media", "keys", "create", "--name", "e2e").strip()
     assert re.fullmatch(r"gqlm_\S+", key), key
-    log("auth required: 401 without a key; first key created")
+    log("dashboard served; auth required: 401 without a key; first key created")
     return Api(base, key)
 
 
