@@ -1,11 +1,20 @@
 # gql-media: one image for every role.
 #
 #   docker build -t gql-media .
-#   docker run --rm -p 8000:8000 gql-media            # embedded all-in-one, GraphiQL at /graphql
-#   docker run --rm -p 8000:8000 -v gql-media-data:/data gql-media   # ... keeping SQLite and media
+#   docker run --rm -p 127.0.0.1:8000:8000 --stop-timeout 30 gql-media   # embedded all-in-one
+#   docker run --rm -p 127.0.0.1:8000:8000 --stop-timeout 30 -v gql-media-data:/data gql-media
 #
 # With GQL_MEDIA_DATABASE_URL and GQL_MEDIA_REDIS_URL set, run `gql-media migrate`,
 # `gql-media api --host 0.0.0.0 --port 8000` and `gql-media worker` from it (see docker-compose.yml).
+#
+# Stopping: on SIGTERM a worker gives running jobs GQL_MEDIA_SHUTDOWN_GRACE (10 s) to finish,
+# then hands the rest back to the queue; the api drains connections for up to 10 s. Docker
+# kills after 10 s unless told otherwise, so give every container more than that:
+# `docker run --stop-timeout 30`, compose's `stop_grace_period`, Kubernetes'
+# `terminationGracePeriodSeconds` (an image cannot set it).
+#
+# PYTHON_IMAGE: any Debian-based Python 3.11+ image; deploy/compose-e2e.sh builds on a
+# locally made stand-in (deploy/standin/) where Docker Hub cannot be reached.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -53,20 +62,26 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin app \
     && mkdir -p /data/media \
-    && chown -R app:app /data
+    && chown -R 10001:10001 /data
 
 COPY --from=builder /opt/venv /opt/venv
 
-# /data/media exists and belongs to `app`, so an empty named volume mounted there (or on
-# /data) starts out writable by the app user.
+# /data/media exists and belongs to uid 10001, so an empty named volume mounted there (or on
+# /data) starts out writable by the app user. A bind mount must be writable by uid 10001:
+# the commands stop with a clear error when it is not. Numeric, so Kubernetes'
+# runAsNonRoot can verify it.
 WORKDIR /data
-USER app:app
+USER 10001:10001
 
 EXPOSE 8000
 
-# Liveness only; no curl in the image. (docker-compose.yml uses /readyz for the api and
-# disables this check for the worker and migrate containers, which serve no HTTP.)
+# Liveness only; no curl in the image. (docker-compose.yml uses /readyz for the api, the
+# metrics port 9464 for workers, and disables this check for the one-shot migrate.)
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+# SIGTERM (the default, said out loud): the graceful stop above; SIGKILL follows after the
+# runtime's stop timeout.
+STOPSIGNAL SIGTERM
 
 CMD ["gql-media", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -41,10 +41,35 @@ def _require_servers(settings: Settings, command: str) -> None:
         )
 
 
+def _require_writable_data_dir(settings: Settings) -> None:
+    """Exit with one clear line unless this process can create and write the directories
+    it keeps files in (the data directory, and the media or scratch directory in it), rather
+    than fail later on the first upload or job (a volume mounted owned by another user)."""
+    import os
+    import tempfile
+
+    dirs = [settings.data_dir, settings.scratch_dir]
+    if settings.storage_backend == "local":
+        dirs.append(settings.effective_storage_dir)
+    for directory in dirs:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            sys.exit(
+                f"gql-media: the data directory is not writable: {directory} "
+                f"({exc.strerror or exc}) for uid {os.getuid()}; set GQL_MEDIA_DATA_DIR "
+                "(and GQL_MEDIA_STORAGE_DIR) to a directory this user may write, or make "
+                "it theirs"
+            )
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     from gql_media.db.migrate import upgrade
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.embedded:
+        _require_writable_data_dir(settings)
     upgrade(settings.effective_database_url, pgbouncer=settings.database_pgbouncer)
     print("database is at the latest revision")
 
@@ -79,7 +104,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from gql_media.db.migrate import upgrade
     from gql_media.worker.main import running_worker
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _require_writable_data_dir(settings)
     upgrade(settings.effective_database_url, pgbouncer=settings.database_pgbouncer)
     if settings.embedded:
         log.info(
@@ -105,7 +130,7 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
     if settings.embedded:
         from gql_media.db.migrate import upgrade
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _require_writable_data_dir(settings)
         upgrade(settings.effective_database_url)
     sys.exit(asyncio.run(_keys(settings, args)))
 
@@ -194,6 +219,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
     from gql_media.api.app import create_app
 
     _require_servers(settings, "api")
+    _require_writable_data_dir(settings)
     _serve(create_app(settings), settings, args)
 
 
@@ -217,6 +243,7 @@ def _serve(app: Any, settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     _require_servers(settings, "worker")
+    _require_writable_data_dir(settings)
     grace = settings.shutdown_grace if args.grace is None else args.grace
     _run_event_loop(_run_worker(settings, grace))
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,49 @@ async def test_keys_limits_are_set_changed_and_listed(settings_factory: Any) -> 
     assert code == 2 and "INVALID_ARGUMENT" in err
     code, out, _ = await keys(settings, "list")
     assert "max-priority=0 max-running=none  app" in listed(out, "app") and "  x\n" not in out
+
+
+@pytest.mark.parametrize(
+    ("command", "blocker"),
+    [("serve", "a file"), ("worker", "a file"), ("serve", "a read-only directory")],
+)
+async def test_an_unwritable_data_dir_is_one_clear_error(
+    command: str, blocker: str, tmp_path: Path
+) -> None:
+    """A data directory the process cannot write (a volume owned by another user, a path
+    under a file) stops the command at once with one line naming it, and exit status 1."""
+    if blocker == "a file":
+        (tmp_path / "taken").write_text("")
+        data_dir = tmp_path / "taken" / "data"  # cannot be created: its parent is a file
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into a read-only directory")
+        (tmp_path / "locked").mkdir(mode=0o500)
+        data_dir = tmp_path / "locked" / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GQL_MEDIA_")}
+    env["GQL_MEDIA_DATA_DIR"] = str(data_dir)
+    args = [command, "--port", str(free_port())] if command == "serve" else [command]
+    if command == "worker":  # the split mode's servers; never reached
+        env["GQL_MEDIA_DATABASE_URL"] = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
+        env["GQL_MEDIA_REDIS_URL"] = "redis://127.0.0.1:1/0"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gql_media",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1
+    assert lines == [lines[0]] and lines[0].startswith(
+        "gql-media: the data directory is not writable: "
+    ), lines
+    assert str(data_dir) in lines[0] and "GQL_MEDIA_DATA_DIR" in lines[0]

@@ -71,7 +71,22 @@ async def test_retention_off_by_default(runtime: Runtime) -> None:
     assert await retention.expire_media(runtime.deps) == 0
 
 
-async def test_sweep_deletes_old_orphans_only(runtime: Runtime) -> None:
+async def test_sweep_off_by_default(runtime: Runtime) -> None:
+    """Without retention configured media is kept forever: no file is swept, however old."""
+    orphan = output_key(uuid.uuid4(), 0, "image/png")
+    await runtime.deps.storage.put(orphan, b"data")
+    _age(runtime.deps.storage.path_for(orphan), 365 * 86400)
+    assert await retention.sweep_orphans(runtime.deps) == 0
+    await retention.retain_once(runtime.deps)
+    assert runtime.deps.storage.path_for(orphan).is_file()
+
+
+async def test_sweep_deletes_old_orphans_only(settings_factory: Any) -> None:
+    async with open_runtime(settings_factory(retention_seconds=86400)) as runtime:
+        await _sweep_deletes_old_orphans_only(runtime)
+
+
+async def _sweep_deletes_old_orphans_only(runtime: Runtime) -> None:
     storage = runtime.deps.storage
     live = await create_image_job(runtime.deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
     await lease.claim(runtime.deps, _uuid(live.id), token="w")  # RUNNING, files not yet rowed

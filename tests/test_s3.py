@@ -4,6 +4,7 @@ as a process on 127.0.0.1): the storage contract, and the service end to end on 
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 import time
@@ -19,6 +20,8 @@ from PIL import Image
 
 from gql_media.adapters.s3 import S3Storage
 from gql_media.errors import StorageUnavailable, UserError
+from gql_media.runtime import open_runtime
+from gql_media.services import retention
 from tests.media import jpeg
 from tests.support import LiveServer, free_port, start_server
 from tests.test_media_api import PROCESS_IMAGE, follow, upload_stream
@@ -206,3 +209,25 @@ async def _upload_process_download(live: LiveServer, endpoint: str, bucket: str)
     assert (await live.http.get(url, headers={"If-None-Match": etag})).status_code == 304
     assert (await live.http.get(url.rsplit("/", 1)[0] + "/9.png")).status_code == 404
     assert (await live.http.get(f"{live.url}/media/.scratch/x")).status_code == 404
+
+
+async def test_retention_on_a_missing_bucket_logs_one_line(
+    settings_factory: Any, s3_endpoint: str, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's retention pass on a bucket that is not there (not yet created, or gone)
+    logs one warning naming NoSuchBucket, with no traceback, and does not raise."""
+    settings = settings_factory(
+        storage_backend="s3",
+        s3_bucket=bucket,
+        s3_endpoint_url=s3_endpoint,
+        s3_region="us-east-1",
+        retention_seconds=3600,
+        **CREDENTIALS,
+    )
+    async with open_runtime(settings) as runtime:
+        client(s3_endpoint).delete_bucket(Bucket=bucket)
+        with caplog.at_level(logging.WARNING, logger="gql_media"):
+            await retention.retain_once(runtime.deps)
+    records = [r for r in caplog.records if r.name.startswith("gql_media")]
+    assert [(r.levelno, r.exc_info) for r in records] == [(logging.WARNING, None)]
+    assert "NoSuchBucket" in records[0].getMessage()

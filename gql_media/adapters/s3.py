@@ -179,10 +179,18 @@ class S3Storage:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix
         )
-        for page in pages:
-            for item in page.get("Contents", []):
-                if item["LastModified"].timestamp() < cutoff:
-                    keys.append(item["Key"][len(self.prefix) :])
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if item["LastModified"].timestamp() < cutoff:
+                        keys.append(item["Key"][len(self.prefix) :])
+        except ClientError as exc:
+            if _code(exc) != "NoSuchBucket":
+                raise
+            raise StorageUnavailable(
+                f"media storage cannot be listed: bucket {self.bucket!r} does not exist"
+                " (NoSuchBucket)"
+            ) from exc
         return keys
 
     async def check(self) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import TERMINAL_STATUSES, JobStatus
+from gql_media.errors import StorageUnavailable
 from gql_media.services.deps import Deps
 from gql_media.services.outputs import job_of_output_key
 from gql_media.services.snapshots import job_snapshot
@@ -20,6 +21,17 @@ log = logging.getLogger(__name__)
 
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 _LIVE = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+
+
+async def retain_once(deps: Deps) -> None:
+    """One retention pass (the workers run one every ``retention_interval`` while
+    ``retention_seconds`` is set). Storage that is not there (a bucket not yet created or
+    gone) is an operator's to fix: one warning line, and the next pass tries again."""
+    try:
+        await expire_media(deps)
+        await sweep_orphans(deps)
+    except StorageUnavailable as exc:
+        log.warning("retention pass skipped: %s", exc.message)
 
 
 async def expire_media(deps: Deps, limit: int = 500) -> int:
@@ -61,7 +73,10 @@ async def expire_media(deps: Deps, limit: int = 500) -> int:
 
 async def sweep_orphans(deps: Deps) -> int:
     """Delete files older than ``orphan_grace`` that no asset row points to, unless they
-    belong to a live job (a run writes its files before the row that names them)."""
+    belong to a live job (a run writes its files before the row that names them). Only with
+    ``retention_seconds`` set, like ``expire_media``: without it media is kept forever."""
+    if deps.settings.retention_seconds <= 0:
+        return 0
     cutoff = (utcnow() - timedelta(seconds=deps.settings.orphan_grace)).timestamp()
     keys = await deps.storage.list_older_than(cutoff)
     deleted = 0

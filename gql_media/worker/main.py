@@ -143,8 +143,11 @@ class GqlMediaWorker(WakeableWorker):
             asyncio.create_task(self._register_forever()),
             asyncio.create_task(self._listen_for_wakeups(settings.redis_namespace)),
             asyncio.create_task(self._reconcile_forever(settings.reconcile_interval)),
-            asyncio.create_task(self._retain_forever(settings.retention_interval)),
         ]
+        if settings.retention_seconds > 0:  # without retention media is kept forever
+            background.append(
+                asyncio.create_task(self._retain_forever(settings.retention_interval))
+            )
         try:
             await self.poll_forever()
         finally:
@@ -209,8 +212,7 @@ class GqlMediaWorker(WakeableWorker):
     async def _retain_forever(self, interval: float) -> None:
         while True:
             try:
-                await retention.expire_media(self.deps)
-                await retention.sweep_orphans(self.deps)
+                await retention.retain_once(self.deps)
             except Exception:
                 log.exception("retention pass failed")
             await asyncio.sleep(interval)
