@@ -21,7 +21,7 @@ from playwright.async_api import (
     expect,
 )
 
-from gql_media.api.app import CDN_ASSETS
+from gql_media.api.graphiql import CDN_ASSETS
 from tests.browser import ARTIFACTS, PNG_SIGNATURE, needs_chromium
 from tests.support import LiveServer
 

@@ -14,8 +14,9 @@ from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, Scheduling, decode_id
 from gql_media.runtime import Runtime
 from gql_media.services import lease, reconciler, runner
+from gql_media.services.control import cancel_job
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import NewImageJob, cancel_job, create_image_job, get_job
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 
 
 def _uuid(job_id: str) -> uuid.UUID:

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -32,6 +31,7 @@ from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.errors import error_response, unauthenticated
 from gql_media.api.fanout import SharedJobs
+from gql_media.api.graphiql import GRAPHIQL_ASSETS, offline_graphiql
 from gql_media.api.negotiation import finish, is_request_error, mark_request_error, refused_status
 from gql_media.api.observability import CachedProbe, ObserveRequests, metrics_endpoint, readyz
 from gql_media.api.patches.strawberry_http import HTTPException, ReadingView
@@ -234,30 +234,6 @@ class GraphQLView(ReadingView):
         # counted for its owner while open; past the caps SocketRefused closes it
         sockets_of(context).admit(context.request, owner_of(context.request, found[0]), digest)
         return cast(UnsetType, UNSET)
-
-
-GRAPHIQL_ASSETS = Path(__file__).parent / "static" / "graphiql"
-# The files strawberry's GraphiQL page loads from unpkg, shipped in the package (the same
-# versions; the page's integrity hashes still apply).
-CDN_ASSETS = {
-    "https://unpkg.com/react@18.2.0/umd/react.production.min.js": "react.production.min.js",
-    "https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js": (
-        "react-dom.production.min.js"
-    ),
-    "https://unpkg.com/js-cookie@3.0.5/dist/js.cookie.min.js": "js.cookie.min.js",
-    "https://unpkg.com/graphiql@3.8.3/graphiql.min.css": "graphiql.min.css",
-    "https://unpkg.com/graphiql@3.8.3/graphiql.min.js": "graphiql.min.js",
-    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/style.css": "plugin-explorer.css",
-    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js": (
-        "plugin-explorer.umd.js"
-    ),
-}
-
-
-def offline_graphiql(html: str) -> str:
-    for url, name in CDN_ASSETS.items():
-        html = html.replace(url, f"/graphiql-assets/{name}")
-    return html
 
 
 MULTIPART_SLACK = 1 << 20  # the operations, map and part headers around the file

@@ -47,8 +47,8 @@ from gql_media.api.watch import WatchTokenMutations
 from gql_media.domain import JobSnapshot, Principal
 from gql_media.errors import InvalidInput
 from gql_media.errors import UserError as DomainUserError
+from gql_media.services import control, limits, processing, queue_info
 from gql_media.services import jobs as job_service
-from gql_media.services import limits, processing, queue_info
 from gql_media.services import media as media_service
 from gql_media.services.deps import Deps
 from gql_media.services.media import JobOptions
@@ -275,7 +275,7 @@ class Mutation(WatchTokenMutations):
         return await _job_mutation(
             info,
             JobPayload,
-            lambda deps, principal: job_service.cancel_job(deps, job_id, principal),
+            lambda deps, principal: control.cancel_job(deps, job_id, principal),
         )
 
     @strawberry.mutation(description="Queue a FAILED or CANCELED job again.")
@@ -283,7 +283,7 @@ class Mutation(WatchTokenMutations):
         return await _job_mutation(
             info,
             JobPayload,
-            lambda deps, principal: job_service.retry_job(deps, job_id, principal),
+            lambda deps, principal: control.retry_job(deps, job_id, principal),
         )
 
 

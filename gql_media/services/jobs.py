@@ -1,8 +1,7 @@
-"""Job use cases for the api: create, read, list, cancel and retry."""
+"""Job use cases for the api: create, read and list (cancel and retry: ``services.control``)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import uuid
@@ -20,7 +19,6 @@ from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import (
     JOB_ID_PREFIX,
     GenerateImageRequest,
-    JobAction,
     JobKind,
     JobSnapshot,
     JobStatus,
@@ -32,16 +30,11 @@ from gql_media.domain import (
 )
 from gql_media.errors import (
     ErrorCode,
-    Forbidden,
     InvalidInput,
-    InvalidState,
-    NotFound,
     UserError,
 )
-from gql_media.services import limits
 from gql_media.services.cursors import decode_cursor, encode_cursor
 from gql_media.services.deps import Deps
-from gql_media.services.events import announce, announce_queued
 from gql_media.services.input_limits import json_problem, text_problem
 from gql_media.services.job_validation import (
     MAX_PROVIDER_NAME,
@@ -53,7 +46,6 @@ from gql_media.services.job_validation import (
 )
 from gql_media.services.new_jobs import JobDraft, in_utc, insert_job, insert_jobs
 from gql_media.services.snapshots import job_snapshot
-from gql_media.services.transitions import transition
 from gql_media.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -199,7 +191,7 @@ def _seed_for(job: NewImageJob) -> int:
     return uuid.uuid4().int & MAX_SEED
 
 
-async def _load(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
+async def load_job(session: AsyncSession, job_id: uuid.UUID) -> JobRow | None:
     stmt = select(JobRow).where(JobRow.id == job_id).options(selectinload(JobRow.outputs))
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -278,7 +270,7 @@ async def get_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot 
     if parsed is None:
         return None
     async with deps.sessions() as session:
-        row = await _load(session, parsed)
+        row = await load_job(session, parsed)
         if row is None or not principal.sees_job(row.owner_id, row.id):
             return None
         return job_snapshot(row, row.outputs)
@@ -355,88 +347,3 @@ def events_filter(job_filter: JobFilter, principal: Principal) -> Callable[[JobS
         return principal.can_see(job.owner) and job_filter.matches(job)
 
     return wanted
-
-
-async def cancel_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
-    """QUEUED or RUNNING → CANCELED; a running worker notices at its next progress write."""
-    parsed = parse_job_id(job_id)
-    async with deps.sessions.begin() as session:
-        row = await _load(session, parsed)
-        if row is None or not principal.sees_job(row.owner_id, row.id):
-            raise NotFound()
-        if not principal.may(JobAction.CANCEL):
-            raise Forbidden("this watch token was not made to cancel the job", "id")
-        status = JobStatus(row.status)
-        if status.terminal:
-            raise InvalidState(
-                f"job is {status.value}; only QUEUED or RUNNING jobs can be canceled"
-            )
-        updated = await transition(
-            session,
-            parsed,
-            (JobStatus.QUEUED, JobStatus.RUNNING),
-            JobStatus.CANCELED,
-            finished_at=utcnow(),
-            lease_token=None,
-            lease_until=None,
-        )
-        if updated is None:
-            raise InvalidState("job changed state while canceling; try again")
-    snapshot = job_snapshot(updated)
-    await announce(deps, snapshot)
-    if status is JobStatus.QUEUED:  # a run ending frees its slot itself
-        await deps.queue.withdraw(snapshot.id)
-    if updated.external_id is not None:
-        await cancel_at_provider(deps, updated.provider, updated.external_id)
-    return snapshot
-
-
-async def cancel_at_provider(deps: Deps, provider_name: str, external_id: str) -> None:
-    """Stop the provider-side work of a canceled job (a Replicate prediction), so it is
-    not paid for; best effort and bounded in time."""
-    cancel = getattr(deps.providers.get(provider_name), "cancel", None)
-    if cancel is None:
-        return
-    try:
-        async with asyncio.timeout(10):
-            await cancel(external_id)
-    except Exception as exc:
-        log.warning("could not cancel %s at %s: %s", external_id, provider_name, exc)
-
-
-async def retry_job(deps: Deps, job_id: str, principal: Principal) -> JobSnapshot:
-    """FAILED or CANCELED → QUEUED with a fresh set of attempts."""
-    principal.require_full("retry jobs")
-    parsed = parse_job_id(job_id)
-    now = utcnow()
-    async with deps.sessions.begin() as session:
-        row = await _load(session, parsed)
-        if row is None or not principal.can_see(row.owner_id):
-            raise NotFound()
-        status = JobStatus(row.status)
-        if status not in (JobStatus.FAILED, JobStatus.CANCELED):
-            raise InvalidState(
-                f"job is {status.value}; only FAILED or CANCELED jobs can be retried"
-            )
-        await limits.hold_active_job_slot(await session.connection(), deps.settings, principal)
-        updated = await transition(
-            session,
-            parsed,
-            (JobStatus.FAILED, JobStatus.CANCELED),
-            JobStatus.QUEUED,
-            attempts=0,
-            progress=0.0,
-            error_code=None,
-            error_message=None,
-            error_retryable=None,
-            external_id=None,
-            run_after=now,
-            started_at=None,
-            finished_at=None,
-            webhook_state=None,
-        )
-        if updated is None:
-            raise InvalidState("job changed state while retrying; try again")
-    snapshot = job_snapshot(updated)
-    await announce_queued(deps, snapshot)
-    return snapshot

@@ -36,9 +36,10 @@ from gql_media.errors import (
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, failpoint
 from gql_media.observability.logs import job_context
 from gql_media.services import deadlines, processing
+from gql_media.services.control import cancel_at_provider
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce, announce_queued
-from gql_media.services.jobs import cancel_at_provider, parse_job_id
+from gql_media.services.jobs import parse_job_id
 from gql_media.services.lease import JobContext, claim, keep_lease, persist
 from gql_media.services.outputs import discard_outputs, store_outputs
 from gql_media.services.processing import Produced
