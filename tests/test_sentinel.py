@@ -205,35 +205,41 @@ async def test_a_failover_loses_no_job_and_subscriptions_resume(
         progress_interval=0.0,
     )
     log = tmp_path / "worker.log"
+    events, followed = Stream(), Stream()
     async with (
         start_server(settings, None, with_worker=False) as server,
         graphql_ws(server.ws_url) as dashboard,
         graphql_ws(server.ws_url) as follower,
+        contextlib.AsyncExitStack() as background,
     ):
         with worker_process(_worker_env(settings), log):
-            load, events, followed = Load(server), Stream(), Stream()
+            load = Load(server)
             op = await dashboard.subscribe(EVENTS)
-            async with running(events.read(dashboard, op, "jobEvents")):
-                first = await load.submit()  # the stream is open once it shows a job
-                assert first is not None
-                await events.until([first], "SUCCEEDED")
-                async with running(load.run()):
-                    lost = await _fail_over(deployment, load, settings)
-                    # the api hears from the new master: a job submitted since starts live
-                    await events.until_any(load.accepted, "RUNNING", start=len(load.accepted))
-                    after = len(load.accepted)
-                    await load.until_accepted(after + 8)
-                newcomers = load.accepted[after:]
-
-                # a job the promoted replica never heard of, followed since before the failover
+            await background.enter_async_context(running(events.read(dashboard, op, "jobEvents")))
+            first = await load.submit()  # the stream is open once it shows a job
+            assert first is not None
+            await events.until([first], "SUCCEEDED")
+            async with running(load.run()):
+                marker = await _hold_replication(deployment, load, settings)
+                # a job the promoted replica will never have heard of, followed from now on
+                lost = load.accepted[-1]
                 op = await follower.subscribe(FOLLOW, {"id": lost})
-                async with running(followed.read(follower, op, "jobUpdated")):
-                    await _until_all_succeeded(settings, load.accepted)
-                    # every job's end reaches the dashboard, and what was submitted after the
-                    # failover is followed live through Redis, its start included
-                    await events.until(load.accepted, "SUCCEEDED")
-                    assert all("RUNNING" in events.statuses(job_id) for job_id in newcomers)
-                    await followed.until([lost], "SUCCEEDED")
+                await background.enter_async_context(
+                    running(followed.read(follower, op, "jobUpdated"))
+                )
+                await _kill_primary(deployment, marker)
+                # the api hears from the new master: a job submitted since starts live
+                await events.until_any(load.accepted, "RUNNING", start=len(load.accepted))
+                after = len(load.accepted)
+                await load.until_accepted(after + 8)
+            newcomers = load.accepted[after:]
+
+            await _until_all_succeeded(settings, load.accepted)
+            # every job's end reaches the dashboard, and what was submitted after the
+            # failover is followed live through Redis, its start included
+            await events.until(load.accepted, "SUCCEEDED")
+            assert all("RUNNING" in events.statuses(job_id) for job_id in newcomers)
+            await followed.until([lost], "SUCCEEDED")
 
     assert set(load.refused) <= {"SERVICE_UNAVAILABLE"}, load.refused
     versions = await _check_database(settings, load.accepted)
@@ -246,10 +252,9 @@ async def test_a_failover_loses_no_job_and_subscriptions_resume(
     assert {job_id: runs[job_id] for job_id in load.accepted} == dict.fromkeys(load.accepted, 1)
 
 
-async def _fail_over(deployment: SentinelDeployment, load: Load, settings: Settings) -> str:
-    """Hold back replication while jobs are submitted, SIGKILL the primary, drop what the
-    replica never got, and wait until the sentinels name the replica master. Returns a job
-    accepted while the replica lagged."""
+async def _hold_replication(deployment: SentinelDeployment, load: Load, settings: Settings) -> str:
+    """Once some jobs ran, hold back replication while a marker key is written and more jobs
+    are submitted; returns the marker's key."""
     await load.until_accepted(len(load.accepted) + 8)
     assert deployment.link is not None
     deployment.link.hold()  # the replica lags from here
@@ -259,9 +264,14 @@ async def _fail_over(deployment: SentinelDeployment, load: Load, settings: Setti
         await primary.set(marker, b"1")
     finally:
         await primary.aclose()
-    lagging = len(load.accepted)
-    await load.until_accepted(lagging + 5)
-    lost = load.accepted[-1]
+    await load.until_accepted(len(load.accepted) + 5)
+    return marker
+
+
+async def _kill_primary(deployment: SentinelDeployment, marker: str) -> None:
+    """SIGKILL the primary, drop what the replica never got, wait until every sentinel names
+    the replica master, and check that it lost the marker written last."""
+    assert deployment.link is not None
     deployment.primary.kill()
     await deployment.link.drop()
     await deployment.until_master_is(deployment.replica)
@@ -270,7 +280,6 @@ async def _fail_over(deployment: SentinelDeployment, load: Load, settings: Setti
         assert await promoted.get(marker) is None, "the replica was not behind"
     finally:
         await promoted.aclose()
-    return lost
 
 
 async def _until_all_succeeded(settings: Settings, job_ids: list[str]) -> None:
