@@ -32,8 +32,8 @@ def missing_binaries() -> list[str]:
 
 
 class Link:
-    """Forwards a local port to ``target`` until ``hold``; from then on it forwards nothing,
-    and ``drop`` closes every connection, discarding what it held."""
+    """Forwards a local port to ``target_port`` until ``hold``; from then on what it reads is
+    thrown away (the replica never gets it), and ``drop`` closes every connection."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -65,7 +65,11 @@ class Link:
         task.add_done_callback(self._tasks.discard)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:  # the primary is gone
+            writer.close()
+            return
         self._writers += [writer, up_writer]
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 

@@ -9,6 +9,7 @@ from typing import Any, cast
 from arq.connections import ArqRedis
 from fakeredis import FakeServer
 from fakeredis.aioredis import FakeAsyncRedisConnection
+from pydantic import SecretStr
 from redis.asyncio import ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
@@ -102,5 +103,5 @@ async def close(client: ArqRedis) -> None:
             await sentinel.aclose()
 
 
-def _secret(value: Any) -> str | None:
-    return None if value is None else str(value.get_secret_value())
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
