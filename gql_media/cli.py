@@ -34,9 +34,10 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _require_servers(settings: Settings, command: str) -> None:
-    if settings.database_url is None or settings.redis_url is None:
+    if settings.database_url is None or not settings.redis_configured:
         sys.exit(
-            f"gql-media {command} needs GQL_MEDIA_DATABASE_URL and GQL_MEDIA_REDIS_URL; "
+            f"gql-media {command} needs GQL_MEDIA_DATABASE_URL and GQL_MEDIA_REDIS_URL (or "
+            "GQL_MEDIA_REDIS_SENTINELS); "
             "run `gql-media serve` for the all-in-one embedded mode"
         )
 

@@ -37,7 +37,7 @@ class Runtime:
 
     def new_redis(self) -> ArqRedis:
         """Another client on the same Redis (or the same in-process stand-in)."""
-        return redis_adapter.connect(self.settings.redis_url, self.fake_redis_server)
+        return redis_adapter.connect(redis_adapter.target(self.settings), self.fake_redis_server)
 
 
 @asynccontextmanager
@@ -45,7 +45,7 @@ async def open_runtime(
     settings: Settings, fake_redis_server: Any | None = None
 ) -> AsyncIterator[Runtime]:
     """Everything a process needs, closed again on exit."""
-    if settings.redis_url is None and fake_redis_server is None:
+    if not settings.redis_configured and fake_redis_server is None:
         fake_redis_server = redis_adapter.new_fake_server()
     engine = create_engine(
         settings.effective_database_url,
@@ -53,7 +53,7 @@ async def open_runtime(
         timeout=settings.database_timeout,
         pgbouncer=settings.database_pgbouncer,
     )
-    redis = redis_adapter.connect(settings.redis_url, fake_redis_server)
+    redis = redis_adapter.connect(redis_adapter.target(settings), fake_redis_server)
     storage = build_storage(settings)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     deps = Deps(

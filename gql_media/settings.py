@@ -1,7 +1,8 @@
 """Configuration, read from ``GQL_MEDIA_*`` environment variables.
 
-With neither ``GQL_MEDIA_DATABASE_URL`` nor ``GQL_MEDIA_REDIS_URL`` set the service runs
-embedded: SQLite under the data directory and an in-process Redis stand-in.
+With neither ``GQL_MEDIA_DATABASE_URL`` nor a Redis (``GQL_MEDIA_REDIS_URL``, or
+``GQL_MEDIA_REDIS_SENTINELS``: ``redis_settings``) set the service runs embedded: SQLite under
+the data directory and an in-process Redis stand-in.
 
 ``GQL_MEDIA_PATCHES`` chooses which speed patches of dependencies' internals are on (the
 api's in ``gql_media/api/patches``, the worker's wake-up in ``gql_media/worker/arq_patch.py``):
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from gql_media.redis_settings import RedisConnectionSettings
 
 # Bounds of media work, here so the media adapters default to the same values
 DEFAULT_MAX_ANIMATION_PIXELS = 200_000_000  # width x height x frames
@@ -40,8 +43,9 @@ PATCHES = (
 )
 
 
-class Settings(BaseSettings):
-    """Every knob of the service; docs/configuration.md's tables mirror this class."""
+class Settings(RedisConnectionSettings):
+    """Every knob of the service; docs/configuration.md's tables mirror this class (the
+    Redis ones are in ``redis_settings``)."""
 
     model_config = SettingsConfigDict(env_prefix="GQL_MEDIA_", extra="ignore")
 
@@ -54,7 +58,6 @@ class Settings(BaseSettings):
     # database_url reaches PostgreSQL through PgBouncer in transaction pooling mode: no
     # prepared statement outlives its transaction (docs/architecture.md, "Behind PgBouncer")
     database_pgbouncer: bool = False
-    redis_url: str | None = None
     data_dir: Path = Path("gql-media-data")
     storage_dir: Path | None = None
     # storage: "local" (storage_dir) or "s3" (an S3-compatible bucket; needs gql-media[s3])
@@ -274,7 +277,7 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         """True when no external database or Redis is configured."""
-        return self.database_url is None and self.redis_url is None
+        return self.database_url is None and not self.redis_configured
 
     @property
     def effective_database_url(self) -> str:

@@ -1,25 +1,85 @@
-"""Redis clients: a real server, or the in-process stand-in of the embedded mode."""
+"""Redis clients: a server at a URL, the master that Redis Sentinel names, or the in-process
+stand-in of the embedded mode. Every client of the api and the workers is made here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from arq.connections import ArqRedis
 from fakeredis import FakeServer
 from fakeredis.aioredis import FakeAsyncRedisConnection
+from pydantic import SecretStr
 from redis.asyncio import ConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+from gql_media.redis_settings import RedisConnectionSettings
+
+# seconds to open a connection (to Redis or a sentinel); a sentinel's answer, too
+CONNECT_TIMEOUT = 2.0
+# seconds an idle pooled connection may sit before it is checked with a PING on next use
+HEALTH_CHECK_INTERVAL = 15
 
 
-def connect(url: str | None, fake_server: Any | None = None) -> ArqRedis:
-    """A client for ``url``, or for ``fake_server`` (a ``fakeredis.FakeServer``) when url is None.
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """The master that the sentinels at ``sentinels`` know as ``master``, and what to log in
+    with: ``username``/``password``/``db`` on the master, ``sentinel_password`` on the
+    sentinels."""
 
-    Nothing is sent until the first command: building a client never blocks.
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    sentinel_password: str | None = None
+
+
+def target(settings: RedisConnectionSettings) -> str | SentinelTarget | None:
+    """Where ``settings`` say Redis is: a URL, the sentinels, or None (the stand-in)."""
+    if not settings.redis_sentinels:
+        return settings.redis_url
+    return SentinelTarget(
+        sentinels=tuple(settings.redis_sentinel_addresses),
+        master=settings.redis_sentinel_master,
+        username=settings.redis_username,
+        password=_secret(settings.redis_password),
+        db=settings.redis_db,
+        sentinel_password=_secret(settings.redis_sentinel_password),
+    )
+
+
+def connect(where: str | SentinelTarget | None, fake_server: Any | None = None) -> ArqRedis:
+    """A client for ``where`` (a URL or a ``SentinelTarget``), or for ``fake_server`` (a
+    ``fakeredis.FakeServer``) when it is None.
+
+    Through Sentinel, each new connection asks the sentinels for the master's address, and
+    a connection to a master that was demoted is dropped at its first refused write: the
+    client follows a failover by itself. Nothing is sent until the first command: building
+    a client never blocks.
     """
-    if url is not None:
-        pool = ConnectionPool.from_url(
-            url, socket_connect_timeout=2, health_check_interval=15, socket_keepalive=True
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "socket_keepalive": True,
+    }
+    if isinstance(where, SentinelTarget):
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(where.sentinels),
+            sentinel_kwargs={
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+                "socket_timeout": CONNECT_TIMEOUT,
+                "socket_keepalive": True,
+                "password": where.sentinel_password,
+            },
+            username=where.username,
+            password=where.password,
+            db=where.db,
+            **options,
         )
-        return ArqRedis(connection_pool=pool)
+        return cast(ArqRedis, sentinel.master_for(where.master, redis_class=ArqRedis))
+    if where is not None:
+        return ArqRedis(connection_pool=ConnectionPool.from_url(where, **options))
     server = fake_server if fake_server is not None else FakeServer()
     return ArqRedis(
         connection_pool=ConnectionPool(
@@ -34,5 +94,14 @@ def new_fake_server() -> Any:
 
 
 async def close(client: ArqRedis) -> None:
-    """Close the client and its pool (a client built on a given pool leaves it open)."""
+    """Close the client and its pool (a client built on a given pool leaves it open), and
+    its connections to the sentinels."""
+    pool = client.connection_pool
     await client.aclose(close_connection_pool=True)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()

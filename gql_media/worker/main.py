@@ -192,8 +192,11 @@ class GqlMediaWorker(WakeableWorker):
 
     async def _reconcile_forever(self, interval: float) -> None:
         at_startup = True
+        history: str | None = None
         while True:
             try:
+                history, changed = await self._redis_history(history)
+                at_startup = at_startup or changed
                 count = await reconciler.reconcile(self.deps, at_startup=at_startup)
                 at_startup = False
                 if count:
@@ -208,6 +211,21 @@ class GqlMediaWorker(WakeableWorker):
                 else:
                     log.exception("reconciler failed")
             await asyncio.sleep(interval)
+
+    async def _redis_history(self, known: str | None) -> tuple[str | None, bool]:
+        """Redis's history now, and whether it differs from ``known``: a Redis restarted, or
+        a replica promoted in its place by a failover, may have lost the last writes, and the
+        reconciler then looks at every QUEUED job at once, as at start-up, instead of those
+        overdue by GQL_MEDIA_RECONCILE_AFTER. While Redis is unreachable: ``known``, unchanged
+        (the reconciler's repairs in the database go on)."""
+        try:
+            now = await self.deps.queue.scheduler.history()
+        except (RedisError, OSError):
+            return known, False
+        changed = known is not None and now != known
+        if changed:
+            log.info("Redis restarted or failed over; looking at every queued job")
+        return now, changed
 
     async def _retain_forever(self, interval: float) -> None:
         while True:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from gql_media.adapters.scheduling import lua
 
@@ -171,6 +172,17 @@ class Scheduler:
         """True once per life of the scheduler's state in Redis (at first, and after Redis
         lost it): the caller then rebuilds it from the database."""
         return bool(await self._redis.set(self._prefix + "epoch", b"1", nx=True))
+
+    async def history(self) -> str | None:
+        """The replication id of the Redis holding the state. It changes when that Redis
+        restarts or a replica is promoted in its place (a failover), which may have lost the
+        last writes; None where it cannot be told (the in-process stand-in has no INFO)."""
+        try:
+            info = await self._redis.info("replication")
+        except ResponseError:
+            return None
+        replid = info.get("master_replid")
+        return str(replid) if replid else None
 
     async def standing(self, job_ids: Sequence[str]) -> list[str | None]:
         """For each job: "waiting", "in flight" or None (not here)."""
