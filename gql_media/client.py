@@ -32,7 +32,7 @@ mutation($input: GenerateImageInput!) {{
 }}"""
 FOLLOW = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
 # what a job was asked (typed by its kind) and found out, for ``jobs show``
-DETAIL_FIELDS = """
+PARAMETER_FIELDS = """
 parameters {
   __typename
   ... on GenerateImageParameters {
@@ -58,11 +58,16 @@ parameters {
     }
   }
 }
+"""
+DETAIL_FIELDS = (
+    PARAMETER_FIELDS
+    + """
 result {
   kind container duration width height fps videoCodec audioCodec bitrate rotation
   sampleRate channels
 }
 """
+)
 GET_JOB = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} {DETAIL_FIELDS} }} }}"
 LIST_JOBS = f"""
 query($filter: JobFilter, $first: Int, $after: String) {{

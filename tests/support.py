@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
 from gql_media.api.protocols import server_options
+from gql_media.client import PARAMETER_FIELDS
 from gql_media.runtime import Runtime
 from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
@@ -47,31 +48,7 @@ mutation Generate($input: GenerateImageInput!) {
 """
 
 # every field of a job's typed parameters
-PARAMETERS = """parameters {
-  __typename
-  ... on GenerateImageParameters {
-    negativePrompt width height numOutputs seed outputFormat extra
-  }
-  ... on ProcessImageParameters {
-    mediaId
-    variants {
-      name format quality progressive stripMetadata
-      operations {
-        resize { width height fit upscale } thumbnail { size } crop { left top width height }
-        rotate { degrees expand background } autoOrient
-        textWatermark { text position margin opacity scale color }
-        imageWatermark { mediaId position margin opacity scale }
-      }
-    }
-  }
-  ... on ProcessVideoParameters {
-    mediaId
-    operations {
-      name videoThumbnail { at fraction maxSize format } videoMetadata
-      transcode { targetHeight quality } extractAudio { codec bitrate }
-    }
-  }
-}"""
+PARAMETERS = PARAMETER_FIELDS
 JOB_FIELDS = """
 id kind status progress version prompt provider model attempts maxAttempts
 parameters {
