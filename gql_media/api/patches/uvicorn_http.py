@@ -114,8 +114,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # counted up to the blank line that ends them, before the parser sees them:
             # headers that arrive whole in one read would be parsed, and their request
             # started, before a count made after parsing could refuse them
-            end = (self._tail + data).find(b"\r\n\r\n")
-            self._received += len(data) if end < 0 else end + 4 - len(self._tail)
+            self._received += _header_bytes(self._tail, data)
             self._tail = data[-3:]
             if self._received > self.limits.max_header_bytes:
                 self._too_large()
@@ -231,3 +230,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.close()
+
+
+def _header_bytes(tail: bytes, data: bytes) -> int:
+    """How many bytes of ``data`` belong to headers whose last bytes so far were ``tail``:
+    up to and with the blank line that ends them, or all of it."""
+    if tail:  # the blank line may have begun in the last read
+        split = (tail + data[:3]).find(b"\r\n\r\n")
+        if split >= 0:
+            return split + 4 - len(tail)
+    end = data.find(b"\r\n\r\n")
+    return len(data) if end < 0 else end + 4
