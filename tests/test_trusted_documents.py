@@ -251,3 +251,20 @@ def test_a_manifest_the_api_cannot_read_stops_it_at_start_up(tmp_path: Path, con
         create_app(Settings(data_dir=tmp_path, trusted_documents=path))
     with pytest.raises(ManifestError, match="cannot read"):
         create_app(Settings(data_dir=tmp_path, trusted_documents=tmp_path / "missing.json"))
+
+
+async def test_strict_refuses_an_unlisted_document_in_a_multipart_upload(
+    strict: LiveServer,
+) -> None:
+    """The upload form's operations are a request too: read, and refused, like a body."""
+    upload = "mutation($f: Upload!) { uploadMedia(file: $f) { media { id } } }"
+    response = await strict.http.post(
+        "/graphql",
+        headers={"GraphQL-Require-Preflight": "1"},
+        data={
+            "operations": json.dumps({"query": upload, "variables": {"f": None}}),
+            "map": json.dumps({"0": ["variables.f"]}),
+        },
+        files={"0": ("photo.jpg", b"\xff\xd8\xff" + b"0" * 64, "image/jpeg")},
+    )
+    assert codes(response.json()) == ["DOCUMENT_NOT_TRUSTED"], response.text

@@ -68,7 +68,7 @@ class GraphQLView(ReadingView):
     def __init__(self, settings: Settings) -> None:
         self.trusted = trusted_documents(settings)
         super().__init__(
-            build_schema(settings, self.trusted),
+            build_schema(settings),
             connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout),
             multipart_uploads_enabled=True,
             # strawberry checks a WebSocket handshake's Origin on its own as well: the origins

@@ -39,7 +39,7 @@ def prefers_graphql_response(accept: str) -> bool:
     best = {GRAPHQL_RESPONSE: 0.0, JSON: 0.0}
     for part in accept.split(","):
         media_type, params = parse_content_type(part)
-        weight = _weight(params)
+        weight = q_weight(params)
         if media_type == GRAPHQL_RESPONSE:
             best[GRAPHQL_RESPONSE] = max(best[GRAPHQL_RESPONSE], weight)
         elif media_type in (JSON, "application/*", "*/*"):
@@ -47,7 +47,8 @@ def prefers_graphql_response(accept: str) -> bool:
     return best[GRAPHQL_RESPONSE] > 0 and best[GRAPHQL_RESPONSE] >= best[JSON]
 
 
-def _weight(params: Mapping[str, str]) -> float:
+def q_weight(params: Mapping[str, str]) -> float:
+    """The ``q`` of a media range; 0 for one that is malformed or out of range."""
     try:
         weight = float(params.get("q", "1"))
     except ValueError:

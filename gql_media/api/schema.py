@@ -27,7 +27,6 @@ from gql_media.api.patches.strawberry_results import LightEventResults
 from gql_media.api.patches.strawberry_validation import CachedValidation
 from gql_media.api.security import DocumentCache, DocumentChecks, NoIntrospection, bounds_rule
 from gql_media.api.subscriptions import FilterArgument, IdArgument, Info, Subscription
-from gql_media.api.trusted import TrustedDocuments
 from gql_media.api.types import (
     GenerateImageInput,
     GenerateImagePayload,
@@ -287,9 +286,7 @@ class Mutation(WatchTokenMutations):
         )
 
 
-def document_checks(
-    settings: Settings, cache: DocumentCache, trusted: TrustedDocuments | None = None
-) -> Callable[[], SchemaExtension]:
+def document_checks(settings: Settings, cache: DocumentCache) -> Callable[[], SchemaExtension]:
     """The extension every document goes through, with every validation rule of ours built
     once: the same rule classes on every request let the validation cache hit (strawberry's
     limiters make a new class per instance)."""
@@ -298,8 +295,7 @@ def document_checks(
     if hidden:
         rules.append(NoIntrospection)
     checks = CachedValidation if enabled(settings, "strawberry_validation") else DocumentChecks
-    strict = trusted if trusted is not None and trusted.strict else None
-    return lambda: checks(settings.max_tokens, tuple(rules), hidden, cache, strict)
+    return lambda: checks(settings.max_tokens, tuple(rules), hidden, cache)
 
 
 class MediaSchema(strawberry.Schema):
@@ -338,9 +334,7 @@ def executor(settings: Settings) -> type[Any] | None:
     return SharedEventExecution if settings.introspection_enabled else QuietExecution
 
 
-def build_schema(settings: Settings, trusted: TrustedDocuments | None = None) -> MediaSchema:
-    """The schema with the checks ``settings`` ask for; ``trusted``: the trusted documents,
-    when only they may run (``api.trusted``)."""
+def build_schema(settings: Settings) -> MediaSchema:
     documents = DocumentCache(settings.document_cache_bytes)
     execution_class = executor(settings)
     hidden = not settings.introspection_enabled
@@ -351,7 +345,7 @@ def build_schema(settings: Settings, trusted: TrustedDocuments | None = None) ->
         subscription=Subscription,
         config=StrawberryConfig(),
         execution_context_class=execution_class,
-        extensions=[document_checks(settings, documents, trusted)],
+        extensions=[document_checks(settings, documents)],
         documents=documents,
         classifier=Classifier(
             debug=settings.debug,

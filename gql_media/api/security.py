@@ -30,7 +30,6 @@ from starlette.types import Scope
 from strawberry.extensions import SchemaExtension
 
 from gql_media.api.errors import refuse_subscription_over_http
-from gql_media.api.trusted import TrustedDocuments
 from gql_media.errors import ErrorCode, Unauthenticated
 from gql_media.settings import Settings
 
@@ -307,9 +306,6 @@ class DocumentChecks(SchemaExtension):
       which reports the syntax error (``api.errors`` gives it its code).
     - Subscriptions over HTTP are refused (``refuse_subscription_over_http``).
     - A document without a principal chosen by auth runs nothing (UNAUTHENTICATED).
-    - With strict trusted documents, a document not in the manifest runs nothing
-      (DOCUMENT_NOT_TRUSTED): each transport refuses it as it reads the request
-      (``api.trusted``); this check stops one that a transport let through.
     """
 
     def __init__(
@@ -318,10 +314,8 @@ class DocumentChecks(SchemaExtension):
         rules: tuple[type[ASTValidationRule], ...],
         hide_suggestions: bool,
         cache: DocumentCache,
-        trusted: TrustedDocuments | None = None,
     ) -> None:
         self.max_tokens = max_tokens
-        self.trusted = trusted  # in strict mode: only its documents run
         self.rules = rules
         self.hide_suggestions = hide_suggestions
         self.cache = cache
@@ -333,8 +327,6 @@ class DocumentChecks(SchemaExtension):
             # every transport sets the principal auth chose before a document runs; one
             # that arrives without it (a path that skipped auth) runs nothing
             raise Unauthenticated()
-        if self.trusted is not None and context.query:
-            self.trusted.check(context.query)
         context.parse_options["max_tokens"] = self.max_tokens
         context.validation_rules = context.validation_rules + self.rules
         if context.query and context.graphql_document is None:

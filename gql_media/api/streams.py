@@ -31,6 +31,7 @@ from strawberry.subscriptions import (
 )
 
 from gql_media.api.errors import error_response, unauthenticated
+from gql_media.api.negotiation import q_weight
 from gql_media.api.sockets import OpenSockets, OpenStream, owner_of
 from gql_media.domain import Principal
 from gql_media.errors import ErrorCode
@@ -78,9 +79,9 @@ def is_stream(accept: str) -> bool:
         media_type, params = parse_content_type(part)
         media_type = media_type.lower()
         if media_type == "text/event-stream":
-            stream = max(stream, _weight(params))
+            stream = max(stream, q_weight(params))
         elif media_type in JSON_TYPES:
-            json = max(json, _weight(params))
+            json = max(json, q_weight(params))
     return stream > json
 
 
@@ -102,14 +103,6 @@ def without_streams(scope: Scope, accept: str) -> Scope:
 def _names_a_stream(accept: str) -> bool:
     lowered = accept.lower()
     return "text/event-stream" in lowered or "multipart/mixed" in lowered
-
-
-def _weight(params: dict[str, str]) -> float:
-    try:
-        weight = float(params.get("q", "1"))
-    except ValueError:
-        return 0.0
-    return weight if 0 <= weight <= 1 else 0.0
 
 
 async def serve_stream(
