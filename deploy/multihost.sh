@@ -145,6 +145,20 @@ for api in api1 api2; do
     wait_for "$api" client curl -sf "http://$NET.${ADDR[$api]}:8000/healthz"
 done
 
+log "a round trip between hosts: Redis PINGs from worker1 to the db host"
+in_host worker1 "$PYTHON" - "$DB" <<'PING'
+import statistics, sys, time
+import redis
+client = redis.Redis(host=sys.argv[1], port=6379)
+client.ping()
+times = []
+for _ in range(200):
+    start = time.perf_counter()
+    client.ping()
+    times.append((time.perf_counter() - start) * 1000)
+print(f"round trip (Redis PING, worker host to db host): p50 {statistics.median(times):.2f} ms")
+PING
+
 log "bench from the client host against api1 (2 worker hosts)"
 in_host client "$GQL_MEDIA_BIN" bench --url "http://$NET.${ADDR[api1]}:8000" --workers 2 \
     "${BENCH_ARGS[@]}"

@@ -64,7 +64,12 @@ async def open_runtime(
         job_inserts=job_inserter(engine, autocommit, settings),
         storage=storage,
         publisher=EventPublisher(redis, settings.redis_namespace),
-        queue=JobQueue(redis, settings.redis_namespace, group_cap=settings.max_running_per_group),
+        queue=JobQueue(
+            redis,
+            settings.redis_namespace,
+            group_cap=settings.max_running_per_group,
+            scripts="arq_scripts" in settings.patches_on,
+        ),
         providers=build_providers(settings),
         limiter=RateLimiter(redis, settings.redis_namespace),
         processes=media_processes(settings),

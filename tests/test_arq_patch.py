@@ -1,26 +1,33 @@
-"""Guard tests of ``gql_media/worker/arq_patch.py``: they fail when arq changes what the
+"""Guard tests of ``gql_media/adapters/arq_patch.py``: they fail when arq changes what the
 wake-up relies on (see the module's docstring), so that an upgrade of arq is noticed here
 and not as jobs that wait for the next poll."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
+import json
+import os
 import uuid
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import Job, deserialize_job_raw, serialize_job
 from arq.worker import Worker, func
 
+from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
-from gql_media.adapters.queue import stored
-from gql_media.worker.arq_patch import WakeableWorker
+from gql_media.adapters.arq_patch import WakeableWorker
+from gql_media.adapters.queue import JobQueue, stored
+from gql_media.adapters.scheduling import Waiting
 
 
 def test_arq_is_the_minor_version_the_patch_knows() -> None:
-    assert version("arq").startswith("0.28."), "check worker/arq_patch.py against this arq"
+    assert version("arq").startswith("0.28."), "check adapters/arq_patch.py against this arq"
 
 
 def test_the_internals_the_patch_uses_are_there() -> None:
@@ -244,3 +251,143 @@ async def test_with_wake_ups_off_a_wake_up_does_nothing() -> None:
 
 async def _nothing(ctx: dict[str, Any]) -> None:
     return None
+
+
+# -- arq_scripts: arq's enqueue and start in one round trip each ----------------------------
+
+# sha256 of the source each script mirrors, in the arq the patch was written against: a new
+# arq that changes them fails here, and HAND_OVER / START are checked against it before the
+# digests are updated
+MIRRORED = {
+    "ArqRedis.enqueue_job": "7da8706a747c1171",
+    "Worker.start_jobs": "b45797cfa40bed7f",
+    "serialize_job": "1fc854cc50e16e5c",
+}
+
+
+async def test_the_scripts_mirror_the_arq_source_they_were_written_from() -> None:
+    for function in (ArqRedis.enqueue_job, Worker.start_jobs, serialize_job):
+        digest = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+        assert digest == MIRRORED[function.__qualname__], function.__qualname__
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    worker = Worker(functions=[func(_nothing, name="t")], redis_pool=redis, handle_signals=False)
+    for name in ("sem", "job_counter", "in_progress_timeout_s", "tasks", "queue_name"):
+        assert name in worker.__dict__, name
+    await redis_adapter.close(redis)
+
+
+def _redis_targets() -> list[str | None]:
+    """The in-process stand-in, and the real Redis when the integration tests have one."""
+    real = os.environ.get("GQL_MEDIA_TEST_REDIS_URL")
+    return [None, real] if real else [None]
+
+
+@pytest.fixture(params=_redis_targets(), ids=lambda url: "redis" if url else "fakeredis")
+async def arq_redis(request: pytest.FixtureRequest) -> AsyncIterator[ArqRedis]:
+    redis = redis_adapter.connect(
+        request.param, None if request.param else redis_adapter.new_fake_server()
+    )
+    yield redis
+    await redis_adapter.close(redis)
+
+
+async def test_the_hand_over_writes_the_entry_enqueue_job_writes(arq_redis: ArqRedis) -> None:
+    """A job the scheduler dispatches is on arq's queue as ``enqueue_job`` puts it (the
+    same call, the same expiry, scored now), its change is published before the wake-up
+    naming it, and arq's public read of the entry (``Job.info``) sees the call."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    assert queue.scheduler.hands_over
+    pubsub = arq_redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(namespace), keys.wake_channel(namespace))
+    for _ in range(2):
+        await pubsub.get_message(timeout=5)  # the subscriptions' confirmations
+    try:
+        await queue.register_worker("w", 1, 60)
+        job_id = uuid.uuid4().hex
+        assert await queue.enqueue(Waiting(job_id, 3), b'{"change":"\xc3\xa9"}')
+        arq_id = keys.arq_job_id(job_id, 3)
+        # arq's own enqueue of the same call, for comparison
+        theirs = f"{namespace}-theirs"
+        await arq_redis.enqueue_job(keys.RUN_JOB_TASK, job_id, _job_id=theirs, _queue_name="x")
+
+        ours_raw = await arq_redis.get(stored(arq_id).call)
+        theirs_raw = await arq_redis.get(stored(theirs).call)
+        ours, mine = json.loads(ours_raw), json.loads(theirs_raw)
+        assert ours.keys() == mine.keys() and ours.pop("et") > 0 and mine.pop("et") > 0
+        assert ours == mine == {"t": None, "f": keys.RUN_JOB_TASK, "a": [job_id], "k": {}}
+        assert deserialize_job_raw(ours_raw, deserializer=redis_adapter.load_call)[:3] == (
+            keys.RUN_JOB_TASK,
+            [job_id],
+            {},
+        )
+        ttl, their_ttl = (
+            await arq_redis.pttl(stored(arq_id).call),
+            await arq_redis.pttl(stored(theirs).call),
+        )
+        assert abs(ttl - their_ttl) < 5_000
+        score = await arq_redis.zscore(keys.queue_name(namespace), arq_id)
+        assert score == json.loads(ours_raw)["et"]
+        info = await Job(
+            arq_id,
+            arq_redis,
+            _queue_name=keys.queue_name(namespace),
+            _deserializer=redis_adapter.load_call,
+        ).info()
+        assert info is not None and info.function == keys.RUN_JOB_TASK and info.args == [job_id]
+
+        event = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        wake = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert event is not None and event["data"] == b'{"change":"\xc3\xa9"}'
+        assert wake is not None and wake["data"] == arq_id.encode()
+
+        # an id arq has seen (its call still stored) is not written again: enqueue_job's rule
+        await queue.release([(job_id, 3)])
+        await arq_redis.zrem(keys.queue_name(namespace), arq_id)
+        assert await queue.enqueue(Waiting(job_id, 3))
+        assert await arq_redis.zscore(keys.queue_name(namespace), arq_id) is None
+    finally:
+        await pubsub.aclose()
+
+
+@pytest.mark.parametrize("scripts", [True, False], ids=["script", "arq"])
+async def test_the_start_script_starts_what_start_jobs_starts(
+    arq_redis: ArqRedis, scripts: bool
+) -> None:
+    """Entries that are due and not marked start, in order, as many as slots are free;
+    one deferred, one marked in progress by another worker and one gone from the queue are
+    passed over. The same with the script and with arq's own start_jobs."""
+    queue = f"test-{uuid.uuid4().hex}"
+    started: list[str] = []
+    hold = asyncio.Event()
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        started.append(name)
+        await hold.wait()
+
+    for name in ("gone", "marked", "later", "a", "b", "c"):
+        defer = 600 if name == "later" else None
+        await arq_redis.enqueue_job(
+            "task", name, _queue_name=queue, _job_id=f"{queue}-{name}", _defer_by=defer
+        )
+    await arq_redis.zrem(queue, f"{queue}-gone")
+    await arq_redis.set(stored(f"{queue}-marked").in_progress, b"1", px=60_000)
+    worker = await _worker(arq_redis, queue, task, max_jobs=2, scripts=scripts)
+    try:
+        names = [f"{queue}-{n}".encode() for n in ("gone", "marked", "later", "a", "b", "c")]
+        await worker.start_jobs(names)
+        assert worker.job_counter == 2 and set(worker.tasks) == {f"{queue}-a", f"{queue}-b"}
+        await asyncio.sleep(0)  # the tasks run up to the hold
+        while len(started) < 2:
+            await asyncio.sleep(0.01)
+        assert sorted(started) == ["a", "b"]
+        for name in ("a", "b"):
+            mark = await arq_redis.pttl(stored(f"{queue}-{name}").in_progress)
+            assert 0 < mark <= worker.in_progress_timeout_s * 1000
+        assert not await arq_redis.exists(stored(f"{queue}-later").in_progress)
+        await worker.start_jobs(names)  # every slot busy: nothing more starts
+        assert worker.job_counter == 2 and len(worker.tasks) == 2
+    finally:
+        hold.set()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    assert worker.job_counter == 0

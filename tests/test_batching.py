@@ -158,15 +158,22 @@ async def test_jobs_enqueued_together_share_the_publishing_and_one_wake_up(
     queue = keys.queue_name(namespace)
     ids = [f"job_{uuid.uuid4().hex}" for _ in range(5)]  # arq's job keys are not namespaced
     sends: list[int] = []
-    pipeline = runtime.redis.pipeline
+    pipeline, add = runtime.redis.pipeline, deps.queue.scheduler.add
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("transaction") is False:  # not arq's own (a transaction)
             sends.append(1)
         return pipeline(*args, **kwargs)
 
-    monkeypatch.setattr(runtime.redis, "pipeline", counted)
+    async def counted_add(*args: Any, **kwargs: Any) -> Any:
+        sends.append(1)
+        return await add(*args, **kwargs)
+
     await open_slots(deps)
+    if deps.queue.scheduler.hands_over:  # the scheduler's script queues and publishes
+        monkeypatch.setattr(deps.queue.scheduler, "add", counted_add)
+    else:  # enqueue_job per job, then one pipeline publishes
+        monkeypatch.setattr(runtime.redis, "pipeline", counted)
     seen: list[tuple[str, bool]] = []  # (channel, whether the job named was on the queue)
     async with runtime.redis.pubsub() as pubsub:
         await pubsub.subscribe(keys.events_channel(namespace), keys.wake_channel(namespace))

@@ -455,9 +455,10 @@ def test_every_patch_has_its_module() -> None:
     import importlib
 
     for name in PATCHES:
-        # the worker's one patch lives with the worker, the only place arq is imported
-        where = "gql_media.worker.arq_patch" if name == "arq_wakeups" else "gql_media.api.patches"
-        module = importlib.import_module(where if name == "arq_wakeups" else f"{where}.{name}")
+        # arq's patches share one module, beside the queue adapter (the worker imports it)
+        arq = name.startswith("arq_")
+        where = "gql_media.adapters.arq_patch" if arq else f"gql_media.api.patches.{name}"
+        module = importlib.import_module(where)
         assert module.__doc__ and "Internals relied on" in module.__doc__, name
 
 

@@ -14,6 +14,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from redis.exceptions import RedisError
 
 from gql_media import keys
+from gql_media.adapters.arq_patch import HandOver
 from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting
 from gql_media.batching import Batcher
 
@@ -50,18 +51,31 @@ def stored(arq_id: str) -> StoredJob:
 
 class JobQueue:
     """Schedules job runs (``adapters.scheduling``) and puts the ones it dispatches on the
-    arq queue with arq's ``enqueue_job``, waking idle workers (``worker.arq_patch``);
+    arq queue with arq's ``enqueue_job``, waking idle workers (``adapters.arq_patch``);
     webhook deliveries go on the arq queue directly. The database stays the truth: a lost
     enqueue is redone by the reconciler, and a duplicate one is harmless because running a
-    job claims its row."""
+    job claims its row.
 
-    def __init__(self, redis: ArqRedis, namespace: str, *, group_cap: int | None = None) -> None:
+    ``scripts`` (``arq_scripts`` in ``GQL_MEDIA_PATCHES``): the scheduler's scripts put
+    what they dispatch on arq's queue themselves and publish the changes and the wake-up,
+    in the round trip that dispatched it (``adapters.arq_patch.HAND_OVER``), instead of
+    ``enqueue_job`` per job and a pipeline of publishes after it."""
+
+    def __init__(
+        self,
+        redis: ArqRedis,
+        namespace: str,
+        *,
+        group_cap: int | None = None,
+        scripts: bool = False,
+    ) -> None:
         self._redis = redis
         self._namespace = namespace
         self._queue = keys.queue_name(namespace)
         self._events = keys.events_channel(namespace)
         self._wake = keys.wake_channel(namespace)
-        self.scheduler = Scheduler(redis, namespace, group_cap=group_cap)
+        hand_over = HandOver.of(redis, namespace) if scripts else None
+        self.scheduler = Scheduler(redis, namespace, group_cap=group_cap, hand_over=hand_over)
         self._enqueue_batch = Batcher(self._send_waiting)
 
     async def enqueue(self, job: Waiting, event: bytes = b"") -> bool:
@@ -71,12 +85,16 @@ class JobQueue:
         return await self._enqueue_batch((job, event))
 
     async def _send_waiting(self, calls: list[tuple[Waiting, bytes]]) -> list[bool]:
+        jobs, events = [job for job, _ in calls], [event for _, event in calls if event]
         try:
-            dispatched = await self.scheduler.add([job for job, _ in calls])
+            if self.scheduler.hands_over:
+                await self.scheduler.add(jobs, events=events)
+                return [True] * len(calls)
+            dispatched = await self.scheduler.add(jobs)
         except (RedisError, OSError) as exc:
             log.warning("could not schedule %d job(s): %s", len(calls), exc)
             return [False] * len(calls)
-        await self._hand_over(dispatched, [event for _, event in calls if event])
+        await self._hand_over(dispatched, events)
         return [True] * len(calls)
 
     async def enqueue_many(self, jobs: Sequence[Waiting]) -> None:
@@ -88,7 +106,7 @@ class JobQueue:
         next job, which is put on arq's queue without waking anyone: the slot that frees is
         the caller's, which starts the entry returned (an arq id) once it is free. Other
         jobs the release let start (a cap freed) wake the workers as usual."""
-        return await self._settle(self.scheduler.release([(job_id, version)]), keep=1)
+        return await self._settle(self.scheduler.release([(job_id, version)], keep=1), keep=1)
 
     async def release(self, runs: Sequence[tuple[str, int]]) -> None:
         """Runs (job id, version) that ended: their slots go to the next jobs."""
@@ -117,6 +135,8 @@ class JobQueue:
         except (RedisError, OSError) as exc:
             log.warning("could not reach the scheduler: %s", exc)
             return []
+        if self.scheduler.hands_over:  # queued and woken for by the scheduler's script
+            return [keys.arq_job_id(d.job_id, d.version) for d in dispatched if d.queued][:keep]
         return await self._hand_over(dispatched, keep=keep)
 
     async def _hand_over(
@@ -164,7 +184,7 @@ class JobQueue:
     async def _wake_workers(self, arq_id: str) -> None:
         """Tell idle workers to start ``arq_id`` now; when this fails, they find it at their
         next read of the queue. A wake-up names the entries it is for, separated by spaces
-        (``worker.arq_patch.WakeableWorker.wake``)."""
+        (``adapters.arq_patch.WakeableWorker.wake``)."""
         with contextlib.suppress(RedisError, OSError):
             await self._redis.publish(self._wake, arq_id)
 

@@ -3,6 +3,8 @@ stand-in of the embedded mode. Every client of the api and the workers is made h
 
 from __future__ import annotations
 
+import json
+import pickle
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -49,14 +51,35 @@ def target(settings: RedisConnectionSettings) -> str | SentinelTarget | None:
     )
 
 
+def dump_call(data: dict[str, Any]) -> bytes:
+    """arq's ``job_serializer`` here: the call arq stores for a job (and the result it would
+    keep) as JSON, which the enqueue script of ``adapters.arq_patch`` writes too. What JSON
+    cannot hold (an exception in a failed job's result) is kept as its ``repr``."""
+    return json.dumps(data, default=repr, separators=(",", ":")).encode()
+
+
+def load_call(raw: bytes) -> Any:
+    """arq's ``job_deserializer`` here: JSON; an entry queued by a version that stored
+    arq's default pickle is read as such (Redis is this service's own store)."""
+    if raw[:1] == b"{":
+        return json.loads(raw)
+    return pickle.loads(raw)
+
+
+def _calls_as_json(client: ArqRedis) -> ArqRedis:
+    client.job_serializer = dump_call
+    client.job_deserializer = load_call
+    return client
+
+
 def connect(where: str | SentinelTarget | None, fake_server: Any | None = None) -> ArqRedis:
     """A client for ``where`` (a URL or a ``SentinelTarget``), or for ``fake_server`` (a
     ``fakeredis.FakeServer``) when it is None.
 
-    Through Sentinel, each new connection asks the sentinels for the master's address, and
-    a connection to a master that was demoted is dropped at its first refused write: the
-    client follows a failover by itself. Nothing is sent until the first command: building
-    a client never blocks.
+    The client stores arq's calls as JSON (``dump_call``). Through Sentinel, each new
+    connection asks the sentinels for the master's address, and a connection to a master
+    that was demoted is dropped at its first refused write: the client follows a failover
+    by itself. Nothing is sent until the first command: building a client never blocks.
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -77,13 +100,17 @@ def connect(where: str | SentinelTarget | None, fake_server: Any | None = None) 
             db=where.db,
             **options,
         )
-        return cast(ArqRedis, sentinel.master_for(where.master, redis_class=ArqRedis))
+        return _calls_as_json(
+            cast(ArqRedis, sentinel.master_for(where.master, redis_class=ArqRedis))
+        )
     if where is not None:
-        return ArqRedis(connection_pool=ConnectionPool.from_url(where, **options))
+        return _calls_as_json(ArqRedis(connection_pool=ConnectionPool.from_url(where, **options)))
     server = fake_server if fake_server is not None else FakeServer()
-    return ArqRedis(
-        connection_pool=ConnectionPool(
-            connection_class=cast(Any, FakeAsyncRedisConnection), server=server
+    return _calls_as_json(
+        ArqRedis(
+            connection_pool=ConnectionPool(
+                connection_class=cast(Any, FakeAsyncRedisConnection), server=server
+            )
         )
     )
 

@@ -7,11 +7,13 @@ What is arq's and what is ours, and why:
   and group, and one is handed to the workers only while a slot is free, which arq's queue
   (first come, first served) cannot express. Each worker registers its slots there
   (``_register_forever``) and a run that ends frees its slot (``run_job_task``).
-- Enqueue and start are arq's: a job the scheduler hands over is put on arq's queue with
-  ``ArqRedis.enqueue_job``, arq's worker reads the queue, starts the function in a slot
-  (``GQL_MEDIA_WORKER_CONCURRENCY``) and bounds it with its timeout. The one addition is the
-  wake-up (``arq_patch.WakeableWorker``): a job enqueued while a worker idles starts at once
-  instead of at the next poll (``arq_wakeups`` in ``GQL_MEDIA_PATCHES``).
+- Enqueue and start are arq's: a job the scheduler hands over is put on arq's queue as
+  ``ArqRedis.enqueue_job`` puts it, arq's worker reads the queue, starts the function in a
+  slot (``GQL_MEDIA_WORKER_CONCURRENCY``) and bounds it with its timeout. The additions are
+  in ``adapters.arq_patch``, each switchable in ``GQL_MEDIA_PATCHES``: the wake-up
+  (``arq_wakeups``: a job enqueued while a worker idles starts at once instead of at the
+  next poll) and the one-round-trip enqueue and start (``arq_scripts``; off, arq's
+  ``enqueue_job`` and ``start_jobs`` serve).
 - Retries are ours, in the database: a job's attempts, backoff and error are part of its row,
   which clients read and which outlives a Redis restart. Each retry is a new arq job (a new
   version of the row); arq never runs one twice (``max_tries=1``). A webhook attempt that
@@ -47,12 +49,12 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
+from gql_media.adapters.arq_patch import WakeableWorker
 from gql_media.adapters.queue import stored
 from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
 from gql_media.services import reconciler, retention, runner, webhooks
 from gql_media.services.deps import Deps
-from gql_media.worker.arq_patch import WakeableWorker
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,7 @@ class GqlMediaWorker(WakeableWorker):
             ctx={"deps": deps},
             health_check_key=f"{keys.queue_name(settings.redis_namespace)}:health-check",
             wakeups="arq_wakeups" in settings.patches_on,
+            scripts="arq_scripts" in settings.patches_on,
         )
         self.deps = deps
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

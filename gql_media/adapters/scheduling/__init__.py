@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -53,10 +54,25 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class Dispatched:
-    """A job handed to the workers: put it on arq's queue."""
+    """A job handed to the workers: put it on arq's queue (``queued``: the scheduler's
+    hand-over did)."""
 
     job_id: str
     version: int
+    queued: bool = False
+
+
+class HandOver(Protocol):
+    """What the scripts do with the jobs they dispatch, in the same round trip
+    (``adapters.arq_patch.HandOver``): ``lua`` defines ``hand_over(out, spec)``."""
+
+    @property
+    def lua(self) -> str: ...
+
+    def spec(self, keep: int, events: Sequence[bytes]) -> str:
+        """The hand-over's argument: the first ``keep`` jobs queued are the caller's to
+        start, ``events`` are published."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,27 +104,53 @@ class Scheduler:
         *,
         group_cap: int | None = None,
         clock: Callable[[], float] = time.time,
+        hand_over: HandOver | None = None,
     ) -> None:
         self._redis = redis
         self._clock = clock
         self._prefix = f"{namespace}:sched:"
         self._group_cap = str(group_cap or 0)
-        self._add = redis.register_script(lua.ADD)
-        self._release = redis.register_script(lua.RELEASE)
-        self._remove = redis.register_script(lua.REMOVE)
-        self._register = redis.register_script(lua.REGISTER)
-        self._occupy = redis.register_script(lua.OCCUPY)
-        self._set_cap = redis.register_script(lua.SET_CAP)
-        self._positions = redis.register_script(lua.POSITIONS)
+        self._hand_over = hand_over
 
-    async def _run(self, script: object, args: Sequence[str | int]) -> list[Dispatched]:
+        def script(text: str) -> Any:
+            handing = hand_over.lua if hand_over is not None else lua.NO_HAND_OVER
+            return redis.register_script(text.replace(lua.HAND_OVER_SLOT, handing))
+
+        self._add = script(lua.ADD)
+        self._release = script(lua.RELEASE)
+        self._remove = script(lua.REMOVE)
+        self._register = script(lua.REGISTER)
+        self._occupy = script(lua.OCCUPY)
+        self._set_cap = script(lua.SET_CAP)
+        self._positions = script(lua.POSITIONS)
+
+    @property
+    def hands_over(self) -> bool:
+        """Whether the scripts put what they dispatch on arq's queue themselves."""
+        return self._hand_over is not None
+
+    async def _run(
+        self,
+        script: object,
+        args: Sequence[str | int],
+        *,
+        keep: int = 0,
+        events: Sequence[bytes] = (),
+    ) -> list[Dispatched]:
         now = _ms(self._clock())
-        out = await script(args=[self._prefix, now, self._group_cap, *args])  # type: ignore[operator]
-        return [Dispatched(_text(out[i]), int(out[i + 1])) for i in range(0, len(out or ()), 2)]
+        spec = "" if self._hand_over is None else self._hand_over.spec(keep, events)
+        out = await script(args=[self._prefix, now, self._group_cap, spec, *args])  # type: ignore[operator]
+        return [
+            Dispatched(_text(out[i]), int(out[i + 1]), bool(int(out[i + 2])))
+            for i in range(0, len(out or ()), 3)
+        ]
 
-    async def add(self, jobs: Sequence[Waiting]) -> list[Dispatched]:
+    async def add(
+        self, jobs: Sequence[Waiting], *, events: Sequence[bytes] = ()
+    ) -> list[Dispatched]:
         """Jobs to wait their turn (a job waiting or in flight at this version or a newer
-        one is left as it is); returns what is dispatched now, these or others."""
+        one is left as it is); returns what is dispatched now, these or others. With a
+        hand-over, ``events`` are published in the same script."""
         args: list[str | int] = []
         for job in jobs:
             args += [
@@ -120,12 +162,13 @@ class Scheduler:
                 _ms(job.due_at),
                 "" if job.max_running is None else str(job.max_running),
             ]
-        return await self._run(self._add, args)
+        return await self._run(self._add, args, events=events)
 
-    async def release(self, runs: Sequence[tuple[str, int]]) -> list[Dispatched]:
+    async def release(self, runs: Sequence[tuple[str, int]], *, keep: int = 0) -> list[Dispatched]:
         """Runs (job id, version) that ended, or were lost with their worker: their slots
-        and caps free, unless the job is in flight at another version by then."""
-        return await self._run(self._release, [x for run in runs for x in run])
+        and caps free, unless the job is in flight at another version by then. With a
+        hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them."""
+        return await self._run(self._release, [x for run in runs for x in run], keep=keep)
 
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
         """Jobs that will not run (canceled, past their deadline): out of the line, or out
@@ -158,7 +201,7 @@ class Scheduler:
         trip; each job costs a pass over the owners with jobs waiting at its priority and
         the groups of its owner."""
         now = _ms(self._clock())
-        out = await self._positions(args=[self._prefix, now, self._group_cap, *job_ids])
+        out = await self._positions(args=[self._prefix, now, self._group_cap, "", *job_ids])
         starts, span_ms = int(out[0]), int(out[1])
         rate = starts * 1000 / span_ms if span_ms > 0 else 0.0
         return Estimates([None if n < 0 else int(n) for n in out[2:]], rate)

@@ -22,8 +22,12 @@ Keys, under the scheduler's prefix ``<namespace>:sched:``:
 - ``alive`` zset: worker id -> when its registration lapses (ms); ``slots`` hash: worker
   id -> its slots. The sum over live workers is how many jobs may be in flight.
 
-ARGV[1] is the prefix, ARGV[2] the time now in ms, ARGV[3] the cap per group (0: none);
-each script's own arguments follow.
+ARGV[1] is the prefix, ARGV[2] the time now in ms, ARGV[3] the cap per group (0: none),
+ARGV[4] the hand-over's argument ('' for none; taken out of ARGV before the script's own
+arguments, which follow, are read). A script that dispatches returns what it dispatched
+through ``hand_over``: triples of job id, version and 0, or what the hand-over function
+in ``HAND_OVER_SLOT`` made of them (``adapters.arq_patch.HAND_OVER``: 1 for a job it put on
+arq's queue).
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from __future__ import annotations
 PRIORITY_MIN = -10
 PRIORITY_MAX = 10
 
+# Where a script's hand-over function goes; without one, what is dispatched is returned.
+HAND_OVER_SLOT = "--[[hand_over]]"
+NO_HAND_OVER = """
+local function hand_over(out, spec) return out end
+"""
+
 _PRELUDE = """
+local HAND = table.remove(ARGV, 4)
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local GROUP_CAP = tonumber(ARGV[3])
@@ -40,6 +51,7 @@ local PRIOS, TURN, TOTAL = P .. 'prios', P .. 'turn', P .. 'total'
 local RUN_O, RUN_G, CAP_O = P .. 'run:o', P .. 'run:g', P .. 'cap:o'
 local ALIVE, SLOTS, STARTS = P .. 'alive', P .. 'slots', P .. 'starts'
 local HEAD = P .. 'head'
+--[[hand_over]]
 
 local function Q(p, o, g) return P .. 'q:' .. p .. ':' .. o .. '\\t' .. g end
 local function GR(p, o) return P .. 'g:' .. p .. ':' .. o end
@@ -232,7 +244,7 @@ local function capacity()
   return total
 end
 
--- hand jobs to the workers in order while slots are free: {job id, version, ...}
+-- hand jobs to the workers in order while slots are free: {job id, version, 0, ...}
 local function dispatch()
   local due = redis.call('ZRANGEBYSCORE', LATER, '-inf', NOW, 'LIMIT', 0, 1000)
   for _, j in ipairs(due) do
@@ -250,12 +262,13 @@ local function dispatch()
     occupy(j, w[1], w[2], w[3], w[4])
     out[#out + 1] = j
     out[#out + 1] = w[2]
+    out[#out + 1] = 0
     free = free - 1
   end
   if #out > 0 then
     -- starts per 10 s, kept a minute: the recent rate of starts
     local bucket = STARTS .. ':' .. math.floor(NOW / 10000)
-    redis.call('INCRBY', bucket, #out / 2)
+    redis.call('INCRBY', bucket, #out / 3)
     redis.call('PEXPIRE', bucket, 70000)
   end
   return out
@@ -272,7 +285,7 @@ for i = 4, #ARGV, 7 do
   add(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
       tonumber(ARGV[i + 5]), ARGV[i + 6])
 end
-return dispatch()
+return hand_over(dispatch(), HAND)
 """
 )
 
@@ -285,7 +298,7 @@ for i = 4, #ARGV, 2 do
   local raw = redis.call('HGET', FLIGHT, ARGV[i])
   if raw and cjson.decode(raw)[2] == tonumber(ARGV[i + 1]) then release(ARGV[i]) end
 end
-return dispatch()
+return hand_over(dispatch(), HAND)
 """
 )
 
@@ -296,7 +309,7 @@ REMOVE = (
 for i = 4, #ARGV do
   if not remove_waiting(ARGV[i]) then release(ARGV[i]) end
 end
-return dispatch()
+return hand_over(dispatch(), HAND)
 """
 )
 
@@ -312,7 +325,7 @@ else
   redis.call('ZREM', ALIVE, ARGV[4])
   redis.call('HDEL', SLOTS, ARGV[4])
 end
-return dispatch()
+return hand_over(dispatch(), HAND)
 """
 )
 
@@ -337,7 +350,7 @@ SET_CAP = (
 if ARGV[5] == '0' then redis.call('HDEL', CAP_O, ARGV[4])
 else redis.call('HSET', CAP_O, ARGV[4], ARGV[5]) end
 unpark_owner(ARGV[4])
-return dispatch()
+return hand_over(dispatch(), HAND)
 """
 )
 

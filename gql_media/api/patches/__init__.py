@@ -19,8 +19,9 @@ comma-separated list of these names); off, the dependency's public path serves i
 - ``strawberry_inputs``: input objects built by a plan made once per type.
 - ``strawberry_ws``: the graphql-transport-ws handler lets go of its finished
   connection_init timeout task.
-- ``arq_wakeups`` is the worker's (``gql_media/worker/arq_patch.py``): a job enqueued while
-  a worker idles starts at once, not at its next poll.
+- ``arq_wakeups`` and ``arq_scripts`` are arq's (``gql_media/adapters/arq_patch.py``): a job
+  enqueued while a worker idles starts at once, not at its next poll; arq's enqueue and
+  start take one round trip each.
 
 Protections, always on (they are security features with no public path to them):
 

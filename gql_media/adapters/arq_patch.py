@@ -1,0 +1,297 @@
+"""The one place this project relies on arq's internals. It does two things, each switched
+by its own name in ``GQL_MEDIA_PATCHES``, each falling back to arq's public path when off.
+
+``arq_wakeups``: a worker reads its queue the moment a job is enqueued, instead of at its
+next poll. arq reads its queue every ``poll_delay`` seconds; a job enqueued just after a
+read waits for the next one (0.5 s by default). The api publishes on a wake-up channel the
+queue entries it enqueued that are due now, and ``WakeableWorker.wake`` has an idle worker
+start them at once, with arq's ``Worker.start_jobs`` (which checks that no other worker
+started an entry, marks it in progress and runs it with ``run_job``), without reading the
+queue first. It drives that, and arq's own read of the queue ``Worker._poll_iteration`` on
+its timer, from a loop of its own instead of arq's ``main``, and it learns from
+``Worker._release_sem_dec_counter_on_complete`` (called as a job's task ends) that a slot
+freed while jobs waited for one, which reads the queue again, or that the slot of a job
+that handed it to the next entries (``start_when_free``: the scheduler gave them the slot
+as the job ended) is free for them, which starts them by name with no wake-up sent.
+Off, the worker reads its queue only on its timer (``_poll_iteration`` every
+``poll_delay``), and a job waits up to that long to start.
+
+``arq_scripts``: arq's enqueue and its start of an entry in one round trip each, where arq
+takes three (``enqueue_job``: WATCH, EXISTS, MULTI/EXEC) and four (``start_jobs``: WATCH,
+EXISTS, ZSCORE, MULTI/EXEC). Across hosts every round trip is a network latency on the
+path of every job (docs/performance.md, "Several hosts"). ``HAND_OVER`` is a Lua function the
+scheduler's scripts run on what they dispatch: it writes each entry as ``enqueue_job``
+would (the stored call under ``arq:job:<id>`` unless that key or ``arq:result:<id>``
+exists, then the id on the queue sorted set, scored now) and publishes the jobs' changes
+and the wake-up, in the same script. ``WakeableWorker.start_jobs`` checks and marks the
+entries it starts in one script (``START``) with the semantics of arq's: an entry is
+started when it is on the queue, due, and not marked in progress; the mark is set for
+``in_progress_timeout_s``. arq's own ``run_job`` then runs each. Off, ``enqueue_job`` and
+arq's ``start_jobs`` serve.
+
+Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
+version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
+free slots allow; ``Worker.start_jobs(ids)`` starts the named entries that are due and not
+started elsewhere, as the free slots allow (its source is compared with the one the
+``START`` script mirrors); ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
+``Worker.job_counter``, ``max_jobs``, ``sem``, ``in_progress_timeout_s``, ``poll_delay_s``
+and ``tasks`` (a started job's task under its id until a read of the queue drops it when
+done). ``ArqRedis.enqueue_job``'s writes (its source is compared too) and the stored call's
+fields (``arq.jobs.serialize_job``'s dict, here in JSON: ``adapters.redis.dump_call``),
+and the keys arq keeps for a job (``adapters.queue.stored``, from ``arq.constants``).
+
+The loop is ours for two more reasons: arq's ``main`` starts by logging Redis ``INFO``,
+which the embedded Redis stand-in lacks, and it ends the worker on the first Redis error,
+where this one logs and retries (the reconciler re-enqueues from the database whatever Redis
+lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from gql_media import keys
+from gql_media.adapters.redis import dump_call, load_call
+
+log = logging.getLogger(__name__)
+
+# A Lua function for the scheduler's scripts (``adapters.scheduling.lua``): ``out`` holds
+# what they dispatched, triples of job id, version and a flag set here (the entry is on
+# arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
+# duplicate enqueue is harmless); ``spec`` is ``HandOver.spec``'s JSON. The stored call is
+# the JSON of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for
+# ``run_job(job_id)``, the entry's id ``keys.arq_job_id``'s, its score and enqueue time now
+# (ARGV[2], in ms).
+HAND_OVER = """
+local function hand_over(out, spec)
+  if spec == '' then return out end
+  local h = cjson.decode(spec)
+  local woken, kept = {}, 0
+  for i = 1, #out, 3 do
+    local id = out[i] .. ':v' .. out[i + 1]
+    local call = h.call .. id
+    if redis.call('EXISTS', call, h.result .. id) == 0 then
+      redis.call('PSETEX', call, h.expires, '{"t":null,"f":' .. cjson.encode(h.fn) ..
+        ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
+      redis.call('ZADD', h.queue, ARGV[2], id)
+    end
+    out[i + 2] = 1
+    if kept < h.keep then kept = kept + 1 else woken[#woken + 1] = id end
+  end
+  for _, event in ipairs(h.events) do redis.call('PUBLISH', h.channel, event) end
+  if #woken > 0 then redis.call('PUBLISH', h.wake, table.concat(woken, ' ')) end
+  return out
+end
+"""
+
+# KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
+# mark's life (ms), ARGV[4]: how many to start at most, ARGV[5..]: entries, in order. Starts
+# entries as arq's start_jobs does, going down the list: one is started when it is on the
+# queue, due and not marked in progress (by another worker); the others are passed over.
+# Returns the started entries and their scores, flat.
+START = """
+local out, limit = {}, tonumber(ARGV[4])
+for i = 5, #ARGV do
+  if #out >= 2 * limit then break end
+  local mark = ARGV[1] .. ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', mark) == 0 then
+    redis.call('PSETEX', mark, ARGV[3], '1')
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = score
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """What the scheduler's scripts need to put the jobs they dispatch on arq's queue
+    (``HAND_OVER``), publish the jobs' changes on ``channel`` and wake the workers."""
+
+    queue: str
+    wake: str
+    channel: str
+    expires_ms: int
+    lua: str = HAND_OVER
+
+    @classmethod
+    def of(cls, redis: ArqRedis, namespace: str) -> HandOver:
+        return cls(
+            keys.queue_name(namespace),
+            keys.wake_channel(namespace),
+            keys.events_channel(namespace),
+            redis.expires_extra_ms,
+        )
+
+    def spec(self, keep: int, events: Sequence[bytes]) -> str:
+        """The script's argument: the first ``keep`` entries put on the queue are left out
+        of the wake-up (the caller starts them); ``events`` are published before it."""
+        return json.dumps(
+            {
+                "queue": self.queue,
+                "call": job_key_prefix,
+                "result": result_key_prefix,
+                "fn": keys.RUN_JOB_TASK,
+                "expires": self.expires_ms,
+                "wake": self.wake,
+                "channel": self.channel,
+                "keep": keep,
+                "events": [event.decode() for event in events],
+            },
+            ensure_ascii=False,
+        )
+
+
+class WakeableWorker(Worker):
+    """arq's Worker, reading its queue on a timer and whenever ``wake`` is called."""
+
+    def __init__(
+        self, *args: Any, wakeups: bool = True, scripts: bool = True, **kwargs: Any
+    ) -> None:
+        # arq's calls as the clients of adapters.redis store them (and HAND_OVER writes them)
+        kwargs.setdefault("job_serializer", dump_call)
+        kwargs.setdefault("job_deserializer", load_call)
+        super().__init__(*args, **kwargs)
+        self.wakeups = wakeups
+        self.scripts = scripts
+        self._start: Any = None  # START, registered on the worker's pool at first use
+        self._wake = asyncio.Event()
+        # the entries the wake-ups named since the last start, or None to read the queue
+        self._named: list[bytes] | None = []
+        # the last read of the queue found every slot busy: entries may wait for one
+        self._backlog = False
+        # a start is under way; a slot freed during it
+        self._polling = self._freed = False
+        # entries to start as soon as a slot frees (``start_when_free``)
+        self._after_release: list[bytes] = []
+        self._redis_down_since: float | None = None
+
+    def wake(self, arq_ids: Sequence[bytes] = ()) -> None:
+        """Start the queue entries ``arq_ids`` names (just enqueued), or read the queue
+        when it names none; with every slot busy, read the queue as soon as one frees."""
+        if not self.wakeups:
+            return
+        if self.job_counter >= self.max_jobs:
+            self._backlog = True
+        elif arq_ids and self._named is not None:
+            self._named.extend(arq_ids)
+            self._wake.set()
+        else:
+            self._read_queue_soon()
+
+    def start_when_free(self, arq_ids: Sequence[bytes]) -> None:
+        """Start these entries once the next slot frees: a job of this worker that is
+        ending handed its slot to them, so nobody else is woken for them."""
+        self._after_release.extend(arq_ids)
+
+    def _read_queue_soon(self) -> None:
+        self._named = None
+        self._wake.set()
+
+    async def poll_forever(self) -> None:
+        """Read the queue every ``poll_delay`` seconds and when slots free while entries
+        wait; start the entries wake-ups name as they come."""
+        named: list[bytes] | None = None  # at first, read the queue
+        while True:
+            await self._poll_safely(named)
+            timed_out = False
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that
+            # arrives as the event is set, and shutdown would wait for ever
+            try:
+                async with asyncio.timeout(self.poll_delay_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                timed_out = True
+            self._wake.clear()
+            named = None if timed_out else self._named
+            self._named = []
+
+    async def _poll_safely(self, named: list[bytes] | None) -> None:
+        """Start ``named`` entries, or read the queue (None) and start what it holds;
+        while Redis is down, log and back off instead of dying."""
+        before = set(self.tasks)
+        self._polling, self._freed = True, False
+        try:
+            if named is None:
+                await self._poll_iteration()
+            elif self.allow_pick_jobs and self.job_counter < self.max_jobs:
+                # arq's start of these entries, without its read of the queue
+                await self.start_jobs(named)
+            self._redis_down_since = None
+        except (RedisError, OSError) as exc:
+            if self._redis_down_since is None:
+                self._redis_down_since = asyncio.get_running_loop().time()
+                log.warning("worker lost Redis: %s; retrying", exc)
+            await asyncio.sleep(min(1.0, self.poll_delay_s * 4))
+            return
+        finally:
+            self._polling = False
+        if self.job_counter >= self.max_jobs:
+            self._backlog = True  # what was left waits for the next free slot
+        elif self.wakeups and (self._freed or (named is None and not before >= set(self.tasks))):
+            # slots freed meanwhile, or a read started jobs: more may wait, read again
+            self._read_queue_soon()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        """A slot is free (arq calls this as a job's task ends): when entries may wait for
+        one, read the queue now rather than at the next poll. After the release, so that
+        the read sees the free slot."""
+        super()._release_sem_dec_counter_on_complete()
+        handed, self._after_release = self._after_release, []
+        if self._polling:
+            self._freed = True
+        elif self._backlog and self.wakeups:
+            self._backlog = False
+            self._read_queue_soon()
+        elif handed:
+            self.wake(handed)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's ``start_jobs`` with its checks and marks in one script (``START``) for as
+        many of the entries as there are free slots, then arq's ``run_job`` for each one
+        started."""
+        if not self.scripts:
+            return await super().start_jobs(job_ids)
+        if self._start is None:
+            self._start = self.pool.register_script(START)
+        free = min(self.max_jobs - self.job_counter, len(job_ids))
+        if free <= 0:
+            return None
+        for _ in range(free):  # the slots, taken as arq takes them
+            await self.sem.acquire()  # free while job_counter < max_jobs: it never waits
+        self.job_counter += free
+        mark_ms = int(self.in_progress_timeout_s * 1000)
+        try:
+            out = await self._start(
+                keys=[self.queue_name],
+                args=[in_progress_key_prefix, timestamp_ms(), mark_ms, free, *job_ids],
+            )
+        except BaseException:
+            self._unstarted(free)
+            raise
+        self._unstarted(free - len(out) // 2)  # the rest were started elsewhere, or not due
+        for i in range(0, len(out), 2):
+            job_id = out[i].decode()
+            task = self.loop.create_task(self.run_job(job_id, int(float(out[i + 1]))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+        return None
+
+    def _unstarted(self, count: int) -> None:
+        """Give back the slots taken for entries that were not started, as arq does."""
+        for _ in range(count):
+            self.job_counter -= 1
+            self.sem.release()
