@@ -356,7 +356,8 @@ async def test_the_start_script_starts_what_start_jobs_starts(
 ) -> None:
     """Entries that are due and not marked start, in order, as many as slots are free;
     one deferred, one marked in progress by another worker and one gone from the queue are
-    passed over. The same with the script and with arq's own start_jobs."""
+    passed over. The same with the script and with arq's own start_jobs (which leaves the
+    started entries on the queue: ``leave_queue`` is the script's)."""
     queue = f"test-{uuid.uuid4().hex}"
     started: list[str] = []
     hold = asyncio.Event()
@@ -372,7 +373,7 @@ async def test_the_start_script_starts_what_start_jobs_starts(
         )
     await arq_redis.zrem(queue, f"{queue}-gone")
     await arq_redis.set(stored(f"{queue}-marked").in_progress, b"1", px=60_000)
-    worker = await _worker(arq_redis, queue, task, max_jobs=2, scripts=scripts)
+    worker = await _worker(arq_redis, queue, task, max_jobs=2, scripts=scripts, leave_queue=True)
     try:
         names = [f"{queue}-{n}".encode() for n in ("gone", "marked", "later", "a", "b", "c")]
         await worker.start_jobs(names)
@@ -385,6 +386,9 @@ async def test_the_start_script_starts_what_start_jobs_starts(
             mark = await arq_redis.pttl(stored(f"{queue}-{name}").in_progress)
             assert 0 < mark <= worker.in_progress_timeout_s * 1000
         assert not await arq_redis.exists(stored(f"{queue}-later").in_progress)
+        # the script takes what it started off the queue when asked; arq leaves it there
+        on_queue = await arq_redis.zmscore(queue, [f"{queue}-a", f"{queue}-b", f"{queue}-c"])
+        assert [score is not None for score in on_queue] == [not scripts, not scripts, True]
         await worker.start_jobs(names)  # every slot busy: nothing more starts
         assert worker.job_counter == 2 and len(worker.tasks) == 2
     finally:

@@ -96,18 +96,20 @@ end
 """
 
 # KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
-# mark's life (ms), ARGV[4]: how many to start at most, ARGV[5..]: entries, in order. Starts
-# entries as arq's start_jobs does, going down the list: one is started when it is on the
-# queue, due and not marked in progress (by another worker); the others are passed over.
-# Returns the started entries and their scores, flat.
+# mark's life (ms), ARGV[4]: how many to start at most, ARGV[5]: '1' to take the started
+# entries off the queue, ARGV[6..]: entries, in order. Starts entries as arq's start_jobs
+# does, going down the list: one is started when it is on the queue, due and not marked in
+# progress (by another worker); the others are passed over. Returns the started entries
+# and their scores, flat.
 START = """
 local out, limit = {}, tonumber(ARGV[4])
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if #out >= 2 * limit then break end
   local mark = ARGV[1] .. ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', mark) == 0 then
     redis.call('PSETEX', mark, ARGV[3], '1')
+    if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], ARGV[i]) end
     out[#out + 1] = ARGV[i]
     out[#out + 1] = score
   end
@@ -159,7 +161,12 @@ class WakeableWorker(Worker):
     """arq's Worker, reading its queue on a timer and whenever ``wake`` is called."""
 
     def __init__(
-        self, *args: Any, wakeups: bool = True, scripts: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        wakeups: bool = True,
+        scripts: bool = True,
+        leave_queue: bool = False,
+        **kwargs: Any,
     ) -> None:
         # arq's calls as the clients of adapters.redis store them (and HAND_OVER writes them)
         kwargs.setdefault("job_serializer", dump_call)
@@ -167,6 +174,9 @@ class WakeableWorker(Worker):
         super().__init__(*args, **kwargs)
         self.wakeups = wakeups
         self.scripts = scripts
+        # with the scripts: an entry started leaves the queue in the same script (arq takes
+        # it off only as the job ends)
+        self.leaves_queue = scripts and leave_queue
         self._start: Any = None  # START, registered on the worker's pool at first use
         self._wake = asyncio.Event()
         # the entries the wake-ups named since the last start, or None to read the queue
@@ -277,7 +287,14 @@ class WakeableWorker(Worker):
         try:
             out = await self._start(
                 keys=[self.queue_name],
-                args=[in_progress_key_prefix, timestamp_ms(), mark_ms, free, *job_ids],
+                args=[
+                    in_progress_key_prefix,
+                    timestamp_ms(),
+                    mark_ms,
+                    free,
+                    int(self.leaves_queue),
+                    *job_ids,
+                ],
             )
         except BaseException:
             self._unstarted(free)

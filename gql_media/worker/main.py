@@ -62,15 +62,20 @@ log = logging.getLogger(__name__)
 async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     """Run one job (one version of its row: ``ctx["job_id"]`` is ``<job id>:v<version>``)."""
     deps: Deps = ctx["deps"]
-    # Off the queue as it starts: redelivery after a lost worker is the reconciler's (see
-    # the module docstring), and an entry left at the head of the queue would be read again
-    # by every worker until this run ends.
+    # Off the queue as it starts (in the worker's start script with arq_scripts, else here
+    # beside the claim): redelivery after a lost worker is the reconciler's (see the module
+    # docstring), and an entry left at the head of the queue would be read again by every
+    # worker until this run ends.
     redis: ArqRedis = ctx["redis"]
-    leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
+    worker = ctx.get("worker")
+    leave = None
+    if worker is None or not worker.leaves_queue:  # else the start took it off
+        leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
     version = keys.arq_job_version(ctx["job_id"]) or 0
     try:
         outcome = await runner.run_job(deps, job_id)
-        await leave
+        if leave is not None:
+            await leave
     except asyncio.CancelledError:
         # The worker stops: the runner handed the job back under a new version, so arq's
         # stored call of this one, which arq keeps to run a canceled job again, is dropped.
@@ -83,7 +88,6 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         # a new version was released as that version was scheduled); this worker starts it
         # as the slot frees, with no wake-up sent round every worker
         handed = await asyncio.shield(deps.queue.finished(job_id, version))
-        worker = ctx.get("worker")
         if handed and worker is not None:
             worker.start_when_free([arq_id.encode() for arq_id in handed])
     return outcome.value
@@ -133,6 +137,7 @@ class GqlMediaWorker(WakeableWorker):
             health_check_key=f"{keys.queue_name(settings.redis_namespace)}:health-check",
             wakeups="arq_wakeups" in settings.patches_on,
             scripts="arq_scripts" in settings.patches_on,
+            leave_queue=True,  # see run_job_task
         )
         self.deps = deps
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
