@@ -140,3 +140,89 @@ async def test_a_worker_keeps_arqs_health_record(settings: Any, fake_redis_serve
             await redis_adapter.close(redis)
     assert b"j_complete=" in record and b"j_ongoing=" in record and b"queued=" in record
     assert 0 < ttl <= 3_601_000
+
+
+@needs_patches("arq_scripts")
+async def test_a_run_is_claimed_while_arq_reads_its_call(
+    settings: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With arq's start in one script, the worker begins the claim of the job's row as the
+    entry starts, before arq has read the call and called the function, which then runs on
+    that claim: one round trip less before the job is RUNNING."""
+    from gql_media.services import runner
+    from gql_media.worker import main as worker_main
+    from tests.support import start_server
+
+    begun_before_called: list[bool] = []
+    claims: list[object] = []
+    run_job_task, run_job = worker_main.run_job_task, runner.run_job
+
+    async def recording(ctx: dict[str, Any], job_id: str) -> str:
+        begun_before_called.append(ctx["job_id"] in ctx["worker"]._early)
+        return await run_job_task(ctx, job_id)
+
+    async def run_on(deps: Any, job_id: str, claimed: Any = None) -> Any:
+        claims.append(claimed)
+        return await run_job(deps, job_id, claimed)
+
+    monkeypatch.setattr(worker_main, "run_job_task", recording)
+    monkeypatch.setattr(runner, "run_job", run_on)
+    async with start_server(settings, fake_redis_server, with_worker=True) as live:
+        job_id = (await live.generate(provider="mock", width=64, height=64))["job"]["id"]
+        async with graphql_ws(live.ws_url) as ws:
+            op = await ws.subscribe(FOLLOW, {"id": job_id})
+            updates = [p["data"]["jobUpdated"] for p in await ws.collect(op)]
+    assert [u["status"] for u in updates][-1] == "SUCCEEDED"
+    assert updates[-1]["attempts"] == 1
+    assert begun_before_called == [True]
+    assert len(claims) == 1 and claims[0] is not None
+
+
+@needs_patches("arq_scripts")
+async def test_an_entry_arq_does_not_run_leaves_its_early_claim_to_lapse(
+    runtime: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An entry whose call is gone (it expired) starts, and arq ends it without calling
+    the function: the claim begun for it holds the row only until its lease lapses, and
+    the reconciler queues the job again."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from gql_media import keys
+    from gql_media.adapters.queue import stored
+    from gql_media.db.models import JobRow, utcnow
+    from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobStatus, decode_id
+    from gql_media.services import reconciler
+    from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+    from gql_media.worker.main import GqlMediaWorker
+    from tests.support import open_slots
+
+    deps = runtime.deps
+    await open_slots(deps)
+    job = await create_image_job(
+        deps, NewImageJob(prompt="gone", provider="mock", width=64), SYSTEM
+    )
+    arq_id = keys.arq_job_id(job.id, 1)
+    assert await runtime.redis.delete(stored(arq_id).call) == 1  # the call expired
+    worker = GqlMediaWorker(deps, runtime.redis)
+    worker.ctx.update(redis=runtime.redis, worker=worker)
+    await worker.start_jobs([arq_id.encode()])
+    early = worker._early[arq_id]
+    await asyncio.gather(*worker.tasks.values())
+    claimed = await early
+    assert claimed.row is not None and worker._early == {}
+    assert "ended without running; its claim lapses" in caplog.text
+    running = await get_job(deps, job.id, SYSTEM)
+    assert running is not None and running.status is JobStatus.RUNNING
+
+    row_id = decode_id(JOB_ID_PREFIX, job.id)
+    async with deps.sessions.begin() as session:  # the lease lapses
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == row_id)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    await reconciler.reconcile(deps)
+    again = await get_job(deps, job.id, SYSTEM)
+    assert again is not None and again.status is JobStatus.QUEUED and again.version > 1

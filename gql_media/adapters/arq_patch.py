@@ -305,7 +305,13 @@ class WakeableWorker(Worker):
             task = self.loop.create_task(self.run_job(job_id, int(float(out[i + 1]))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+            self.starting(job_id, task)
         return None
+
+    def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
+        """The entry ``job_id`` started and arq's ``run_job`` reads its call now (``task``):
+        a subclass may begin here what the job's function will need and does not depend on
+        the call (with ``arq_scripts`` only; arq's own start does not call it)."""
 
     def _unstarted(self, count: int) -> None:
         """Give back the slots taken for entries that were not started, as arq does."""

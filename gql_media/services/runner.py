@@ -12,6 +12,8 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -81,20 +83,37 @@ def _request(row: JobColumns) -> GenerateImageRequest:
     )
 
 
-async def run_job(deps: Deps, job_id: str) -> Outcome:
-    """Run the job once if it is QUEUED; every failure ends in a recorded state."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim of a job's row for one run: the row now RUNNING under the lease ``token``,
+    or None when the job was not QUEUED."""
+
+    row: ColumnValues | None
+    token: str
+
+
+async def claim_run(deps: Deps, job_id: str) -> Claim:
+    """Claim the job's row under a new lease: the first step of ``run_job``, which a worker
+    may begin early (while arq reads the job's call) and hand to it."""
+    token = uuid.uuid4().hex
+    return Claim(await claim(deps, parse_job_id(job_id), token), token)
+
+
+async def run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None = None) -> Outcome:
+    """Run the job once if it is QUEUED; every failure ends in a recorded state.
+    ``claimed``: its claim, begun already (``claim_run``)."""
     with job_context(job_id):  # every line logged on its behalf names the job
         started = time.perf_counter()
-        outcome = await _run_job(deps, job_id)
+        outcome = await _run_job(deps, job_id, claimed)
         if outcome is not Outcome.SKIPPED:
             log.info("job %s: %s in %.3fs", job_id, outcome.value, time.perf_counter() - started)
         return outcome
 
 
-async def _run_job(deps: Deps, job_id: str) -> Outcome:
-    token = uuid.uuid4().hex
+async def _run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None) -> Outcome:
     parsed = parse_job_id(job_id)
-    row = await claim(deps, parsed, token)
+    claim_ = await (claimed if claimed is not None else claim_run(deps, job_id))
+    row, token = claim_.row, claim_.token
     if row is None:
         if await deadlines.expire(deps, parsed):  # too late to start
             return Outcome.FAILED

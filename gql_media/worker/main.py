@@ -72,8 +72,9 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     if worker is None or not worker.leaves_queue:  # else the start took it off
         leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
     version = keys.arq_job_version(ctx["job_id"]) or 0
+    early = worker.claimed_early(ctx["job_id"]) if worker is not None else None
     try:
-        outcome = await runner.run_job(deps, job_id)
+        outcome = await runner.run_job(deps, job_id, early)
         if leave is not None:
             await leave
     except asyncio.CancelledError:
@@ -91,6 +92,12 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         if handed and worker is not None:
             worker.start_when_free([arq_id.encode() for arq_id in handed])
     return outcome.value
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Read an unused task's outcome, so a failure is logged here, once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("an unused claim failed: %s", task.exception())
 
 
 async def _leave_queue(redis: ArqRedis, deps: Deps, arq_id: str) -> None:
@@ -141,7 +148,31 @@ class GqlMediaWorker(WakeableWorker):
         )
         self.deps = deps
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # claims begun as arq starts an entry, until its run_job_task takes them
+        self._early: dict[str, asyncio.Task[runner.Claim]] = {}
         self._lapse = max(5.0, 10 * settings.worker_poll_delay)
+
+    def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
+        """A job run's entry started: its row is claimed now, while arq reads the call
+        (one round trip to Redis) rather than after it; ``run_job_task`` takes the claim."""
+        if keys.arq_job_version(job_id) is None:  # a webhook delivery
+            return
+        run = job_id.rpartition(":v")[0]
+        self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run))
+        task.add_done_callback(lambda _: self._unclaimed(job_id))
+
+    def claimed_early(self, job_id: str) -> asyncio.Task[runner.Claim] | None:
+        """The claim ``starting`` began for the entry ``job_id``, for its run to use."""
+        return self._early.pop(job_id, None)
+
+    def _unclaimed(self, job_id: str) -> None:
+        """arq ended the entry without running it (its call expired, say): a claim begun
+        for it stays unused; the job's lease lapses and the reconciler queues it again."""
+        early = self._early.pop(job_id, None)
+        if early is None:
+            return
+        log.warning("job entry %s ended without running; its claim lapses", job_id)
+        early.add_done_callback(_retrieved)
 
     async def main(self) -> None:
         settings = self.deps.settings
