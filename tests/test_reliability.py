@@ -454,3 +454,29 @@ async def test_finishing_a_job_this_run_no_longer_holds_stores_no_outputs(
     outcome = await runner._succeed(deps, row, context, outputs)
     assert outcome is runner.Outcome.CANCELED
     assert await _asset_count(runtime, job.id) == 0
+
+
+async def test_a_stopping_worker_cancels_again_a_task_that_lost_its_cancel() -> None:
+    """A loop whose cancel was lost (Python 3.11's ``wait_for`` can drop one that arrives as
+    a connection attempt fails) is cancelled again until it ends: a stopped worker exits."""
+    from gql_media.worker.main import cancel_until_done
+
+    cancels = 0
+    retried = asyncio.Event()
+
+    async def retrying_forever() -> None:
+        nonlocal cancels
+        while True:
+            try:
+                retried.set()
+                await asyncio.Event().wait()  # a connection attempt
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels == 1:
+                    continue  # this cancel is lost: the loop carries on
+                raise
+
+    task = asyncio.create_task(retrying_forever())
+    await retried.wait()
+    await asyncio.wait_for(cancel_until_done([task], every=0.01), timeout=10)
+    assert task.cancelled() and cancels == 2

@@ -40,7 +40,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from arq import func
@@ -190,8 +190,7 @@ class GqlMediaWorker(WakeableWorker):
         try:
             await self.poll_forever()
         finally:
-            for task in background:
-                task.cancel()
+            await cancel_until_done(background)
             await asyncio.gather(*background, return_exceptions=True)
 
     async def _listen_for_wakeups(self, namespace: str) -> None:
@@ -290,12 +289,25 @@ class GqlMediaWorker(WakeableWorker):
             )
             await asyncio.wait(running.values(), timeout=grace)
         if self.main_task is not None:
-            self.main_task.cancel()
+            await cancel_until_done([self.main_task])
             with contextlib.suppress(asyncio.CancelledError):
                 await self.main_task
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def cancel_until_done(tasks: Sequence[asyncio.Task[Any]], every: float = 1.0) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again every ``every`` seconds
+    those still running: on Python 3.11 ``asyncio.wait_for`` (which asyncpg and redis-py
+    use to connect) loses a cancel that arrives as what it waits for completes, and a loop
+    that retries an unreachable database would then run on after the worker was stopped."""
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=every)
+        pending = [task for task in pending if not task.done()]
 
 
 def _runs_a_job(arq_id: str) -> bool:
