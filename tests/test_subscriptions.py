@@ -20,7 +20,6 @@ from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import connect
 
-from gql_media import keys
 from gql_media.adapters.events import RESYNC, EventHub, EventPublisher, Subscriber
 from gql_media.api.app import Api
 from gql_media.domain import AssetSnapshot, JobError, JobKind, JobSnapshot, JobStatus
@@ -756,43 +755,3 @@ async def test_graphql_websockets_skip_the_http_middleware_and_others_do_not() -
     await app(scope("/elsewhere"), receive, send)
     assert passed == [("websocket", "/elsewhere")] and len(reached) == 2
     assert sent[-1]["type"] == "websocket.close"
-
-
-async def test_a_change_published_soon_goes_out_before_the_jobs_next_change(
-    runtime: Runtime,
-) -> None:
-    """A job that starts goes to work while its RUNNING travels (``publish_soon``); its
-    next change waits for that send, even when the send is slow and another could go out
-    beside it, so subscribers see RUNNING, then SUCCEEDED."""
-    from gql_media.batching import Batcher
-
-    namespace = runtime.settings.redis_namespace
-    publisher = EventPublisher(runtime.redis, namespace)
-    slow, sent = asyncio.Event(), []
-    send = publisher._send
-
-    async def first_send_slow(events: list[tuple[str, bytes]]) -> list[None]:
-        if not sent:
-            sent.append("first")
-            await slow.wait()
-        return await send(events)
-
-    publisher._publish = Batcher(first_send_slow)
-    running = _version("job_soon", 2)
-    done = dataclasses.replace(running, status=JobStatus.SUCCEEDED, version=3)
-    async with runtime.redis.pubsub() as pubsub:
-        await pubsub.subscribe(keys.events_channel(namespace))
-        publisher.publish_soon(running)
-        later = asyncio.create_task(publisher.publish(done))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert sent == ["first"] and not later.done()  # held behind the slow first send
-        slow.set()
-        await later
-        statuses = []
-        while len(statuses) < 2:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-            if message is not None:
-                statuses.append(orjson.loads(message["data"])["status"])
-    assert statuses == ["RUNNING", "SUCCEEDED"]
-    assert publisher._pending == {}

@@ -44,35 +44,10 @@ class EventPublisher:
         self._namespace = namespace
         self._channel = keys.events_channel(namespace)
         self._publish = Batcher(self._send)
-        # a job's change given to publish_soon and not yet out: what its next change waits for
-        self._pending: dict[str, asyncio.Task[None]] = {}
 
     async def publish(self, snapshot: JobSnapshot) -> None:
-        """Publish ``snapshot``; returns once Redis has it (or failed, which is logged),
-        and after a change of the same job given to ``publish_soon`` before it."""
-        prior = self._pending.get(snapshot.id)
-        if prior is not None:
-            await asyncio.shield(prior)
+        """Publish ``snapshot``; returns once Redis has it (or failed, which is logged)."""
         await self._publish((snapshot.id, encode_event(snapshot)))
-
-    def publish_soon(self, snapshot: JobSnapshot) -> None:
-        """Publish ``snapshot`` without waiting for Redis: the caller goes on (a job that
-        starts goes to work while its RUNNING travels), and the job's next ``publish``
-        follows it."""
-        job_id, prior = snapshot.id, self._pending.get(snapshot.id)
-        task = asyncio.ensure_future(self._after(prior, (job_id, encode_event(snapshot))))
-        self._pending[job_id] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            if self._pending.get(job_id) is task:
-                del self._pending[job_id]
-
-        task.add_done_callback(done)
-
-    async def _after(self, prior: asyncio.Task[None] | None, event: tuple[str, bytes]) -> None:
-        if prior is not None:
-            await asyncio.shield(prior)
-        await self._publish(event)
 
     async def _send(self, events: list[tuple[str, bytes]]) -> list[None]:
         # A lost event costs nothing lasting: subscribers re-read snapshots on reconnect.

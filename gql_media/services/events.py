@@ -22,12 +22,6 @@ async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
         await deps.queue.enqueue_webhook(snapshot.id, 1)
 
 
-def announce_soon(deps: Deps, snapshot: JobSnapshot) -> None:
-    """Publish a change of a job that is not finished without waiting for Redis; the job's
-    next ``announce`` goes after it."""
-    deps.publisher.publish_soon(snapshot)
-
-
 async def announce_queued(
     deps: Deps,
     snapshot: JobSnapshot,

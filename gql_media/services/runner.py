@@ -40,7 +40,7 @@ from gql_media.observability.logs import job_context
 from gql_media.services import deadlines, processing
 from gql_media.services.control import cancel_at_provider
 from gql_media.services.deps import Deps
-from gql_media.services.events import announce, announce_queued, announce_soon
+from gql_media.services.events import announce, announce_queued
 from gql_media.services.jobs import parse_job_id
 from gql_media.services.lease import JobContext, claim, keep_lease, persist
 from gql_media.services.outputs import discard_outputs, store_outputs
@@ -118,7 +118,7 @@ async def _run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None) ->
         if await deadlines.expire(deps, parsed):  # too late to start
             return Outcome.FAILED
         return Outcome.SKIPPED
-    announce_soon(deps, job_snapshot(row))  # RUNNING travels while the work begins
+    await announce(deps, job_snapshot(row))
     failpoint(CLAIMED)
     attempt = deps.metrics.worker.attempt(row.kind, row.provider, row.run_after, row.started_at)
     context = JobContext(deps, row, token)
