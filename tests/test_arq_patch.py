@@ -395,3 +395,34 @@ async def test_the_start_script_starts_what_start_jobs_starts(
         hold.set()
         await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     assert worker.job_counter == 0
+
+
+@pytest.mark.parametrize("scripts", [True, False], ids=["script", "arq"])
+async def test_an_entry_the_hand_over_wrote_runs_on_either_start(
+    arq_redis: ArqRedis, scripts: bool
+) -> None:
+    """Processes with ``arq_scripts`` on and off work together: an entry the scheduler's
+    script wrote is started and run, with its argument, by the start script and by arq's
+    own ``start_jobs``."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    ran: list[str] = []
+
+    async def run(ctx: dict[str, Any], job_id: str) -> None:
+        ran.append(job_id)
+
+    await queue.register_worker("w", 1, 60)
+    job_id = uuid.uuid4().hex
+    assert await queue.enqueue(Waiting(job_id, 1))
+    worker = WakeableWorker(
+        functions=[func(run, name=keys.RUN_JOB_TASK)],
+        redis_pool=arq_redis,
+        queue_name=keys.queue_name(namespace),
+        poll_delay=600,
+        keep_result=0,
+        handle_signals=False,
+        scripts=scripts,
+    )
+    await worker.start_jobs([keys.arq_job_id(job_id, 1).encode()])
+    await asyncio.gather(*worker.tasks.values())
+    assert ran == [job_id]
