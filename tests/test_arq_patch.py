@@ -291,6 +291,11 @@ async def arq_redis(request: pytest.FixtureRequest) -> AsyncIterator[ArqRedis]:
     await redis_adapter.close(redis)
 
 
+# a change as orjson writes it, with what a prompt may hold: quotes, backslashes, escapes,
+# control characters, characters beyond the BMP; the script publishes it byte for byte
+EVENT = '{"prompt":"\\"q\\" \\\\ \\/ \\u0001 é ☃ 🦊 \\n","v":1}'.encode()
+
+
 async def test_the_hand_over_writes_the_entry_enqueue_job_writes(arq_redis: ArqRedis) -> None:
     """A job the scheduler dispatches is on arq's queue as ``enqueue_job`` puts it (the
     same call, the same expiry, scored now), its change is published before the wake-up
@@ -305,7 +310,7 @@ async def test_the_hand_over_writes_the_entry_enqueue_job_writes(arq_redis: ArqR
     try:
         await queue.register_worker("w", 1, 60)
         job_id = uuid.uuid4().hex
-        assert await queue.enqueue(Waiting(job_id, 3), b'{"change":"\xc3\xa9"}')
+        assert await queue.enqueue(Waiting(job_id, 3), EVENT)
         arq_id = keys.arq_job_id(job_id, 3)
         # arq's own enqueue of the same call, for comparison
         theirs = f"{namespace}-theirs"
@@ -338,7 +343,7 @@ async def test_the_hand_over_writes_the_entry_enqueue_job_writes(arq_redis: ArqR
 
         event = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
         wake = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-        assert event is not None and event["data"] == b'{"change":"\xc3\xa9"}'
+        assert event is not None and event["data"] == EVENT
         assert wake is not None and wake["data"] == arq_id.encode()
 
         # an id arq has seen (its call still stored) is not written again: enqueue_job's rule
