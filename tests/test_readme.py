@@ -32,6 +32,7 @@ def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
     commands = re.findall(r"```sh\n(.*?)\n```", top, re.DOTALL)
     assert len(commands) >= 2, top
     assert "\n## " not in top.split("```sh", 1)[0], "the commands come before any section"
+    assert "not run" not in top, "nothing on the first screen may read as not to be run"
     run, test = commands[0], commands[1]
     assert run.startswith("python3 -m venv .venv && .venv/bin/pip install -e . && ")
     assert run.endswith(".venv/bin/gql-media serve")

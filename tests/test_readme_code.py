@@ -4,8 +4,10 @@ printed, against a live api.
 Which blocks: all of README.md's and of docs/*.md, except a block whose fence comes right
 after a line ``<!-- not run: <reason> -->`` (what is not meant to be pasted: output,
 diagrams, other tools' configuration, and commands that install, deploy or run for minutes,
-each saying where else they are exercised). An unmarked block of a language that cannot be
-run fails, so a new block is either run or says why not.
+each saying where else they are exercised), and the two set-up commands on the README's
+first screen, which carry no marker so that nothing there reads "not run" (``FIRST_SCREEN``
+says where they are exercised). An unmarked block of a language that cannot be run fails,
+so a new block is either run or says why not.
 
 How each language runs:
 
@@ -79,6 +81,12 @@ TOKEN = "gqlw_…"
 JOB = "job_5f0c…"
 IMAGE, VIDEO = "med_9d4a…", "med_3b1e…"
 NOT_RUN = re.compile(r"<!-- not run: (?P<reason>\S.*?) -->")
+# The README's first screen (tests/test_readme.py holds it to its two set-up commands)
+FIRST_SCREEN = 16
+FIRST_SCREEN_REASON = (
+    "a set-up command of the README's first screen: tests/test_readme.py checks it, "
+    "tests/test_serve.py runs serve, .ci/run runs the suite"
+)
 RUNNABLE = {"sh", "python", "js", "graphql", "ts"}
 
 ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")  # the apis are the module's
@@ -115,7 +123,10 @@ def document_blocks(document: Path) -> list[Block]:
         assert end is not None, f"{path}:{start + 1}: a fence that is never closed"
         marker = NOT_RUN.fullmatch(lines[start - 1].strip()) if start else None
         body = "".join(f"{line}\n" for line in lines[start + 1 : end])
-        blocks.append(Block(path, start + 1, lang, body, marker["reason"] if marker else None))
+        reason = marker["reason"] if marker else None
+        if path == "README.md" and end < FIRST_SCREEN:
+            reason = FIRST_SCREEN_REASON
+        blocks.append(Block(path, start + 1, lang, body, reason))
         index = end + 1
     return blocks
 
