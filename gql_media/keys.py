@@ -16,15 +16,26 @@ def events_channel(namespace: str) -> str:
     return f"{namespace}:events"
 
 
+# between a job's id and its version in the arq id of one run of it
+ARQ_VERSION_MARK = ":v"
+
+
 def arq_job_id(job_id: str, version: int) -> str:
     """One arq job per enqueue: the version makes re-enqueues after a retry distinct."""
-    return f"{job_id}:v{version}"
+    return f"{job_id}{ARQ_VERSION_MARK}{version}"
+
+
+def arq_job_run(arq_id: str) -> tuple[str, int] | None:
+    """The job id and version of a job run's arq id (``arq_job_id``), or None for another
+    task's id."""
+    head, _, version = arq_id.rpartition(ARQ_VERSION_MARK)
+    return (head, int(version)) if head and version.isdigit() else None
 
 
 def arq_job_version(arq_id: str) -> int | None:
     """The version in a job run's arq id (``arq_job_id``), or None for another task's id."""
-    head, _, version = arq_id.rpartition(":v")
-    return int(version) if head and version.isdigit() else None
+    run = arq_job_run(arq_id)
+    return None if run is None else run[1]
 
 
 def webhook_delivery_id(job_id: str, attempt: int) -> str:

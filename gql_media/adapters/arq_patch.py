@@ -71,15 +71,15 @@ log = logging.getLogger(__name__)
 # arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
 # duplicate enqueue is harmless); ``spec`` is ``HandOver.spec``'s JSON. The stored call is
 # the JSON of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for
-# ``run_job(job_id)``, the entry's id ``keys.arq_job_id``'s, its score and enqueue time now
-# (ARGV[2], in ms).
+# ``run_job(job_id)``, the entry's id ``keys.arq_job_id``'s (``mark`` in the spec), its
+# score and enqueue time now (ARGV[2], in ms).
 HAND_OVER = """
 local function hand_over(out, spec)
   if spec == '' then return out end
   local h = cjson.decode(spec)
   local woken, kept = {}, 0
   for i = 1, #out, 3 do
-    local id = out[i] .. ':v' .. out[i + 1]
+    local id = out[i] .. h.mark .. out[i + 1]
     local call = h.call .. id
     if redis.call('EXISTS', call, h.result .. id) == 0 then
       redis.call('PSETEX', call, h.expires, '{"t":null,"f":' .. cjson.encode(h.fn) ..
@@ -147,6 +147,7 @@ class HandOver:
                 "call": job_key_prefix,
                 "result": result_key_prefix,
                 "fn": keys.RUN_JOB_TASK,
+                "mark": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
                 "expires": self.expires_ms,
                 "wake": self.wake,
                 "channel": self.channel,

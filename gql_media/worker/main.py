@@ -155,10 +155,10 @@ class GqlMediaWorker(WakeableWorker):
     def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
         """A job run's entry started: its row is claimed now, while arq reads the call
         (one round trip to Redis) rather than after it; ``run_job_task`` takes the claim."""
-        if keys.arq_job_version(job_id) is None:  # a webhook delivery
+        run = keys.arq_job_run(job_id)
+        if run is None:  # a webhook delivery
             return
-        run = job_id.rpartition(":v")[0]
-        self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run))
+        self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run[0]))
         task.add_done_callback(lambda _: self._unclaimed(job_id))
 
     def claimed_early(self, job_id: str) -> asyncio.Task[runner.Claim] | None:
