@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss
 from arq.jobs import Job, deserialize_job_raw, serialize_job
 from arq.worker import Worker, func
 
@@ -253,7 +254,7 @@ async def _nothing(ctx: dict[str, Any]) -> None:
     return None
 
 
-# -- arq_scripts: arq's enqueue and start in one round trip each ----------------------------
+# -- arq_scripts: arq's enqueue, start and end in one round trip each -----------------------
 
 # sha256 of the source each script mirrors, in the arq the patch was written against: a new
 # arq that changes them fails here, and HAND_OVER / START are checked against it before the
@@ -262,11 +263,12 @@ MIRRORED = {
     "ArqRedis.enqueue_job": "7da8706a747c1171",
     "Worker.start_jobs": "b45797cfa40bed7f",
     "serialize_job": "1fc854cc50e16e5c",
+    "Worker.finish_job": "903f09c92830d3fd",
 }
 
 
 async def test_the_scripts_mirror_the_arq_source_they_were_written_from() -> None:
-    for function in (ArqRedis.enqueue_job, Worker.start_jobs, serialize_job):
+    for function in (ArqRedis.enqueue_job, Worker.start_jobs, serialize_job, Worker.finish_job):
         digest = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
         assert digest == MIRRORED[function.__qualname__], function.__qualname__
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
@@ -431,3 +433,42 @@ async def test_an_entry_the_hand_over_wrote_runs_on_either_start(
     await worker.start_jobs([keys.arq_job_id(job_id, 1).encode()])
     await asyncio.gather(*worker.tasks.values())
     assert ran == [job_id]
+
+
+async def test_a_run_s_end_drops_what_finish_job_drops(arq_redis: ArqRedis) -> None:
+    """The release of a run's slot ends its entry as arq's ``finish_job`` does for a job
+    that finished with no result kept: its call, try count and in-progress mark are gone,
+    and it is off the queue and the abort set; the slot goes to the next job, in the same
+    script. arq's own ``finish_job`` on a twin entry leaves the same."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    await queue.register_worker("w", 1, 60)
+    ours, next_job = uuid.uuid4().hex, uuid.uuid4().hex
+    assert await queue.enqueue(Waiting(ours, 1))
+    assert await queue.enqueue(Waiting(next_job, 1))  # waits: the one slot is taken
+    ours_id, theirs_id = keys.arq_job_id(ours, 1), f"{namespace}-theirs"
+    await arq_redis.enqueue_job(
+        keys.RUN_JOB_TASK, ours, _job_id=theirs_id, _queue_name=keys.queue_name(namespace)
+    )
+    for arq_id in (ours_id, theirs_id):  # as a start, arq's read of the call and an abort
+        kept = stored(arq_id)
+        await arq_redis.psetex(kept.in_progress, 60_000, b"1")
+        await arq_redis.incr(kept.tries)
+        await arq_redis.zadd(abort_jobs_ss, {arq_id: 1})
+    worker = Worker(
+        functions=[func(_nothing, name=keys.RUN_JOB_TASK)],
+        redis_pool=arq_redis,
+        queue_name=keys.queue_name(namespace),
+        keep_result=0,
+        handle_signals=False,
+    )
+    await worker.finish_job(theirs_id, True, None, None, False, None, None)
+    handed = await queue.finished(ours, 1, done=ours_id)
+
+    assert handed == [keys.arq_job_id(next_job, 1)]  # the slot went to the next job
+    assert await queue.scheduler.in_flight() == {next_job: 1}
+    for arq_id in (ours_id, theirs_id):
+        kept = stored(arq_id)
+        assert await arq_redis.exists(kept.call, kept.tries, kept.in_progress) == 0, arq_id
+        assert await arq_redis.zscore(keys.queue_name(namespace), arq_id) is None, arq_id
+        assert await arq_redis.zscore(abort_jobs_ss, arq_id) is None, arq_id

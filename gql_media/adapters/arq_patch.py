@@ -16,24 +16,32 @@ as the job ended) is free for them, which starts them by name with no wake-up se
 Off, the worker reads its queue only on its timer (``_poll_iteration`` every
 ``poll_delay``), and a job waits up to that long to start.
 
-``arq_scripts``: arq's enqueue and its start of an entry in one round trip each, where arq
-takes three (``enqueue_job``: WATCH, EXISTS, MULTI/EXEC) and four (``start_jobs``: WATCH,
-EXISTS, ZSCORE, MULTI/EXEC). Across hosts every round trip is a network latency on the
-path of every job (docs/performance.md, "Several hosts"). ``HAND_OVER`` is a Lua function the
-scheduler's scripts run on what they dispatch: it writes each entry as ``enqueue_job``
-would (the stored call under ``arq:job:<id>`` unless that key or ``arq:result:<id>``
-exists, then the id on the queue sorted set, scored now) and publishes the jobs' changes
-and the wake-up, in the same script. ``WakeableWorker.start_jobs`` checks and marks the
-entries it starts in one script (``START``) with the semantics of arq's: an entry is
-started when it is on the queue, due, and not marked in progress; the mark is set for
-``in_progress_timeout_s``. arq's own ``run_job`` then runs each. Off, ``enqueue_job`` and
-arq's ``start_jobs`` serve.
+``arq_scripts``: arq's enqueue, its start of an entry and its end of it in one round trip
+each, where arq takes three (``enqueue_job``: WATCH, EXISTS, MULTI/EXEC), four
+(``start_jobs``: WATCH, EXISTS, ZSCORE, MULTI/EXEC) and one more beside the release of the
+run's slot (``finish_job``: MULTI/EXEC). Across hosts every round trip is a network latency
+on the path of every job (docs/performance.md, "Several hosts"), and locally each costs the
+worker some CPU in redis-py. ``HAND_OVER`` is a Lua function the scheduler's scripts run on
+what they dispatch: it writes each entry as ``enqueue_job`` would (the stored call under
+``arq:job:<id>`` unless that key or ``arq:result:<id>`` exists, then the id on the queue
+sorted set, scored now) and publishes the jobs' changes and the wake-up, in the same
+script. ``WakeableWorker.start_jobs`` checks and marks the entries it starts in one script
+(``START``) with the semantics of arq's: an entry is started when it is on the queue, due,
+and not marked in progress; the mark is set for ``in_progress_timeout_s``. arq's own
+``run_job`` then runs each. As arq ends the entry, ``WakeableWorker.finish_job`` lets the
+worker (``ending``) end it in the scheduler's script that releases the run's slot: for an
+entry that finished with no result kept, the hand-over drops what ``finish_job`` drops (the
+call, the try count, the in-progress mark, the entry on the queue and in the abort set);
+any other end is arq's ``finish_job``. Off, ``enqueue_job``, arq's ``start_jobs`` and its
+``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
 free slots allow; ``Worker.start_jobs(ids)`` starts the named entries that are due and not
 started elsewhere, as the free slots allow (its source is compared with the one the
 ``START`` script mirrors); ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
+``Worker.finish_job(job_id, finish, result_data, ...)`` ends an entry after its function
+(its source is compared with the one ``HAND_OVER``'s ``done`` mirrors);
 ``Worker.job_counter``, ``max_jobs``, ``sem``, ``in_progress_timeout_s``, ``poll_delay_s``
 and ``tasks`` (a started job's task under its id until a read of the queue drops it when
 done). ``ArqRedis.enqueue_job``'s writes (its source is compared too) and the stored call's
@@ -56,7 +64,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError
@@ -77,6 +91,11 @@ HAND_OVER = """
 local function hand_over(out, spec)
   if spec == '' then return out end
   local h = cjson.decode(spec)
+  for _, id in ipairs(h.done) do
+    redis.call('DEL', h.progress .. id, h.tries .. id, h.call .. id)
+    redis.call('ZREM', h.abort, id)
+    redis.call('ZREM', h.queue, id)
+  end
   local woken, kept = {}, 0
   for i = 1, #out, 3 do
     local id = out[i] .. h.mark .. out[i + 1]
@@ -138,14 +157,20 @@ class HandOver:
             redis.expires_extra_ms,
         )
 
-    def spec(self, keep: int, events: Sequence[bytes]) -> str:
+    def spec(self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()) -> str:
         """The script's argument: the first ``keep`` entries put on the queue are left out
-        of the wake-up (the caller starts them); ``events`` are published before it."""
+        of the wake-up (the caller starts them); ``events`` are published before it; the
+        entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
+        them (``WakeableWorker.finish_job``)."""
         return json.dumps(
             {
                 "queue": self.queue,
                 "call": job_key_prefix,
                 "result": result_key_prefix,
+                "progress": in_progress_key_prefix,
+                "tries": retry_key_prefix,
+                "abort": abort_jobs_ss,
+                "done": list(done),
                 "fn": keys.RUN_JOB_TASK,
                 "mark": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
                 "expires": self.expires_ms,
@@ -308,6 +333,39 @@ class WakeableWorker(Worker):
             self.tasks[job_id] = task
             self.starting(job_id, task)
         return None
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's end of an entry (after its function returned or raised). With the scripts,
+        a subclass may end it in the round trip that ends the run (``ending``); arq's own
+        ``finish_job`` ends the rest."""
+        finished = finish and result_data is None and keep_in_progress is None
+        if self.scripts and await self.ending(job_id, finished):
+            return None
+        return await super().finish_job(
+            job_id,
+            finish,
+            result_data,
+            result_timeout_s,
+            keep_result_forever,
+            incr_score,
+            keep_in_progress,
+        )
+
+    async def ending(self, job_id: str, finished: bool) -> bool:
+        """arq ends the entry ``job_id`` now (with ``arq_scripts`` only). ``finished``: arq
+        would drop its keys and take it off the queue, and nothing else; a subclass that
+        does that itself, in the same round trip as its own end of the run, returns True
+        and arq's ``finish_job`` is skipped."""
+        return False
 
     def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
         """The entry ``job_id`` started and arq's ``run_job`` reads its call now (``task``):

@@ -101,12 +101,23 @@ class JobQueue:
         """Schedule ``jobs`` in one round trip, announcing nothing (the reconciler's)."""
         await self._settle(self.scheduler.add(jobs))
 
-    async def finished(self, job_id: str, version: int) -> list[str]:
+    async def finished(
+        self, job_id: str, version: int, *, done: str | None = None
+    ) -> list[str] | None:
         """The run of ``job_id`` at ``version`` ended in this worker: its slot goes to the
         next job, which is put on arq's queue without waking anyone: the slot that frees is
         the caller's, which starts the entry returned (an arq id) once it is free. Other
-        jobs the release let start (a cap freed) wake the workers as usual."""
-        return await self._settle(self.scheduler.release([(job_id, version)], keep=1), keep=1)
+        jobs the release let start (a cap freed) wake the workers as usual. ``done``: the
+        run's arq entry, ended in the same round trip (with a hand-over only). None when
+        Redis could not be reached (the reconciler repairs the scheduler)."""
+        try:
+            dispatched = await self.scheduler.release(
+                [(job_id, version)], keep=1, done=[done] if done is not None else []
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("could not reach the scheduler: %s", exc)
+            return None
+        return await self._handed(dispatched, keep=1)
 
     async def release(self, runs: Sequence[tuple[str, int]]) -> None:
         """Runs (job id, version) that ended: their slots go to the next jobs."""
@@ -135,6 +146,10 @@ class JobQueue:
         except (RedisError, OSError) as exc:
             log.warning("could not reach the scheduler: %s", exc)
             return []
+        return await self._handed(dispatched, keep=keep)
+
+    async def _handed(self, dispatched: Sequence[Dispatched], *, keep: int) -> list[str]:
+        """``_settle``'s hand-over of what was dispatched."""
         if self.scheduler.hands_over:  # queued and woken for by the scheduler's script
             return [keys.arq_job_id(d.job_id, d.version) for d in dispatched if d.queued][:keep]
         return await self._hand_over(dispatched, keep=keep)

@@ -6,14 +6,15 @@ What is arq's and what is ours, and why:
 - The order is ours (``adapters.scheduling``): jobs wait in the scheduler by priority, owner
   and group, and one is handed to the workers only while a slot is free, which arq's queue
   (first come, first served) cannot express. Each worker registers its slots there
-  (``_register_forever``) and a run that ends frees its slot (``run_job_task``).
+  (``_register_forever``) and a run that ends frees its slot (``run_job_task``; with
+  ``arq_scripts``, in the script that ends arq's entry: ``GqlMediaWorker.ending``).
 - Enqueue and start are arq's: a job the scheduler hands over is put on arq's queue as
   ``ArqRedis.enqueue_job`` puts it, arq's worker reads the queue, starts the function in a
   slot (``GQL_MEDIA_WORKER_CONCURRENCY``) and bounds it with its timeout. The additions are
   in ``adapters.arq_patch``, each switchable in ``GQL_MEDIA_PATCHES``: the wake-up
   (``arq_wakeups``: a job enqueued while a worker idles starts at once instead of at the
-  next poll) and the one-round-trip enqueue and start (``arq_scripts``; off, arq's
-  ``enqueue_job`` and ``start_jobs`` serve).
+  next poll) and the one-round-trip enqueue, start and end (``arq_scripts``; off, arq's
+  ``enqueue_job``, ``start_jobs`` and ``finish_job`` serve).
 - Retries are ours, in the database: a job's attempts, backoff and error are part of its row,
   which clients read and which outlives a Redis restart. Each retry is a new arq job (a new
   version of the row); arq never runs one twice (``max_tries=1``). A webhook attempt that
@@ -87,10 +88,14 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     finally:
         # the slot goes to the next job in the scheduler's order (a run handed back under
         # a new version was released as that version was scheduled); this worker starts it
-        # as the slot frees, with no wake-up sent round every worker
-        handed = await asyncio.shield(deps.queue.finished(job_id, version))
-        if handed and worker is not None:
-            worker.start_when_free([arq_id.encode() for arq_id in handed])
+        # as the slot frees, with no wake-up sent round every worker. With arq_scripts, as
+        # arq ends the entry, in the same round trip (GqlMediaWorker.ending).
+        if worker is not None and worker.scripts:
+            worker.release_as_entry_ends(ctx["job_id"], job_id, version)
+        else:
+            handed = await asyncio.shield(deps.queue.finished(job_id, version))
+            if handed and worker is not None:
+                worker.start_when_free([arq_id.encode() for arq_id in handed])
     return outcome.value
 
 
@@ -150,6 +155,8 @@ class GqlMediaWorker(WakeableWorker):
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # claims begun as arq starts an entry, until its run_job_task takes them
         self._early: dict[str, asyncio.Task[runner.Claim]] = {}
+        # runs that ended, by entry, until arq ends the entry (``ending``)
+        self._ending: dict[str, tuple[str, int]] = {}
         self._lapse = max(5.0, 10 * settings.worker_poll_delay)
 
     def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
@@ -160,6 +167,25 @@ class GqlMediaWorker(WakeableWorker):
             return
         self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run[0]))
         task.add_done_callback(lambda _: self._unclaimed(job_id))
+
+    def release_as_entry_ends(self, arq_id: str, job_id: str, version: int) -> None:
+        """The run of ``job_id`` at ``version`` (the entry ``arq_id``) ended: its slot is
+        released as arq ends the entry (``ending``), in one round trip with arq's end."""
+        self._ending[arq_id] = (job_id, version)
+
+    async def ending(self, job_id: str, finished: bool) -> bool:
+        """arq ends the entry ``job_id``: the run's slot goes to the next job, and, when
+        ``finished``, the entry's keys go in the same script; then this worker starts the
+        job handed to it as the slot frees."""
+        run = self._ending.pop(job_id, None)
+        if run is None:  # a webhook delivery
+            return False
+        done = job_id if finished and self.deps.queue.scheduler.hands_over else None
+        handed = await self.deps.queue.finished(*run, done=done)
+        if handed is None:  # Redis unreachable: arq tries its own end of the entry
+            return False
+        self.start_when_free([arq_id.encode() for arq_id in handed])
+        return done is not None
 
     def claimed_early(self, job_id: str) -> asyncio.Task[runner.Claim] | None:
         """The claim ``starting`` began for the entry ``job_id``, for its run to use."""

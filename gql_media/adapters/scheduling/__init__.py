@@ -69,9 +69,9 @@ class HandOver(Protocol):
     @property
     def lua(self) -> str: ...
 
-    def spec(self, keep: int, events: Sequence[bytes]) -> str:
+    def spec(self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()) -> str:
         """The hand-over's argument: the first ``keep`` jobs queued are the caller's to
-        start, ``events`` are published."""
+        start, ``events`` are published, the queue's entries ``done`` are ended."""
         ...
 
 
@@ -136,9 +136,10 @@ class Scheduler:
         *,
         keep: int = 0,
         events: Sequence[bytes] = (),
+        done: Sequence[str] = (),
     ) -> list[Dispatched]:
         now = _ms(self._clock())
-        spec = "" if self._hand_over is None else self._hand_over.spec(keep, events)
+        spec = "" if self._hand_over is None else self._hand_over.spec(keep, events, done)
         out = await script(args=[self._prefix, now, self._group_cap, spec, *args])  # type: ignore[operator]
         return [
             Dispatched(_text(out[i]), int(out[i + 1]), bool(int(out[i + 2])))
@@ -164,11 +165,15 @@ class Scheduler:
             ]
         return await self._run(self._add, args, events=events)
 
-    async def release(self, runs: Sequence[tuple[str, int]], *, keep: int = 0) -> list[Dispatched]:
+    async def release(
+        self, runs: Sequence[tuple[str, int]], *, keep: int = 0, done: Sequence[str] = ()
+    ) -> list[Dispatched]:
         """Runs (job id, version) that ended, or were lost with their worker: their slots
         and caps free, unless the job is in flight at another version by then. With a
-        hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them."""
-        return await self._run(self._release, [x for run in runs for x in run], keep=keep)
+        hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them;
+        and the queue's entries ``done`` are ended (``HandOver.spec``)."""
+        runs_ = [x for run in runs for x in run]
+        return await self._run(self._release, runs_, keep=keep, done=done)
 
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
         """Jobs that will not run (canceled, past their deadline): out of the line, or out

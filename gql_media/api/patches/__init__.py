@@ -20,8 +20,8 @@ comma-separated list of these names); off, the dependency's public path serves i
 - ``strawberry_ws``: the graphql-transport-ws handler lets go of its finished
   connection_init timeout task.
 - ``arq_wakeups`` and ``arq_scripts`` are arq's (``gql_media/adapters/arq_patch.py``): a job
-  enqueued while a worker idles starts at once, not at its next poll; arq's enqueue and
-  start take one round trip each.
+  enqueued while a worker idles starts at once, not at its next poll; arq's enqueue, start
+  and end of a job take one round trip each.
 
 Protections, always on (they are security features with no public path to them):
 
