@@ -137,11 +137,14 @@ async def test_a_wake_up_naming_an_entry_starts_it_without_reading_the_queue(
         await redis_adapter.close(redis)
 
 
+@pytest.mark.parametrize("slots", [1, 2])
 async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, slots: int
 ) -> None:
     """A job that ends hands its slot to an entry (``start_when_free``): the entry starts
-    as the slot frees, by name, with no wake-up and no read of the queue."""
+    as the slot frees, by name, with no wake-up and no read of the queue; also when the
+    job had taken the worker's last free slot (a start by name that filled the slots left
+    nothing waiting on the queue)."""
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
     queue = f"test-{uuid.uuid4().hex}"
     ran: list[str] = []
@@ -158,8 +161,7 @@ async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
             done.set()
 
     reads = _ReadCounter(monkeypatch)
-    # two slots: a full worker reads the queue when a slot frees, whatever was handed
-    worker = await _worker(redis, queue, task, max_jobs=2)
+    worker = await _worker(redis, queue, task, max_jobs=slots)
     loop = asyncio.create_task(worker.poll_forever())
     try:
         await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue

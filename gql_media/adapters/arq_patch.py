@@ -259,6 +259,9 @@ class WakeableWorker(Worker):
         """Start ``named`` entries, or read the queue (None) and start what it holds;
         while Redis is down, log and back off instead of dying."""
         before = set(self.tasks)
+        # a read of the queue may leave entries for want of a slot; a named start only when
+        # it names more entries than there are free slots
+        leaves = named is None or len(named) > self.max_jobs - self.job_counter
         self._polling, self._freed = True, False
         try:
             if named is None:
@@ -276,7 +279,8 @@ class WakeableWorker(Worker):
         finally:
             self._polling = False
         if self.job_counter >= self.max_jobs:
-            self._backlog = True  # what was left waits for the next free slot
+            # what was left waits for the next free slot
+            self._backlog = self._backlog or leaves
         elif self.wakeups and (self._freed or (named is None and not before >= set(self.tasks))):
             # slots freed meanwhile, or a read started jobs: more may wait, read again
             self._read_queue_soon()
