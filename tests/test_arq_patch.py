@@ -176,6 +176,58 @@ async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
         await redis_adapter.close(redis)
 
 
+async def test_a_slot_handed_on_while_a_start_is_under_way_goes_to_its_entry_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job that ends while the worker's start script is out (starting other entries)
+    hands its slot to an entry: the entry starts by name once that start is done, with no
+    read of the queue."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    ran: list[str] = []
+    first_may_end, next_ran = asyncio.Event(), asyncio.Event()
+    worker: WakeableWorker | None = None
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        assert worker is not None
+        if name == "first":
+            await first_may_end.wait()
+            await redis.enqueue_job("task", "next", _queue_name=queue, _job_id=f"{queue}-n")
+            worker.start_when_free([f"{queue}-n".encode()])
+        elif name == "next":
+            next_ran.set()
+
+    reads = _ReadCounter(monkeypatch)
+    worker = await _worker(redis, queue, task, max_jobs=2)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
+        await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-f")
+        worker.wake([f"{queue}-f".encode()])
+        while "first" not in ran:
+            await asyncio.sleep(0.01)
+        first_task = worker.tasks[f"{queue}-f"]
+        start_script = worker._start
+
+        async def first_ends_meanwhile(**kwargs: Any) -> Any:
+            first_may_end.set()
+            await asyncio.gather(first_task, return_exceptions=True)  # its slot is free
+            return await start_script(**kwargs)
+
+        monkeypatch.setattr(worker, "_start", first_ends_meanwhile)
+        await redis.enqueue_job("task", "second", _queue_name=queue, _job_id=f"{queue}-s")
+        worker.wake([f"{queue}-s".encode()])
+        await asyncio.wait_for(next_ran.wait(), 10)
+        assert ran == ["first", "second", "next"]
+        assert reads.count == 1
+    finally:
+        first_may_end.set()
+        loop.cancel()
+        await asyncio.gather(loop, *worker.tasks.values(), return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
 async def test_arq_keeps_a_job_under_the_keys_the_patch_names() -> None:
     """What ``stored`` names is what arq keeps: the call from enqueue to end, the mark of
     a running job and its count of tries while it runs, and nothing once it ended."""

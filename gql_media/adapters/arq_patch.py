@@ -209,6 +209,8 @@ class WakeableWorker(Worker):
         self._named: list[bytes] | None = []
         # the last read of the queue found every slot busy: entries may wait for one
         self._backlog = False
+        # the last start was given more entries than it had free slots for
+        self._left = False
         # a start is under way; a slot freed during it
         self._polling = self._freed = False
         # entries to start as soon as a slot frees (``start_when_free``)
@@ -259,9 +261,9 @@ class WakeableWorker(Worker):
         """Start ``named`` entries, or read the queue (None) and start what it holds;
         while Redis is down, log and back off instead of dying."""
         before = set(self.tasks)
-        # a read of the queue may leave entries for want of a slot; a named start only when
-        # it names more entries than there are free slots
-        leaves = named is None or len(named) > self.max_jobs - self.job_counter
+        # what the start leaves for want of a slot; a read of the queue that does not reach
+        # start_jobs (every slot busy) may leave anything
+        self._left = named is None
         self._polling, self._freed = True, False
         try:
             if named is None:
@@ -278,11 +280,12 @@ class WakeableWorker(Worker):
             return
         finally:
             self._polling = False
+        started = not before >= set(self.tasks)
         if self.job_counter >= self.max_jobs:
             # what was left waits for the next free slot
-            self._backlog = self._backlog or leaves
-        elif self.wakeups and (self._freed or (named is None and not before >= set(self.tasks))):
-            # slots freed meanwhile, or a read started jobs: more may wait, read again
+            self._backlog = self._backlog or self._left
+        elif self.wakeups and (self._freed or (named is None and started and self._left)):
+            # slots freed meanwhile, or a read started jobs and found more: read again
             self._read_queue_soon()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
@@ -291,7 +294,9 @@ class WakeableWorker(Worker):
         the read sees the free slot."""
         super()._release_sem_dec_counter_on_complete()
         handed, self._after_release = self._after_release, []
-        if self._polling:
+        if self._polling and handed:
+            self.wake(handed)  # started by name once the start under way is done
+        elif self._polling:
             self._freed = True
         elif self._backlog and self.wakeups:
             self._backlog = False
@@ -303,6 +308,7 @@ class WakeableWorker(Worker):
         """arq's ``start_jobs`` with its checks and marks in one script (``START``) for as
         many of the entries as there are free slots, then arq's ``run_job`` for each one
         started."""
+        self._left = len(job_ids) > self.max_jobs - self.job_counter
         if not self.scripts:
             return await super().start_jobs(job_ids)
         if self._start is None:
