@@ -5,6 +5,7 @@ and not as jobs that wait for the next poll."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -71,6 +72,22 @@ class _ReadCounter:
         monkeypatch.setattr(Worker, "_poll_iteration", counted)
 
 
+@contextlib.asynccontextmanager
+async def _polling(
+    worker: WakeableWorker, redis: ArqRedis, reads: _ReadCounter
+) -> AsyncIterator[None]:
+    """``worker``'s loop running, past its first read of the (empty) queue; on exit the loop
+    stops and ``redis`` is closed."""
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
+        yield
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis_adapter.close(redis)
+
+
 async def test_a_wake_up_reads_the_queue_and_a_freed_slot_reads_it_again() -> None:
     """One slot, two jobs: the wake-up starts the first through arq's own start path; the
     second, left waiting, starts as the first's slot frees, with no poll in between."""
@@ -122,19 +139,13 @@ async def test_a_wake_up_naming_an_entry_starts_it_without_reading_the_queue(
 
     reads = _ReadCounter(monkeypatch)
     worker = await _worker(redis, queue, task, max_jobs=4)
-    loop = asyncio.create_task(worker.poll_forever())
-    try:
-        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
+    async with _polling(worker, redis, reads):
         await redis.enqueue_job("task", "unnamed", _queue_name=queue, _job_id=f"{queue}-a")
         await redis.enqueue_job("task", "named", _queue_name=queue, _job_id=f"{queue}-b")
         worker.wake([f"{queue}-b".encode()])
         await asyncio.wait_for(started.wait(), 10)
         assert ran == ["named"]
         assert reads.count == 1
-    finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        await redis_adapter.close(redis)
 
 
 @pytest.mark.parametrize("slots", [1, 2])
@@ -162,18 +173,12 @@ async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
 
     reads = _ReadCounter(monkeypatch)
     worker = await _worker(redis, queue, task, max_jobs=slots)
-    loop = asyncio.create_task(worker.poll_forever())
-    try:
-        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
+    async with _polling(worker, redis, reads):
         await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-a")
         worker.wake([f"{queue}-a".encode()])
         await asyncio.wait_for(done.wait(), 10)
         assert ran == ["first", "next"]
         assert reads.count == 1
-    finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        await redis_adapter.close(redis)
 
 
 async def test_a_slot_handed_on_while_a_start_is_under_way_goes_to_its_entry_by_name(
@@ -185,13 +190,14 @@ async def test_a_slot_handed_on_while_a_start_is_under_way_goes_to_its_entry_by_
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
     queue = f"test-{uuid.uuid4().hex}"
     ran: list[str] = []
-    first_may_end, next_ran = asyncio.Event(), asyncio.Event()
+    first_ran, first_may_end, next_ran = asyncio.Event(), asyncio.Event(), asyncio.Event()
     worker: WakeableWorker | None = None
 
     async def task(ctx: dict[str, Any], name: str) -> None:
         ran.append(name)
         assert worker is not None
         if name == "first":
+            first_ran.set()
             await first_may_end.wait()
             await redis.enqueue_job("task", "next", _queue_name=queue, _job_id=f"{queue}-n")
             worker.start_when_free([f"{queue}-n".encode()])
@@ -200,32 +206,28 @@ async def test_a_slot_handed_on_while_a_start_is_under_way_goes_to_its_entry_by_
 
     reads = _ReadCounter(monkeypatch)
     worker = await _worker(redis, queue, task, max_jobs=2)
-    loop = asyncio.create_task(worker.poll_forever())
-    try:
-        await asyncio.wait_for(reads.first.wait(), 10)  # an empty queue
-        await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-f")
-        worker.wake([f"{queue}-f".encode()])
-        while "first" not in ran:
-            await asyncio.sleep(0.01)
-        first_task = worker.tasks[f"{queue}-f"]
-        start_script = worker._start
+    async with _polling(worker, redis, reads):
+        try:
+            await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-f")
+            worker.wake([f"{queue}-f".encode()])
+            await asyncio.wait_for(first_ran.wait(), 10)
+            first_task = worker.tasks[f"{queue}-f"]
+            start_script = worker._start
 
-        async def first_ends_meanwhile(**kwargs: Any) -> Any:
+            async def first_ends_meanwhile(**kwargs: Any) -> Any:
+                first_may_end.set()
+                await asyncio.gather(first_task, return_exceptions=True)  # its slot is free
+                return await start_script(**kwargs)
+
+            monkeypatch.setattr(worker, "_start", first_ends_meanwhile)
+            await redis.enqueue_job("task", "second", _queue_name=queue, _job_id=f"{queue}-s")
+            worker.wake([f"{queue}-s".encode()])
+            await asyncio.wait_for(next_ran.wait(), 10)
+            assert ran == ["first", "second", "next"]
+            assert reads.count == 1
+        finally:
             first_may_end.set()
-            await asyncio.gather(first_task, return_exceptions=True)  # its slot is free
-            return await start_script(**kwargs)
-
-        monkeypatch.setattr(worker, "_start", first_ends_meanwhile)
-        await redis.enqueue_job("task", "second", _queue_name=queue, _job_id=f"{queue}-s")
-        worker.wake([f"{queue}-s".encode()])
-        await asyncio.wait_for(next_ran.wait(), 10)
-        assert ran == ["first", "second", "next"]
-        assert reads.count == 1
-    finally:
-        first_may_end.set()
-        loop.cancel()
-        await asyncio.gather(loop, *worker.tasks.values(), return_exceptions=True)
-        await redis_adapter.close(redis)
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
 
 
 async def test_arq_keeps_a_job_under_the_keys_the_patch_names() -> None:
