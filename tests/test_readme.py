@@ -42,6 +42,17 @@ def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
     assert "\n.venv/bin/pytest\n" in ci  # the README's test command, after CI's own install
 
 
+README_MAX_LINES = 510  # "at most about 500": what the user needs; the record is in docs/
+
+
+def test_the_readme_stays_a_page_for_users() -> None:
+    """What it is, quick start, API, configuration and deployment; the engineering record
+    (benchmarks, profiles, history) lives in docs/."""
+    assert len(README.splitlines()) <= README_MAX_LINES, "move details into docs/"
+    headings = re.findall(r"^## (.+)$", README, re.MULTILINE)
+    assert not {"Performance", "Benchmarks", "History"} & set(headings), headings
+
+
 def rows(pattern: re.Pattern[str], text: str) -> dict[str, str]:
     """The rows of the tables in ``text`` that ``pattern`` matches, by what they start with."""
     return {match[1]: match[0] for match in pattern.finditer(text)}
