@@ -6,16 +6,23 @@ accounted for), never the timings.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gql_media.bench.compare import run_compare
 from gql_media.bench.options import OptionsError, build_options
-from gql_media.bench.runner import run
+from gql_media.bench.runner import SCENARIOS, run, warm_up
 from gql_media.cli import build_parser
-from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.conftest import INTEGRATION, TEST_REDIS_URL, _admin, _with_database
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = [
     "--submit-concurrency", "1,4",
@@ -133,3 +140,110 @@ async def test_local_bench_reports_every_scenario(postgres_url: str, tmp_path: P
         assert op["service_ms"] > 0 and op["pillow_ms"] > 0
         assert op["service_bytes"] > 0 and op["pillow_bytes"] > 0
         assert op["isolated_ms"] > 0 and op["isolated_bytes"] == op["service_bytes"]
+
+
+# -- comparing two builds -------------------------------------------------------------------
+
+
+def test_a_baseline_is_compared_only_where_both_builds_can_run(tmp_path: Path) -> None:
+    env = {"GQL_MEDIA_DATABASE_URL": "postgresql+asyncpg://h/a", "GQL_MEDIA_REDIS_URL": "redis://h"}
+    tree = tmp_path / "tree"
+    (tree / "gql_media").mkdir(parents=True)
+    (tree / "gql_media" / "__main__.py").write_text("")
+    other_db = ["--baseline-database-url", "postgresql+asyncpg://h/b"]
+    refusals = {
+        "use --local": parse("--embedded", "--baseline", str(tree), *other_db),
+        "not a source tree": parse("--local", "--baseline", str(tmp_path), *other_db),
+        "database of its own": parse("--local", "--baseline", str(tree)),
+        "images, scheduler run in the bench itself": parse(
+            "--local", "--baseline", str(tree), *other_db, "--only", "submit,images,scheduler"
+        ),
+    }
+    for message, args in refusals.items():
+        with pytest.raises(OptionsError, match=message):
+            build_options(args, env=env)
+    options = build_options(
+        parse("--local", "--baseline", str(tree), *other_db, "--only", "a,d", "--rounds", "3"),
+        env=env,
+    )
+    assert options.baseline == tree.resolve() and options.rounds == 3
+    assert options.only == ("submit", "drain")
+
+
+@pytest.fixture
+def scratch_database(postgres_url: str) -> Iterator[str]:
+    """An empty database of its own (the baseline migrates it with its own migrations)."""
+    name = f"gql_media_baseline_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(postgres_url, name)
+    finally:
+        asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _marked_tree(root: Path, marks: Path) -> Path:
+    """A copy of this build's source whose every process leaves a file in ``marks`` when it
+    imports gql_media: the proof that a deployment ran from that tree."""
+    tree = root / "baseline"
+    shutil.copytree(
+        ROOT / "gql_media", tree / "gql_media", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(
+        ROOT / "alembic", tree / "alembic", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    init = tree / "gql_media" / "__init__.py"
+    marker = f"\nimport os as _os\nopen({str(marks)!r} + f'/{{_os.getpid()}}', 'w').close()\n"
+    init.write_text(init.read_text() + marker)
+    return tree
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not INTEGRATION, reason="needs PostgreSQL and Redis")
+@pytest.mark.timeout(120)
+async def test_two_builds_take_turns_on_every_scenario(
+    postgres_url: str, scratch_database: str, tmp_path: Path
+) -> None:
+    assert TEST_REDIS_URL is not None
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    tree = _marked_tree(tmp_path, marks)
+    args = parse(
+        "--local",
+        "--database-url", postgres_url,
+        "--redis-url", TEST_REDIS_URL,
+        "--baseline", str(tree),
+        "--baseline-database-url", scratch_database,
+        "--rounds", "2",
+        "--only", "submit,pickup,e2e,drain",
+        *TINY,
+    )  # fmt: skip
+    logged: list[str] = []
+    result = await run_compare(build_options(args, env={}), SCENARIOS, warm_up, logged.append)
+
+    # the baseline's migrate, api and worker ran from its tree; this build's did not
+    assert len(list(marks.iterdir())) == 3
+    # each scenario ran on one build and then at once on the other, the order turning round
+    starts = [line for line in logged if line.endswith("…")]
+    assert starts[:2] == [
+        "bench: round 1, submit on this build …",
+        "bench: round 1, submit on baseline …",
+    ]
+    assert "bench: round 2, submit on baseline …" in starts[8]
+    assert "bench: round 2, submit on this build …" in starts[9]
+    assert len(starts) == 2 * 2 * 4
+
+    rows = {row["metric"]: row for row in result["comparison"]}
+    assert set(rows) == {
+        "submit c=1", "submit c=1 api CPU", "submit c=4", "submit c=4 api CPU",
+        "pickup p50", "end to end p50", "drain", "drain worker CPU",
+    }  # fmt: skip
+    for name in ("submit c=4", "pickup p50", "end to end p50", "drain"):
+        row = rows[name]
+        assert len(row["this_build"]) == len(row["baseline"]) == len(row["ratios"]) == 2, row
+        ours, base = row["this_build"], row["baseline"]
+        assert row["ratios"] == [round(a / b, 4) for a, b in zip(ours, base, strict=True)]
+        assert row["median_ratio"] == pytest.approx(sum(row["ratios"]) / 2, abs=1e-4)
+    for round_ in result["rounds"]:
+        for label in ("this build", "baseline"):
+            assert round_[label]["drain"]["succeeded"] == 10, round_[label]["drain"]
+    assert "| drain (jobs/s) " in result["table"]

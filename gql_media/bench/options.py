@@ -66,6 +66,11 @@ class Options:
     schedule_jobs: int = 100_000
     schedule_owners: int = 1_000
     schedule_picks: int = 2_000
+    tree: Path | None = None  # the source tree the processes start from (None: this build)
+    baseline: Path | None = None  # another build's tree, compared with this one
+    baseline_database_url: str | None = None
+    baseline_redis_url: str | None = None
+    rounds: int = 1
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -101,7 +106,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated scenarios: {', '.join(SCENARIOS)} (or a-f)",
     )
     parser.add_argument("--json", dest="json_path", type=Path, help="write the results here")
+    _add_baseline(parser)
     _add_sizes(parser)
+
+
+def _add_baseline(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "comparing two builds (--local): both run side by side and take turns on every scenario"
+    )
+    group.add_argument(
+        "--baseline",
+        type=Path,
+        help="the source tree of the build to compare with (e.g. `git worktree add /tmp/base "
+        "<rev>`); its processes run with this interpreter and PYTHONPATH=<tree>",
+    )
+    group.add_argument(
+        "--baseline-database-url", help="a scratch database of its own for the baseline"
+    )
+    group.add_argument("--baseline-redis-url", help="Redis for the baseline (default: --redis-url)")
+    group.add_argument(
+        "--rounds", type=int, default=5, help="times each scenario runs on each build"
+    )
 
 
 def _add_deployment(parser: argparse.ArgumentParser) -> None:
@@ -194,6 +219,7 @@ def build_options(args: argparse.Namespace, env: dict[str, str] | None = None) -
                 "GQL_MEDIA_DATABASE_URL/GQL_MEDIA_REDIS_URL), or --embedded for the "
                 "single-process mode"
             )
+    baseline = _baseline(args, mode, database_url)
     return Options(
         mode=mode,
         url=args.url,
@@ -226,4 +252,33 @@ def build_options(args: argparse.Namespace, env: dict[str, str] | None = None) -
         schedule_jobs=max(1, args.schedule_jobs),
         schedule_owners=max(1, args.schedule_owners),
         schedule_picks=max(1, args.schedule_picks),
+        baseline=baseline,
+        baseline_database_url=args.baseline_database_url if baseline else None,
+        baseline_redis_url=args.baseline_redis_url if baseline else None,
+        rounds=max(1, args.rounds) if baseline else 1,
     )
+
+
+IN_PROCESS = ("images", "scheduler")  # run by the bench itself, from this build alone
+
+
+def _baseline(args: argparse.Namespace, mode: str, database_url: str | None) -> Path | None:
+    """The baseline's tree when one is given; OptionsError when it cannot be compared."""
+    if args.baseline is None:
+        return None
+    tree: Path = args.baseline.resolve()
+    if mode != "local":
+        raise OptionsError("--baseline compares two deployments started here: use --local")
+    if not (tree / "gql_media" / "__main__.py").is_file():
+        raise OptionsError(f"--baseline {tree}: not a source tree of gql-media (no gql_media/)")
+    if not args.baseline_database_url or args.baseline_database_url == database_url:
+        raise OptionsError(
+            "--baseline needs --baseline-database-url, a scratch database of its own"
+        )
+    in_process = [name for name in args.only if name in IN_PROCESS]
+    if in_process:
+        raise OptionsError(
+            f"--baseline compares deployments; {', '.join(in_process)} run in the bench itself: "
+            "leave them out of --only"
+        )
+    return tree

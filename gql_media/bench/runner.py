@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gql_media.bench import fanout, images, jobs, scheduling
+from gql_media.bench.compare import run_compare
 from gql_media.bench.options import Options, OptionsError, build_options
 from gql_media.bench.sockets import raise_fd_limit
 from gql_media.bench.stats import Report, render_table
@@ -35,7 +36,7 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _warm_up(target: Target) -> None:
+async def warm_up(target: Target) -> None:
     """A few jobs through the whole pipeline first: connections opened, code paths warm,
     and a clear error when no worker runs the jobs."""
     for _ in range(WARMUP_JOBS):
@@ -56,7 +57,7 @@ async def run(options: Options) -> dict[str, Any]:
     if remote:
         async with open_target(options) as target:
             target_info.update(url=target.url, workers=target.workers, api_pid=target.api_pid)
-            await _warm_up(target)
+            await warm_up(target)
             for name in remote:
                 _log(f"bench: {name} …")
                 began = time.perf_counter()
@@ -104,7 +105,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         with _runner() as runner:
-            result = runner.run(run(options))
+            if options.baseline is not None:
+                result = runner.run(run_compare(options, SCENARIOS, warm_up, _log))
+            else:
+                result = runner.run(run(options))
     except TargetError as exc:
         _log(f"bench: {exc}")
         return 3

@@ -60,9 +60,14 @@ def _ms(value: float | None) -> str:
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    """A Markdown table: readable in a terminal and ready to paste."""
+    """The results table."""
     header = ("scenario", "n", "result", "p50 ms", "p99 ms", "notes")
     lines = [(r.scenario, r.n, r.result, _ms(r.p50), _ms(r.p99), r.notes or "") for r in rows]
+    return markdown_table(header, lines)
+
+
+def markdown_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """A Markdown table: readable in a terminal and ready to paste."""
     widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]
 
     def fmt(cells: Sequence[str]) -> str:

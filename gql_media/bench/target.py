@@ -125,6 +125,10 @@ def _child_env(options: Options, data_dir: Path, embedded: bool) -> dict[str, st
     env["GQL_MEDIA_REDIS_NAMESPACE"] = (
         options.namespace or f"gql_media_bench_{uuid.uuid4().hex[:8]}"
     )
+    if options.tree is not None:  # another build's gql_media ahead of this one's
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(options.tree), *filter(None, [env.get("PYTHONPATH")])]
+        )
     if not embedded:
         assert options.database_url and options.redis_url
         env["GQL_MEDIA_DATABASE_URL"] = options.database_url
@@ -142,7 +146,8 @@ class Processes:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gql_media", *args],
+                # -P: not the working directory's gql_media ahead of PYTHONPATH's (a tree's)
+                [sys.executable, "-P", "-m", "gql_media", *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
