@@ -57,12 +57,12 @@ lost).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from arq.connections import ArqRedis
 from arq.constants import (
     abort_jobs_ss,
@@ -162,7 +162,7 @@ class HandOver:
         of the wake-up (the caller starts them); ``events`` are published before it; the
         entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
         them (``WakeableWorker.finish_job``)."""
-        return json.dumps(
+        return orjson.dumps(
             {
                 "queue": self.queue,
                 "call": job_key_prefix,
@@ -178,9 +178,8 @@ class HandOver:
                 "channel": self.channel,
                 "keep": keep,
                 "events": [event.decode() for event in events],
-            },
-            ensure_ascii=False,
-        )
+            }
+        ).decode()
 
 
 class WakeableWorker(Worker):

@@ -26,7 +26,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gql_media.adapters.events import EventHub
 from gql_media.adapters.providers.replicate_api import WEBHOOK_PATH
-from gql_media.api.context import Context, media_base_url
+from gql_media.api.context import Context
 from gql_media.api.dashboard import dashboard_routes
 from gql_media.api.downloads import media_route, static_files
 from gql_media.api.errors import error_response, unauthenticated
@@ -210,7 +210,7 @@ class GraphQLView(ReadingView):
             shared_jobs=state.shared_jobs,
             request=request,
             response=response,
-            media_base_url=media_base_url(self.settings.public_url, request),
+            public_url=self.settings.public_url,
             auth=state.auth,
             caller=getattr(state, "principal", None),
             stream=getattr(state, "stream", False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from starlette.requests import Request
@@ -28,7 +29,7 @@ class Context:
     positions: QueuePositions
     request: Request | WebSocket
     response: Response | WebSocket | None
-    media_base_url: str
+    public_url: str | None  # GQL_MEDIA_PUBLIC_URL
     auth: Authenticator
     shared_jobs: SharedJobs
     # who auth chose: set by the HTTP view before a request runs, and by on_ws_connect for
@@ -62,6 +63,12 @@ class Context:
         if self.caller is None:
             raise Unauthenticated()
         return self.caller
+
+    @cached_property
+    def media_base_url(self) -> str:
+        """Where clients fetch media; worked out from the request only when a URL is made
+        (most requests make none)."""
+        return media_base_url(self.public_url, self.request)
 
     def media_url(self, key: str) -> str:
         return media_url(self.media_base_url, key, self.auth)
