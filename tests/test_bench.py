@@ -247,3 +247,26 @@ async def test_two_builds_take_turns_on_every_scenario(
         for label in ("this build", "baseline"):
             assert round_[label]["drain"]["succeeded"] == 10, round_[label]["drain"]
     assert "| drain (jobs/s) " in result["table"]
+
+
+def test_memory_per_socket_is_compared_on_the_first_round_alone() -> None:
+    """An api's RSS keeps the high-water mark of the round before: only the first round's
+    growth per socket is a measurement."""
+    from gql_media.bench.compare import _summary
+
+    def details(kib: float, p50: float) -> dict[str, Any]:
+        return {"rss": {"per_connection_kib": kib}, "terminal_latency_ms": {"p50": p50}}
+
+    rounds = [
+        {"this build": {"fanout_updated": details(40.0, 10.0)},
+         "baseline": {"fanout_updated": details(32.0, 8.0)}},
+        {"this build": {"fanout_updated": details(0.5, 12.0)},
+         "baseline": {"fanout_updated": details(9.0, 8.0)}},
+    ]  # fmt: skip
+    options = build_options(parse("--embedded"), env={})
+    rows = {row["metric"]: row for row in _summary(options, rounds)}
+    memory = rows["fan-out jobUpdated memory"]
+    assert memory["this_build"] == [40.0] and memory["baseline"] == [32.0]
+    assert memory["median_ratio"] == 1.25
+    latency = rows["fan-out jobUpdated p50"]
+    assert latency["ratios"] == [1.25, 1.5] and latency["median_ratio"] == 1.375
