@@ -135,3 +135,37 @@ async def test_followers_beyond_the_batch_take_turns(settings_factory: Any) -> N
                     if update["queuePosition"] != first["queuePosition"]:
                         break
                 assert update["queuePosition"] == first["queuePosition"] - 1
+
+
+async def test_only_a_subscription_that_asks_for_the_place_is_sent_it_again(
+    live: LiveServer,
+) -> None:
+    """A place that falls changes nothing a subscription without queuePosition or
+    estimatedStartAt shows: it is not sent the same result again. A fragment asking for
+    estimatedStartAt counts."""
+    ids = [(await live.generate(provider="mock"))["job"]["id"] for _ in range(3)]
+    plain = "subscription($id: ID!) { jobUpdated(id: $id) { status version } }"
+    fragment = """subscription($id: ID!) { jobUpdated(id: $id) { status ...When } }
+fragment When on Job { estimatedStartAt }"""
+    async with (
+        graphql_ws(live.ws_url) as one,
+        graphql_ws(live.ws_url) as two,
+        graphql_ws(live.ws_url) as three,
+    ):
+        follow, quiet, when = (
+            await one.subscribe(FOLLOW, {"id": ids[2]}),
+            await two.subscribe(plain, {"id": ids[2]}),
+            await three.subscribe(fragment, {"id": ids[2]}),
+        )
+        assert (await one.next_payload(follow))["data"]["jobUpdated"]["queuePosition"] == 2
+        assert (await two.next_payload(quiet))["data"]["jobUpdated"]["status"] == "QUEUED"
+        assert (await three.next_payload(when))["data"]["jobUpdated"]["status"] == "QUEUED"
+        for ahead in ids[:2]:
+            await live.graphql(CANCEL, {"id": ahead})
+        while (await one.next_payload(follow))["data"]["jobUpdated"]["queuePosition"] != 0:
+            pass  # the place fell twice, and was sent to whoever asks for it
+        assert (await three.next_payload(when))["data"]["jobUpdated"]["status"] == "QUEUED"
+        await live.graphql(CANCEL, {"id": ids[2]})
+        # the quiet one's next message is the job's change, nothing in between
+        assert (await two.next_payload(quiet))["data"]["jobUpdated"]["status"] == "CANCELED"
+        assert await two.next_payload(quiet) is None

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from datetime import datetime
 from typing import Annotated
 
 import strawberry
+from strawberry.types.nodes import SelectedField, Selection
 
 from gql_media.adapters.events import Resync, Subscriber
 from gql_media.api import fanout
@@ -50,6 +51,21 @@ def _direct(info: Info, subscriber: Subscriber, sent: dict[str, int], terminal_t
         )
 
 
+# the fields of a Job that its place in line changes
+PLACE_FIELDS = frozenset({"queuePosition", "estimatedStartAt"})
+
+
+def asks_for_place(selections: Sequence[Selection]) -> bool:
+    """Whether a selection, its fragments included, asks for a field the job's place in
+    line changes: only then is the job sent again as its place falls (otherwise the client
+    would receive the same result again)."""
+    return any(
+        (isinstance(selection, SelectedField) and selection.name in PLACE_FIELDS)
+        or asks_for_place(selection.selections)
+        for selection in selections
+    )
+
+
 def _job(info: Info, snapshot: JobSnapshot) -> Job:
     return job_from_snapshot(snapshot, info.context.media_url)
 
@@ -73,7 +89,7 @@ class Subscription:
             yield _job(info, snapshot) if queued else _shared_job(info, snapshot)
             # later changes may go out directly; the terminal one comes here, to end
             _direct(info, subscriber, sent, terminal_too=False)
-            if not snapshot.status.terminal:
+            if not snapshot.status.terminal and asks_for_place(info.selected_fields):
                 ctx.positions.follow(subscriber, job_id)  # its place in line as it falls
             while not snapshot.status.terminal:
                 item = await subscriber.get()

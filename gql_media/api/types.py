@@ -163,7 +163,8 @@ class Job(Node):
         description="While QUEUED and due to run: how many jobs start before it in the "
         "current order (0: it is next, or handed to a worker); null otherwise, and while a "
         "retry's backoff runs. Exact while no job arrives ahead of it and no cap holds a "
-        "job back; jobUpdated sends it again as it falls, at most once a second."
+        "job back; a jobUpdated subscription that selects it or estimatedStartAt gets the "
+        "job again as it falls, at most once a second."
     )
     async def queue_position(self, info: strawberry.Info) -> int | None:
         estimate = await self._estimate(info)
