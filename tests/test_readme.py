@@ -22,18 +22,20 @@ ERRORS = ROOT / "docs" / "errors.md"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SETTING_ROW = re.compile(r"^\| `(GQL_MEDIA_[A-Z0-9_]+)` \|.*$", re.MULTILINE)
 CODE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)` \|.*$", re.MULTILINE)
+FIRST_SCREEN = 20  # lines
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 
 
 def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
-    """A new user's first screen: the one command that installs and runs the service, and
-    the one that installs and runs the tests, which is what .ci/run runs after its install."""
-    top = "\n".join(README.splitlines()[:16])
-    commands = re.findall(r"```sh\n(.*?)\n```", top, re.DOTALL)
-    assert len(commands) >= 2, top
-    assert "\n## " not in top.split("```sh", 1)[0], "the commands come before any section"
+    """A new user's first screen: the sections "Run it" and "Test it" come first, each
+    opening with its one command: the one that installs and runs the service, and the one
+    that installs and runs the tests, which is what .ci/run runs after its install."""
+    top = "\n".join(README.splitlines()[:FIRST_SCREEN])
+    sections = re.findall(r"^## ([^\n]+)\n\n```sh\n(.*?)\n```", top, re.MULTILINE | re.DOTALL)
+    assert [name for name, _ in sections] == ["Run it", "Test it"], top
+    assert re.findall(r"^## (.+)$", top, re.MULTILINE)[:2] == ["Run it", "Test it"], top
     assert "not run" not in top, "nothing on the first screen may read as not to be run"
-    run, test = commands[0], commands[1]
+    run, test = sections[0][1], sections[1][1]
     assert run.startswith("python3 -m venv .venv && .venv/bin/pip install -e . && ")
     assert run.endswith(".venv/bin/gql-media serve")
     assert test.startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && ")
