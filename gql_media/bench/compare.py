@@ -19,7 +19,7 @@ from typing import Any
 
 from gql_media.bench.options import Options
 from gql_media.bench.stats import Report, markdown_table
-from gql_media.bench.target import Target, open_target
+from gql_media.bench.target import Scenario, Target, open_target
 
 LABELS = ("this build", "baseline")
 
@@ -187,9 +187,6 @@ def render_comparison(rows: list[dict[str, Any]]) -> str:
             )
         )
     return markdown_table(header, lines)
-
-
-Scenario = Callable[[Target, Options, Report], Any]
 
 
 async def run_compare(

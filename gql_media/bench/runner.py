@@ -9,7 +9,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +17,8 @@ from gql_media.bench.compare import run_compare
 from gql_media.bench.options import Options, OptionsError, build_options
 from gql_media.bench.sockets import raise_fd_limit
 from gql_media.bench.stats import Report, render_table
-from gql_media.bench.target import Target, TargetError, open_target
+from gql_media.bench.target import Scenario, Target, TargetError, open_target
 
-Scenario = Callable[[Target, Options, Report], Awaitable[None]]
 SCENARIOS: dict[str, Scenario] = {
     "submit": jobs.run_submit,
     "pickup": jobs.run_pickup,

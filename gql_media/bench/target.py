@@ -11,13 +11,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gql_media.bench.http import Api, HttpError
 from gql_media.bench.options import Options
+from gql_media.bench.stats import Report
 
 
 class TargetError(Exception):
@@ -176,7 +177,10 @@ class Processes:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                try:  # a process held by a tracer (a profiler) dies only once it lets go
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    print(f"bench: process {proc.pid} did not die; left behind", file=sys.stderr)
 
 
 async def _until_ready(api: Api, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -238,3 +242,7 @@ async def open_target(options: Options) -> AsyncIterator[Target]:
         finally:
             api.close()
             processes.stop()
+
+
+# a scenario of the bench: runs against a target and adds its results to the report
+Scenario = Callable[[Target, Options, Report], Awaitable[None]]
