@@ -226,3 +226,53 @@ async def test_an_entry_arq_does_not_run_leaves_its_early_claim_to_lapse(
     await reconciler.reconcile(deps)
     again = await get_job(deps, job.id, SYSTEM)
     assert again is not None and again.status is JobStatus.QUEUED and again.version > 1
+
+
+async def test_a_finished_job_s_change_is_published_as_its_run_ends(runtime: Any) -> None:
+    """The change that finishes a job is not a publish of its own: the worker's end of the
+    run (the release of its slot) publishes it, after the RUNNING change the worker
+    published on its claim. Subscribers see both, in order."""
+    import dataclasses
+
+    import orjson
+
+    from gql_media import keys
+    from gql_media.adapters.events import EventPublisher
+    from gql_media.domain import SYSTEM, JobSnapshot
+    from gql_media.services.jobs import NewImageJob, create_image_job
+    from gql_media.worker.main import GqlMediaWorker
+    from tests.support import open_slots
+
+    published: list[str] = []  # what the worker's publisher was given, by status
+
+    class Recording(EventPublisher):
+        async def publish(self, snapshot: JobSnapshot) -> None:
+            published.append(snapshot.status.value)
+            await super().publish(snapshot)
+
+    namespace = runtime.deps.settings.redis_namespace
+    deps = dataclasses.replace(runtime.deps, publisher=Recording(runtime.redis, namespace))
+    await open_slots(deps)
+    pubsub = runtime.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(namespace))
+    try:
+        job = await create_image_job(
+            deps, NewImageJob(prompt="ends", provider="mock", width=64), SYSTEM
+        )
+        worker = GqlMediaWorker(deps, runtime.redis)
+        worker.ctx.update(redis=runtime.redis, worker=worker)
+        await worker.start_jobs([keys.arq_job_id(job.id, 1).encode()])
+        await asyncio.gather(*worker.tasks.values())  # the run ended, and arq ended its entry
+
+        seen: list[str] = []
+        async with asyncio.timeout(10):
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    event = orjson.loads(message["data"])
+                    seen += [event["status"]] if event["id"] == job.id else []
+                if "SUCCEEDED" in seen:
+                    break
+    finally:
+        await pubsub.aclose()
+    assert seen == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert published == ["RUNNING"]  # the end of the run carried SUCCEEDED

@@ -102,22 +102,34 @@ class JobQueue:
         await self._settle(self.scheduler.add(jobs))
 
     async def finished(
-        self, job_id: str, version: int, *, done: str | None = None
+        self,
+        job_id: str,
+        version: int,
+        *,
+        done: str | None = None,
+        events: Sequence[bytes] = (),
     ) -> list[str] | None:
         """The run of ``job_id`` at ``version`` ended in this worker: its slot goes to the
         next job, which is put on arq's queue without waking anyone: the slot that frees is
         the caller's, which starts the entry returned (an arq id) once it is free. Other
         jobs the release let start (a cap freed) wake the workers as usual. ``done``: the
-        run's arq entry, ended in the same round trip (with a hand-over only). None when
-        Redis could not be reached (the reconciler repairs the scheduler)."""
+        run's arq entry, ended in the same round trip (with a hand-over only); ``events``:
+        the run's last changes, published in that round trip (with a hand-over) or beside
+        the wake-up. None when Redis could not be reached (the reconciler repairs the
+        scheduler; the events are lost, as a failed publish loses them)."""
         try:
             dispatched = await self.scheduler.release(
-                [(job_id, version)], keep=1, done=[done] if done is not None else []
+                [(job_id, version)],
+                keep=1,
+                done=[done] if done is not None else [],
+                events=events,
             )
         except (RedisError, OSError) as exc:
-            log.warning("could not reach the scheduler: %s", exc)
+            log.warning("could not reach the scheduler to end a run of job %s: %s", job_id, exc)
             return None
-        return await self._handed(dispatched, keep=1)
+        if self.scheduler.hands_over:
+            return await self._handed(dispatched, keep=1)
+        return await self._hand_over(dispatched, events, keep=1)
 
     async def release(self, runs: Sequence[tuple[str, int]]) -> None:
         """Runs (job id, version) that ended: their slots go to the next jobs."""

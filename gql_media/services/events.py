@@ -3,21 +3,48 @@
 Every committed transition is announced once, after its commit. A job that is QUEUED
 (again) is published and put on the queue together; a finished job with a webhook URL
 gets its delivery queued (see ``services.webhooks``).
+
+A worker ends a run with one script that frees the run's slot (``JobQueue.finished``); the
+run's last change, when it finishes the job, is published by that script instead of in a
+round trip of its own before it (``run_ending``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from gql_media.adapters.events import encode_event
 from gql_media.adapters.scheduling import Waiting
 from gql_media.domain import JobSnapshot
 from gql_media.services.deps import Deps
 
+# the finished job's change of the run ending in this context, while ``run_ending`` holds
+_last_change: ContextVar[list[bytes] | None] = ContextVar("gql_media_last_change", default=None)
+
+
+@contextmanager
+def run_ending() -> Iterator[list[bytes]]:
+    """Inside the block (a worker's run of one job, and the tasks it starts) a change that
+    finishes the job is not published by ``announce`` but added to the list, for the
+    caller to publish as the run ends; everything else ``announce`` does happens as usual."""
+    last: list[bytes] = []
+    token = _last_change.set(last)
+    try:
+        yield last
+    finally:
+        _last_change.reset(token)
+
 
 async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
     """Publish a change of a job; a finished job with a webhook URL gets its delivery queued."""
-    await deps.publisher.publish(snapshot)
+    last = _last_change.get() if snapshot.status.terminal else None
+    if last is not None:
+        last.append(encode_event(snapshot))
+    else:
+        await deps.publisher.publish(snapshot)
     if snapshot.status.terminal and snapshot.webhook_url:
         await deps.queue.enqueue_webhook(snapshot.id, 1)
 

@@ -54,7 +54,7 @@ from gql_media.adapters.arq_patch import WakeableWorker
 from gql_media.adapters.queue import stored
 from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
-from gql_media.services import reconciler, retention, runner, webhooks
+from gql_media.services import events, reconciler, retention, runner, webhooks
 from gql_media.services.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,15 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
     version = keys.arq_job_version(ctx["job_id"]) or 0
     early = worker.claimed_early(ctx["job_id"]) if worker is not None else None
+    last: list[bytes] = []  # the change that finished the job: published as the run ends
+    ended = False
     try:
-        outcome = await runner.run_job(deps, job_id, early)
+        with events.run_ending() as last:
+            outcome = await runner.run_job(deps, job_id, early)
         if leave is not None:
             await leave
+        if worker is not None and worker.scripts:
+            ended = await worker.end_run(ctx["job_id"], job_id, version, last)
     except asyncio.CancelledError:
         # The worker stops: the runner handed the job back under a new version, so arq's
         # stored call of this one, which arq keeps to run a canceled job again, is dropped.
@@ -88,12 +93,15 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     finally:
         # the slot goes to the next job in the scheduler's order (a run handed back under
         # a new version was released as that version was scheduled); this worker starts it
-        # as the slot frees, with no wake-up sent round every worker. With arq_scripts, as
-        # arq ends the entry, in the same round trip (GqlMediaWorker.ending).
+        # as the slot frees, with no wake-up sent round every worker. With arq_scripts, in
+        # the round trip that ends arq's entry: above, as the run returns (end_run), or
+        # else as arq ends it (GqlMediaWorker.ending). The job's last change is published
+        # in that round trip too, after its commit like any other.
         if worker is not None and worker.scripts:
-            worker.release_as_entry_ends(ctx["job_id"], job_id, version)
+            if not ended:
+                worker.release_as_entry_ends(ctx["job_id"], job_id, version, last)
         else:
-            handed = await asyncio.shield(deps.queue.finished(job_id, version))
+            handed = await asyncio.shield(deps.queue.finished(job_id, version, events=last))
             if handed and worker is not None:
                 worker.start_when_free([arq_id.encode() for arq_id in handed])
     return outcome.value
@@ -156,7 +164,9 @@ class GqlMediaWorker(WakeableWorker):
         # claims begun as arq starts an entry, until its run_job_task takes them
         self._early: dict[str, asyncio.Task[runner.Claim]] = {}
         # runs that ended, by entry, until arq ends the entry (``ending``)
-        self._ending: dict[str, tuple[str, int]] = {}
+        self._ending: dict[str, tuple[str, int, list[bytes]]] = {}
+        # entries end_run ended already, until arq ends them (``ending``)
+        self._ended: set[str] = set()
         self._lapse = max(5.0, 10 * settings.worker_poll_delay)
 
     def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
@@ -168,20 +178,42 @@ class GqlMediaWorker(WakeableWorker):
         self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run[0]))
         task.add_done_callback(lambda _: self._unclaimed(job_id))
 
-    def release_as_entry_ends(self, arq_id: str, job_id: str, version: int) -> None:
+    async def end_run(self, arq_id: str, job_id: str, version: int, last: list[bytes]) -> bool:
+        """The run of ``job_id`` at ``version`` (the entry ``arq_id``) returned: its slot
+        is released, its ``last`` changes published and, with a hand-over, arq's entry
+        ended as ``finish_job`` ends it, in one round trip now rather than after arq's
+        bookkeeping (arq's own end of the entry is then skipped: ``ending``). False when
+        Redis could not be reached: the release is tried again as arq ends the entry."""
+        done = arq_id if self.deps.queue.scheduler.hands_over else None
+        handed = await self.deps.queue.finished(job_id, version, done=done, events=last)
+        if handed is None:
+            return False
+        self.start_when_free([entry.encode() for entry in handed])
+        if done is not None:
+            self._ended.add(arq_id)
+        return True
+
+    def release_as_entry_ends(
+        self, arq_id: str, job_id: str, version: int, last: list[bytes]
+    ) -> None:
         """The run of ``job_id`` at ``version`` (the entry ``arq_id``) ended: its slot is
-        released as arq ends the entry (``ending``), in one round trip with arq's end."""
-        self._ending[arq_id] = (job_id, version)
+        released as arq ends the entry (``ending``), in one round trip with arq's end and
+        the publish of the run's ``last`` changes."""
+        self._ending[arq_id] = (job_id, version, last)
 
     async def ending(self, job_id: str, finished: bool) -> bool:
         """arq ends the entry ``job_id``: the run's slot goes to the next job, and, when
         ``finished``, the entry's keys go in the same script; then this worker starts the
         job handed to it as the slot frees."""
+        if job_id in self._ended:  # by end_run, as the run returned
+            self._ended.discard(job_id)
+            return True
         run = self._ending.pop(job_id, None)
-        if run is None:  # a webhook delivery
+        if run is None:  # a webhook delivery, or a run end_run released
             return False
         done = job_id if finished and self.deps.queue.scheduler.hands_over else None
-        handed = await self.deps.queue.finished(*run, done=done)
+        run_job_id, version, last = run
+        handed = await self.deps.queue.finished(run_job_id, version, done=done, events=last)
         if handed is None:  # Redis unreachable: arq tries its own end of the entry
             return False
         self.start_when_free([arq_id.encode() for arq_id in handed])

@@ -166,14 +166,19 @@ class Scheduler:
         return await self._run(self._add, args, events=events)
 
     async def release(
-        self, runs: Sequence[tuple[str, int]], *, keep: int = 0, done: Sequence[str] = ()
+        self,
+        runs: Sequence[tuple[str, int]],
+        *,
+        keep: int = 0,
+        done: Sequence[str] = (),
+        events: Sequence[bytes] = (),
     ) -> list[Dispatched]:
         """Runs (job id, version) that ended, or were lost with their worker: their slots
         and caps free, unless the job is in flight at another version by then. With a
         hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them;
-        and the queue's entries ``done`` are ended (``HandOver.spec``)."""
+        the queue's entries ``done`` are ended and ``events`` published (``HandOver.spec``)."""
         runs_ = [x for run in runs for x in run]
-        return await self._run(self._release, runs_, keep=keep, done=done)
+        return await self._run(self._release, runs_, keep=keep, done=done, events=events)
 
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
         """Jobs that will not run (canceled, past their deadline): out of the line, or out
