@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import text, update
 
 from gql_media import keys
 from gql_media.db.models import JobRow, utcnow
@@ -148,3 +149,44 @@ async def test_waiting_jobs_past_their_deadline_are_failed_by_the_reconciler(
     assert failed.error is not None and failed.error.code == "DEADLINE_EXCEEDED"
     assert waiting is not None and waiting.status is JobStatus.QUEUED
     assert await deps.queue.scheduler.standing([late.id, on_time.id]) == [None, "waiting"]
+
+
+async def test_the_deadline_pass_reads_an_index_of_only_the_jobs_with_a_deadline(
+    runtime: Runtime, backend: str
+) -> None:
+    """The index of the reconciler's pass for QUEUED jobs past their deadline holds only
+    jobs with a deadline, so a change of any other job does not write it; behind 20,000
+    jobs without one, the pass (as ``deadlines.expire_overdue`` asks it, in a prepared
+    statement's plan for any instant) still reads that index."""
+    if backend != "postgres":
+        pytest.skip("the plans of PostgreSQL")
+    async with runtime.deps.sessions.begin() as session:
+        await session.execute(
+            text(
+                """
+                INSERT INTO jobs (id, kind, status, progress, version, provider, parameters,
+                                  attempts, max_attempts, run_after, created_at, updated_at,
+                                  priority, deadline)
+                SELECT gen_random_uuid(), 'GENERATE_IMAGE', 'QUEUED', 0, 1, 'mock', '{}', 0, 3,
+                       now(), now(), now(), 0,
+                       CASE WHEN i % 4000 = 0 THEN now() + interval '1 hour' END
+                FROM generate_series(1, 20000) AS i
+                """
+            )
+        )
+        await session.execute(text("ANALYZE jobs"))
+    async with runtime.deps.sessions() as session:
+        definition = await session.scalar(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_status_deadline'")
+        )
+        await session.execute(text("SET plan_cache_mode = force_generic_plan"))
+        await session.execute(
+            text(
+                "PREPARE overdue(varchar, timestamptz, int) AS "
+                "SELECT id FROM jobs WHERE status = $1 AND deadline <= $2 LIMIT $3"
+            )
+        )
+        explained = await session.execute(text("EXPLAIN EXECUTE overdue('QUEUED', now(), 500)"))
+        plan = "\n".join(explained.scalars())
+    assert definition is not None and definition.endswith("WHERE (deadline IS NOT NULL)")
+    assert "ix_jobs_status_deadline" in plan, plan

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -120,8 +121,15 @@ class JobRow(Base):
         Index("ix_jobs_finished_at", "finished_at"),
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
         Index("ix_jobs_webhook_state_finished_at", "webhook_state", "finished_at"),
-        # the reconciler's pass for QUEUED jobs past their deadline, every interval
-        Index("ix_jobs_status_deadline", "status", "deadline"),
+        # the reconciler's pass for QUEUED jobs past their deadline, every interval; only
+        # jobs with a deadline are in it, so a change of any other job does not write it
+        Index(
+            "ix_jobs_status_deadline",
+            "status",
+            "deadline",
+            postgresql_where=text("deadline IS NOT NULL"),
+            sqlite_where=text("deadline IS NOT NULL"),
+        ),
         # jobEvents(since:) replays in change order: a key's jobs, or everyone's (admins)
         Index("ix_jobs_owner_id_updated_at_id", "owner_id", "updated_at", "id"),
         Index("ix_jobs_updated_at_id", "updated_at", "id"),
