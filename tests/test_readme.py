@@ -22,7 +22,7 @@ ERRORS = ROOT / "docs" / "errors.md"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SETTING_ROW = re.compile(r"^\| `(GQL_MEDIA_[A-Z0-9_]+)` \|.*$", re.MULTILINE)
 CODE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)` \|.*$", re.MULTILINE)
-FIRST_SCREEN = 20  # lines
+FIRST_SCREEN = 13  # lines: the title, then the two commands under their headings
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 
 
