@@ -320,11 +320,18 @@ MIRRORED = {
     "Worker.start_jobs": "b45797cfa40bed7f",
     "serialize_job": "1fc854cc50e16e5c",
     "Worker.finish_job": "903f09c92830d3fd",
+    "Worker.run_job": "589a19059ff84ee7",  # its first transaction: START's read of the call
 }
 
 
 async def test_the_scripts_mirror_the_arq_source_they_were_written_from() -> None:
-    for function in (ArqRedis.enqueue_job, Worker.start_jobs, serialize_job, Worker.finish_job):
+    for function in (
+        ArqRedis.enqueue_job,
+        Worker.start_jobs,
+        serialize_job,
+        Worker.finish_job,
+        Worker.run_job,
+    ):
         digest = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
         assert digest == MIRRORED[function.__qualname__], function.__qualname__
     redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
@@ -489,6 +496,60 @@ async def test_an_entry_the_hand_over_wrote_runs_on_either_start(
     await worker.start_jobs([keys.arq_job_id(job_id, 1).encode()])
     await asyncio.gather(*worker.tasks.values())
     assert ran == [job_id]
+
+
+@pytest.mark.parametrize("scripts", [True, False], ids=["script", "arq"])
+async def test_the_start_script_reads_the_call_as_run_job_would(
+    arq_redis: ArqRedis, scripts: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the scripts, what arq's ``run_job`` reads first (the call, the try count
+    incremented, with its expiry) comes from the start script, and ``run_job`` sends no
+    transaction of its own before the function runs; the function gets the same call and
+    try either way. An entry whose call is gone fails as arq fails it ("job expired"), and
+    one past its tries is not run, on either start."""
+    queue = f"test-{uuid.uuid4().hex}"
+    seen: list[tuple[str, int, int]] = []
+    pipelines = 0
+    pipeline = ArqRedis.pipeline
+
+    def counted(self: ArqRedis, *args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(self, *args, **kwargs)
+
+    counts: list[tuple[bytes | None, int]] = []
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        seen.append((name, ctx["job_try"], pipelines))
+        tries = stored(ctx["job_id"]).tries
+        counts.append((await arq_redis.get(tries), await arq_redis.ttl(tries)))
+
+    names = ("a", "gone", "tried", "b")
+    for name in names:
+        await arq_redis.enqueue_job("task", name, _queue_name=queue, _job_id=f"{queue}-{name}")
+    await arq_redis.delete(stored(f"{queue}-gone").call)
+    await arq_redis.set(stored(f"{queue}-tried").tries, b"5")
+    worker = await _worker(arq_redis, queue, task, max_jobs=4, scripts=scripts, max_tries=3)
+    finished: list[str] = []
+    finish_failed = worker.finish_failed_job
+
+    async def failed(job_id: str, result_data: bytes | None) -> None:
+        finished.append(job_id.removeprefix(f"{queue}-"))
+        await finish_failed(job_id, result_data)
+
+    monkeypatch.setattr(worker, "finish_failed_job", failed)
+    monkeypatch.setattr(ArqRedis, "pipeline", counted)
+    await worker.start_jobs([f"{queue}-{name}".encode() for name in ("a", "b")])
+    await asyncio.gather(*worker.tasks.values())
+    # arq's own read is a transaction per entry, before its function runs
+    assert [name for name, _, _ in sorted(seen)] == ["a", "b"]
+    assert all(job_try == 1 and (reads == 0) == scripts for _, job_try, reads in seen)
+    await worker.start_jobs([f"{queue}-{name}".encode() for name in ("gone", "tried")])
+    await asyncio.gather(*worker.tasks.values())
+    monkeypatch.undo()
+    assert len(seen) == 2 and sorted(finished) == ["gone", "tried"]
+    assert worker._read == {}  # nothing read ahead is left behind
+    assert all(tries == b"1" and 88_000 < life <= 88_400 for tries, life in counts)
 
 
 async def test_a_run_s_end_drops_what_finish_job_drops(arq_redis: ArqRedis) -> None:

@@ -17,23 +17,28 @@ Off, the worker reads its queue only on its timer (``_poll_iteration`` every
 ``poll_delay``), and a job waits up to that long to start.
 
 ``arq_scripts``: arq's enqueue, its start of an entry and its end of it in one round trip
-each, where arq takes three (``enqueue_job``: WATCH, EXISTS, MULTI/EXEC), four
-(``start_jobs``: WATCH, EXISTS, ZSCORE, MULTI/EXEC) and one more beside the release of the
-run's slot (``finish_job``: MULTI/EXEC). Across hosts every round trip is a network latency
-on the path of every job (docs/performance.md, "Several hosts"), and locally each costs the
-worker some CPU in redis-py. ``HAND_OVER`` is a Lua function the scheduler's scripts run on
-what they dispatch: it writes each entry as ``enqueue_job`` would (the stored call under
-``arq:job:<id>`` unless that key or ``arq:result:<id>`` exists, then the id on the queue
-sorted set, scored now) and publishes the jobs' changes and the wake-up, in the same
-script. ``WakeableWorker.start_jobs`` checks and marks the entries it starts in one script
+each, where arq takes three (``enqueue_job``: WATCH, EXISTS, MULTI/EXEC), five
+(``start_jobs``: WATCH, EXISTS, ZSCORE, MULTI/EXEC; then ``run_job``'s read of the call:
+MULTI/EXEC) and one more beside the release of the run's slot (``finish_job``: MULTI/EXEC).
+Across hosts every round trip is a network latency on the path of every job
+(docs/performance.md, "Several hosts"), and locally each costs the worker some CPU in
+redis-py. ``HAND_OVER`` is a Lua function the scheduler's scripts run on what they dispatch:
+it writes each entry as ``enqueue_job`` would (the stored call under ``arq:job:<id>`` unless
+that key or ``arq:result:<id>`` exists, then the id on the queue sorted set, scored now) and
+publishes the jobs' changes and the wake-up, in the same script.
+``WakeableWorker.start_jobs`` checks and marks the entries it starts in one script
 (``START``) with the semantics of arq's: an entry is started when it is on the queue, due,
-and not marked in progress; the mark is set for ``in_progress_timeout_s``. arq's own
-``run_job`` then runs each. As arq ends the entry, ``WakeableWorker.finish_job`` lets the
-worker (``ending``) end it in the scheduler's script that releases the run's slot: for an
-entry that finished with no result kept, the hand-over drops what ``finish_job`` drops (the
-call, the try count, the in-progress mark, the entry on the queue and in the abort set);
-any other end is arq's ``finish_job``. Off, ``enqueue_job``, arq's ``start_jobs`` and its
-``finish_job`` serve.
+and not marked in progress; the mark is set for ``in_progress_timeout_s``. The same script
+then does for each what arq's ``run_job`` does first, in a transaction of its own: it reads
+the stored call, increments the try count and sets the count's expiry. arq's own ``run_job``
+then runs each, given what the script read in place of that transaction (``_ReadAhead``,
+which stands for the worker's pool in ``run_job``'s first use of it); with arq's aborts on
+(``allow_abort_jobs``, which this service does not use) ``run_job`` reads the call itself.
+As arq ends the entry, ``WakeableWorker.finish_job`` lets the worker (``ending``) end it in
+the scheduler's script that releases the run's slot: for an entry that finished with no
+result kept, the hand-over drops what ``finish_job`` drops (the call, the try count, the
+in-progress mark, the entry on the queue and in the abort set); any other end is arq's
+``finish_job``. Off, ``enqueue_job``, arq's ``start_jobs`` and its ``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
@@ -42,6 +47,8 @@ started elsewhere, as the free slots allow (its source is compared with the one 
 ``START`` script mirrors); ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
 ``Worker.finish_job(job_id, finish, result_data, ...)`` ends an entry after its function
 (its source is compared with the one ``HAND_OVER``'s ``done`` mirrors);
+``Worker.run_job(job_id, score)`` begins with one transaction on ``Worker.pool`` (the call,
+the try count, its expiry of 88,400 s), which ``START`` mirrors (its source is compared too);
 ``Worker.job_counter``, ``max_jobs``, ``sem``, ``in_progress_timeout_s``, ``poll_delay_s``
 and ``tasks`` (a started job's task under its id until a read of the queue drops it when
 done). ``ArqRedis.enqueue_job``'s writes (its source is compared too) and the stored call's
@@ -57,10 +64,12 @@ lost).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from arq.connections import ArqRedis
@@ -116,25 +125,72 @@ end
 
 # KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
 # mark's life (ms), ARGV[4]: how many to start at most, ARGV[5]: '1' to take the started
-# entries off the queue, ARGV[6..]: entries, in order. Starts entries as arq's start_jobs
+# entries off the queue, ARGV[6]: the stored call's prefix, or '' not to read it, ARGV[7]:
+# the try count's prefix, ARGV[8..]: entries, in order. Starts entries as arq's start_jobs
 # does, going down the list: one is started when it is on the queue, due and not marked in
-# progress (by another worker); the others are passed over. Returns the started entries
-# and their scores, flat.
+# progress (by another worker); the others are passed over. For each one started it then
+# does what arq's run_job does first (reads the stored call, counts the try and sets the
+# count's expiry) and returns, flat: the entry, its score, the call (false when gone) and
+# the try (0 when not read).
 START = """
 local out, limit = {}, tonumber(ARGV[4])
-for i = 6, #ARGV do
-  if #out >= 2 * limit then break end
+for i = 8, #ARGV do
+  if #out >= 4 * limit then break end
   local mark = ARGV[1] .. ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
   if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', mark) == 0 then
     redis.call('PSETEX', mark, ARGV[3], '1')
     if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], ARGV[i]) end
+    local call, try = false, 0
+    if ARGV[6] ~= '' then
+      call = redis.call('GET', ARGV[6] .. ARGV[i])
+      try = redis.call('INCR', ARGV[7] .. ARGV[i])
+      redis.call('EXPIRE', ARGV[7] .. ARGV[i], RUN_JOB_TRIES_LIFE)
+    end
     out[#out + 1] = ARGV[i]
     out[#out + 1] = score
+    out[#out + 1] = call
+    out[#out + 1] = try
   end
 end
 return out
-"""
+""".replace("RUN_JOB_TRIES_LIFE", "88400")  # arq's run_job: the try count's expiry, in s
+
+
+class _ReadAhead:
+    """arq's ``run_job`` begins with one transaction: the stored call, the try count
+    incremented, the count's expiry. The start script did that already; this stands for
+    the worker's pool in that first use and gives ``run_job`` what the script read."""
+
+    __slots__ = ("call", "unread", "tries")
+
+    def __init__(self, call: bytes | None, tries: int) -> None:
+        self.call, self.tries, self.unread = call, tries, True
+
+    def pipeline(self, transaction: bool = True) -> _ReadAhead:
+        return self
+
+    async def __aenter__(self) -> _ReadAhead:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def get(self, key: str) -> _ReadAhead:
+        return self
+
+    def incr(self, key: str) -> _ReadAhead:
+        return self
+
+    def expire(self, key: str, seconds: int) -> _ReadAhead:
+        return self
+
+    async def execute(self) -> list[Any]:
+        return [self.call, self.tries, True]
+
+
+# in a run_job task started by the start script: what the script read for it
+_READ_AHEAD: ContextVar[_ReadAhead | None] = ContextVar("arq_read_ahead", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +259,8 @@ class WakeableWorker(Worker):
         # it off only as the job ends)
         self.leaves_queue = scripts and leave_queue
         self._start: Any = None  # START, registered on the worker's pool at first use
+        # what the start script read for the entries it started, until their run_job reads it
+        self._read: dict[str, _ReadAhead] = {}
         self._wake = asyncio.Event()
         # the entries the wake-ups named since the last start, or None to read the queue
         self._named: list[bytes] | None = []
@@ -319,6 +377,9 @@ class WakeableWorker(Worker):
             await self.sem.acquire()  # free while job_counter < max_jobs: it never waits
         self.job_counter += free
         mark_ms = int(self.in_progress_timeout_s * 1000)
+        # with arq's aborts, run_job's first read also takes the entry off the abort set
+        # (an abort may come between start and run): then run_job reads the call itself
+        read_ahead = not self.allow_abort_jobs
         try:
             out = await self._start(
                 keys=[self.queue_name],
@@ -328,20 +389,48 @@ class WakeableWorker(Worker):
                     mark_ms,
                     free,
                     int(self.leaves_queue),
+                    job_key_prefix if read_ahead else "",
+                    retry_key_prefix,
                     *job_ids,
                 ],
             )
         except BaseException:
             self._unstarted(free)
             raise
-        self._unstarted(free - len(out) // 2)  # the rest were started elsewhere, or not due
-        for i in range(0, len(out), 2):
+        self._unstarted(free - len(out) // 4)  # the rest were started elsewhere, or not due
+        for i in range(0, len(out), 4):
             job_id = out[i].decode()
+            if read_ahead:
+                self._read[job_id] = _ReadAhead(out[i + 2], int(out[i + 3]))
             task = self.loop.create_task(self.run_job(job_id, int(float(out[i + 1]))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            task.add_done_callback(functools.partial(self._ran, job_id))
             self.tasks[job_id] = task
             self.starting(job_id, task)
         return None
+
+    def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
+        """A job's task ended: its slot is free, and what was read for it goes (its
+        run_job may never have begun, cancelled at once)."""
+        self._read.pop(job_id, None)
+        self._release_sem_dec_counter_on_complete()
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's ``run_job``, given what the start script read for the entry, if it did,
+        in place of its first transaction (``pool``)."""
+        read = self._read.pop(job_id, None)
+        if read is not None:
+            _READ_AHEAD.set(read)  # in this task's context only
+        await super().run_job(job_id, score)
+
+    @property
+    def pool(self) -> ArqRedis:
+        """The worker's Redis, except for the first use by a ``run_job`` whose entry the
+        start script read: that use is its transaction reading the call."""
+        read = _READ_AHEAD.get()
+        if read is not None and read.unread:
+            read.unread = False
+            return cast(ArqRedis, read)
+        return cast(ArqRedis, self._pool)
 
     async def finish_job(
         self,

@@ -170,8 +170,9 @@ class GqlMediaWorker(WakeableWorker):
         self._lapse = max(5.0, 10 * settings.worker_poll_delay)
 
     def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
-        """A job run's entry started: its row is claimed now, while arq reads the call
-        (one round trip to Redis) rather than after it; ``run_job_task`` takes the claim."""
+        """A job run's entry started: its row is claimed now, as arq's ``run_job`` begins
+        (and, unless the start script read the call, reads it), rather than after it;
+        ``run_job_task`` takes the claim."""
         run = keys.arq_job_run(job_id)
         if run is None:  # a webhook delivery
             return
