@@ -133,6 +133,7 @@ end
 # count's expiry) and returns, flat: the entry, its score, the call (false when gone) and
 # the try (0 when not read).
 START = """
+local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
 local out, limit = {}, tonumber(ARGV[4])
 for i = 8, #ARGV do
   if #out >= 4 * limit then break end
@@ -145,7 +146,7 @@ for i = 8, #ARGV do
     if ARGV[6] ~= '' then
       call = redis.call('GET', ARGV[6] .. ARGV[i])
       try = redis.call('INCR', ARGV[7] .. ARGV[i])
-      redis.call('EXPIRE', ARGV[7] .. ARGV[i], RUN_JOB_TRIES_LIFE)
+      redis.call('EXPIRE', ARGV[7] .. ARGV[i], TRIES_LIFE)
     end
     out[#out + 1] = ARGV[i]
     out[#out + 1] = score
@@ -154,7 +155,7 @@ for i = 8, #ARGV do
   end
 end
 return out
-""".replace("RUN_JOB_TRIES_LIFE", "88400")  # arq's run_job: the try count's expiry, in s
+"""
 
 
 class _ReadAhead:
