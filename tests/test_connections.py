@@ -310,3 +310,56 @@ async def test_a_socket_that_does_not_read_is_closed_past_its_send_buffer(
                     await ws.connection.recv()
         assert closed.value.rcvd is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4413, "SEND_BUFFER_FULL")
+
+
+class _HeldKeyCheck:
+    """An authenticator whose check of open sockets' keys waits until released, with every
+    key it is asked about live."""
+
+    required = True
+
+    def __init__(self) -> None:
+        self.asked: asyncio.Queue[set[str]] = asyncio.Queue()
+        self.answer = asyncio.Event()
+
+    async def live_digests(self, digests: Any) -> set[str]:
+        await self.asked.put(set(digests))
+        await self.answer.wait()
+        return set(digests)
+
+
+async def test_a_socket_opened_while_keys_are_checked_is_not_closed_as_revoked(
+    settings_factory: Any,
+) -> None:
+    """A key's socket that opens while the api checks the keys of the open ones (a query
+    that did not ask about its key) stays open: only keys asked about and found gone close
+    their sockets."""
+    from starlette.websockets import WebSocket
+
+    from gql_media.api.sockets import OpenSockets
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        return None
+
+    def websocket() -> WebSocket:
+        return WebSocket({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
+
+    sockets = OpenSockets(settings_factory(auth="required", api_key_cache_seconds=0))
+    closed: list[tuple[str, int, str]] = []
+    alice, bob = websocket(), websocket()
+    sockets.admit(alice, "alice", "digest-a")
+    check = _HeldKeyCheck()
+    async with sockets.rechecking(check):  # type: ignore[arg-type]
+        assert await check.asked.get() == {"digest-a"}
+        sockets.admit(bob, "bob", "digest-b")  # opens while that check is out
+        for name, entry in (
+            ("alice", sockets._sockets[id(alice)]),
+            ("bob", sockets._sockets[id(bob)]),
+        ):
+            entry.close = lambda code, reason, name=name: closed.append((name, code, reason))
+        check.answer.set()
+        assert await check.asked.get() == {"digest-a", "digest-b"}  # the next check ran
+    assert closed == []

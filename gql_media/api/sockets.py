@@ -214,10 +214,12 @@ class OpenSockets:
             except Exception:  # the database is down: keep what is open, try again
                 log.warning("could not check the keys of open WebSockets", exc_info=True)
                 continue
-            revoked = [e for e in self._sockets.values() if e.digest and e.digest not in live]
+            # only the keys asked about: one opened meanwhile was checked as it opened
+            gone = digests - live
+            revoked = [e for e in self._sockets.values() if e.digest in gone]
             for entry in revoked:
                 entry.close(REVOKED_CLOSE, ErrorCode.UNAUTHENTICATED.value)
-            for stream in [s for s in self._open_streams if s.digest and s.digest not in live]:
+            for stream in [s for s in self._open_streams if s.digest in gone]:
                 stream.close()
 
 
