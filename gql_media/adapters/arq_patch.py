@@ -86,39 +86,43 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters.redis import dump_call, load_call
+from gql_media.adapters.scheduling.lua import lua_string
 
 log = logging.getLogger(__name__)
 
 # A Lua function for the scheduler's scripts (``adapters.scheduling.lua``): ``out`` holds
 # what they dispatched, triples of job id, version and a flag set here (the entry is on
 # arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
-# duplicate enqueue is harmless); ``spec`` is ``HandOver.spec``'s JSON. The stored call is
-# the JSON of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for
-# ``run_job(job_id)``, the entry's id ``keys.arq_job_id``'s (``mark`` in the spec), its
-# score and enqueue time now (ARGV[2], in ms).
+# duplicate enqueue is harmless). Its arguments (``HandOver.args``) are ARGV[5] how many of
+# the first entries put on the queue are left out of the wake-up, ARGV[6] how many entries
+# ended follow (their keys go as finish_job drops them), then those entries, then the
+# changes to publish, up to the script's own arguments (ARGV[A]). The names it writes
+# under are constants (``HandOver.lua``). The stored call is the JSON of arq's
+# ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``, the
+# entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2], in ms).
 HAND_OVER = """
-local function hand_over(out, spec)
-  if spec == '' then return out end
-  local h = cjson.decode(spec)
-  for _, id in ipairs(h.done) do
-    redis.call('DEL', h.progress .. id, h.tries .. id, h.call .. id)
-    redis.call('ZREM', h.abort, id)
-    redis.call('ZREM', h.queue, id)
+local function hand_over(out)
+  local keep, ended = tonumber(ARGV[5]), 6 + tonumber(ARGV[6])
+  for i = 7, ended do
+    local id = ARGV[i]
+    redis.call('DEL', PROGRESS .. id, TRIES .. id, CALL .. id)
+    redis.call('ZREM', ABORT, id)
+    redis.call('ZREM', QUEUE, id)
   end
   local woken, kept = {}, 0
   for i = 1, #out, 3 do
-    local id = out[i] .. h.mark .. out[i + 1]
-    local call = h.call .. id
-    if redis.call('EXISTS', call, h.result .. id) == 0 then
-      redis.call('PSETEX', call, h.expires, '{"t":null,"f":' .. cjson.encode(h.fn) ..
+    local id = out[i] .. MARK .. out[i + 1]
+    local call = CALL .. id
+    if redis.call('EXISTS', call, RESULT .. id) == 0 then
+      redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
         ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
-      redis.call('ZADD', h.queue, ARGV[2], id)
+      redis.call('ZADD', QUEUE, ARGV[2], id)
     end
     out[i + 2] = 1
-    if kept < h.keep then kept = kept + 1 else woken[#woken + 1] = id end
+    if kept < keep then kept = kept + 1 else woken[#woken + 1] = id end
   end
-  for _, event in ipairs(h.events) do redis.call('PUBLISH', h.channel, event) end
-  if #woken > 0 then redis.call('PUBLISH', h.wake, table.concat(woken, ' ')) end
+  for i = ended + 1, A - 1 do redis.call('PUBLISH', CHANNEL, ARGV[i]) end
+  if #woken > 0 then redis.call('PUBLISH', WAKE, table.concat(woken, ' ')) end
   return out
 end
 """
@@ -203,7 +207,6 @@ class HandOver:
     wake: str
     channel: str
     expires_ms: int
-    lua: str = HAND_OVER
 
     @classmethod
     def of(cls, redis: ArqRedis, namespace: str) -> HandOver:
@@ -214,29 +217,33 @@ class HandOver:
             redis.expires_extra_ms,
         )
 
-    def spec(self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()) -> str:
-        """The script's argument: the first ``keep`` entries put on the queue are left out
+    @property
+    def lua(self) -> str:
+        """``HAND_OVER`` with the names it writes under, as constants of the script."""
+        names = {
+            "QUEUE": self.queue,
+            "CALL": job_key_prefix,
+            "RESULT": result_key_prefix,
+            "PROGRESS": in_progress_key_prefix,
+            "TRIES": retry_key_prefix,
+            "ABORT": abort_jobs_ss,
+            "FN": orjson.dumps(keys.RUN_JOB_TASK).decode(),  # as JSON, in the stored call
+            "MARK": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
+            "EXPIRES": str(self.expires_ms),
+            "WAKE": self.wake,
+            "CHANNEL": self.channel,
+        }
+        constants = "".join(f"local {k} = {lua_string(v)}\n" for k, v in names.items())
+        return constants + HAND_OVER
+
+    def args(
+        self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()
+    ) -> list[str | int | bytes]:
+        """The script's arguments: the first ``keep`` entries put on the queue are left out
         of the wake-up (the caller starts them); ``events`` are published before it; the
         entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
         them (``WakeableWorker.finish_job``)."""
-        return orjson.dumps(
-            {
-                "queue": self.queue,
-                "call": job_key_prefix,
-                "result": result_key_prefix,
-                "progress": in_progress_key_prefix,
-                "tries": retry_key_prefix,
-                "abort": abort_jobs_ss,
-                "done": list(done),
-                "fn": keys.RUN_JOB_TASK,
-                "mark": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
-                "expires": self.expires_ms,
-                "wake": self.wake,
-                "channel": self.channel,
-                "keep": keep,
-                "events": [event.decode() for event in events],
-            }
-        ).decode()
+        return [keep, len(done), *done, *events]
 
 
 class WakeableWorker(Worker):

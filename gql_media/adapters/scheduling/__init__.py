@@ -64,13 +64,16 @@ class Dispatched:
 
 class HandOver(Protocol):
     """What the scripts do with the jobs they dispatch, in the same round trip
-    (``adapters.arq_patch.HandOver``): ``lua`` defines ``hand_over(out, spec)``."""
+    (``adapters.arq_patch.HandOver``): ``lua`` defines ``hand_over(out)``, which reads its
+    arguments (``args``) from ARGV[5] on."""
 
     @property
     def lua(self) -> str: ...
 
-    def spec(self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()) -> str:
-        """The hand-over's argument: the first ``keep`` jobs queued are the caller's to
+    def args(
+        self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()
+    ) -> list[str | int | bytes]:
+        """The hand-over's arguments: the first ``keep`` jobs queued are the caller's to
         start, ``events`` are published, the queue's entries ``done`` are ended."""
         ...
 
@@ -139,8 +142,9 @@ class Scheduler:
         done: Sequence[str] = (),
     ) -> list[Dispatched]:
         now = _ms(self._clock())
-        spec = "" if self._hand_over is None else self._hand_over.spec(keep, events, done)
-        out = await script(args=[self._prefix, now, self._group_cap, spec, *args])  # type: ignore[operator]
+        handing = () if self._hand_over is None else self._hand_over.args(keep, events, done)
+        head = [self._prefix, now, self._group_cap, len(handing), *handing]
+        out = await script(args=[*head, *args])  # type: ignore[operator]
         return [
             Dispatched(_text(out[i]), int(out[i + 1]), bool(int(out[i + 2])))
             for i in range(0, len(out or ()), 3)
@@ -176,7 +180,7 @@ class Scheduler:
         """Runs (job id, version) that ended, or were lost with their worker: their slots
         and caps free, unless the job is in flight at another version by then. With a
         hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them;
-        the queue's entries ``done`` are ended and ``events`` published (``HandOver.spec``)."""
+        the queue's entries ``done`` are ended and ``events`` published (``HandOver.args``)."""
         runs_ = [x for run in runs for x in run]
         return await self._run(self._release, runs_, keep=keep, done=done, events=events)
 
@@ -211,7 +215,7 @@ class Scheduler:
         trip; each job costs a pass over the owners with jobs waiting at its priority and
         the groups of its owner."""
         now = _ms(self._clock())
-        out = await self._positions(args=[self._prefix, now, self._group_cap, "", *job_ids])
+        out = await self._positions(args=[self._prefix, now, self._group_cap, 0, *job_ids])
         starts, span_ms = int(out[0]), int(out[1])
         rate = starts * 1000 / span_ms if span_ms > 0 else 0.0
         return Estimates([None if n < 0 else int(n) for n in out[2:]], rate)

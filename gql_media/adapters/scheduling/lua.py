@@ -23,11 +23,17 @@ Keys, under the scheduler's prefix ``<namespace>:sched:``:
   id -> its slots. The sum over live workers is how many jobs may be in flight.
 
 ARGV[1] is the prefix, ARGV[2] the time now in ms, ARGV[3] the cap per group (0: none),
-ARGV[4] the hand-over's argument ('' for none; taken out of ARGV before the script's own
-arguments, which follow, are read). A script that dispatches returns what it dispatched
-through ``hand_over``: triples of job id, version and 0, or what the hand-over function
-in ``HAND_OVER_SLOT`` made of them (``adapters.arq_patch.HAND_OVER``: 1 for a job it put on
-arq's queue).
+ARGV[4] how many of the arguments that follow are the hand-over's (0 for none); the script's
+own arguments follow those, from ARGV[A]. A script that dispatches returns what it
+dispatched through ``hand_over``: triples of job id, version and 0, or what the hand-over
+function in ``HAND_OVER_SLOT`` made of them (``adapters.arq_patch.HandOver``: 1 for a job it
+put on arq's queue).
+
+Each call runs a few commands per job it moves, whatever the number of jobs, owners and
+groups: a ring's head is read with the next member and both scores (``ZRANGE 0 1
+WITHSCORES``), which tells whether the ring empties as its head leaves, and a member already
+in its ring is not joined again. Values are kept as written (a job's JSON goes from
+``where`` to ``flight`` as it is).
 """
 
 from __future__ import annotations
@@ -35,17 +41,25 @@ from __future__ import annotations
 PRIORITY_MIN = -10
 PRIORITY_MAX = 10
 
+
+def lua_string(value: str) -> str:
+    """``value`` as a Lua string literal: every byte but letters, digits and ``_:-.`` as a
+    decimal escape, whatever it holds."""
+    safe = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:-."
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in value.encode()) + '"'
+
+
 # Where a script's hand-over function goes; without one, what is dispatched is returned.
 HAND_OVER_SLOT = "--[[hand_over]]"
 NO_HAND_OVER = """
-local function hand_over(out, spec) return out end
+local function hand_over(out) return out end
 """
 
 _PRELUDE = """
-local HAND = table.remove(ARGV, 4)
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local GROUP_CAP = tonumber(ARGV[3])
+local A = 5 + tonumber(ARGV[4])  -- the script's own arguments start here
 local WHERE, LATER, FLIGHT = P .. 'where', P .. 'later', P .. 'flight'
 local PRIOS, TURN, TOTAL = P .. 'prios', P .. 'turn', P .. 'total'
 local RUN_O, RUN_G, CAP_O = P .. 'run:o', P .. 'run:g', P .. 'cap:o'
@@ -64,8 +78,11 @@ local function PG(p, o) return P .. 'park:g:' .. p .. ':' .. o end
 local function turn() return redis.call('INCR', TURN) end
 local function num(v) return tonumber(v or 0) or 0 end
 
+-- one less of f in h (dropped at 0); returns how many are left
 local function decr(h, f)
-  if redis.call('HINCRBY', h, f, -1) <= 0 then redis.call('HDEL', h, f) end
+  local n = redis.call('HINCRBY', h, f, -1)
+  if n <= 0 then redis.call('HDEL', h, f) end
+  return n
 end
 
 local function owner_capped(o)
@@ -77,37 +94,49 @@ local function group_capped(o, g)
   return GROUP_CAP > 0 and num(redis.call('HGET', RUN_G, OG(o, g))) >= GROUP_CAP
 end
 
--- a member at a cap leaves its ring, keeping its turn for when it may start again
-local function park(ring, parked, m)
-  redis.call('HSET', parked, m, redis.call('ZSCORE', ring, m))
+-- a member at a cap leaves its ring (where its turn was ``score``), keeping its turn for
+-- when it may start again
+local function park(ring, parked, m, score)
+  redis.call('HSET', parked, m, score)
   redis.call('ZREM', ring, m)
 end
 
--- a member joining a ring takes the turn it kept when it was parked, or else the next
--- turn: the turn of the member served last, ahead of every member that waited meanwhile
-local function unpark(ring, parked, m)
+-- a member not in its ring joins it: it takes the turn it kept when it was parked, or else
+-- the next turn: the turn of the member served last, ahead of every member that waited
+-- meanwhile
+local function join(ring, parked, m)
   local kept = redis.call('HGET', parked, m)
   if kept then redis.call('HDEL', parked, m) end
-  redis.call('ZADD', ring, 'NX', kept or redis.call('HGET', HEAD, ring) or turn(), m)
+  redis.call('ZADD', ring, kept or redis.call('HGET', HEAD, ring) or turn(), m)
 end
 
--- a member served: to the back of its ring, or out of it when it has nothing left
-local function serve(ring, m, stays)
-  redis.call('HSET', HEAD, ring, redis.call('ZSCORE', ring, m))
+-- a member joins its ring unless it is in it already (a member is in its ring, parked, or
+-- neither); true when it joined
+local function unpark(ring, parked, m)
+  if redis.call('ZSCORE', ring, m) then return false end
+  join(ring, parked, m)
+  return true
+end
+
+-- a member served (its turn was ``score``): to the back of its ring while it ``stays``, or
+-- out of it; ``alone``: it was the ring's only member
+local function serve(ring, m, score, stays, alone)
   if stays then
-    redis.call('ZADD', ring, 'XX', turn(), m)
+    redis.call('HSET', HEAD, ring, score)
+    redis.call('ZADD', ring, turn(), m)
   else
     redis.call('ZREM', ring, m)
-    if redis.call('ZCARD', ring) == 0 then redis.call('HDEL', HEAD, ring) end
+    if alone then redis.call('HDEL', HEAD, ring) else redis.call('HSET', HEAD, ring, score) end
   end
 end
 
--- a group with due jobs at p, and its owner, join their rings unless capped
+-- a group with due jobs at p, and its owner, join their rings unless capped (an owner in
+-- the ring of owners at p has p among the priorities already)
 local function rejoin(p, o, g)
   if not group_capped(o, g) then
     unpark(GR(p, o), PG(p, o), g)
-    if not owner_capped(o) then
-      unpark(OR(p), PO(p), o)
+    if not redis.call('ZSCORE', OR(p), o) and not owner_capped(o) then
+      join(OR(p), PO(p), o)
       redis.call('ZADD', PRIOS, p, p)
     end
   end
@@ -133,39 +162,49 @@ local function leave(j, p, o, g)
   if redis.call('ZCARD', OR(p)) == 0 then redis.call('ZREM', PRIOS, p) end
 end
 
--- the next job in order that may start, taken off its queue; false when none may
+-- the next job in order that may start, taken off its queue; false when none may. Each
+-- ring is read as its head and the member after it, with their turns: {m1, s1, m2, s2}.
 local function pick()
   while true do
     local top = redis.call('ZREVRANGE', PRIOS, 0, 0)
     if #top == 0 then return false end
     local p = top[1]
-    local owners = redis.call('ZRANGE', OR(p), 0, 0)
+    local ring_o = OR(p)
+    local owners = redis.call('ZRANGE', ring_o, 0, 1, 'WITHSCORES')
     if #owners == 0 then
       redis.call('ZREM', PRIOS, p)
     else
       local o = owners[1]
-      local groups = redis.call('ZRANGE', GR(p, o), 0, 0)
+      local ring_g = GR(p, o)
       if owner_capped(o) then
-        park(OR(p), PO(p), o)
-      elseif #groups == 0 then
-        redis.call('ZREM', OR(p), o)
+        park(ring_o, PO(p), o, owners[2])
       else
-        local g = groups[1]
-        local head = redis.call('ZRANGE', Q(p, o, g), 0, 0)
-        if group_capped(o, g) then
-          park(GR(p, o), PG(p, o), g)
-        elseif #head == 0 then
-          redis.call('ZREM', GR(p, o), g)
+        local groups = redis.call('ZRANGE', ring_g, 0, 1, 'WITHSCORES')
+        if #groups == 0 then
+          redis.call('ZREM', ring_o, o)
         else
-          local j = head[1]
-          redis.call('ZREM', Q(p, o, g), j)
-          decr(NO(p), o)
-          decr(NG(p, o), g)
-          decr(TOTAL, p)
-          serve(GR(p, o), g, redis.call('ZCARD', Q(p, o, g)) > 0)
-          serve(OR(p), o, redis.call('ZCARD', GR(p, o)) > 0)
-          if redis.call('ZCARD', OR(p)) == 0 then redis.call('ZREM', PRIOS, p) end
-          return j
+          local g = groups[1]
+          local q = Q(p, o, g)
+          if group_capped(o, g) then
+            park(ring_g, PG(p, o), g, groups[2])
+          else
+            local head = redis.call('ZRANGE', q, 0, 1)
+            if #head == 0 then
+              redis.call('ZREM', ring_g, g)
+            else
+              local j = head[1]
+              redis.call('ZREM', q, j)
+              decr(NO(p), o)
+              decr(NG(p, o), g)
+              decr(TOTAL, p)
+              local g_stays = #head > 1
+              local o_stays = g_stays or #groups > 2
+              serve(ring_g, g, groups[2], g_stays, #groups == 2)
+              serve(ring_o, o, owners[2], o_stays, #owners == 2)
+              if not o_stays and #owners == 2 then redis.call('ZREM', PRIOS, p) end
+              return j
+            end
+          end
         end
       end
     end
@@ -180,31 +219,35 @@ end
 
 local function unpark_owner(o)
   for p = {pmin}, {pmax} do
-    if redis.call('ZCARD', GR(p, o)) > 0 then
-      unpark(OR(p), PO(p), o)
+    if redis.call('ZCARD', GR(p, o)) > 0 and unpark(OR(p), PO(p), o) then
       redis.call('ZADD', PRIOS, p, p)
     end
   end
 end
 
-local function occupy(j, p, v, o, g)
-  redis.call('HSET', FLIGHT, j, cjson.encode({p, v, o, g}))
+-- a job handed to the workers: ``raw`` is its JSON, [priority, version, owner, group]
+local function occupy(j, raw, o, g)
+  redis.call('HSET', FLIGHT, j, raw)
   redis.call('HINCRBY', RUN_O, o, 1)
   redis.call('HINCRBY', RUN_G, OG(o, g), 1)
 end
 
--- a job in flight is done (or lost): its slot and its caps free up
-local function release(j)
-  local raw = redis.call('HGET', FLIGHT, j)
+-- a job in flight is done (or lost): its slot and its caps free up, and a group or owner
+-- that a cap held back (at it before, under it now) joins its rings again. ``raw``: its
+-- entry in flight, when read already.
+local function release(j, raw)
+  raw = raw or redis.call('HGET', FLIGHT, j)
   if not raw then return false end
   local w = cjson.decode(raw)
   local o, g = w[3], w[4]
-  local was_o, was_g = owner_capped(o), group_capped(o, g)
+  local cap = num(redis.call('HGET', CAP_O, o))
   redis.call('HDEL', FLIGHT, j)
-  decr(RUN_O, o)
-  decr(RUN_G, OG(o, g))
-  if was_g and not group_capped(o, g) then unpark_group(o, g) end
-  if was_o and not owner_capped(o) then unpark_owner(o) end
+  local ran_o = decr(RUN_O, o)
+  local ran_g = decr(RUN_G, OG(o, g))
+  if GROUP_CAP > 0 and ran_g + 1 >= GROUP_CAP and ran_g < GROUP_CAP then
+    unpark_group(o, g)
+  end
+  if cap > 0 and ran_o + 1 >= cap and ran_o < cap then unpark_owner(o) end
   return w
 end
 
@@ -223,7 +266,7 @@ local function add(j, p, v, o, g, due_ms, cap)
   if old and cjson.decode(old)[2] >= v then return end
   local waiting = redis.call('HGET', WHERE, j)
   if waiting and cjson.decode(waiting)[2] >= v then return end
-  if old then release(j) end
+  if old then release(j, old) end
   if waiting then remove_waiting(j) end
   if cap == '0' then redis.call('HDEL', CAP_O, o)
   elseif cap ~= '' then redis.call('HSET', CAP_O, o, cap) end
@@ -257,104 +300,108 @@ local function dispatch()
   while free > 0 do
     local j = pick()
     if not j then break end
-    local w = cjson.decode(redis.call('HGET', WHERE, j))
+    local raw = redis.call('HGET', WHERE, j)
+    local w = cjson.decode(raw)
     redis.call('HDEL', WHERE, j)
-    occupy(j, w[1], w[2], w[3], w[4])
+    occupy(j, raw, w[3], w[4])
     out[#out + 1] = j
     out[#out + 1] = w[2]
     out[#out + 1] = 0
     free = free - 1
   end
   if #out > 0 then
-    -- starts per 10 s, kept a minute: the recent rate of starts
+    -- starts per 10 s, each count kept 70 s from its first start (read for a minute after
+    -- its 10 s): the recent rate of starts
     local bucket = STARTS .. ':' .. math.floor(NOW / 10000)
-    redis.call('INCRBY', bucket, #out / 3)
-    redis.call('PEXPIRE', bucket, 70000)
+    if redis.call('INCRBY', bucket, #out / 3) == #out / 3 then
+      redis.call('PEXPIRE', bucket, 70000)
+    end
   end
   return out
 end
 """.replace("{pmin}", str(PRIORITY_MIN)).replace("{pmax}", str(PRIORITY_MAX))
 
-# ARGV[4..]: groups of seven: job id, priority, version, owner, group, due (ms), owner cap
+# ARGV[A..]: groups of seven: job id, priority, version, owner, group, due (ms), owner cap
 # ('0': none, '': leave as it is). Adds each job that is not waiting or in flight at this
 # version or a newer one (a newer version replaces an older one), then dispatches.
 ADD = (
     _PRELUDE
     + """
-for i = 4, #ARGV, 7 do
+for i = A, #ARGV, 7 do
   add(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
       tonumber(ARGV[i + 5]), ARGV[i + 6])
 end
-return hand_over(dispatch(), HAND)
+return hand_over(dispatch())
 """
 )
 
-# ARGV[4..]: pairs of job id and version whose run ended (or was lost): released from
+# ARGV[A..]: pairs of job id and version whose run ended (or was lost): released from
 # flight unless the job is in flight at another version; then dispatch.
 RELEASE = (
     _PRELUDE
     + """
-for i = 4, #ARGV, 2 do
+for i = A, #ARGV, 2 do
   local raw = redis.call('HGET', FLIGHT, ARGV[i])
-  if raw and cjson.decode(raw)[2] == tonumber(ARGV[i + 1]) then release(ARGV[i]) end
+  if raw and cjson.decode(raw)[2] == tonumber(ARGV[i + 1]) then release(ARGV[i], raw) end
 end
-return hand_over(dispatch(), HAND)
+return hand_over(dispatch())
 """
 )
 
-# ARGV[4..]: job ids to take back, waiting or in flight; then dispatch.
+# ARGV[A..]: job ids to take back, waiting or in flight; then dispatch.
 REMOVE = (
     _PRELUDE
     + """
-for i = 4, #ARGV do
+for i = A, #ARGV do
   if not remove_waiting(ARGV[i]) then release(ARGV[i]) end
 end
-return hand_over(dispatch(), HAND)
+return hand_over(dispatch())
 """
 )
 
-# ARGV[4]: worker id, ARGV[5]: its slots (0: leave), ARGV[6]: when it lapses (ms); then
-# dispatch.
+# ARGV[A]: worker id, ARGV[A + 1]: its slots (0: leave), ARGV[A + 2]: when it lapses (ms);
+# then dispatch.
 REGISTER = (
     _PRELUDE
     + """
-if tonumber(ARGV[5]) > 0 then
-  redis.call('ZADD', ALIVE, tonumber(ARGV[6]), ARGV[4])
-  redis.call('HSET', SLOTS, ARGV[4], ARGV[5])
+if tonumber(ARGV[A + 1]) > 0 then
+  redis.call('ZADD', ALIVE, tonumber(ARGV[A + 2]), ARGV[A])
+  redis.call('HSET', SLOTS, ARGV[A], ARGV[A + 1])
 else
-  redis.call('ZREM', ALIVE, ARGV[4])
-  redis.call('HDEL', SLOTS, ARGV[4])
+  redis.call('ZREM', ALIVE, ARGV[A])
+  redis.call('HDEL', SLOTS, ARGV[A])
 end
-return hand_over(dispatch(), HAND)
+return hand_over(dispatch())
 """
 )
 
-# ARGV[4..]: groups of five: job id, priority, version, owner, group of jobs found running
+# ARGV[A..]: groups of five: job id, priority, version, owner, group of jobs found running
 # (when the scheduler's state is rebuilt): in flight, holding their slots and caps.
 OCCUPY = (
     _PRELUDE
     + """
-for i = 4, #ARGV, 5 do
+for i = A, #ARGV, 5 do
   if redis.call('HEXISTS', FLIGHT, ARGV[i]) == 0 then
-    occupy(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4])
+    local p, v, o, g = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+    occupy(ARGV[i], cjson.encode({p, v, o, g}), o, g)
   end
 end
 return 0
 """
 )
 
-# ARGV[4]: owner, ARGV[5]: its cap ('0' for none); then dispatch.
+# ARGV[A]: owner, ARGV[A + 1]: its cap ('0' for none); then dispatch.
 SET_CAP = (
     _PRELUDE
     + """
-if ARGV[5] == '0' then redis.call('HDEL', CAP_O, ARGV[4])
-else redis.call('HSET', CAP_O, ARGV[4], ARGV[5]) end
-unpark_owner(ARGV[4])
-return hand_over(dispatch(), HAND)
+if ARGV[A + 1] == '0' then redis.call('HDEL', CAP_O, ARGV[A])
+else redis.call('HSET', CAP_O, ARGV[A], ARGV[A + 1]) end
+unpark_owner(ARGV[A])
+return hand_over(dispatch())
 """
 )
 
-# ARGV[4..]: job ids. Returns the starts of the last minute or so and the milliseconds
+# ARGV[A..]: job ids. Returns the starts of the last minute or so and the milliseconds
 # they span, then for each job how many jobs start before it in the current order if no
 # job arrives and no cap holds anyone back: 0 for a job handed to the workers, -1 for one
 # not due yet or not here. A job that is the (k+1)-th of its group starts after k of its
@@ -403,7 +450,7 @@ local bucket = math.floor(NOW / 10000)
 local recent = 0
 for b = bucket - 5, bucket do recent = recent + num(redis.call('GET', STARTS .. ':' .. b)) end
 local out = {recent, NOW - (bucket - 5) * 10000}
-for i = 4, #ARGV do
+for i = A, #ARGV do
   local j = ARGV[i]
   local position = -1
   if redis.call('HEXISTS', FLIGHT, j) == 1 then
