@@ -306,6 +306,68 @@ async def test_with_wake_ups_off_a_wake_up_does_nothing() -> None:
     await redis_adapter.close(redis)
 
 
+async def test_an_entry_handed_a_slot_that_a_read_under_way_fills_starts_as_the_next_frees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job ends while a read of the queue is out and hands its slot to an entry the read
+    did not find; the read's start then fills every slot. The entry starts by name as the
+    next slot frees, not at the next poll (ten minutes away here)."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    ran: list[str] = []
+    first_ran, first_may_end, handed_ran = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    may_end = {name: asyncio.Event() for name in ("a", "b")}
+    both_run = asyncio.Event()
+    worker: WakeableWorker | None = None
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        assert worker is not None
+        if name == "first":
+            first_ran.set()
+            await first_may_end.wait()
+            await redis.enqueue_job("task", "handed", _queue_name=queue, _job_id=f"{queue}-h")
+            worker.start_when_free([f"{queue}-h".encode()])
+        elif name == "handed":
+            handed_ran.set()
+        else:
+            if {"a", "b"} <= set(ran):
+                both_run.set()
+            await may_end[name].wait()
+
+    reads = _ReadCounter(monkeypatch)
+    worker = await _worker(redis, queue, task, max_jobs=2)
+    async with _polling(worker, redis, reads):
+        try:
+            await redis.enqueue_job("task", "first", _queue_name=queue, _job_id=f"{queue}-f")
+            worker.wake([f"{queue}-f".encode()])
+            await asyncio.wait_for(first_ran.wait(), 10)
+            first_task = worker.tasks[f"{queue}-f"]
+            for name in ("a", "b"):
+                await redis.enqueue_job("task", name, _queue_name=queue, _job_id=f"{queue}-{name}")
+
+            async def read_as_the_slot_frees(self: Worker) -> None:
+                # arq's read found a and b; the first job ends before they start
+                first_may_end.set()
+                await asyncio.gather(first_task, return_exceptions=True)
+                await self.start_jobs([f"{queue}-a".encode(), f"{queue}-b".encode()])
+
+            monkeypatch.setattr(Worker, "_poll_iteration", read_as_the_slot_frees)
+            worker.wake()  # a read of the queue, with one slot free
+            await asyncio.wait_for(both_run.wait(), 10)
+            assert (
+                sorted(ran) == ["a", "b", "first"] and worker.job_counter == 2
+            )  # a and b took both slots
+            may_end["a"].set()
+            await asyncio.wait_for(handed_ran.wait(), 10)
+            assert ran[-1] == "handed"
+        finally:
+            first_may_end.set()
+            for event in may_end.values():
+                event.set()
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
 async def _nothing(ctx: dict[str, Any]) -> None:
     return None
 

@@ -336,6 +336,10 @@ class WakeableWorker(Worker):
             elif self.allow_pick_jobs and self.job_counter < self.max_jobs:
                 # arq's start of these entries, without its read of the queue
                 await self.start_jobs(named)
+            elif self.allow_pick_jobs:
+                # every slot is busy (a slot handed to them went to a start under way): they
+                # start by name as the next slot frees
+                self._after_release.extend(named)
             self._redis_down_since = None
         except (RedisError, OSError) as exc:
             if self._redis_down_since is None:
