@@ -4,20 +4,24 @@ the database."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text, update
 
 from gql_media import keys
+from gql_media.adapters.scheduling import Dispatched, Waiting
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, Scheduling, decode_id
 from gql_media.runtime import Runtime
 from gql_media.services import lease, reconciler, runner
 from gql_media.services.control import cancel_job
 from gql_media.services.deps import Deps
-from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.services.jobs import NewImageJob, create_image_job, create_image_jobs, get_job
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -48,6 +52,36 @@ async def test_jobs_reach_arq_only_for_free_slots(runtime: Runtime) -> None:
     # the first run ends: the third job takes its slot
     await deps.queue.finished(jobs[0].id, jobs[0].version)
     assert await _on_arq_queue(runtime, jobs[2])
+
+
+async def test_a_batch_waits_in_its_input_order(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generateImages' jobs reach the scheduler in input order (first come, first served
+    within a group), also when an earlier round trip to the scheduler is slower than a
+    later one."""
+    deps = runtime.deps
+    add = deps.queue.scheduler.add
+    arrived: list[str] = []
+    calls = 0
+    later = asyncio.Event()
+
+    async def second_call_slow(jobs: Sequence[Waiting], **kwargs: Any) -> list[Dispatched]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # its connection is slow: the third call gets there first
+            await asyncio.wait_for(later.wait(), 10)
+        elif calls == 3:
+            later.set()
+        arrived.extend(job.job_id for job in jobs)
+        return await add(jobs, **kwargs)
+
+    monkeypatch.setattr(deps.queue.scheduler, "add", second_call_slow)
+    inputs = [NewImageJob(prompt=f"p{i}", provider="mock") for i in range(10)]
+    made = await create_image_jobs(deps, inputs, SYSTEM)
+    assert arrived == [job.id for job in made]
+    positions = (await deps.queue.scheduler.estimates([job.id for job in made])).positions
+    assert positions == list(range(10))
 
 
 async def test_canceling_a_dispatched_job_frees_its_slot(runtime: Runtime) -> None:

@@ -82,10 +82,16 @@ class JobQueue:
         """Schedule ``job``, then publish ``event`` (the job's change, if any) and hand what
         the scheduler dispatched to the workers; jobs scheduled meanwhile share the round
         trips. False when Redis is unreachable (the reconciler will retry)."""
-        return await self._enqueue_batch((job, event))
+        return await self.enqueue_all([(job, event)])
 
-    async def _send_waiting(self, calls: list[tuple[Waiting, bytes]]) -> list[bool]:
-        jobs, events = [job for job, _ in calls], [event for _, event in calls if event]
+    async def enqueue_all(self, jobs: Sequence[tuple[Waiting, bytes]]) -> bool:
+        """``enqueue`` of several jobs with their changes, in one round trip and in this
+        order (a group's jobs start first come, first served)."""
+        return await self._enqueue_batch(tuple(jobs))
+
+    async def _send_waiting(self, calls: list[tuple[tuple[Waiting, bytes], ...]]) -> list[bool]:
+        pairs = [pair for call in calls for pair in call]
+        jobs, events = [job for job, _ in pairs], [event for _, event in pairs if event]
         try:
             if self.scheduler.hands_over:
                 await self.scheduler.add(jobs, events=events)

@@ -12,7 +12,7 @@ round trip of its own before it (``run_ending``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -61,6 +61,16 @@ async def announce_queued(
     its key says now (0: none), when the caller knows it."""
     return await deps.queue.enqueue(
         waiting(snapshot, defer, max_running=max_running), encode_event(snapshot)
+    )
+
+
+async def announce_all_queued(
+    deps: Deps, snapshots: Sequence[JobSnapshot], *, max_running: int | None = None
+) -> bool:
+    """``announce_queued`` of new jobs together: scheduled in this order, in one round
+    trip."""
+    return await deps.queue.enqueue_all(
+        [(waiting(s, max_running=max_running), encode_event(s)) for s in snapshots]
     )
 
 

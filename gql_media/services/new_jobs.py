@@ -4,7 +4,6 @@ make."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import uuid
@@ -23,7 +22,7 @@ from gql_media.domain import JobKind, JobSnapshot, JobStatus, Principal, Schedul
 from gql_media.errors import ErrorCode, InvalidInput, UserError
 from gql_media.services import limits
 from gql_media.services.deps import Deps
-from gql_media.services.events import announce_queued
+from gql_media.services.events import announce_all_queued, announce_queued
 from gql_media.services.inserts import RowInserter, refused_value
 from gql_media.services.snapshots import ColumnValues, job_snapshot
 from gql_media.settings import Settings
@@ -154,9 +153,8 @@ async def insert_jobs(
             raise _refused(exc, "inputs") from exc
         break
     jobs = {index: job_snapshot(ColumnValues(values)) for index, values in new.items()}
-    # together, in input order: they share the scheduler's round trips
-    cap = principal.max_running or 0
-    await asyncio.gather(*(announce_queued(deps, job, max_running=cap) for job in jobs.values()))
+    # together, in input order: first come, first served within a group
+    await announce_all_queued(deps, list(jobs.values()), max_running=principal.max_running or 0)
     return [jobs[index] if index in jobs else existing[index] for index in range(len(drafts))]
 
 
