@@ -306,6 +306,49 @@ async def test_with_wake_ups_off_a_wake_up_does_nothing() -> None:
     await redis_adapter.close(redis)
 
 
+async def test_entries_handed_before_their_slots_free_start_by_name_one_slot_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two ending jobs hand their slots on before the first slot frees: that slot starts
+    the first entry and the second starts as the next slot frees, by name, with no read of
+    the queue."""
+    redis = redis_adapter.connect(None, redis_adapter.new_fake_server())
+    queue = f"test-{uuid.uuid4().hex}"
+    ran: list[str] = []
+    y_handed, second_ran = asyncio.Event(), asyncio.Event()
+    worker: WakeableWorker | None = None
+
+    async def task(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        assert worker is not None
+        if name in ("x", "y"):
+            if name == "x":
+                await y_handed.wait()
+            await redis.enqueue_job(
+                "task", f"after {name}", _queue_name=queue, _job_id=f"{queue}-after-{name}"
+            )
+            worker.start_when_free([f"{queue}-after-{name}".encode()])
+            if name == "y":
+                y_handed.set()
+                await second_ran.wait()  # y's slot stays busy until both entries ran
+        elif name == "after x":
+            second_ran.set()
+
+    reads = _ReadCounter(monkeypatch)
+    worker = await _worker(redis, queue, task, max_jobs=2)
+    async with _polling(worker, redis, reads):
+        try:
+            for name in ("x", "y"):
+                await redis.enqueue_job("task", name, _queue_name=queue, _job_id=f"{queue}-{name}")
+            worker.wake([f"{queue}-x".encode(), f"{queue}-y".encode()])
+            await asyncio.wait_for(second_ran.wait(), 10)
+            assert ran[2:] == ["after y", "after x"]
+            assert reads.count == 1
+        finally:
+            second_ran.set()
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
 async def test_an_entry_handed_a_slot_that_a_read_under_way_fills_starts_as_the_next_frees(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

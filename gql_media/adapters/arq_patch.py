@@ -333,12 +333,15 @@ class WakeableWorker(Worker):
         try:
             if named is None:
                 await self._poll_iteration()
-            elif self.allow_pick_jobs and self.job_counter < self.max_jobs:
-                # arq's start of these entries, without its read of the queue
-                await self.start_jobs(named)
             elif self.allow_pick_jobs:
-                # every slot is busy (a slot handed to them went to a start under way): they
-                # start by name as the next slot frees
+                # arq's start of these entries, without its read of the queue, as many as
+                # slots are free; the rest (slots handed to them went to a start under
+                # way, or the jobs that handed them are still ending) start by name as the
+                # next slots free
+                while named and self.job_counter < self.max_jobs:
+                    free = self.max_jobs - self.job_counter
+                    await self.start_jobs(named[:free])
+                    named = named[free:]
                 self._after_release.extend(named)
             self._redis_down_since = None
         except (RedisError, OSError) as exc:
