@@ -24,7 +24,7 @@ from arq.worker import Worker, func
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.arq_patch import WakeableWorker
-from gql_media.adapters.queue import JobQueue, stored
+from gql_media.adapters.queue import Handed, JobQueue, stored
 from gql_media.adapters.scheduling import Waiting
 
 
@@ -687,10 +687,104 @@ async def test_a_run_s_end_drops_what_finish_job_drops(arq_redis: ArqRedis) -> N
     await worker.finish_job(theirs_id, True, None, None, False, None, None)
     handed = await queue.finished(ours, 1, done=ours_id)
 
-    assert handed == [keys.arq_job_id(next_job, 1)]  # the slot went to the next job
+    assert handed == [Handed(keys.arq_job_id(next_job, 1))]  # the slot went to the next job
     assert await queue.scheduler.in_flight() == {next_job: 1}
     for arq_id in (ours_id, theirs_id):
         kept = stored(arq_id)
         assert await arq_redis.exists(kept.call, kept.tries, kept.in_progress) == 0, arq_id
         assert await arq_redis.zscore(keys.queue_name(namespace), arq_id) is None, arq_id
         assert await arq_redis.zscore(abort_jobs_ss, arq_id) is None, arq_id
+
+
+async def test_the_release_starts_the_next_entry_for_the_worker_as_start_would(
+    arq_redis: ArqRedis,
+) -> None:
+    """With the in-progress mark's life, the script that releases a run's slot starts the
+    next job's entry for that worker: its call stored as enqueue_job stores it, marked in
+    progress as the start script marks it, try 1 counted with arq's expiry, and not queued.
+    An entry whose id arq has seen is queued for a start by name, as before."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    await queue.register_worker("w", 1, 60)
+    first, fresh, seen = (uuid.uuid4().hex for _ in range(3))
+    for job_id in (first, fresh, seen):
+        assert await queue.enqueue(Waiting(job_id, 1))
+    (handed,) = await queue.finished(first, 1, done=keys.arq_job_id(first, 1), start_ms=60_000)
+    entry = stored(keys.arq_job_id(fresh, 1))
+    assert handed.arq_id == keys.arq_job_id(fresh, 1) and handed.started > 0
+    assert await arq_redis.get(entry.call) == handed.call
+    assert deserialize_job_raw(handed.call, deserializer=redis_adapter.load_call)[:3] == (
+        keys.RUN_JOB_TASK,
+        [fresh],
+        {},
+    )
+    assert 59_000 < await arq_redis.pttl(entry.in_progress) <= 60_000
+    assert await arq_redis.get(entry.tries) == b"1"
+    assert 88_000 < await arq_redis.ttl(entry.tries) <= 88_400
+    assert await arq_redis.zscore(keys.queue_name(namespace), handed.arq_id) is None
+    assert await queue.scheduler.in_flight() == {fresh: 1}
+
+    await arq_redis.set(stored(keys.arq_job_id(seen, 1)).tries, b"1")  # a try counted before
+    (handed,) = await queue.finished(fresh, 1, done=keys.arq_job_id(fresh, 1), start_ms=60_000)
+    assert handed == Handed(keys.arq_job_id(seen, 1))
+    assert await arq_redis.zscore(keys.queue_name(namespace), handed.arq_id) is not None
+
+
+async def test_an_entry_the_release_started_runs_as_the_slot_frees_with_no_start(
+    arq_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that ends hands its slot to the next job's entry, which the release started
+    for this worker: it runs as the slot frees, with try 1 and its call, and the worker
+    sends no start script and no read of its own for it."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    await queue.register_worker("w", 1, 60)
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    for job_id in (first, second):
+        assert await queue.enqueue(Waiting(job_id, 1))
+    ran: list[tuple[str, int]] = []
+    done = asyncio.Event()
+    worker: WakeableWorker | None = None
+
+    async def run(ctx: dict[str, Any], job_id: str) -> None:
+        ran.append((job_id, ctx["job_try"]))
+        assert worker is not None
+        if job_id == first:
+            handed = await queue.finished(
+                first, 1, done=keys.arq_job_id(first, 1), start_ms=worker.start_mark_ms
+            )
+            assert handed is not None and handed[0].started
+            worker.run_when_free(handed[0].arq_id, handed[0].started, handed[0].call)
+        else:
+            done.set()
+
+    worker = WakeableWorker(
+        functions=[func(run, name=keys.RUN_JOB_TASK)],
+        redis_pool=arq_redis,
+        queue_name=keys.queue_name(namespace),
+        poll_delay=600,
+        keep_result=0,
+        handle_signals=False,
+        max_jobs=1,
+        scripts=True,
+        leave_queue=True,
+    )
+    starts: list[list[bytes]] = []
+    start_jobs = worker.start_jobs
+
+    async def counted(job_ids: list[bytes]) -> None:
+        starts.append(job_ids)
+        await start_jobs(job_ids)
+
+    monkeypatch.setattr(worker, "start_jobs", counted)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        worker.wake([keys.arq_job_id(first, 1).encode()])
+        await asyncio.wait_for(done.wait(), 10)
+        assert ran == [(first, 1), (second, 1)]
+        # the first read of the queue at start-up found the first entry, or the wake-up did
+        assert all(keys.arq_job_id(second, 1).encode() not in ids for ids in starts)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)

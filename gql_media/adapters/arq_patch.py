@@ -93,17 +93,24 @@ log = logging.getLogger(__name__)
 # A Lua function for the scheduler's scripts (``adapters.scheduling.lua``): ``out`` holds
 # what they dispatched, triples of job id, version and a flag set here (the entry is on
 # arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
-# duplicate enqueue is harmless). Its arguments (``HandOver.args``) are ARGV[5] how many of
-# the first entries put on the queue are left out of the wake-up, ARGV[6] how many entries
-# ended follow (their keys go as finish_job drops them), then those entries, then the
-# changes to publish, up to the script's own arguments (ARGV[A]). The names it writes
+# duplicate enqueue is harmless; 2 for one it started for the caller). Its arguments
+# (``HandOver.args``) are ARGV[5] how many of the first entries are the caller's (left out
+# of the wake-up), ARGV[6] the life (ms) of the in-progress mark of those it starts for the
+# caller (0: none is started, they are put on the queue), ARGV[7] how many entries ended
+# follow (their keys go as finish_job drops them), then those entries, then the changes to
+# publish, up to the script's own arguments (ARGV[A]). An entry of the caller's whose id
+# arq has not seen (no call, result, mark or try count) is started as START starts one, in
+# this script: its call stored, marked in progress, its try counted, and not put on the
+# queue (it would leave it as it starts); the caller runs it with what it knows (the
+# entry's id and call, try 1). The names it writes
 # under are constants (``HandOver.lua``). The stored call is the JSON of arq's
 # ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``, the
 # entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2], in ms).
 HAND_OVER = """
+local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
 local function hand_over(out)
-  local keep, ended = tonumber(ARGV[5]), 6 + tonumber(ARGV[6])
-  for i = 7, ended do
+  local keep, mark_ms, ended = tonumber(ARGV[5]), tonumber(ARGV[6]), 7 + tonumber(ARGV[7])
+  for i = 8, ended do
     local id = ARGV[i]
     redis.call('DEL', PROGRESS .. id, TRIES .. id, CALL .. id)
     redis.call('ZREM', ABORT, id)
@@ -113,13 +120,25 @@ local function hand_over(out)
   for i = 1, #out, 3 do
     local id = out[i] .. MARK .. out[i + 1]
     local call = CALL .. id
-    if redis.call('EXISTS', call, RESULT .. id) == 0 then
+    local mine, state, fresh = kept < keep, 1, false
+    if mine and mark_ms > 0
+        and redis.call('EXISTS', call, RESULT .. id, PROGRESS .. id, TRIES .. id) == 0 then
+      state, fresh = 2, true
+    else
+      fresh = redis.call('EXISTS', call, RESULT .. id) == 0  -- else as enqueue_job leaves it
+    end
+    if fresh then
       redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
         ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
+    end
+    if state == 2 then
+      redis.call('PSETEX', PROGRESS .. id, mark_ms, '1')
+      redis.call('SET', TRIES .. id, 1, 'EX', TRIES_LIFE)
+    elseif fresh then
       redis.call('ZADD', QUEUE, ARGV[2], id)
     end
-    out[i + 2] = 1
-    if kept < keep then kept = kept + 1 else woken[#woken + 1] = id end
+    out[i + 2] = state
+    if mine then kept = kept + 1 else woken[#woken + 1] = id end
   end
   for i = ended + 1, A - 1 do redis.call('PUBLISH', CHANNEL, ARGV[i]) end
   if #woken > 0 then redis.call('PUBLISH', WAKE, table.concat(woken, ' ')) end
@@ -237,13 +256,18 @@ class HandOver:
         return constants + HAND_OVER
 
     def args(
-        self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()
+        self,
+        keep: int,
+        events: Sequence[bytes],
+        done: Sequence[str] = (),
+        start_ms: int = 0,
     ) -> list[str | int | bytes]:
-        """The script's arguments: the first ``keep`` entries put on the queue are left out
-        of the wake-up (the caller starts them); ``events`` are published before it; the
+        """The script's arguments: the first ``keep`` entries are left out of the wake-up
+        (the caller starts them; with ``start_ms``, the life of arq's in-progress mark, the
+        script starts those it can for the caller); ``events`` are published before it; the
         entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
         them (``WakeableWorker.finish_job``)."""
-        return [keep, len(done), *done, *events]
+        return [keep, start_ms, len(done), *done, *events]
 
 
 class WakeableWorker(Worker):
@@ -280,6 +304,8 @@ class WakeableWorker(Worker):
         self._polling = self._freed = False
         # entries to start as soon as a slot frees (``start_when_free``)
         self._after_release: list[bytes] = []
+        # entries started for this worker, to run as soon as a slot frees (``run_when_free``)
+        self._started_for_me: list[tuple[str, int, bytes]] = []
         self._redis_down_since: float | None = None
 
     def wake(self, arq_ids: Sequence[bytes] = ()) -> None:
@@ -299,6 +325,23 @@ class WakeableWorker(Worker):
         """Start these entries once the next slot frees: a job of this worker that is
         ending handed its slot to them, so nobody else is woken for them."""
         self._after_release.extend(arq_ids)
+
+    def run_when_free(self, arq_id: str, score: int, call: bytes) -> None:
+        """Run this entry once the next slot frees: a job of this worker that is ending
+        handed its slot to it, and the script that released that slot started the entry
+        for this worker (stored its ``call``, marked it in progress, counted try 1, and did
+        not queue it), as ``start_jobs`` would."""
+        self._started_for_me.append((arq_id, score, call))
+
+    @property
+    def start_mark_ms(self) -> int:
+        """The life of the in-progress mark a script may set when it starts an entry for
+        this worker (``run_when_free``); 0 where this worker starts its entries itself:
+        without the scripts, with entries left on the queue as they start, or with arq's
+        aborts (its run_job then reads the call itself)."""
+        if not (self.scripts and self.leaves_queue) or self.allow_abort_jobs:
+            return 0
+        return int(self.in_progress_timeout_s * 1000)
 
     def _read_queue_soon(self) -> None:
         self._named = None
@@ -331,6 +374,13 @@ class WakeableWorker(Worker):
         self._left = named is None
         self._polling, self._freed = True, False
         try:
+            while self._started_for_me and self.allow_pick_jobs:
+                if self.job_counter >= self.max_jobs:
+                    break  # run as the next slot frees
+                await self.sem.acquire()  # free while job_counter < max_jobs: it never waits
+                self.job_counter += 1
+                arq_id, score, call = self._started_for_me.pop(0)
+                self._run_started(arq_id, score, _ReadAhead(call, 1))
             if named is None:
                 await self._poll_iteration()
             elif self.allow_pick_jobs:
@@ -366,6 +416,8 @@ class WakeableWorker(Worker):
         the read sees the free slot."""
         super()._release_sem_dec_counter_on_complete()
         handed, self._after_release = self._after_release, []
+        if self._started_for_me and not self._polling:
+            self._wake.set()  # the loop runs them (and starts ``handed`` by name)
         if self._polling and handed:
             self.wake(handed)  # started by name once the start under way is done
         elif self._polling:
@@ -414,14 +466,19 @@ class WakeableWorker(Worker):
             raise
         self._unstarted(free - len(out) // 4)  # the rest were started elsewhere, or not due
         for i in range(0, len(out), 4):
-            job_id = out[i].decode()
-            if read_ahead:
-                self._read[job_id] = _ReadAhead(out[i + 2], int(out[i + 3]))
-            task = self.loop.create_task(self.run_job(job_id, int(float(out[i + 1]))))
-            task.add_done_callback(functools.partial(self._ran, job_id))
-            self.tasks[job_id] = task
-            self.starting(job_id, task)
+            read = _ReadAhead(out[i + 2], int(out[i + 3])) if read_ahead else None
+            self._run_started(out[i].decode(), int(float(out[i + 1])), read)
         return None
+
+    def _run_started(self, job_id: str, score: int, read: _ReadAhead | None) -> None:
+        """arq's ``run_job`` of an entry started in a slot taken for it, given what was read
+        or is known of its call and try count (None: ``run_job`` reads them itself)."""
+        if read is not None:
+            self._read[job_id] = read
+        task = self.loop.create_task(self.run_job(job_id, score))
+        task.add_done_callback(functools.partial(self._ran, job_id))
+        self.tasks[job_id] = task
+        self.starting(job_id, task)
 
     def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
         """A job's task ended: its slot is free, and what was read for it goes (its

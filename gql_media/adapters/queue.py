@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from gql_media import keys
 from gql_media.adapters.arq_patch import HandOver
+from gql_media.adapters.redis import dump_call
 from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting
 from gql_media.batching import Batcher
 
@@ -28,6 +29,26 @@ class Placement(StrEnum):
     WAITING = "waiting"  # it was on the queue already
     TAKEN = "taken"  # a worker took its queue entry (and, the caller knows, never claimed it)
     UNAVAILABLE = "unavailable"  # Redis could not be reached
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A queue entry handed to the worker whose run ended, to start as its slot frees:
+    by name, or, when the scheduler's script started it for that worker (``started``: the
+    time, in ms, its call was stored and its start marked), with what is known of it."""
+
+    arq_id: str
+    started: int = 0
+
+    @property
+    def call(self) -> bytes:
+        """The call the script stored for a job it started (``dump_call`` of what
+        ``enqueue_job`` stores: ``run_job(job_id)``, enqueued as it started)."""
+        run = keys.arq_job_run(self.arq_id)
+        job_id = run[0] if run is not None else self.arq_id
+        return dump_call(
+            {"t": None, "f": keys.RUN_JOB_TASK, "a": [job_id], "k": {}, "et": self.started}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,28 +135,36 @@ class JobQueue:
         *,
         done: str | None = None,
         events: Sequence[bytes] = (),
-    ) -> list[str] | None:
+        start_ms: int = 0,
+    ) -> list[Handed] | None:
         """The run of ``job_id`` at ``version`` ended in this worker: its slot goes to the
         next job, which is put on arq's queue without waking anyone: the slot that frees is
-        the caller's, which starts the entry returned (an arq id) once it is free. Other
-        jobs the release let start (a cap freed) wake the workers as usual. ``done``: the
-        run's arq entry, ended in the same round trip (with a hand-over only); ``events``:
-        the run's last changes, published in that round trip (with a hand-over) or beside
-        the wake-up. None when Redis could not be reached (the reconciler repairs the
-        scheduler; the events are lost, as a failed publish loses them)."""
+        the caller's, which starts the entry returned once it is free. With a hand-over and
+        ``start_ms`` (the life of arq's in-progress mark), the script starts that entry for
+        the caller instead (``Handed.started``), off the queue. Other jobs the release let
+        start (a cap freed) wake the workers as usual. ``done``: the run's arq entry, ended
+        in the same round trip (with a hand-over only); ``events``: the run's last changes,
+        published in that round trip (with a hand-over) or beside the wake-up. None when
+        Redis could not be reached (the reconciler repairs the scheduler; the events are
+        lost, as a failed publish loses them)."""
         try:
             dispatched = await self.scheduler.release(
                 [(job_id, version)],
                 keep=1,
                 done=[done] if done is not None else [],
                 events=events,
+                start_ms=start_ms,
             )
         except (RedisError, OSError) as exc:
             log.warning("could not reach the scheduler to end a run of job %s: %s", job_id, exc)
             return None
         if self.scheduler.hands_over:
-            return await self._handed(dispatched, keep=1)
-        return await self._hand_over(dispatched, events, keep=1)
+            return [
+                Handed(keys.arq_job_id(d.job_id, d.version), d.started)
+                for d in dispatched
+                if d.queued
+            ][:1]
+        return [Handed(arq_id) for arq_id in await self._hand_over(dispatched, events, keep=1)]
 
     async def release(self, runs: Sequence[tuple[str, int]]) -> None:
         """Runs (job id, version) that ended: their slots go to the next jobs."""

@@ -51,7 +51,7 @@ from redis.exceptions import RedisError
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.arq_patch import WakeableWorker
-from gql_media.adapters.queue import stored
+from gql_media.adapters.queue import Handed, stored
 from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
 from gql_media.services import events, reconciler, retention, runner, webhooks
@@ -103,7 +103,7 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         else:
             handed = await asyncio.shield(deps.queue.finished(job_id, version, events=last))
             if handed and worker is not None:
-                worker.start_when_free([arq_id.encode() for arq_id in handed])
+                worker.take_handed(handed)
     return outcome.value
 
 
@@ -186,10 +186,12 @@ class GqlMediaWorker(WakeableWorker):
         bookkeeping (arq's own end of the entry is then skipped: ``ending``). False when
         Redis could not be reached: the release is tried again as arq ends the entry."""
         done = arq_id if self.deps.queue.scheduler.hands_over else None
-        handed = await self.deps.queue.finished(job_id, version, done=done, events=last)
+        handed = await self.deps.queue.finished(
+            job_id, version, done=done, events=last, start_ms=self.start_mark_ms
+        )
         if handed is None:
             return False
-        self.start_when_free([entry.encode() for entry in handed])
+        self.take_handed(handed)
         if done is not None:
             self._ended.add(arq_id)
         return True
@@ -214,11 +216,22 @@ class GqlMediaWorker(WakeableWorker):
             return False
         done = job_id if finished and self.deps.queue.scheduler.hands_over else None
         run_job_id, version, last = run
-        handed = await self.deps.queue.finished(run_job_id, version, done=done, events=last)
+        handed = await self.deps.queue.finished(
+            run_job_id, version, done=done, events=last, start_ms=self.start_mark_ms
+        )
         if handed is None:  # Redis unreachable: arq tries its own end of the entry
             return False
-        self.start_when_free([arq_id.encode() for arq_id in handed])
+        self.take_handed(handed)
         return done is not None
+
+    def take_handed(self, handed: Sequence[Handed]) -> None:
+        """Start the entries handed to this worker as its slot frees: by name, or, where
+        the script that handed them started them for this worker, run them."""
+        for entry in handed:
+            if entry.started:
+                self.run_when_free(entry.arq_id, entry.started, entry.call)
+            else:
+                self.start_when_free([entry.arq_id.encode()])
 
     def claimed_early(self, job_id: str) -> asyncio.Task[runner.Claim] | None:
         """The claim ``starting`` began for the entry ``job_id``, for its run to use."""

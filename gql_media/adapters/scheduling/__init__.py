@@ -55,11 +55,13 @@ class Waiting:
 @dataclass(frozen=True, slots=True)
 class Dispatched:
     """A job handed to the workers: put it on arq's queue (``queued``: the scheduler's
-    hand-over did)."""
+    hand-over did, or ``started`` it for the caller: the time, in ms, its entry was stored
+    and started at; 0 when it was not)."""
 
     job_id: str
     version: int
     queued: bool = False
+    started: int = 0
 
 
 class HandOver(Protocol):
@@ -71,10 +73,15 @@ class HandOver(Protocol):
     def lua(self) -> str: ...
 
     def args(
-        self, keep: int, events: Sequence[bytes], done: Sequence[str] = ()
+        self,
+        keep: int,
+        events: Sequence[bytes],
+        done: Sequence[str] = (),
+        start_ms: int = 0,
     ) -> list[str | int | bytes]:
         """The hand-over's arguments: the first ``keep`` jobs queued are the caller's to
-        start, ``events`` are published, the queue's entries ``done`` are ended."""
+        start (with ``start_ms``, started for it where they can be), ``events`` are
+        published, the queue's entries ``done`` are ended."""
         ...
 
 
@@ -140,13 +147,18 @@ class Scheduler:
         keep: int = 0,
         events: Sequence[bytes] = (),
         done: Sequence[str] = (),
+        start_ms: int = 0,
     ) -> list[Dispatched]:
         now = _ms(self._clock())
-        handing = () if self._hand_over is None else self._hand_over.args(keep, events, done)
+        handing = (
+            () if self._hand_over is None else self._hand_over.args(keep, events, done, start_ms)
+        )
         head = [self._prefix, now, self._group_cap, len(handing), *handing]
         out = await script(args=[*head, *args])  # type: ignore[operator]
         return [
-            Dispatched(_text(out[i]), int(out[i + 1]), bool(int(out[i + 2])))
+            Dispatched(
+                _text(out[i]), int(out[i + 1]), int(out[i + 2]) > 0, now if out[i + 2] == 2 else 0
+            )
             for i in range(0, len(out or ()), 3)
         ]
 
@@ -176,13 +188,17 @@ class Scheduler:
         keep: int = 0,
         done: Sequence[str] = (),
         events: Sequence[bytes] = (),
+        start_ms: int = 0,
     ) -> list[Dispatched]:
         """Runs (job id, version) that ended, or were lost with their worker: their slots
         and caps free, unless the job is in flight at another version by then. With a
-        hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them;
+        hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them
+        (with ``start_ms``, the script starts them for it where it can: ``Dispatched.started``);
         the queue's entries ``done`` are ended and ``events`` published (``HandOver.args``)."""
         runs_ = [x for run in runs for x in run]
-        return await self._run(self._release, runs_, keep=keep, done=done, events=events)
+        return await self._run(
+            self._release, runs_, keep=keep, done=done, events=events, start_ms=start_ms
+        )
 
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
         """Jobs that will not run (canceled, past their deadline): out of the line, or out
