@@ -179,6 +179,8 @@ async def test_entries_handed_to_an_ending_job_start_as_its_slot_frees(
         await asyncio.wait_for(done.wait(), 10)
         assert ran == ["first", "next"]
         assert reads.count == 1
+        await asyncio.gather(*list(worker.tasks.values()))
+        assert worker.tasks == {}  # with no read of the queue, the tasks that ran are dropped
 
 
 async def test_a_slot_handed_on_while_a_start_is_under_way_goes_to_its_entry_by_name(

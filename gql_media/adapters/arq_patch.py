@@ -38,7 +38,11 @@ As arq ends the entry, ``WakeableWorker.finish_job`` lets the worker (``ending``
 the scheduler's script that releases the run's slot: for an entry that finished with no
 result kept, the hand-over drops what ``finish_job`` drops (the call, the try count, the
 in-progress mark, the entry on the queue and in the abort set); any other end is arq's
-``finish_job``. Off, ``enqueue_job``, arq's ``start_jobs`` and its ``finish_job`` serve.
+``finish_job``. That script also starts, for the worker, the entry of the job it hands the
+freed slot to, as ``START`` would (the call stored, the in-progress mark set, try 1
+counted) without putting it on the queue it would leave as it starts; the worker runs it
+with arq's ``run_job`` as the slot frees (``WakeableWorker.run_when_free``), given that
+call and try. Off, ``enqueue_job``, arq's ``start_jobs`` and its ``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
@@ -51,9 +55,10 @@ started elsewhere, as the free slots allow (its source is compared with the one 
 the try count, its expiry of 88,400 s), which ``START`` mirrors (its source is compared too);
 ``Worker.job_counter``, ``max_jobs``, ``sem``, ``in_progress_timeout_s``, ``poll_delay_s``
 and ``tasks`` (a started job's task under its id until a read of the queue drops it when
-done). ``ArqRedis.enqueue_job``'s writes (its source is compared too) and the stored call's
-fields (``arq.jobs.serialize_job``'s dict, here in JSON: ``adapters.redis.dump_call``),
-and the keys arq keeps for a job (``adapters.queue.stored``, from ``arq.constants``).
+done; the entries started here leave it as they return). ``ArqRedis.enqueue_job``'s writes
+(its source is compared too) and the stored call's fields (``arq.jobs.serialize_job``'s
+dict, here in JSON: ``adapters.redis.dump_call``), and the keys arq keeps for a job
+(``adapters.queue.stored``, from ``arq.constants``).
 
 The loop is ours for two more reasons: arq's ``main`` starts by logging Redis ``INFO``,
 which the embedded Redis stand-in lacks, and it ends the worker on the first Redis error,
@@ -482,8 +487,14 @@ class WakeableWorker(Worker):
 
     def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
         """A job's task ended: its slot is free, and what was read for it goes (its
-        run_job may never have begun, cancelled at once)."""
+        run_job may never have begun, cancelled at once). A task that returned leaves
+        ``tasks`` now, as arq's read of the queue would drop it: a busy worker starts its
+        entries by name and reads the queue seldom, and would keep every task it ran. One
+        that raised or was cancelled stays for that read, which raises what it raised."""
         self._read.pop(job_id, None)
+        returned = not task.cancelled() and task.exception() is None
+        if returned and self.tasks.get(job_id) is task:
+            del self.tasks[job_id]
         self._release_sem_dec_counter_on_complete()
 
     async def run_job(self, job_id: str, score: int) -> None:
