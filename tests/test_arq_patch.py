@@ -790,3 +790,49 @@ async def test_an_entry_the_release_started_runs_as_the_slot_frees_with_no_start
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
         await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
+async def test_a_stopping_worker_gives_back_the_entries_started_for_it(
+    arq_redis: ArqRedis,
+) -> None:
+    """A worker that stops before running an entry a release started for it puts it back
+    on the queue unstarted, where another worker's start runs it as its first try; a
+    stopping worker is not handed started entries."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    await queue.register_worker("w", 1, 60)
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    for job_id in (first, second):
+        assert await queue.enqueue(Waiting(job_id, 1))
+    ran: list[tuple[str, int]] = []
+
+    async def run(ctx: dict[str, Any], job_id: str) -> None:
+        ran.append((job_id, ctx["job_try"]))
+
+    def worker() -> WakeableWorker:
+        return WakeableWorker(
+            functions=[func(run, name=keys.RUN_JOB_TASK)],
+            redis_pool=arq_redis,
+            queue_name=keys.queue_name(namespace),
+            poll_delay=600,
+            keep_result=0,
+            handle_signals=False,
+            scripts=True,
+            leave_queue=True,
+        )
+
+    stopping, other = worker(), worker()
+    (handed,) = await queue.finished(
+        first, 1, done=keys.arq_job_id(first, 1), start_ms=stopping.start_mark_ms
+    )
+    assert handed.started
+    stopping.run_when_free(handed.arq_id, handed.started, handed.call)
+    stopping.allow_pick_jobs = False
+    assert stopping.start_mark_ms == 0
+    await stopping.give_back_started()
+    entry = stored(handed.arq_id)
+    assert await arq_redis.exists(entry.in_progress, entry.tries) == 0
+    assert await arq_redis.zscore(keys.queue_name(namespace), handed.arq_id) == handed.started
+    await other.start_jobs([handed.arq_id.encode()])
+    await asyncio.gather(*other.tasks.values())
+    assert ran == [(second, 1)]

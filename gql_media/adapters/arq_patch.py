@@ -344,9 +344,28 @@ class WakeableWorker(Worker):
         this worker (``run_when_free``); 0 where this worker starts its entries itself:
         without the scripts, with entries left on the queue as they start, or with arq's
         aborts (its run_job then reads the call itself)."""
-        if not (self.scripts and self.leaves_queue) or self.allow_abort_jobs:
+        if not (self.scripts and self.leaves_queue and self.allow_pick_jobs):
+            return 0  # (not taking jobs: a stopping worker)
+        if self.allow_abort_jobs:
             return 0
         return int(self.in_progress_timeout_s * 1000)
+
+    async def give_back_started(self) -> None:
+        """Put the entries started for this worker that it has not run (it stops) back on
+        the queue, unstarted (no in-progress mark, no try counted), for any worker's next
+        read; best effort: an entry left started is one the reconciler moves to a new
+        version, as for a worker that died."""
+        entries, self._started_for_me = self._started_for_me, []
+        if not entries:
+            return
+        try:
+            async with self.pool.pipeline(transaction=True) as pipe:
+                for arq_id, score, _ in entries:
+                    pipe.delete(in_progress_key_prefix + arq_id, retry_key_prefix + arq_id)
+                    pipe.zadd(self.queue_name, {arq_id: score})
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not give back %d started entries: %s", len(entries), exc)
 
     def _read_queue_soon(self) -> None:
         self._named = None
@@ -421,8 +440,8 @@ class WakeableWorker(Worker):
         the read sees the free slot."""
         super()._release_sem_dec_counter_on_complete()
         handed, self._after_release = self._after_release, []
-        if self._started_for_me and not self._polling:
-            self._wake.set()  # the loop runs them (and starts ``handed`` by name)
+        if self._started_for_me:
+            self._wake.set()  # the loop runs them, after a start under way if any
         if self._polling and handed:
             self.wake(handed)  # started by name once the start under way is done
         elif self._polling:

@@ -349,6 +349,7 @@ class GqlMediaWorker(WakeableWorker):
         """Stop taking jobs, give running ones ``grace`` seconds, then cancel the rest."""
         self.allow_pick_jobs = False
         await self.deps.queue.register_worker(self.worker_id, 0, self._lapse)
+        await self.give_back_started()
         running = {arq_id: t for arq_id, t in self.tasks.items() if not t.done()}
         if running:
             jobs = sum(1 for arq_id in running if _runs_a_job(arq_id))
@@ -367,6 +368,7 @@ class GqlMediaWorker(WakeableWorker):
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.give_back_started()  # handed on by runs that ended meanwhile
 
 
 async def cancel_until_done(tasks: Sequence[asyncio.Task[Any]], every: float = 1.0) -> None:
