@@ -42,7 +42,10 @@ in-progress mark, the entry on the queue and in the abort set); any other end is
 freed slot to, as ``START`` would (the call stored, the in-progress mark set, try 1
 counted) without putting it on the queue it would leave as it starts; the worker runs it
 with arq's ``run_job`` as the slot frees (``WakeableWorker.run_when_free``), given that
-call and try. Off, ``enqueue_job``, arq's ``start_jobs`` and its ``finish_job`` serve.
+call and try; a worker that stops first puts it back on the queue unstarted
+(``give_back_started``), and one that dies leaves it to the reconciler, which moves the job
+to a new version as it does for an entry taken and never claimed. Off, ``enqueue_job``,
+arq's ``start_jobs`` and its ``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
