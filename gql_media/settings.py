@@ -5,7 +5,7 @@ With neither ``GQL_MEDIA_DATABASE_URL`` nor a Redis (``GQL_MEDIA_REDIS_URL``, or
 the data directory and an in-process Redis stand-in.
 
 ``GQL_MEDIA_PATCHES`` chooses which speed patches of dependencies' internals are on (the
-api's in ``gql_media/api/patches``, arq's in ``gql_media/adapters/arq_patch.py``):
+api's in ``gql_media/api/patches``, arq's in ``gql_media/adapters/arq_patch/``):
 ``all`` (the default), ``none``, or a comma-separated list of names from ``PATCHES``. A patch
 that is off leaves the dependency's public path in its place, slower but the same to
 clients. The protections against slow and greedy clients use uvicorn's and strawberry's
@@ -30,7 +30,7 @@ DEFAULT_MAX_VIDEO_PIXELS = 40_000_000  # one video frame: 8K (8192x4320) fits
 DEFAULT_MAX_MEDIA_SECONDS = 10_800.0  # three hours of video or audio
 
 # The switchable patches of dependencies' internals: gql_media/api/patches/<name>.py, and
-# arq_wakeups and arq_scripts, gql_media/adapters/arq_patch.py
+# arq_wakeups and arq_scripts, gql_media/adapters/arq_patch/
 PATCHES = (
     "uvicorn_ws",
     "shared_results",

@@ -1,4 +1,4 @@
-"""Guard tests of ``gql_media/adapters/arq_patch.py``: they fail when arq changes what the
+"""Guard tests of ``gql_media/adapters/arq_patch/``: they fail when arq changes what the
 wake-up relies on (see the module's docstring), so that an upgrade of arq is noticed here
 and not as jobs that wait for the next poll."""
 
@@ -29,7 +29,7 @@ from gql_media.adapters.scheduling import Waiting
 
 
 def test_arq_is_the_minor_version_the_patch_knows() -> None:
-    assert version("arq").startswith("0.28."), "check adapters/arq_patch.py against this arq"
+    assert version("arq").startswith("0.28."), "check adapters/arq_patch/ against this arq"
 
 
 def test_the_internals_the_patch_uses_are_there() -> None:

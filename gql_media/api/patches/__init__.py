@@ -19,7 +19,7 @@ comma-separated list of these names); off, the dependency's public path serves i
 - ``strawberry_inputs``: input objects built by a plan made once per type.
 - ``strawberry_ws``: the graphql-transport-ws handler lets go of its finished
   connection_init timeout task.
-- ``arq_wakeups`` and ``arq_scripts`` are arq's (``gql_media/adapters/arq_patch.py``): a job
+- ``arq_wakeups`` and ``arq_scripts`` are arq's (``gql_media/adapters/arq_patch/``): a job
   enqueued while a worker idles starts at once, not at its next poll; arq's enqueue, start
   and end of a job take one round trip each.
 

@@ -1,73 +1,4 @@
-"""The one place this project relies on arq's internals. It does two things, each switched
-by its own name in ``GQL_MEDIA_PATCHES``, each falling back to arq's public path when off.
-
-``arq_wakeups``: a worker reads its queue the moment a job is enqueued, instead of at its
-next poll. arq reads its queue every ``poll_delay`` seconds; a job enqueued just after a
-read waits for the next one (0.5 s by default). The api publishes on a wake-up channel the
-queue entries it enqueued that are due now, and ``WakeableWorker.wake`` has an idle worker
-start them at once, with arq's ``Worker.start_jobs`` (which checks that no other worker
-started an entry, marks it in progress and runs it with ``run_job``), without reading the
-queue first. It drives that, and arq's own read of the queue ``Worker._poll_iteration`` on
-its timer, from a loop of its own instead of arq's ``main``, and it learns from
-``Worker._release_sem_dec_counter_on_complete`` (called as a job's task ends) that a slot
-freed while jobs waited for one, which reads the queue again, or that the slot of a job
-that handed it to the next entries (``start_when_free``: the scheduler gave them the slot
-as the job ended) is free for them, which starts them by name with no wake-up sent.
-Off, the worker reads its queue only on its timer (``_poll_iteration`` every
-``poll_delay``), and a job waits up to that long to start.
-
-``arq_scripts``: arq's enqueue, its start of an entry and its end of it in one round trip
-each, where arq takes three (``enqueue_job``: WATCH, EXISTS, MULTI/EXEC), five
-(``start_jobs``: WATCH, EXISTS, ZSCORE, MULTI/EXEC; then ``run_job``'s read of the call:
-MULTI/EXEC) and one more beside the release of the run's slot (``finish_job``: MULTI/EXEC).
-Across hosts every round trip is a network latency on the path of every job
-(docs/performance.md, "Several hosts"), and locally each costs the worker some CPU in
-redis-py. ``HAND_OVER`` is a Lua function the scheduler's scripts run on what they dispatch:
-it writes each entry as ``enqueue_job`` would (the stored call under ``arq:job:<id>`` unless
-that key or ``arq:result:<id>`` exists, then the id on the queue sorted set, scored now) and
-publishes the jobs' changes and the wake-up, in the same script.
-``WakeableWorker.start_jobs`` checks and marks the entries it starts in one script
-(``START``) with the semantics of arq's: an entry is started when it is on the queue, due,
-and not marked in progress; the mark is set for ``in_progress_timeout_s``. The same script
-then does for each what arq's ``run_job`` does first, in a transaction of its own: it reads
-the stored call, increments the try count and sets the count's expiry. arq's own ``run_job``
-then runs each, given what the script read in place of that transaction (``_ReadAhead``,
-which stands for the worker's pool in ``run_job``'s first use of it); with arq's aborts on
-(``allow_abort_jobs``, which this service does not use) ``run_job`` reads the call itself.
-As arq ends the entry, ``WakeableWorker.finish_job`` lets the worker (``ending``) end it in
-the scheduler's script that releases the run's slot: for an entry that finished with no
-result kept, the hand-over drops what ``finish_job`` drops (the call, the try count, the
-in-progress mark, the entry on the queue and in the abort set); any other end is arq's
-``finish_job``. That script also starts, for the worker, the entry of the job it hands the
-freed slot to, as ``START`` would (the call stored, the in-progress mark set, try 1
-counted) without putting it on the queue it would leave as it starts; the worker runs it
-with arq's ``run_job`` as the slot frees (``WakeableWorker.run_when_free``), given that
-call and try; a worker that stops first puts it back on the queue unstarted
-(``give_back_started``), and one that dies leaves it to the reconciler, which moves the job
-to a new version as it does for an entry taken and never claimed. Off, ``enqueue_job``,
-arq's ``start_jobs`` and its ``finish_job`` serve.
-
-Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
-version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
-free slots allow; ``Worker.start_jobs(ids)`` starts the named entries that are due and not
-started elsewhere, as the free slots allow (its source is compared with the one the
-``START`` script mirrors); ``Worker._release_sem_dec_counter_on_complete()`` frees a slot;
-``Worker.finish_job(job_id, finish, result_data, ...)`` ends an entry after its function
-(its source is compared with the one ``HAND_OVER``'s ``done`` mirrors);
-``Worker.run_job(job_id, score)`` begins with one transaction on ``Worker.pool`` (the call,
-the try count, its expiry of 88,400 s), which ``START`` mirrors (its source is compared too);
-``Worker.job_counter``, ``max_jobs``, ``sem``, ``in_progress_timeout_s``, ``poll_delay_s``
-and ``tasks`` (a started job's task under its id until a read of the queue drops it when
-done; the entries started here leave it as they return). ``ArqRedis.enqueue_job``'s writes
-(its source is compared too) and the stored call's fields (``arq.jobs.serialize_job``'s
-dict, here in JSON: ``adapters.redis.dump_call``), and the keys arq keeps for a job
-(``adapters.queue.stored``, from ``arq.constants``).
-
-The loop is ours for two more reasons: arq's ``main`` starts by logging Redis ``INFO``,
-which the embedded Redis stand-in lacks, and it ends the worker on the first Redis error,
-where this one logs and retries (the reconciler re-enqueues from the database whatever Redis
-lost).
-"""
+"""arq's Worker, woken to start its entries by name (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -76,117 +7,22 @@ import functools
 import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
 from arq.connections import ArqRedis
 from arq.constants import (
-    abort_jobs_ss,
     in_progress_key_prefix,
     job_key_prefix,
-    result_key_prefix,
     retry_key_prefix,
 )
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from gql_media import keys
+from gql_media.adapters.arq_patch.scripts import START
 from gql_media.adapters.redis import dump_call, load_call
-from gql_media.adapters.scheduling.lua import lua_string
 
 log = logging.getLogger(__name__)
-
-# A Lua function for the scheduler's scripts (``adapters.scheduling.lua``): ``out`` holds
-# what they dispatched, triples of job id, version and a flag set here (the entry is on
-# arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
-# duplicate enqueue is harmless; 2 for one it started for the caller). Its arguments
-# (``HandOver.args``) are ARGV[5] how many of the first entries are the caller's (left out
-# of the wake-up), ARGV[6] the life (ms) of the in-progress mark of those it starts for the
-# caller (0: none is started, they are put on the queue), ARGV[7] how many entries ended
-# follow (their keys go as finish_job drops them), then those entries, then the changes to
-# publish, up to the script's own arguments (ARGV[A]). An entry of the caller's whose id
-# arq has not seen (no call, result, mark or try count) is started as START starts one, in
-# this script: its call stored, marked in progress, its try counted, and not put on the
-# queue (it would leave it as it starts); the caller runs it with what it knows (the
-# entry's id and call, try 1). The names it writes
-# under are constants (``HandOver.lua``). The stored call is the JSON of arq's
-# ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``, the
-# entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2], in ms).
-HAND_OVER = """
-local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
-local function hand_over(out)
-  local keep, mark_ms, ended = tonumber(ARGV[5]), tonumber(ARGV[6]), 7 + tonumber(ARGV[7])
-  for i = 8, ended do
-    local id = ARGV[i]
-    redis.call('DEL', PROGRESS .. id, TRIES .. id, CALL .. id)
-    redis.call('ZREM', ABORT, id)
-    redis.call('ZREM', QUEUE, id)
-  end
-  local woken, kept = {}, 0
-  for i = 1, #out, 3 do
-    local id = out[i] .. MARK .. out[i + 1]
-    local call = CALL .. id
-    local mine, state, fresh = kept < keep, 1, false
-    if mine and mark_ms > 0
-        and redis.call('EXISTS', call, RESULT .. id, PROGRESS .. id, TRIES .. id) == 0 then
-      state, fresh = 2, true
-    else
-      fresh = redis.call('EXISTS', call, RESULT .. id) == 0  -- else as enqueue_job leaves it
-    end
-    if fresh then
-      redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
-        ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
-    end
-    if state == 2 then
-      redis.call('PSETEX', PROGRESS .. id, mark_ms, '1')
-      redis.call('SET', TRIES .. id, 1, 'EX', TRIES_LIFE)
-    elseif fresh then
-      redis.call('ZADD', QUEUE, ARGV[2], id)
-    end
-    out[i + 2] = state
-    if mine then kept = kept + 1 else woken[#woken + 1] = id end
-  end
-  for i = ended + 1, A - 1 do redis.call('PUBLISH', CHANNEL, ARGV[i]) end
-  if #woken > 0 then redis.call('PUBLISH', WAKE, table.concat(woken, ' ')) end
-  return out
-end
-"""
-
-# KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
-# mark's life (ms), ARGV[4]: how many to start at most, ARGV[5]: '1' to take the started
-# entries off the queue, ARGV[6]: the stored call's prefix, or '' not to read it, ARGV[7]:
-# the try count's prefix, ARGV[8..]: entries, in order. Starts entries as arq's start_jobs
-# does, going down the list: one is started when it is on the queue, due and not marked in
-# progress (by another worker); the others are passed over. For each one started it then
-# does what arq's run_job does first (reads the stored call, counts the try and sets the
-# count's expiry) and returns, flat: the entry, its score, the call (false when gone) and
-# the try (0 when not read).
-START = """
-local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
-local out, limit = {}, tonumber(ARGV[4])
-for i = 8, #ARGV do
-  if #out >= 4 * limit then break end
-  local mark = ARGV[1] .. ARGV[i]
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', mark) == 0 then
-    redis.call('PSETEX', mark, ARGV[3], '1')
-    if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], ARGV[i]) end
-    local call, try = false, 0
-    if ARGV[6] ~= '' then
-      call = redis.call('GET', ARGV[6] .. ARGV[i])
-      try = redis.call('INCR', ARGV[7] .. ARGV[i])
-      redis.call('EXPIRE', ARGV[7] .. ARGV[i], TRIES_LIFE)
-    end
-    out[#out + 1] = ARGV[i]
-    out[#out + 1] = score
-    out[#out + 1] = call
-    out[#out + 1] = try
-  end
-end
-return out
-"""
 
 
 class _ReadAhead:
@@ -223,59 +59,6 @@ class _ReadAhead:
 
 # in a run_job task started by the start script: what the script read for it
 _READ_AHEAD: ContextVar[_ReadAhead | None] = ContextVar("arq_read_ahead", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class HandOver:
-    """What the scheduler's scripts need to put the jobs they dispatch on arq's queue
-    (``HAND_OVER``), publish the jobs' changes on ``channel`` and wake the workers."""
-
-    queue: str
-    wake: str
-    channel: str
-    expires_ms: int
-
-    @classmethod
-    def of(cls, redis: ArqRedis, namespace: str) -> HandOver:
-        return cls(
-            keys.queue_name(namespace),
-            keys.wake_channel(namespace),
-            keys.events_channel(namespace),
-            redis.expires_extra_ms,
-        )
-
-    @property
-    def lua(self) -> str:
-        """``HAND_OVER`` with the names it writes under, as constants of the script."""
-        names = {
-            "QUEUE": self.queue,
-            "CALL": job_key_prefix,
-            "RESULT": result_key_prefix,
-            "PROGRESS": in_progress_key_prefix,
-            "TRIES": retry_key_prefix,
-            "ABORT": abort_jobs_ss,
-            "FN": orjson.dumps(keys.RUN_JOB_TASK).decode(),  # as JSON, in the stored call
-            "MARK": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
-            "EXPIRES": str(self.expires_ms),
-            "WAKE": self.wake,
-            "CHANNEL": self.channel,
-        }
-        constants = "".join(f"local {k} = {lua_string(v)}\n" for k, v in names.items())
-        return constants + HAND_OVER
-
-    def args(
-        self,
-        keep: int,
-        events: Sequence[bytes],
-        done: Sequence[str] = (),
-        start_ms: int = 0,
-    ) -> list[str | int | bytes]:
-        """The script's arguments: the first ``keep`` entries are left out of the wake-up
-        (the caller starts them; with ``start_ms``, the life of arq's in-progress mark, the
-        script starts those it can for the caller); ``events`` are published before it; the
-        entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
-        them (``WakeableWorker.finish_job``)."""
-        return [keep, start_ms, len(done), *done, *events]
 
 
 class WakeableWorker(Worker):

@@ -1,0 +1,164 @@
+"""arq's writes, in the scheduler's scripts and the worker's start script: the Lua that
+mirrors ``enqueue_job``, ``start_jobs``, ``run_job``'s first read and ``finish_job`` (see the
+package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from arq.connections import ArqRedis
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+from gql_media import keys
+from gql_media.adapters.scheduling.lua import lua_string
+
+# A Lua function for the scheduler's scripts (``adapters.scheduling.lua``): ``out`` holds
+# what they dispatched, triples of job id, version and a flag set here (the entry is on
+# arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
+# duplicate enqueue is harmless; 2 for one it started for the caller). Its arguments
+# (``HandOver.args``) are ARGV[5] how many of the first entries are the caller's (left out
+# of the wake-up), ARGV[6] the life (ms) of the in-progress mark of those it starts for the
+# caller (0: none is started, they are put on the queue), ARGV[7] how many entries ended
+# follow (their keys go as finish_job drops them), then those entries, then the changes to
+# publish, up to the script's own arguments (ARGV[A]). An entry of the caller's whose id
+# arq has not seen (no call, result, mark or try count) is started as START starts one, in
+# this script: its call stored, marked in progress, its try counted, and not put on the
+# queue (it would leave it as it starts); the caller runs it with what it knows (the
+# entry's id and call, try 1). The names it writes
+# under are constants (``HandOver.lua``). The stored call is the JSON of arq's
+# ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``, the
+# entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2], in ms).
+HAND_OVER = """
+local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
+local function hand_over(out)
+  local keep, mark_ms, ended = tonumber(ARGV[5]), tonumber(ARGV[6]), 7 + tonumber(ARGV[7])
+  for i = 8, ended do
+    local id = ARGV[i]
+    redis.call('DEL', PROGRESS .. id, TRIES .. id, CALL .. id)
+    redis.call('ZREM', ABORT, id)
+    redis.call('ZREM', QUEUE, id)
+  end
+  local woken, kept = {}, 0
+  for i = 1, #out, 3 do
+    local id = out[i] .. MARK .. out[i + 1]
+    local call = CALL .. id
+    local mine, state, fresh = kept < keep, 1, false
+    if mine and mark_ms > 0
+        and redis.call('EXISTS', call, RESULT .. id, PROGRESS .. id, TRIES .. id) == 0 then
+      state, fresh = 2, true
+    else
+      fresh = redis.call('EXISTS', call, RESULT .. id) == 0  -- else as enqueue_job leaves it
+    end
+    if fresh then
+      redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
+        ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
+    end
+    if state == 2 then
+      redis.call('PSETEX', PROGRESS .. id, mark_ms, '1')
+      redis.call('SET', TRIES .. id, 1, 'EX', TRIES_LIFE)
+    elseif fresh then
+      redis.call('ZADD', QUEUE, ARGV[2], id)
+    end
+    out[i + 2] = state
+    if mine then kept = kept + 1 else woken[#woken + 1] = id end
+  end
+  for i = ended + 1, A - 1 do redis.call('PUBLISH', CHANNEL, ARGV[i]) end
+  if #woken > 0 then redis.call('PUBLISH', WAKE, table.concat(woken, ' ')) end
+  return out
+end
+"""
+
+# KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
+# mark's life (ms), ARGV[4]: how many to start at most, ARGV[5]: '1' to take the started
+# entries off the queue, ARGV[6]: the stored call's prefix, or '' not to read it, ARGV[7]:
+# the try count's prefix, ARGV[8..]: entries, in order. Starts entries as arq's start_jobs
+# does, going down the list: one is started when it is on the queue, due and not marked in
+# progress (by another worker); the others are passed over. For each one started it then
+# does what arq's run_job does first (reads the stored call, counts the try and sets the
+# count's expiry) and returns, flat: the entry, its score, the call (false when gone) and
+# the try (0 when not read).
+START = """
+local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
+local out, limit = {}, tonumber(ARGV[4])
+for i = 8, #ARGV do
+  if #out >= 4 * limit then break end
+  local mark = ARGV[1] .. ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', mark) == 0 then
+    redis.call('PSETEX', mark, ARGV[3], '1')
+    if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], ARGV[i]) end
+    local call, try = false, 0
+    if ARGV[6] ~= '' then
+      call = redis.call('GET', ARGV[6] .. ARGV[i])
+      try = redis.call('INCR', ARGV[7] .. ARGV[i])
+      redis.call('EXPIRE', ARGV[7] .. ARGV[i], TRIES_LIFE)
+    end
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = score
+    out[#out + 1] = call
+    out[#out + 1] = try
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """What the scheduler's scripts need to put the jobs they dispatch on arq's queue
+    (``HAND_OVER``), publish the jobs' changes on ``channel`` and wake the workers."""
+
+    queue: str
+    wake: str
+    channel: str
+    expires_ms: int
+
+    @classmethod
+    def of(cls, redis: ArqRedis, namespace: str) -> HandOver:
+        return cls(
+            keys.queue_name(namespace),
+            keys.wake_channel(namespace),
+            keys.events_channel(namespace),
+            redis.expires_extra_ms,
+        )
+
+    @property
+    def lua(self) -> str:
+        """``HAND_OVER`` with the names it writes under, as constants of the script."""
+        names = {
+            "QUEUE": self.queue,
+            "CALL": job_key_prefix,
+            "RESULT": result_key_prefix,
+            "PROGRESS": in_progress_key_prefix,
+            "TRIES": retry_key_prefix,
+            "ABORT": abort_jobs_ss,
+            "FN": orjson.dumps(keys.RUN_JOB_TASK).decode(),  # as JSON, in the stored call
+            "MARK": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
+            "EXPIRES": str(self.expires_ms),
+            "WAKE": self.wake,
+            "CHANNEL": self.channel,
+        }
+        constants = "".join(f"local {k} = {lua_string(v)}\n" for k, v in names.items())
+        return constants + HAND_OVER
+
+    def args(
+        self,
+        keep: int,
+        events: Sequence[bytes],
+        done: Sequence[str] = (),
+        start_ms: int = 0,
+    ) -> list[str | int | bytes]:
+        """The script's arguments: the first ``keep`` entries are left out of the wake-up
+        (the caller starts them; with ``start_ms``, the life of arq's in-progress mark, the
+        script starts those it can for the caller); ``events`` are published before it; the
+        entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
+        them (``WakeableWorker.finish_job``)."""
+        return [keep, start_ms, len(done), *done, *events]
