@@ -56,6 +56,19 @@ async def _worker(redis: ArqRedis, queue: str, task: Any, **kwargs: Any) -> Wake
     )
 
 
+def _job_worker(redis: ArqRedis, namespace: str, run: Any, **kwargs: Any) -> WakeableWorker:
+    """A worker of ``namespace``'s queue whose job runs are ``run``."""
+    return WakeableWorker(
+        functions=[func(run, name=keys.RUN_JOB_TASK)],
+        redis_pool=redis,
+        queue_name=keys.queue_name(namespace),
+        poll_delay=600,  # no read of the queue on the timer during the test
+        keep_result=0,
+        handle_signals=False,
+        **kwargs,
+    )
+
+
 class _ReadCounter:
     """Counts the worker's reads of the queue (arq's ``_poll_iteration``)."""
 
@@ -591,15 +604,7 @@ async def test_an_entry_the_hand_over_wrote_runs_on_either_start(
     await queue.register_worker("w", 1, 60)
     job_id = uuid.uuid4().hex
     assert await queue.enqueue(Waiting(job_id, 1))
-    worker = WakeableWorker(
-        functions=[func(run, name=keys.RUN_JOB_TASK)],
-        redis_pool=arq_redis,
-        queue_name=keys.queue_name(namespace),
-        poll_delay=600,
-        keep_result=0,
-        handle_signals=False,
-        scripts=scripts,
-    )
+    worker = _job_worker(arq_redis, namespace, run, scripts=scripts)
     await worker.start_jobs([keys.arq_job_id(job_id, 1).encode()])
     await asyncio.gather(*worker.tasks.values())
     assert ran == [job_id]
@@ -760,17 +765,7 @@ async def test_an_entry_the_release_started_runs_as_the_slot_frees_with_no_start
         else:
             done.set()
 
-    worker = WakeableWorker(
-        functions=[func(run, name=keys.RUN_JOB_TASK)],
-        redis_pool=arq_redis,
-        queue_name=keys.queue_name(namespace),
-        poll_delay=600,
-        keep_result=0,
-        handle_signals=False,
-        max_jobs=1,
-        scripts=True,
-        leave_queue=True,
-    )
+    worker = _job_worker(arq_redis, namespace, run, max_jobs=1, scripts=True, leave_queue=True)
     starts: list[list[bytes]] = []
     start_jobs = worker.start_jobs
 
@@ -810,16 +805,7 @@ async def test_a_stopping_worker_gives_back_the_entries_started_for_it(
         ran.append((job_id, ctx["job_try"]))
 
     def worker() -> WakeableWorker:
-        return WakeableWorker(
-            functions=[func(run, name=keys.RUN_JOB_TASK)],
-            redis_pool=arq_redis,
-            queue_name=keys.queue_name(namespace),
-            poll_delay=600,
-            keep_result=0,
-            handle_signals=False,
-            scripts=True,
-            leave_queue=True,
-        )
+        return _job_worker(arq_redis, namespace, run, scripts=True, leave_queue=True)
 
     stopping, other = worker(), worker()
     (handed,) = await queue.finished(
