@@ -169,15 +169,14 @@ class GqlMediaWorker(WakeableWorker):
         self._ended: set[str] = set()
         self._lapse = max(5.0, 10 * settings.worker_poll_delay)
 
-    def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
-        """A job run's entry started: its row is claimed now, as arq's ``run_job`` begins
-        (and, unless the start script read the call, reads it), rather than after it;
-        ``run_job_task`` takes the claim."""
+    def starting(self, job_id: str) -> None:
+        """A job run's entry started: its row is claimed now, before arq's ``run_job``
+        begins (and, unless the start script read the call, reads it), rather than after
+        it; ``run_job_task`` takes the claim."""
         run = keys.arq_job_run(job_id)
         if run is None:  # a webhook delivery
             return
         self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run[0]))
-        task.add_done_callback(lambda _: self._unclaimed(job_id))
 
     async def end_run(self, arq_id: str, job_id: str, version: int, last: list[bytes]) -> bool:
         """The run of ``job_id`` at ``version`` (the entry ``arq_id``) returned: its slot
@@ -237,9 +236,10 @@ class GqlMediaWorker(WakeableWorker):
         """The claim ``starting`` began for the entry ``job_id``, for its run to use."""
         return self._early.pop(job_id, None)
 
-    def _unclaimed(self, job_id: str) -> None:
-        """arq ended the entry without running it (its call expired, say): a claim begun
-        for it stays unused; the job's lease lapses and the reconciler queues it again."""
+    def ended(self, job_id: str) -> None:
+        """An entry's task ended. If arq ended it without running it (its call expired,
+        say), a claim begun for it stays unused: the job's lease lapses and the reconciler
+        queues it again."""
         early = self._early.pop(job_id, None)
         if early is None:
             return

@@ -285,10 +285,10 @@ class WakeableWorker(Worker):
         or is known of its call and try count (None: ``run_job`` reads them itself)."""
         if read is not None:
             self._read[job_id] = read
+        self.starting(job_id)  # first: what it begins goes out before run_job's own steps
         task = self.loop.create_task(self.run_job(job_id, score))
         task.add_done_callback(functools.partial(self._ran, job_id))
         self.tasks[job_id] = task
-        self.starting(job_id, task)
 
     def _ran(self, job_id: str, task: asyncio.Task[None]) -> None:
         """A job's task ended: its slot is free, and what was read for it goes (its
@@ -297,6 +297,7 @@ class WakeableWorker(Worker):
         entries by name and reads the queue seldom, and would keep every task it ran. One
         that raised or was cancelled stays for that read, which raises what it raised."""
         self._read.pop(job_id, None)
+        self.ended(job_id)
         returned = not task.cancelled() and task.exception() is None
         if returned and self.tasks.get(job_id) is task:
             del self.tasks[job_id]
@@ -353,10 +354,15 @@ class WakeableWorker(Worker):
         and arq's ``finish_job`` is skipped."""
         return False
 
-    def starting(self, job_id: str, task: asyncio.Task[None]) -> None:
-        """The entry ``job_id`` started and arq's ``run_job`` reads its call now (``task``):
-        a subclass may begin here what the job's function will need and does not depend on
-        the call (with ``arq_scripts`` only; arq's own start does not call it)."""
+    def starting(self, job_id: str) -> None:
+        """The entry ``job_id`` started and arq's ``run_job`` is about to read its call: a
+        subclass may begin here what the job's function will need and does not depend on
+        the call, ahead of ``run_job`` (with ``arq_scripts`` only; arq's own start does not
+        call it)."""
+
+    def ended(self, job_id: str) -> None:
+        """The task of an entry ``starting`` was called for ended (returned, raised or was
+        cancelled, maybe before ``run_job`` began)."""
 
     def _unstarted(self, count: int) -> None:
         """Give back the slots taken for entries that were not started, as arq does."""
