@@ -54,6 +54,16 @@ def wake_channel(namespace: str) -> str:
     return f"{namespace}:wake"
 
 
+def worker_wake_channel(namespace: str, worker_id: str) -> str:
+    """Pub/sub channel on which one worker is given the entries started for it."""
+    return f"{wake_channel(namespace)}:{worker_id}"
+
+
+def idle_slots(namespace: str) -> str:
+    """The workers' idle slots: a list holding a worker's id once per slot."""
+    return f"{namespace}:idle"
+
+
 def provider_nudge_channel(namespace: str) -> str:
     """Pub/sub channel telling workers a provider-side prediction changed (a webhook came)."""
     return f"{namespace}:provider-nudge"

@@ -11,7 +11,7 @@ import inspect
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -26,6 +26,11 @@ from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.arq_patch import WakeableWorker
 from gql_media.adapters.queue import Handed, JobQueue, stored
 from gql_media.adapters.scheduling import Waiting
+from gql_media.domain import SYSTEM, JobStatus
+from gql_media.runtime import Runtime
+from gql_media.services.jobs import NewImageJob, create_image_job, get_job
+from gql_media.worker.main import running_worker
+from tests.support import needs_patches
 
 
 def test_arq_is_the_minor_version_the_patch_knows() -> None:
@@ -822,3 +827,150 @@ async def test_a_stopping_worker_gives_back_the_entries_started_for_it(
     await other.start_jobs([handed.arq_id.encode()])
     await asyncio.gather(*other.tasks.values())
     assert ran == [(second, 1)]
+
+
+async def test_an_entry_dispatched_while_a_worker_idles_is_started_for_it(
+    arq_redis: ArqRedis,
+) -> None:
+    """A worker's slots that idle are listed; a job dispatched then is started for the
+    worker at the head of the list (its call stored, marked in progress with that worker's
+    mark, try 1, not queued) and given to it on its own channel, after its change; with no
+    slot listed, it is queued and every worker is woken. A run that ends with nothing
+    handed on lists its slot again; a worker no longer registered is passed over, and one
+    that leaves takes its slots off the list."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    idle = keys.idle_slots(namespace)
+    pubsub = arq_redis.pubsub()
+    channels = [keys.events_channel(namespace), keys.wake_channel(namespace)]
+    channels += [keys.worker_wake_channel(namespace, w) for w in ("w", "gone")]
+    await pubsub.subscribe(*channels)
+    for _ in channels:
+        await pubsub.get_message(timeout=5)  # the subscriptions' confirmations
+
+    async def said() -> dict[str, list[bytes]]:
+        """What was published since, by channel."""
+        heard: dict[str, list[bytes]] = {}
+        while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
+            heard.setdefault(message["channel"].decode(), []).append(message["data"])
+        return heard
+
+    try:
+        await queue.register_worker("w", 4, 60, idle=1, start_ms=60_000)
+        assert await arq_redis.lrange(idle, 0, -1) == [b"w"]
+        a, b, c = (uuid.uuid4().hex for _ in range(3))
+        assert await queue.enqueue(Waiting(a, 1), EVENT)
+        entry_a = keys.arq_job_id(a, 1)
+        kept = stored(entry_a)
+        assert 50_000 < await arq_redis.pttl(kept.in_progress) <= 60_000  # the worker's mark
+        assert await arq_redis.get(kept.tries) == b"1"
+        heard = await said()
+        assert list(heard) == [keys.events_channel(namespace), channels[2]]  # in this order
+        started, named = heard[channels[2]][0].decode().split(" ")
+        assert named == entry_a and heard[channels[0]] == [EVENT]
+        assert await arq_redis.get(kept.call) == Handed(entry_a, int(started)).call
+        assert await arq_redis.zscore(keys.queue_name(namespace), entry_a) is None
+        assert await arq_redis.llen(idle) == 0
+
+        # no slot listed: queued, and every worker woken
+        assert await queue.enqueue(Waiting(b, 1))
+        assert await said() == {keys.wake_channel(namespace): [keys.arq_job_id(b, 1).encode()]}
+        assert await arq_redis.zscore(keys.queue_name(namespace), keys.arq_job_id(b, 1))
+
+        # a worker whose registration lapsed is passed over; a run that ends with nothing
+        # handed on lists its slot
+        await queue.register_worker("gone", 1, 0, idle=1, start_ms=60_000)
+        handed = await queue.finished(a, 1, done=entry_a, start_ms=60_000, worker="w")
+        assert handed == [] and await arq_redis.lrange(idle, 0, -1) == [b"gone", b"w"]
+        assert await queue.enqueue(Waiting(c, 1))
+        heard = await said()
+        assert list(heard) == [channels[2]]
+        assert heard[channels[2]][0].endswith(b" " + keys.arq_job_id(c, 1).encode())
+        assert await arq_redis.llen(idle) == 0
+
+        # a worker that leaves takes its slots off the list
+        await queue.register_worker("w", 4, 60, idle=2, start_ms=60_000)
+        assert await arq_redis.lrange(idle, 0, -1) == [b"w", b"w"]
+        await queue.register_worker("w", 0, 60, idle=0)
+        assert await arq_redis.llen(idle) == 0
+    finally:
+        await pubsub.aclose()
+
+
+async def test_a_worker_s_start_takes_its_idle_slots_off_the_list(arq_redis: ArqRedis) -> None:
+    """Entries a worker starts itself (woken, or read off the queue) take as many of its
+    slots off the list of idle ones; other workers' stay."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    idle = keys.idle_slots(namespace)
+    jobs = [uuid.uuid4().hex for _ in range(2)]
+    for job_id in jobs:
+        assert await queue.enqueue(Waiting(job_id, 1))  # no worker yet: they wait
+    ran: list[str] = []
+
+    async def run(ctx: dict[str, Any], job_id: str) -> None:
+        ran.append(job_id)
+
+    worker = _job_worker(
+        arq_redis,
+        namespace,
+        run,
+        scripts=True,
+        leave_queue=True,
+        worker_id="w",
+        idle_slots=idle,
+        max_jobs=4,
+    )
+    await queue.register_worker("w", 4, 60)  # dispatched to the queue: no slot was said idle
+    await arq_redis.rpush(idle, "other", "w", "w", "w")
+    await worker.start_jobs([keys.arq_job_id(job_id, 1).encode() for job_id in jobs])
+    await asyncio.gather(*worker.tasks.values())
+    assert sorted(ran) == sorted(jobs)
+    assert await arq_redis.lrange(idle, 0, -1) == [b"other", b"w"]
+
+
+async def _eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until ``condition`` holds, checking it again every few milliseconds."""
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.01)
+
+
+@needs_patches("arq_wakeups", "arq_scripts")
+async def test_a_job_created_while_the_worker_idles_runs_with_no_start_of_its_own(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker lists its slots as idle; a job created then is started for it by the script
+    that schedules the job and handed to it on its own channel: it runs with no start script
+    and no read of the queue for it, and its slot is listed again as the run ends."""
+    deps, redis = runtime.deps, runtime.redis
+    idle = keys.idle_slots(deps.settings.redis_namespace)
+    async with running_worker(runtime) as worker:
+        starts: list[list[bytes]] = []
+        start_jobs = worker.start_jobs
+
+        async def counted(job_ids: list[bytes]) -> None:
+            starts.append(list(job_ids))
+            await start_jobs(job_ids)
+
+        monkeypatch.setattr(worker, "start_jobs", counted)
+        mine = keys.worker_wake_channel(deps.settings.redis_namespace, worker.worker_id)
+
+        async def listed() -> bool:
+            return await redis.llen(idle) == worker.max_jobs
+
+        async def ready() -> bool:
+            ((_, subscribed),) = await redis.pubsub_numsub(mine)
+            return subscribed == 1 and await listed()
+
+        await _eventually(ready)
+        job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
+
+        async def succeeded() -> bool:
+            found = await get_job(deps, job.id, SYSTEM)
+            return found is not None and found.status is JobStatus.SUCCEEDED
+
+        await _eventually(succeeded)
+        await _eventually(listed)
+    entry = keys.arq_job_id(job.id, job.version).encode()
+    assert all(entry not in job_ids for job_ids in starts)

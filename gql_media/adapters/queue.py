@@ -136,6 +136,7 @@ class JobQueue:
         done: str | None = None,
         events: Sequence[bytes] = (),
         start_ms: int = 0,
+        worker: str = "",
     ) -> list[Handed] | None:
         """The run of ``job_id`` at ``version`` ended in this worker: its slot goes to the
         next job, which is put on arq's queue without waking anyone: the slot that frees is
@@ -146,7 +147,8 @@ class JobQueue:
         in the same round trip (with a hand-over only); ``events``: the run's last changes,
         published in that round trip (with a hand-over) or beside the wake-up. None when
         Redis could not be reached (the reconciler repairs the scheduler; the events are
-        lost, as a failed publish loses them)."""
+        lost, as a failed publish loses them). ``worker``: the caller's id among the workers
+        that take entries started for them (``HandOver.args``)."""
         try:
             dispatched = await self.scheduler.release(
                 [(job_id, version)],
@@ -154,6 +156,7 @@ class JobQueue:
                 done=[done] if done is not None else [],
                 events=events,
                 start_ms=start_ms,
+                worker=worker,
             )
         except (RedisError, OSError) as exc:
             log.warning("could not reach the scheduler to end a run of job %s: %s", job_id, exc)
@@ -180,9 +183,16 @@ class JobQueue:
         lets waiting jobs of the owner start."""
         await self._settle(self.scheduler.set_cap(owner, max_running))
 
-    async def register_worker(self, worker_id: str, slots: int, ttl: float) -> None:
-        """A worker's ``slots`` count for ``ttl`` seconds (0 slots: it leaves)."""
-        await self._settle(self.scheduler.register(worker_id, slots, ttl))
+    async def register_worker(
+        self, worker_id: str, slots: int, ttl: float, *, idle: int = -1, start_ms: int = 0
+    ) -> None:
+        """A worker's ``slots`` count for ``ttl`` seconds (0 slots: it leaves). With the
+        scripts, ``idle`` (not -1) of them idle now: entries are started for them, with
+        in-progress marks of ``start_ms``, and given to the worker on its own wake-up
+        channel (``adapters.arq_patch.HAND_OVER``)."""
+        await self._settle(
+            self.scheduler.register(worker_id, slots, ttl, idle=idle, start_ms=start_ms)
+        )
 
     async def _settle(self, scheduled: Awaitable[list[Dispatched]], *, keep: int = 0) -> list[str]:
         """Hand over what a change of the scheduler dispatched; when Redis is down, the

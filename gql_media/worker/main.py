@@ -141,6 +141,7 @@ class GqlMediaWorker(WakeableWorker):
 
     def __init__(self, deps: Deps, redis: ArqRedis, *, handle_signals: bool = False) -> None:
         settings = deps.settings
+        worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         super().__init__(
             functions=[
                 func(run_job_task, name=keys.RUN_JOB_TASK, max_tries=1),
@@ -158,9 +159,10 @@ class GqlMediaWorker(WakeableWorker):
             wakeups="arq_wakeups" in settings.patches_on,
             scripts="arq_scripts" in settings.patches_on,
             leave_queue=True,  # see run_job_task
+            worker_id=worker_id,
+            idle_slots=keys.idle_slots(settings.redis_namespace),
         )
         self.deps = deps
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # claims begun as arq starts an entry, until its run_job_task takes them
         self._early: dict[str, asyncio.Task[runner.Claim]] = {}
         # runs that ended, by entry, until arq ends the entry (``ending``)
@@ -186,7 +188,12 @@ class GqlMediaWorker(WakeableWorker):
         Redis could not be reached: the release is tried again as arq ends the entry."""
         done = arq_id if self.deps.queue.scheduler.hands_over else None
         handed = await self.deps.queue.finished(
-            job_id, version, done=done, events=last, start_ms=self.start_mark_ms
+            job_id,
+            version,
+            done=done,
+            events=last,
+            start_ms=self.start_mark_ms,
+            worker=self.idle_id,
         )
         if handed is None:
             return False
@@ -216,7 +223,12 @@ class GqlMediaWorker(WakeableWorker):
         done = job_id if finished and self.deps.queue.scheduler.hands_over else None
         run_job_id, version, last = run
         handed = await self.deps.queue.finished(
-            run_job_id, version, done=done, events=last, start_ms=self.start_mark_ms
+            run_job_id,
+            version,
+            done=done,
+            events=last,
+            start_ms=self.start_mark_ms,
+            worker=self.idle_id,
         )
         if handed is None:  # Redis unreachable: arq tries its own end of the entry
             return False
@@ -271,11 +283,15 @@ class GqlMediaWorker(WakeableWorker):
             pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
             try:
                 wake, nudge = keys.wake_channel(namespace), keys.provider_nudge_channel(namespace)
-                await pubsub.subscribe(wake, nudge)
+                mine = keys.worker_wake_channel(namespace, self.worker_id)
+                await pubsub.subscribe(wake, nudge, mine)
                 delay = 0.1
                 async for message in pubsub.listen():
-                    if _text(message.get("channel")) == nudge:
+                    channel = _text(message.get("channel"))
+                    if channel == nudge:
                         self._nudge_providers(_text(message.get("data")))
+                    elif channel == mine:
+                        self._run_started_for_me(_text(message.get("data")))
                     elif self.allow_pick_jobs:
                         self.wake(_raw(message.get("data")).split())
             except (RedisError, OSError) as exc:
@@ -285,12 +301,28 @@ class GqlMediaWorker(WakeableWorker):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    def _run_started_for_me(self, message: str) -> None:
+        """ "<started, ms> <entry>": a scheduler's script started the entry for one of this
+        worker's idle slots (``adapters.arq_patch.HAND_OVER``). A stopping worker gives it
+        back (``stop``)."""
+        started, _, arq_id = message.partition(" ")
+        if not started.isdigit() or not arq_id:
+            log.warning("ignoring a malformed start on this worker's channel: %.80r", message)
+            return
+        self.run_now(arq_id, int(started), Handed(arq_id, int(started)).call)
+
     async def _register_forever(self) -> None:
         """Count this worker's slots in the scheduler, again every poll: jobs are handed to
         the workers only while slots are free, and a worker that dies stops counting once
         its registration lapses. Each call also hands over jobs that became due."""
         while True:
-            await self.deps.queue.register_worker(self.worker_id, self.max_jobs, self._lapse)
+            await self.deps.queue.register_worker(
+                self.worker_id,
+                self.max_jobs,
+                self._lapse,
+                idle=self.idle_now,
+                start_ms=self.start_mark_ms,
+            )
             await asyncio.sleep(self.poll_delay_s)
 
     def _nudge_providers(self, external_id: str) -> None:
@@ -348,7 +380,7 @@ class GqlMediaWorker(WakeableWorker):
     async def stop(self, grace: float) -> None:
         """Stop taking jobs, give running ones ``grace`` seconds, then cancel the rest."""
         self.allow_pick_jobs = False
-        await self.deps.queue.register_worker(self.worker_id, 0, self._lapse)
+        await self.deps.queue.register_worker(self.worker_id, 0, self._lapse, idle=0)
         await self.give_back_started()
         running = {arq_id: t for arq_id, t in self.tasks.items() if not t.done()}
         if running:

@@ -21,56 +21,102 @@ from gql_media import keys
 from gql_media.adapters.scheduling.lua import lua_string
 
 # A Lua function for the scheduler's scripts (``adapters.scheduling.lua``): ``out`` holds
-# what they dispatched, triples of job id, version and a flag set here (the entry is on
+# what they dispatched, triples of job id, version and a flag set here (1: the entry is on
 # arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
-# duplicate enqueue is harmless; 2 for one it started for the caller). Its arguments
-# (``HandOver.args``) are ARGV[5] how many of the first entries are the caller's (left out
-# of the wake-up), ARGV[6] the life (ms) of the in-progress mark of those it starts for the
-# caller (0: none is started, they are put on the queue), ARGV[7] how many entries ended
-# follow (their keys go as finish_job drops them), then those entries, then the changes to
-# publish, up to the script's own arguments (ARGV[A]). An entry of the caller's whose id
-# arq has not seen (no call, result, mark or try count) is started as START starts one, in
-# this script: its call stored, marked in progress, its try counted, and not put on the
-# queue (it would leave it as it starts); the caller runs it with what it knows (the
-# entry's id and call, try 1). The names it writes
-# under are constants (``HandOver.lua``). The stored call is the JSON of arq's
-# ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``, the
-# entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2], in ms).
+# duplicate enqueue is harmless; 2: started for the caller; 3: started for an idle worker).
+# Its arguments (``HandOver.args``) are ARGV[5] how many of the first entries are the
+# caller's (left out of the wake-up), ARGV[6] the life (ms) of the in-progress mark of
+# those it starts for the caller (0: none is started, they are put on the queue), ARGV[7]
+# the calling worker's id ('' for none), ARGV[8] how many of that worker's slots idle now
+# (-1: unchanged), ARGV[9] how many entries ended follow (their keys go as finish_job drops
+# them), then those entries, then the changes to publish, up to the script's own arguments
+# (ARGV[A]).
+#
+# An entry whose id arq has not seen (no call, result, mark or try count) is started as
+# START starts one, in this script: its call stored, marked in progress, its try counted,
+# and not put on the queue (it would leave it as it starts). The caller's are started for
+# the caller, which runs them with what it knows (the entry's id and call, try 1). Any
+# other is started for a worker that idles, if one does: ``IDLE`` lists a worker's id once
+# for each of its slots that idles (``MARKS``: the life of its in-progress mark), and the
+# entry goes to the one at the head, on its own wake-up channel (``WAKE .. ':' .. id``:
+# "<started, ms> <entry>"), after the changes are published; the rest are queued and
+# named in one wake-up for every worker. A worker's slot counts as idle from when it says
+# so (ARGV[8]: its ids are set to that many) or a run of its ends with nothing handed to
+# it, until an entry is started for it here or by its START; ids of workers no longer
+# registered (``SLOTS``, the scheduler's) are dropped as they come up.
+#
+# The names it writes under are constants (``HandOver.lua``). The stored call is the JSON
+# of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``,
+# the entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2]).
 HAND_OVER = """
 local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
+
+-- the next worker with an idle slot, and the life of its in-progress mark; nil for none
+local function idle_worker()
+  while true do
+    local w = redis.call('LPOP', IDLE)
+    if not w then return nil end
+    local mark = redis.call('HEXISTS', SLOTS, w) == 1 and tonumber(redis.call('HGET', MARKS, w))
+    if mark then return w, mark end
+  end
+end
+
 local function hand_over(out)
-  local keep, mark_ms, ended = tonumber(ARGV[5]), tonumber(ARGV[6]), 7 + tonumber(ARGV[7])
-  for i = 8, ended do
+  local keep, mark_ms, caller = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+  local idle, ended = tonumber(ARGV[8]), 9 + tonumber(ARGV[9])
+  for i = 10, ended do
     local id = ARGV[i]
     redis.call('DEL', PROGRESS .. id, TRIES .. id, CALL .. id)
     redis.call('ZREM', ABORT, id)
     redis.call('ZREM', QUEUE, id)
   end
-  local woken, kept = {}, 0
+  if idle >= 0 and caller ~= '' then
+    redis.call('LREM', IDLE, 0, caller)
+    if idle > 0 then
+      redis.call('HSET', MARKS, caller, mark_ms)
+      for _ = 1, idle do redis.call('RPUSH', IDLE, caller) end
+    else
+      redis.call('HDEL', MARKS, caller)
+    end
+  end
+  local woken, kept, sent = {}, 0, {}
   for i = 1, #out, 3 do
     local id = out[i] .. MARK .. out[i + 1]
     local call = CALL .. id
-    local mine, state, fresh = kept < keep, 1, false
-    if mine and mark_ms > 0
-        and redis.call('EXISTS', call, RESULT .. id, PROGRESS .. id, TRIES .. id) == 0 then
-      state, fresh = 2, true
-    else
-      fresh = redis.call('EXISTS', call, RESULT .. id) == 0  -- else as enqueue_job leaves it
+    local mine, state, mark, to = kept < keep, 1, 0, nil
+    local unseen = redis.call('EXISTS', call, RESULT .. id, PROGRESS .. id, TRIES .. id) == 0
+    if unseen and mine then
+      if mark_ms > 0 then state, mark = 2, mark_ms end
+    elseif unseen then
+      to, mark = idle_worker()
+      if to then state = 3 end
     end
-    if fresh then
+    -- an id arq has seen is left as enqueue_job leaves it
+    if unseen or redis.call('EXISTS', call, RESULT .. id) == 0 then
       redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
         ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
+      if state == 1 then redis.call('ZADD', QUEUE, ARGV[2], id) end
     end
-    if state == 2 then
-      redis.call('PSETEX', PROGRESS .. id, mark_ms, '1')
+    if state > 1 then
+      redis.call('PSETEX', PROGRESS .. id, mark, '1')
       redis.call('SET', TRIES .. id, 1, 'EX', TRIES_LIFE)
-    elseif fresh then
-      redis.call('ZADD', QUEUE, ARGV[2], id)
     end
     out[i + 2] = state
-    if mine then kept = kept + 1 else woken[#woken + 1] = id end
+    if mine then
+      kept = kept + 1
+    elseif to then
+      sent[#sent + 1] = to
+      sent[#sent + 1] = ARGV[2] .. ' ' .. id
+    else
+      woken[#woken + 1] = id
+    end
+  end
+  -- the caller's slots that nothing was handed to idle now
+  if caller ~= '' and mark_ms > 0 then
+    for _ = kept + 1, keep do redis.call('RPUSH', IDLE, caller) end
   end
   for i = ended + 1, A - 1 do redis.call('PUBLISH', CHANNEL, ARGV[i]) end
+  for i = 1, #sent, 2 do redis.call('PUBLISH', WAKE .. ':' .. sent[i], sent[i + 1]) end
   if #woken > 0 then redis.call('PUBLISH', WAKE, table.concat(woken, ' ')) end
   return out
 end
@@ -79,16 +125,17 @@ end
 # KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
 # mark's life (ms), ARGV[4]: how many to start at most, ARGV[5]: '1' to take the started
 # entries off the queue, ARGV[6]: the stored call's prefix, or '' not to read it, ARGV[7]:
-# the try count's prefix, ARGV[8..]: entries, in order. Starts entries as arq's start_jobs
-# does, going down the list: one is started when it is on the queue, due and not marked in
-# progress (by another worker); the others are passed over. For each one started it then
-# does what arq's run_job does first (reads the stored call, counts the try and sets the
-# count's expiry) and returns, flat: the entry, its score, the call (false when gone) and
-# the try (0 when not read).
+# the try count's prefix, ARGV[8]: the list of idle slots (HAND_OVER's ``IDLE``), ARGV[9]:
+# the worker's id there ('' for none), ARGV[10..]: entries, in order. Starts entries as
+# arq's start_jobs does, going down the list: one is started when it is on the queue, due
+# and not marked in progress (by another worker); the others are passed over. For each one
+# started it then does what arq's run_job does first (reads the stored call, counts the try
+# and sets the count's expiry) and returns, flat: the entry, its score, the call (false
+# when gone) and the try (0 when not read). The slots they take no longer idle.
 START = """
 local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
 local out, limit = {}, tonumber(ARGV[4])
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   if #out >= 4 * limit then break end
   local mark = ARGV[1] .. ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -107,6 +154,7 @@ for i = 8, #ARGV do
     out[#out + 1] = try
   end
 end
+if #out > 0 and ARGV[9] ~= '' then redis.call('LREM', ARGV[8], #out / 4, ARGV[9]) end
 return out
 """
 
@@ -114,12 +162,14 @@ return out
 @dataclass(frozen=True, slots=True)
 class HandOver:
     """What the scheduler's scripts need to put the jobs they dispatch on arq's queue
-    (``HAND_OVER``), publish the jobs' changes on ``channel`` and wake the workers."""
+    (``HAND_OVER``), publish the jobs' changes on ``channel`` and wake the workers, or
+    start the jobs for workers that idle (``idle``)."""
 
     queue: str
     wake: str
     channel: str
     expires_ms: int
+    idle: str
 
     @classmethod
     def of(cls, redis: ArqRedis, namespace: str) -> HandOver:
@@ -128,6 +178,7 @@ class HandOver:
             keys.wake_channel(namespace),
             keys.events_channel(namespace),
             redis.expires_extra_ms,
+            keys.idle_slots(namespace),
         )
 
     @property
@@ -145,6 +196,8 @@ class HandOver:
             "EXPIRES": str(self.expires_ms),
             "WAKE": self.wake,
             "CHANNEL": self.channel,
+            "IDLE": self.idle,
+            "MARKS": self.idle + ":marks",
         }
         constants = "".join(f"local {k} = {lua_string(v)}\n" for k, v in names.items())
         return constants + HAND_OVER
@@ -155,10 +208,15 @@ class HandOver:
         events: Sequence[bytes],
         done: Sequence[str] = (),
         start_ms: int = 0,
+        worker: str = "",
+        idle: int = -1,
     ) -> list[str | int | bytes]:
         """The script's arguments: the first ``keep`` entries are left out of the wake-up
         (the caller starts them; with ``start_ms``, the life of arq's in-progress mark, the
         script starts those it can for the caller); ``events`` are published before it; the
         entries ``done`` (arq ids) ended, and their keys go as arq's ``finish_job`` drops
-        them (``WakeableWorker.finish_job``)."""
-        return [keep, start_ms, len(done), *done, *events]
+        them (``WakeableWorker.finish_job``). ``worker``: the caller's id, when it is a
+        worker that takes entries started for it (``WakeableWorker.idle_id``): with
+        ``start_ms``, its slots among the first ``keep`` that nothing is handed to idle
+        from now on, and ``idle`` (not -1) is how many of its slots idle now."""
+        return [keep, start_ms, worker, idle if worker else -1, len(done), *done, *events]

@@ -70,6 +70,8 @@ class WakeableWorker(Worker):
         wakeups: bool = True,
         scripts: bool = True,
         leave_queue: bool = False,
+        worker_id: str = "",
+        idle_slots: str = "",
         **kwargs: Any,
     ) -> None:
         # arq's calls as the clients of adapters.redis store them (and HAND_OVER writes them)
@@ -81,6 +83,8 @@ class WakeableWorker(Worker):
         # with the scripts: an entry started leaves the queue in the same script (arq takes
         # it off only as the job ends)
         self.leaves_queue = scripts and leave_queue
+        # this worker's id in the list of idle slots (``HAND_OVER``'s ``IDLE``), that list
+        self.worker_id, self._idle_slots = worker_id, idle_slots
         self._start: Any = None  # START, registered on the worker's pool at first use
         # what the start script read for the entries it started, until their run_job reads it
         self._read: dict[str, _ReadAhead] = {}
@@ -117,6 +121,13 @@ class WakeableWorker(Worker):
         ending handed its slot to them, so nobody else is woken for them."""
         self._after_release.extend(arq_ids)
 
+    def run_now(self, arq_id: str, score: int, call: bytes) -> None:
+        """Run this entry now: a scheduler's script started it for this worker, as
+        ``run_when_free`` says, for a slot that idled (``idle_id``); with every slot busy
+        (the count of idle slots was behind), as the next slot frees."""
+        self._started_for_me.append((arq_id, score, call))
+        self._wake.set()
+
     def run_when_free(self, arq_id: str, score: int, call: bytes) -> None:
         """Run this entry once the next slot frees: a job of this worker that is ending
         handed its slot to it, and the script that released that slot started the entry
@@ -135,6 +146,26 @@ class WakeableWorker(Worker):
         if self.allow_abort_jobs:
             return 0
         return int(self.in_progress_timeout_s * 1000)
+
+    @property
+    def idle_id(self) -> str:
+        """This worker's id in the list of idle slots, where the scheduler's scripts find
+        a worker to start an entry for (``run_now``); '' when they may not: without
+        wake-ups, without that list or id, or where ``start_mark_ms`` is 0."""
+        if not (self.wakeups and self._idle_slots and self.worker_id and self.start_mark_ms):
+            return ""
+        return self.worker_id
+
+    @property
+    def idle_now(self) -> int:
+        """How many of this worker's slots idle now, for the list of idle slots: all, when
+        nothing runs here or waits to; 0 when entries may not be started for it; -1 when
+        it runs jobs (the list is kept as runs end and starts take slots)."""
+        if not self.idle_id:
+            return 0
+        if self.job_counter or self._started_for_me or self._after_release or self._named:
+            return -1
+        return self.max_jobs
 
     async def give_back_started(self) -> None:
         """Put the entries started for this worker that it has not run (it stops) back on
@@ -268,6 +299,8 @@ class WakeableWorker(Worker):
                     int(self.leaves_queue),
                     job_key_prefix if read_ahead else "",
                     retry_key_prefix,
+                    self._idle_slots,
+                    self.idle_id,
                     *job_ids,
                 ],
             )

@@ -55,8 +55,8 @@ class Waiting:
 @dataclass(frozen=True, slots=True)
 class Dispatched:
     """A job handed to the workers: put it on arq's queue (``queued``: the scheduler's
-    hand-over did, or ``started`` it for the caller: the time, in ms, its entry was stored
-    and started at; 0 when it was not)."""
+    hand-over did, or started it for a worker; ``started``: the time, in ms, its entry was
+    stored and started at for the caller; 0 when it was not)."""
 
     job_id: str
     version: int
@@ -78,10 +78,13 @@ class HandOver(Protocol):
         events: Sequence[bytes],
         done: Sequence[str] = (),
         start_ms: int = 0,
+        worker: str = "",
+        idle: int = -1,
     ) -> list[str | int | bytes]:
         """The hand-over's arguments: the first ``keep`` jobs queued are the caller's to
         start (with ``start_ms``, started for it where they can be), ``events`` are
-        published, the queue's entries ``done`` are ended."""
+        published, the queue's entries ``done`` are ended; ``worker``, the calling worker,
+        has ``idle`` slots idle (-1: as counted)."""
         ...
 
 
@@ -148,10 +151,14 @@ class Scheduler:
         events: Sequence[bytes] = (),
         done: Sequence[str] = (),
         start_ms: int = 0,
+        worker: str = "",
+        idle: int = -1,
     ) -> list[Dispatched]:
         now = _ms(self._clock())
         handing = (
-            () if self._hand_over is None else self._hand_over.args(keep, events, done, start_ms)
+            ()
+            if self._hand_over is None
+            else self._hand_over.args(keep, events, done, start_ms, worker, idle)
         )
         head = [self._prefix, now, self._group_cap, len(handing), *handing]
         out = await script(args=[*head, *args])  # type: ignore[operator]
@@ -189,15 +196,23 @@ class Scheduler:
         done: Sequence[str] = (),
         events: Sequence[bytes] = (),
         start_ms: int = 0,
+        worker: str = "",
     ) -> list[Dispatched]:
         """Runs (job id, version) that ended, or were lost with their worker: their slots
         and caps free, unless the job is in flight at another version by then. With a
         hand-over, the first ``keep`` jobs queued are not woken for: the caller starts them
         (with ``start_ms``, the script starts them for it where it can: ``Dispatched.started``);
-        the queue's entries ``done`` are ended and ``events`` published (``HandOver.args``)."""
+        the queue's entries ``done`` are ended and ``events`` published; ``worker`` is the
+        calling worker (``HandOver.args``)."""
         runs_ = [x for run in runs for x in run]
         return await self._run(
-            self._release, runs_, keep=keep, done=done, events=events, start_ms=start_ms
+            self._release,
+            runs_,
+            keep=keep,
+            done=done,
+            events=events,
+            start_ms=start_ms,
+            worker=worker,
         )
 
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
@@ -205,11 +220,21 @@ class Scheduler:
         of flight if they were handed to the workers."""
         return await self._run(self._remove, list(job_ids))
 
-    async def register(self, worker_id: str, slots: int, ttl: float) -> list[Dispatched]:
+    async def register(
+        self, worker_id: str, slots: int, ttl: float, *, idle: int = -1, start_ms: int = 0
+    ) -> list[Dispatched]:
         """A worker's slots count for ``ttl`` seconds (call again before then); 0 slots
-        unregisters it. Returns what is dispatched now."""
+        unregisters it. Returns what is dispatched now. With a hand-over, ``idle`` (not -1)
+        of its slots idle now, and entries are started for them with in-progress marks of
+        ``start_ms``."""
         lapses = _ms(self._clock() + ttl)
-        return await self._run(self._register, [worker_id, slots, lapses])
+        return await self._run(
+            self._register,
+            [worker_id, slots, lapses],
+            start_ms=start_ms,
+            worker=worker_id if idle >= 0 else "",
+            idle=idle,
+        )
 
     async def dispatch(self) -> list[Dispatched]:
         """Hand waiting jobs to free slots (jobs that became due meanwhile, too)."""
