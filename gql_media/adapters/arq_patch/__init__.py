@@ -44,8 +44,18 @@ counted) without putting it on the queue it would leave as it starts; the worker
 with arq's ``run_job`` as the slot frees (``WakeableWorker.run_when_free``), given that
 call and try; a worker that stops first puts it back on the queue unstarted
 (``give_back_started``), and one that dies leaves it to the reconciler, which moves the job
-to a new version as it does for an entry taken and never claimed. Off, ``enqueue_job``,
-arq's ``start_jobs`` and its ``finish_job`` serve.
+to a new version as it does for an entry taken and never claimed. The same goes for a job
+dispatched while a worker idles: a worker lists its idle slots in Redis
+(``keys.idle_slots``: its id once per slot; all of them when it registers with nothing
+running or waiting to, one more each time a run of its ends with nothing handed to it, one
+less for each entry it starts itself), and ``HAND_OVER`` starts an entry for the worker at
+the head of that list and publishes it on that worker's own wake-up channel
+(``keys.worker_wake_channel``), where ``WakeableWorker.run_now`` runs it with ``run_job``:
+no worker's start script stands between the wake-up and the run. The list may be behind
+(a start it did not hear of, a message lost with the worker's connection): an entry given
+to a worker whose slots are all busy runs as the next one frees, and one whose message was
+lost is moved to a new version by the reconciler. Off, ``enqueue_job``, arq's
+``start_jobs`` and its ``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor
 version: ``Worker._poll_iteration()`` reads the due entries of the queue and starts what the
