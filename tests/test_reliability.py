@@ -26,7 +26,7 @@ from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
 from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
-from gql_media.services import lease, reconciler, runner
+from gql_media.services import lease, reconciler, runner, transitions
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.services.outputs import output_key
@@ -480,3 +480,32 @@ async def test_a_stopping_worker_cancels_again_a_task_that_lost_its_cancel() -> 
     await retried.wait()
     await asyncio.wait_for(cancel_until_done([task], every=0.01), timeout=10)
     assert task.cancelled() and cancels == 2
+
+
+async def test_a_claim_and_a_progress_commit_without_waiting_for_the_disk(
+    runtime: Runtime,
+) -> None:
+    """On PostgreSQL a run's claim and its progress commit with ``synchronous_commit`` off
+    for their own transaction (a claim lost with PostgreSQL leaves the job QUEUED, and the
+    lease fences the run off); the run's end, like every other change, waits for the disk,
+    and the setting does not outlive the statement."""
+    deps = runtime.deps
+    if deps.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no such setting: every commit is the same")
+    setting = func.current_setting("synchronous_commit")
+    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
+    params: dict[str, Any] = {"job_id": _uuid(job.id), "now": utcnow(), "token": "t"}
+    steps = [
+        (transitions.CLAIM, {"lease_until": utcnow() + timedelta(minutes=1)}),
+        (transitions.PROGRESS, {"progress": 0.5}),
+        (transitions.SUCCEED, {"result": None}),
+    ]
+    seen = []
+    async with deps.autocommit.connect() as connection:
+        server = (await connection.execute(select(setting))).scalar_one()
+        for statement, extra in steps:
+            row = (await connection.execute(statement.returning(setting), params | extra)).one()
+            seen.append(row[-1])
+        after = (await connection.execute(select(setting))).scalar_one()
+    assert server == "on"  # as the test database is set up
+    assert seen == ["off", "off", "on"] and after == "on"

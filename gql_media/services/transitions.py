@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Executable,
     Row,
@@ -37,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from gql_media.db.models import AssetRow, JobRow, utcnow
@@ -93,6 +96,31 @@ def transition_statement(
     return stmt.values(version=_JOBS.version + 1, updated_at=NOW, **values).returning(*_JOBS)
 
 
+class CommitUnflushed(ColumnElement[bool]):
+    """A condition that always holds and, on PostgreSQL, has the transaction of the
+    statement it is in commit without waiting for its WAL to reach the disk
+    (``synchronous_commit`` off for that transaction only), in the same round trip. For the
+    changes whose loss a crash of PostgreSQL itself may cost is one the lease already
+    recovers from: a claim lost that way leaves the job QUEUED, so the run that claimed it
+    can record nothing (every later change of the run is held by its lease) and the job
+    runs again, as it does after a worker dies; a progress lost is best effort anyway. A
+    later change that waits for the disk (the run's end, say) flushes the earlier ones
+    with it. Every other change, and every change on SQLite, waits for the disk."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(CommitUnflushed, "postgresql")
+def _commit_unflushed_postgresql(element: CommitUnflushed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "set_config('synchronous_commit', 'off', true) = 'off'"
+
+
+@compiles(CommitUnflushed)
+def _commit_unflushed(element: CommitUnflushed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "1"  # SQLite, which has no boolean type, compares it with 1
+
+
 def _job_of(found: Row[Any] | None) -> ColumnValues | None:
     return ColumnValues(found._mapping) if found is not None else None
 
@@ -133,7 +161,8 @@ async def one_job(
 
 # --- the transitions of a run, built once ---------------------------------------------
 
-# a job past its deadline is never claimed: it expires (EXPIRE) instead
+# a job past its deadline is never claimed: it expires (EXPIRE) instead; a claim commits
+# without waiting for the disk (CommitUnflushed)
 CLAIM = transition_statement(
     (JobStatus.QUEUED,),
     JobStatus.RUNNING,
@@ -143,7 +172,7 @@ CLAIM = transition_statement(
     finished_at=None,
     lease_token=bindparam("token"),
     lease_until=_param("lease_until", _JOBS.lease_until),
-).where(or_(_JOBS.deadline.is_(None), _JOBS.deadline > NOW))
+).where(or_(_JOBS.deadline.is_(None), _JOBS.deadline > NOW), CommitUnflushed())
 # QUEUED → FAILED once the deadline passed
 EXPIRE = transition_statement(
     (JobStatus.QUEUED,),
@@ -155,7 +184,7 @@ EXPIRE = transition_statement(
 ).where(_JOBS.deadline <= NOW)
 PROGRESS = transition_statement(
     (JobStatus.RUNNING,), None, held=True, progress=bindparam("progress")
-)
+).where(CommitUnflushed())
 SUCCEED = transition_statement(
     (JobStatus.RUNNING,),
     JobStatus.SUCCEEDED,
