@@ -509,3 +509,27 @@ async def test_a_claim_and_a_progress_commit_without_waiting_for_the_disk(
         after = (await connection.execute(select(setting))).scalar_one()
     assert server == "on"  # as the test database is set up
     assert seen == ["off", "off", "on"] and after == "on"
+
+
+async def test_a_run_s_statements_are_compiled_once(runtime: Runtime) -> None:
+    """The statements every run makes stay in SQLAlchemy's compiled cache: a construct of
+    ours in one (``CommitUnflushed``) that could not be cached would have it compiled again
+    at every run."""
+    cache: dict[Any, Any] = {}
+    engine = runtime.deps.autocommit.execution_options(compiled_cache=cache)
+    now = utcnow()
+    runs: list[tuple[Any, dict[str, Any]]] = [
+        (transitions.CLAIM, {"token": "t", "lease_until": now}),
+        (transitions.PROGRESS, {"token": "t", "progress": 0.5}),
+        (transitions.SUCCEED, {"token": "t", "result": None}),
+        (transitions.EXPIRE, {}),
+    ]
+    async with engine.connect() as connection:
+        for statement, params in runs:
+            before = len(cache)
+            for _ in range(2):  # no such job: nothing changes
+                found = await connection.execute(
+                    statement, {"job_id": uuid.uuid4(), "now": now, **params}
+                )
+                assert found.first() is None
+            assert len(cache) == before + 1, statement

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.functions import FunctionElement
 
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JobStatus
@@ -96,7 +97,7 @@ def transition_statement(
     return stmt.values(version=_JOBS.version + 1, updated_at=NOW, **values).returning(*_JOBS)
 
 
-class CommitUnflushed(ColumnElement[bool]):
+class CommitUnflushed(FunctionElement[bool]):
     """A condition that always holds and, on PostgreSQL, has the transaction of the
     statement it is in commit without waiting for its WAL to reach the disk
     (``synchronous_commit`` off for that transaction only), in the same round trip. For the
@@ -108,7 +109,8 @@ class CommitUnflushed(ColumnElement[bool]):
     with it. Every other change, and every change on SQLite, waits for the disk."""
 
     type = Boolean()
-    inherit_cache = True
+    name = "commit_unflushed"
+    inherit_cache = True  # a constant: the statements it is in stay in SQLAlchemy's cache
 
 
 @compiles(CommitUnflushed, "postgresql")
