@@ -974,3 +974,41 @@ async def test_a_job_created_while_the_worker_idles_runs_with_no_start_of_its_ow
         await _eventually(listed)
     entry = keys.arq_job_id(job.id, job.version).encode()
     assert all(entry not in job_ids for job_ids in starts)
+
+
+@needs_patches("arq_scripts")
+async def test_running_goes_out_as_the_claim_commits_before_arq_runs_the_job(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker claims a job's row as its entry starts, and the claim publishes RUNNING
+    as it commits: arq's own steps before the job's function (held here) are not on the
+    path of that change."""
+    deps = runtime.deps
+    gate = asyncio.Event()
+    run_job = WakeableWorker.run_job
+
+    async def held(worker: WakeableWorker, job_id: str, score: int) -> None:
+        await gate.wait()
+        await run_job(worker, job_id, score)
+
+    monkeypatch.setattr(WakeableWorker, "run_job", held)
+    pubsub = runtime.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(deps.settings.redis_namespace))
+
+    async def reaches(job_id: str, status: str) -> None:
+        async with asyncio.timeout(10):
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    event = json.loads(message["data"])
+                    if (event["id"], event["status"]) == (job_id, status):
+                        return
+
+    try:
+        async with running_worker(runtime):
+            job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
+            await reaches(job.id, "RUNNING")
+            assert not gate.is_set()
+            gate.set()
+            await reaches(job.id, "SUCCEEDED")
+    finally:
+        await pubsub.aclose()

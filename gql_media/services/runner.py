@@ -93,10 +93,14 @@ class Claim:
 
 
 async def claim_run(deps: Deps, job_id: str) -> Claim:
-    """Claim the job's row under a new lease: the first step of ``run_job``, which a worker
-    may begin early (while arq reads the job's call) and hand to it."""
+    """Claim the job's row under a new lease and publish the change: the first step of
+    ``run_job``, which a worker may begin early (while arq reads the job's call) and hand
+    to it; RUNNING then goes out as the claim commits, not after arq's steps."""
     token = uuid.uuid4().hex
-    return Claim(await claim(deps, parse_job_id(job_id), token), token)
+    row = await claim(deps, parse_job_id(job_id), token)
+    if row is not None:
+        await announce(deps, job_snapshot(row))
+    return Claim(row, token)
 
 
 async def run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None = None) -> Outcome:
@@ -118,7 +122,6 @@ async def _run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None) ->
         if await deadlines.expire(deps, parsed):  # too late to start
             return Outcome.FAILED
         return Outcome.SKIPPED
-    await announce(deps, job_snapshot(row))
     failpoint(CLAIMED)
     attempt = deps.metrics.worker.attempt(row.kind, row.provider, row.run_after, row.started_at)
     context = JobContext(deps, row, token)
