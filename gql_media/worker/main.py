@@ -187,17 +187,8 @@ class GqlMediaWorker(WakeableWorker):
         bookkeeping (arq's own end of the entry is then skipped: ``ending``). False when
         Redis could not be reached: the release is tried again as arq ends the entry."""
         done = arq_id if self.deps.queue.scheduler.hands_over else None
-        handed = await self.deps.queue.finished(
-            job_id,
-            version,
-            done=done,
-            events=last,
-            start_ms=self.start_mark_ms,
-            worker=self.idle_id,
-        )
-        if handed is None:
+        if not await self._release(job_id, version, done, last):
             return False
-        self.take_handed(handed)
         if done is not None:
             self._ended.add(arq_id)
         return True
@@ -222,18 +213,28 @@ class GqlMediaWorker(WakeableWorker):
             return False
         done = job_id if finished and self.deps.queue.scheduler.hands_over else None
         run_job_id, version, last = run
+        if not await self._release(run_job_id, version, done, last):
+            return False  # Redis unreachable: arq tries its own end of the entry
+        return done is not None
+
+    async def _release(
+        self, job_id: str, version: int, done: str | None, last: list[bytes]
+    ) -> bool:
+        """Release the slot of the run of ``job_id`` at ``version`` (``JobQueue.finished``,
+        ending the entry ``done`` and publishing ``last``) and take what it hands this
+        worker; False when Redis could not be reached."""
         handed = await self.deps.queue.finished(
-            run_job_id,
+            job_id,
             version,
             done=done,
             events=last,
             start_ms=self.start_mark_ms,
             worker=self.idle_id,
         )
-        if handed is None:  # Redis unreachable: arq tries its own end of the entry
+        if handed is None:
             return False
         self.take_handed(handed)
-        return done is not None
+        return True
 
     def take_handed(self, handed: Sequence[Handed]) -> None:
         """Start the entries handed to this worker as its slot frees: by name, or, where
