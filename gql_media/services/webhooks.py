@@ -7,7 +7,7 @@ deliveries whose queue entry was lost. Each attempt is recorded in ``webhook_del
 failures are retried with exponential backoff up to ``webhook_max_attempts``. Receivers
 deduplicate with ``webhook-id``, which stays the same across the attempts of one delivery.
 
-Each attempt is an arq job (``worker.main.deliver_webhook_task``). An attempt that a worker
+Each attempt is an arq job (``worker.tasks.deliver_webhook_task``). An attempt that a worker
 took and never recorded (the worker was killed during it) is made again: the worker marks
 the attempt as being made for ``attempt_seconds``, and once that mark is gone the reconciler
 queues the attempt again (``JobQueue.enqueue_webhook(lost=True)``). Making an attempt is

@@ -1,5 +1,6 @@
 """The arq worker: arq reads the queue and starts each job run and webhook delivery as an
-arq function (``run_job_task``, ``deliver_webhook_task``); ``services`` does the work.
+arq function (``worker.tasks``: ``run_job_task``, ``deliver_webhook_task``); ``services``
+does the work.
 
 What is arq's and what is ours, and why:
 
@@ -51,88 +52,20 @@ from redis.exceptions import RedisError
 from gql_media import keys
 from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.arq_patch import WakeableWorker
-from gql_media.adapters.queue import Handed, stored
+from gql_media.adapters.queue import Handed
 from gql_media.db.engine import is_unavailable
 from gql_media.runtime import Runtime
-from gql_media.services import events, reconciler, retention, runner, webhooks
+from gql_media.services import reconciler, retention, runner, webhooks
 from gql_media.services.deps import Deps
+from gql_media.worker.tasks import deliver_webhook_task, run_job_task
 
 log = logging.getLogger(__name__)
-
-
-async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
-    """Run one job (one version of its row: ``ctx["job_id"]`` is ``<job id>:v<version>``)."""
-    deps: Deps = ctx["deps"]
-    # Off the queue as it starts (in the worker's start script with arq_scripts, else here
-    # beside the claim): redelivery after a lost worker is the reconciler's (see the module
-    # docstring), and an entry left at the head of the queue would be read again by every
-    # worker until this run ends.
-    redis: ArqRedis = ctx["redis"]
-    worker = ctx.get("worker")
-    leave = None
-    if worker is None or not worker.leaves_queue:  # else the start took it off
-        leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
-    version = keys.arq_job_version(ctx["job_id"]) or 0
-    early = worker.claimed_early(ctx["job_id"]) if worker is not None else None
-    last: list[bytes] = []  # the change that finished the job: published as the run ends
-    ended = False
-    try:
-        with events.run_ending() as last:
-            outcome = await runner.run_job(deps, job_id, early)
-        if leave is not None:
-            await leave
-        if worker is not None and worker.scripts:
-            ended = await worker.end_run(ctx["job_id"], job_id, version, last)
-    except asyncio.CancelledError:
-        # The worker stops: the runner handed the job back under a new version, so arq's
-        # stored call of this one, which arq keeps to run a canceled job again, is dropped.
-        with contextlib.suppress(RedisError, OSError):
-            kept = stored(ctx["job_id"])
-            await asyncio.shield(redis.delete(kept.call, kept.tries))
-        raise
-    finally:
-        # the slot goes to the next job in the scheduler's order (a run handed back under
-        # a new version was released as that version was scheduled); this worker starts it
-        # as the slot frees, with no wake-up sent round every worker. With arq_scripts, in
-        # the round trip that ends arq's entry: above, as the run returns (end_run), or
-        # else as arq ends it (GqlMediaWorker.ending). The job's last change is published
-        # in that round trip too, after its commit like any other.
-        if worker is not None and worker.scripts:
-            if not ended:
-                worker.release_as_entry_ends(ctx["job_id"], job_id, version, last)
-        else:
-            handed = await asyncio.shield(deps.queue.finished(job_id, version, events=last))
-            if handed and worker is not None:
-                worker.take_handed(handed)
-    return outcome.value
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
     """Read an unused task's outcome, so a failure is logged here, once."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("an unused claim failed: %s", task.exception())
-
-
-async def _leave_queue(redis: ArqRedis, deps: Deps, arq_id: str) -> None:
-    with contextlib.suppress(RedisError, OSError):
-        await redis.zrem(keys.queue_name(deps.settings.redis_namespace), arq_id)
-
-
-async def deliver_webhook_task(ctx: dict[str, Any], job_id: str, attempt: int) -> str:
-    """Make delivery ``attempt`` of a finished job's webhook, unless a worker makes it now."""
-    deps: Deps = ctx["deps"]
-    settings = deps.settings
-    arq_id = ctx["job_id"]
-    mark_ms = round(webhooks.attempt_seconds(settings) * 1000)
-    # Mark the attempt as being made, for as long as it may take, and take its entry off
-    # the queue: the reconciler queues the attempt again if the mark expires unrecorded.
-    async with ctx["redis"].pipeline(transaction=True) as pipe:
-        pipe.set(keys.delivering_key(settings.redis_namespace, arq_id), b"1", px=mark_ms, nx=True)
-        pipe.zrem(keys.queue_name(settings.redis_namespace), arq_id)
-        marked, _ = await pipe.execute()
-    if not marked:
-        return "being made by another worker"
-    return await webhooks.deliver(deps, job_id, attempt)
 
 
 class GqlMediaWorker(WakeableWorker):
