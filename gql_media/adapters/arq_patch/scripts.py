@@ -57,7 +57,7 @@ local function idle_worker()
     local w = redis.call('LPOP', IDLE)
     if not w then return nil end
     local mark = redis.call('HEXISTS', SLOTS, w) == 1 and tonumber(redis.call('HGET', MARKS, w))
-    if mark then return w, mark end
+    if mark and mark > 0 then return w, mark end
   end
 end
 
@@ -72,7 +72,7 @@ local function hand_over(out)
   end
   if idle >= 0 and caller ~= '' then
     redis.call('LREM', IDLE, 0, caller)
-    if idle > 0 then
+    if idle > 0 and mark_ms > 0 then
       redis.call('HSET', MARKS, caller, mark_ms)
       for _ = 1, idle do redis.call('RPUSH', IDLE, caller) end
     else
