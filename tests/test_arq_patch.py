@@ -27,7 +27,7 @@ from gql_media.adapters.arq_patch import WakeableWorker
 from gql_media.adapters.queue import Handed, JobQueue, stored
 from gql_media.adapters.scheduling import Waiting
 from gql_media.domain import SYSTEM, JobStatus
-from gql_media.runtime import Runtime
+from gql_media.runtime import Runtime, open_runtime
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.worker.main import running_worker
 from tests.support import needs_patches
@@ -869,7 +869,10 @@ async def test_an_entry_dispatched_while_a_worker_idles_is_started_for_it(
         started, named = heard[channels[2]][0].decode().split(" ")
         assert named == entry_a and heard[channels[0]] == [EVENT]
         assert await arq_redis.get(kept.call) == Handed(entry_a, int(started)).call
-        assert await arq_redis.zscore(keys.queue_name(namespace), entry_a) is None
+        # on the queue too, marked for that worker: its own read finds it, should the
+        # message be lost
+        assert await arq_redis.zscore(keys.queue_name(namespace), entry_a) == int(started)
+        assert await arq_redis.get(kept.in_progress) == b"w"
         assert await arq_redis.llen(idle) == 0
 
         # no slot listed: queued, and every worker woken
@@ -938,14 +941,19 @@ async def _eventually(condition: Callable[[], Awaitable[bool]], timeout: float =
 
 @needs_patches("arq_wakeups", "arq_scripts")
 async def test_a_job_created_while_the_worker_idles_runs_with_no_start_of_its_own(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    settings_factory: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker lists its slots as idle; a job created then is started for it by the script
     that schedules the job and handed to it on its own channel: it runs with no start script
-    and no read of the queue for it, and its slot is listed again as the run ends."""
-    deps, redis = runtime.deps, runtime.redis
-    idle = keys.idle_slots(deps.settings.redis_namespace)
-    async with running_worker(runtime) as worker:
+    and no read of the queue for it, and its slot is listed again as the run ends. (No
+    read of the queue on the timer here: one could start the entry first, as it does when
+    the message is lost.)"""
+    async with (
+        open_runtime(settings_factory(worker_poll_delay=600), fake_redis_server) as runtime,
+        running_worker(runtime) as worker,
+    ):
+        deps, redis = runtime.deps, runtime.redis
+        idle = keys.idle_slots(deps.settings.redis_namespace)
         starts: list[list[bytes]] = []
         start_jobs = worker.start_jobs
 
@@ -1012,3 +1020,43 @@ async def test_running_goes_out_as_the_claim_commits_before_arq_runs_the_job(
             await reaches(job.id, "SUCCEEDED")
     finally:
         await pubsub.aclose()
+
+
+async def test_an_entry_started_for_a_worker_whose_message_is_lost_runs_there_once(
+    arq_redis: ArqRedis,
+) -> None:
+    """An entry started for an idle worker whose message never came is started by that
+    worker's own read of the queue, as its first try; another worker's start passes it
+    over, and the message coming late does not run it again."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    ran: list[tuple[str, int]] = []
+
+    async def run(ctx: dict[str, Any], job_id: str) -> None:
+        ran.append((job_id, ctx["job_try"]))
+
+    def worker(worker_id: str) -> WakeableWorker:
+        return _job_worker(
+            arq_redis,
+            namespace,
+            run,
+            scripts=True,
+            leave_queue=True,
+            worker_id=worker_id,
+            idle_slots=keys.idle_slots(namespace),
+        )
+
+    mine, other = worker("w"), worker("other")
+    await queue.register_worker("w", 1, 60, idle=1, start_ms=mine.start_mark_ms)
+    await queue.register_worker("other", 1, 60)
+    job_id = uuid.uuid4().hex
+    assert await queue.enqueue(Waiting(job_id, 1))  # started for "w"; its message is lost
+    entry = keys.arq_job_id(job_id, 1)
+    await other.start_jobs([entry.encode()])
+    assert other.job_counter == 0 and not other.tasks
+    await mine.start_jobs([entry.encode()])
+    mine.run_now(entry, 1, b"")  # the message, late: dropped
+    assert not mine._started_for_me
+    await asyncio.gather(*mine.tasks.values())
+    assert ran == [(job_id, 1)]
+    assert await arq_redis.zscore(keys.queue_name(namespace), entry) is None

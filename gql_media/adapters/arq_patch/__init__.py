@@ -51,10 +51,12 @@ running or waiting to, one more each time a run of its ends with nothing handed 
 less for each entry it starts itself), and ``HAND_OVER`` starts an entry for the worker at
 the head of that list and publishes it on that worker's own wake-up channel
 (``keys.worker_wake_channel``), where ``WakeableWorker.run_now`` runs it with ``run_job``:
-no worker's start script stands between the wake-up and the run. The list may be behind
-(a start it did not hear of, a message lost with the worker's connection): an entry given
-to a worker whose slots are all busy runs as the next one frees, and one whose message was
-lost is moved to a new version by the reconciler. Off, ``enqueue_job``, arq's
+no worker's start script stands between the wake-up and the run. Such an entry also
+waits on the queue, its in-progress mark holding that worker's id: other workers' starts
+pass it over, and should the message be lost (the worker's connection dropped, Redis
+failed over), that worker's next read of the queue starts it (``START``), once. The list
+may be behind (a start it did not hear of): an entry given to a worker whose slots are all
+busy runs as the next one frees. Off, ``enqueue_job``, arq's
 ``start_jobs`` and its ``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor

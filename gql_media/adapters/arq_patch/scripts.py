@@ -33,17 +33,21 @@ from gql_media.adapters.scheduling.lua import lua_string
 # (ARGV[A]).
 #
 # An entry whose id arq has not seen (no call, result, mark or try count) is started as
-# START starts one, in this script: its call stored, marked in progress, its try counted,
-# and not put on the queue (it would leave it as it starts). The caller's are started for
-# the caller, which runs them with what it knows (the entry's id and call, try 1). Any
+# START starts one, in this script: its call stored, marked in progress, its try counted.
+# The caller's are started for the caller, which runs them with what it knows (the
+# entry's id and call, try 1), and are not put on the queue (they would leave it as they
+# start). Any
 # other is started for a worker that idles, if one does: ``IDLE`` lists a worker's id once
 # for each of its slots that idles (``MARKS``: the life of its in-progress mark), and the
 # entry goes to the one at the head, on its own wake-up channel (``WAKE .. ':' .. id``:
-# "<started, ms> <entry>"), after the changes are published; the rest are queued and
-# named in one wake-up for every worker. A worker's slot counts as idle from when it says
-# so (ARGV[8]: its ids are set to that many) or a run of its ends with nothing handed to
-# it, until an entry is started for it here or by its START; ids of workers no longer
-# registered (``SLOTS``, the scheduler's) are dropped as they come up.
+# "<started, ms> <entry>"), after the changes are published. Such an entry is also put on
+# the queue, its in-progress mark holding that worker's id: other workers' starts pass it
+# over, and START starts it for that worker (its try counted already) should the message
+# be lost. The rest are queued and named in one wake-up for every worker. A worker's slot
+# counts as idle from when it says so (ARGV[8]: its ids are set to that many) or a run of
+# its ends with nothing handed to it, until an entry is started for it here or by its
+# START; ids of workers no longer registered (``SLOTS``, the scheduler's) are dropped as
+# they come up.
 #
 # The names it writes under are constants (``HandOver.lua``). The stored call is the JSON
 # of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``,
@@ -95,10 +99,11 @@ local function hand_over(out)
     if unseen or redis.call('EXISTS', call, RESULT .. id) == 0 then
       redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
         ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
-      if state == 1 then redis.call('ZADD', QUEUE, ARGV[2], id) end
+      -- queued, or started for a worker that reads it there should its message be lost
+      if state ~= 2 then redis.call('ZADD', QUEUE, ARGV[2], id) end
     end
     if state > 1 then
-      redis.call('PSETEX', PROGRESS .. id, mark, '1')
+      redis.call('PSETEX', PROGRESS .. id, mark, to or '1')
       redis.call('SET', TRIES .. id, 1, 'EX', TRIES_LIFE)
     end
     out[i + 2] = state
@@ -126,35 +131,47 @@ end
 # mark's life (ms), ARGV[4]: how many to start at most, ARGV[5]: '1' to take the started
 # entries off the queue, ARGV[6]: the stored call's prefix, or '' not to read it, ARGV[7]:
 # the try count's prefix, ARGV[8]: the list of idle slots (HAND_OVER's ``IDLE``), ARGV[9]:
-# the worker's id there ('' for none), ARGV[10..]: entries, in order. Starts entries as
-# arq's start_jobs does, going down the list: one is started when it is on the queue, due
-# and not marked in progress (by another worker); the others are passed over. For each one
-# started it then does what arq's run_job does first (reads the stored call, counts the try
-# and sets the count's expiry) and returns, flat: the entry, its score, the call (false
-# when gone) and the try (0 when not read). The slots they take no longer idle.
+# the worker's id ('' for none), ARGV[10..]: entries, in order. Starts entries as arq's
+# start_jobs does, going down the list: one is started when it is on the queue, due and
+# not marked in progress (by another worker), or marked with this worker's id (HAND_OVER
+# started it for this worker); the others are passed over. For each one started it then
+# does what arq's run_job does first (reads the stored call, counts the try and sets the
+# count's expiry; the try of one HAND_OVER started is counted already) and returns, flat:
+# the entry, its score, the call (false when gone) and the try (0 when not read). The
+# slots of the others no longer idle.
 START = """
 local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
 local out, limit = {}, tonumber(ARGV[4])
+local fresh = 0  -- started here, not by HAND_OVER
 for i = 10, #ARGV do
   if #out >= 4 * limit then break end
   local mark = ARGV[1] .. ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) <= tonumber(ARGV[2]) and redis.call('EXISTS', mark) == 0 then
+  local held, mine = true, false  -- marked in progress; by HAND_OVER, for this worker
+  if score and tonumber(score) <= tonumber(ARGV[2]) then
+    held = redis.call('GET', mark)
+    mine = held and ARGV[9] ~= '' and held == ARGV[9]
+  end
+  if not held or mine then
     redis.call('PSETEX', mark, ARGV[3], '1')
     if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], ARGV[i]) end
     local call, try = false, 0
     if ARGV[6] ~= '' then
       call = redis.call('GET', ARGV[6] .. ARGV[i])
-      try = redis.call('INCR', ARGV[7] .. ARGV[i])
-      redis.call('EXPIRE', ARGV[7] .. ARGV[i], TRIES_LIFE)
+      try = mine and tonumber(redis.call('GET', ARGV[7] .. ARGV[i])) or false
+      if not try then
+        try = redis.call('INCR', ARGV[7] .. ARGV[i])
+        redis.call('EXPIRE', ARGV[7] .. ARGV[i], TRIES_LIFE)
+      end
     end
+    if not mine then fresh = fresh + 1 end
     out[#out + 1] = ARGV[i]
     out[#out + 1] = score
     out[#out + 1] = call
     out[#out + 1] = try
   end
 end
-if #out > 0 and ARGV[9] ~= '' then redis.call('LREM', ARGV[8], #out / 4, ARGV[9]) end
+if fresh > 0 and ARGV[9] ~= '' then redis.call('LREM', ARGV[8], fresh, ARGV[9]) end
 return out
 """
 

@@ -124,9 +124,17 @@ class WakeableWorker(Worker):
     def run_now(self, arq_id: str, score: int, call: bytes) -> None:
         """Run this entry now: a scheduler's script started it for this worker, as
         ``run_when_free`` says, for a slot that idled (``idle_id``); with every slot busy
-        (the count of idle slots was behind), as the next slot frees."""
+        (the count of idle slots was behind), as the next slot frees. Once only: the
+        entry waits on the queue too, for this worker's read should this call not come
+        (``HAND_OVER``), and that read may have started it first."""
+        if arq_id in self._known():
+            return
         self._started_for_me.append((arq_id, score, call))
         self._wake.set()
+
+    def _known(self) -> set[str]:
+        """The entries this worker runs, or holds to run."""
+        return {*self.tasks, *(arq_id for arq_id, _, _ in self._started_for_me)}
 
     def run_when_free(self, arq_id: str, score: int, call: bytes) -> None:
         """Run this entry once the next slot frees: a job of this worker that is ending
@@ -272,10 +280,14 @@ class WakeableWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's ``start_jobs`` with its checks and marks in one script (``START``) for as
         many of the entries as there are free slots, then arq's ``run_job`` for each one
-        started."""
-        self._left = len(job_ids) > self.max_jobs - self.job_counter
+        started (not those it runs already: an entry started for it waits on the queue
+        too, see ``run_now``)."""
         if not self.scripts:
+            self._left = len(job_ids) > self.max_jobs - self.job_counter
             return await super().start_jobs(job_ids)
+        known = self._known()
+        job_ids = [i for i in job_ids if (i.decode() if isinstance(i, bytes) else i) not in known]
+        self._left = len(job_ids) > self.max_jobs - self.job_counter
         if self._start is None:
             self._start = self.pool.register_script(START)
         free = min(self.max_jobs - self.job_counter, len(job_ids))
@@ -300,7 +312,7 @@ class WakeableWorker(Worker):
                     job_key_prefix if read_ahead else "",
                     retry_key_prefix,
                     self._idle_slots,
-                    self.idle_id,
+                    self.worker_id,
                     *job_ids,
                 ],
             )
