@@ -869,9 +869,10 @@ async def test_an_entry_dispatched_while_a_worker_idles_is_started_for_it(
         started, named = heard[channels[2]][0].decode().split(" ")
         assert named == entry_a and heard[channels[0]] == [EVENT]
         assert await arq_redis.get(kept.call) == Handed(entry_a, int(started)).call
-        # on the queue too, marked for that worker: its own read finds it, should the
-        # message be lost
-        assert await arq_redis.zscore(keys.queue_name(namespace), entry_a) == int(started)
+        # on the queue too, due a second later, marked for that worker: its own read finds
+        # it should the message be lost
+        score = await arq_redis.zscore(keys.queue_name(namespace), entry_a)
+        assert score == int(started) + 1000
         assert await arq_redis.get(kept.in_progress) == b"w"
         assert await arq_redis.llen(idle) == 0
 
@@ -1052,6 +1053,10 @@ async def test_an_entry_started_for_a_worker_whose_message_is_lost_runs_there_on
     job_id = uuid.uuid4().hex
     assert await queue.enqueue(Waiting(job_id, 1))  # started for "w"; its message is lost
     entry = keys.arq_job_id(job_id, 1)
+    await mine.start_jobs([entry.encode()])  # not due for a second yet: not started
+    assert not mine.tasks
+    # a second later (its score, as if it had passed)
+    await arq_redis.zadd(keys.queue_name(namespace), {entry: 1})
     await other.start_jobs([entry.encode()])
     assert other.job_counter == 0 and not other.tasks
     await mine.start_jobs([entry.encode()])

@@ -52,11 +52,11 @@ less for each entry it starts itself), and ``HAND_OVER`` starts an entry for the
 the head of that list and publishes it on that worker's own wake-up channel
 (``keys.worker_wake_channel``), where ``WakeableWorker.run_now`` runs it with ``run_job``:
 no worker's start script stands between the wake-up and the run. Such an entry also
-waits on the queue, its in-progress mark holding that worker's id: other workers' starts
-pass it over, and should the message be lost (the worker's connection dropped, Redis
-failed over), that worker's next read of the queue starts it (``START``), once. The list
-may be behind (a start it did not hear of): an entry given to a worker whose slots are all
-busy runs as the next one frees. Off, ``enqueue_job``, arq's
+waits on the queue, due a second later, its in-progress mark holding that worker's id:
+other workers' starts pass it over, and should the message be lost (the worker's
+connection dropped, Redis failed over), that worker's next read of the queue starts it
+(``START``), once. The list may be behind (a start it did not hear of): an entry given to
+a worker whose slots are all busy runs as the next one frees. Off, ``enqueue_job``, arq's
 ``start_jobs`` and its ``finish_job`` serve.
 
 Internals relied on, checked by ``tests/test_arq_patch.py`` against the pinned arq minor

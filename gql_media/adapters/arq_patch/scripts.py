@@ -34,26 +34,28 @@ from gql_media.adapters.scheduling.lua import lua_string
 #
 # An entry whose id arq has not seen (no call, result, mark or try count) is started as
 # START starts one, in this script: its call stored, marked in progress, its try counted.
-# The caller's are started for the caller, which runs them with what it knows (the
-# entry's id and call, try 1), and are not put on the queue (they would leave it as they
-# start). Any
-# other is started for a worker that idles, if one does: ``IDLE`` lists a worker's id once
-# for each of its slots that idles (``MARKS``: the life of its in-progress mark), and the
-# entry goes to the one at the head, on its own wake-up channel (``WAKE .. ':' .. id``:
-# "<started, ms> <entry>"), after the changes are published. Such an entry is also put on
-# the queue, its in-progress mark holding that worker's id: other workers' starts pass it
-# over, and START starts it for that worker (its try counted already) should the message
-# be lost. The rest are queued and named in one wake-up for every worker. A worker's slot
-# counts as idle from when it says so (ARGV[8]: its ids are set to that many) or a run of
-# its ends with nothing handed to it, until an entry is started for it here or by its
-# START; ids of workers no longer registered (``SLOTS``, the scheduler's) are dropped as
-# they come up.
+# The caller's are started for the caller, which runs them with what it knows (the entry's
+# id and call, try 1), and are not put on the queue (they would leave it as they start).
+# Any other is started for a worker that idles, if one does: ``IDLE`` lists a worker's id
+# once for each of its slots that idles (``MARKS``: the life of its in-progress mark), and
+# the entry goes to the one at the head, on its own wake-up channel (``WAKE .. ':' ..
+# id``: "<started, ms> <entry>"), after the changes are published. Such an entry is also
+# put on the queue, due a second later, its in-progress mark holding that worker's id:
+# other workers' starts pass it over, and START starts it for that worker (its try counted
+# already) should the message be lost. The rest are queued and named in one wake-up for
+# every worker. A worker's slot counts as idle from when it says so (ARGV[8]: its ids are
+# set to that many) or a run of its ends with nothing handed to it, until an entry is
+# started for it here or by its START; ids of workers no longer registered (``SLOTS``, the
+# scheduler's) are dropped as they come up.
 #
 # The names it writes under are constants (``HandOver.lua``). The stored call is the JSON
 # of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``,
 # the entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2]).
 HAND_OVER = """
 local TRIES_LIFE = 88400  -- arq's run_job: the try count's expiry, in s
+-- an entry started for a worker is due on the queue this much later (ms): its worker's
+-- read starts it then should the message be lost; reads meet it no sooner
+local LOST_AFTER = 1000
 
 -- the next worker with an idle slot, and the life of its in-progress mark; nil for none
 local function idle_worker()
@@ -100,7 +102,8 @@ local function hand_over(out)
       redis.call('PSETEX', call, EXPIRES, '{"t":null,"f":' .. FN ..
         ',"a":[' .. cjson.encode(out[i]) .. '],"k":{},"et":' .. ARGV[2] .. '}')
       -- queued, or started for a worker that reads it there should its message be lost
-      if state ~= 2 then redis.call('ZADD', QUEUE, ARGV[2], id) end
+      if state == 1 then redis.call('ZADD', QUEUE, ARGV[2], id) end
+      if state == 3 then redis.call('ZADD', QUEUE, tonumber(ARGV[2]) + LOST_AFTER, id) end
     end
     if state > 1 then
       redis.call('PSETEX', PROGRESS .. id, mark, to or '1')
