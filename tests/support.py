@@ -7,7 +7,7 @@ import itertools
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +66,13 @@ async def open_slots(deps: Any, slots: int = 8) -> None:
     """Register worker slots with the scheduler, as a running worker does, for tests that
     watch jobs reach arq's queue without running a worker."""
     await deps.queue.register_worker("test-slots", slots, ttl=3600)
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until ``condition`` holds, checking it again every few milliseconds."""
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.01)
 
 
 def free_port() -> int:

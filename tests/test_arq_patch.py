@@ -11,7 +11,7 @@ import inspect
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
@@ -30,7 +30,7 @@ from gql_media.domain import SYSTEM, JobStatus
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.worker.main import running_worker
-from tests.support import needs_patches
+from tests.support import eventually, needs_patches
 
 
 def test_arq_is_the_minor_version_the_patch_knows() -> None:
@@ -72,6 +72,19 @@ def _job_worker(redis: ArqRedis, namespace: str, run: Any, **kwargs: Any) -> Wak
         handle_signals=False,
         **kwargs,
     )
+
+
+def _count_starts(worker: WakeableWorker, monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """The entries each call of ``worker.start_jobs`` is given, from now on."""
+    starts: list[list[bytes]] = []
+    start_jobs = worker.start_jobs
+
+    async def counted(job_ids: list[bytes]) -> None:
+        starts.append(list(job_ids))
+        await start_jobs(job_ids)
+
+    monkeypatch.setattr(worker, "start_jobs", counted)
+    return starts
 
 
 class _ReadCounter:
@@ -771,14 +784,7 @@ async def test_an_entry_the_release_started_runs_as_the_slot_frees_with_no_start
             done.set()
 
     worker = _job_worker(arq_redis, namespace, run, max_jobs=1, scripts=True, leave_queue=True)
-    starts: list[list[bytes]] = []
-    start_jobs = worker.start_jobs
-
-    async def counted(job_ids: list[bytes]) -> None:
-        starts.append(job_ids)
-        await start_jobs(job_ids)
-
-    monkeypatch.setattr(worker, "start_jobs", counted)
+    starts = _count_starts(worker, monkeypatch)
     loop = asyncio.create_task(worker.poll_forever())
     try:
         worker.wake([keys.arq_job_id(first, 1).encode()])
@@ -933,13 +939,6 @@ async def test_a_worker_s_start_takes_its_idle_slots_off_the_list(arq_redis: Arq
     assert await arq_redis.lrange(idle, 0, -1) == [b"other", b"w"]
 
 
-async def _eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``condition`` holds, checking it again every few milliseconds."""
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.01)
-
-
 @needs_patches("arq_wakeups", "arq_scripts")
 async def test_a_job_created_while_the_worker_idles_runs_with_no_start_of_its_own(
     settings_factory: Any, fake_redis_server: Any, monkeypatch: pytest.MonkeyPatch
@@ -955,14 +954,7 @@ async def test_a_job_created_while_the_worker_idles_runs_with_no_start_of_its_ow
     ):
         deps, redis = runtime.deps, runtime.redis
         idle = keys.idle_slots(deps.settings.redis_namespace)
-        starts: list[list[bytes]] = []
-        start_jobs = worker.start_jobs
-
-        async def counted(job_ids: list[bytes]) -> None:
-            starts.append(list(job_ids))
-            await start_jobs(job_ids)
-
-        monkeypatch.setattr(worker, "start_jobs", counted)
+        starts = _count_starts(worker, monkeypatch)
         mine = keys.worker_wake_channel(deps.settings.redis_namespace, worker.worker_id)
 
         async def listed() -> bool:
@@ -972,15 +964,15 @@ async def test_a_job_created_while_the_worker_idles_runs_with_no_start_of_its_ow
             ((_, subscribed),) = await redis.pubsub_numsub(mine)
             return subscribed == 1 and await listed()
 
-        await _eventually(ready)
+        await eventually(ready)
         job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
 
         async def succeeded() -> bool:
             found = await get_job(deps, job.id, SYSTEM)
             return found is not None and found.status is JobStatus.SUCCEEDED
 
-        await _eventually(succeeded)
-        await _eventually(listed)
+        await eventually(succeeded)
+        await eventually(listed)
     entry = keys.arq_job_id(job.id, job.version).encode()
     assert all(entry not in job_ids for job_ids in starts)
 

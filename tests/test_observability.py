@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from gql_media.runtime import open_runtime
 from gql_media.services.jobs import NewImageJob, create_image_job, get_job
 from gql_media.settings import Settings
 from tests.conftest import INTEGRATION, TEST_REDIS_URL, _admin
-from tests.support import LiveServer, free_port, graphql_ws, start_server
+from tests.support import LiveServer, eventually, free_port, graphql_ws, start_server
 
 FOLLOW = "subscription Follow($id: ID!) { jobUpdated(id: $id) { id status } }"
 EVENTS = "subscription { jobEvents { id status } }"
@@ -60,13 +60,6 @@ async def scrape(url: str) -> str:
     assert response.headers["content-type"].startswith("text/plain")
     list(text_string_to_metric_families(response.text))  # parses as a whole
     return response.text
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``condition`` holds, checking it again every few milliseconds."""
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.02)
 
 
 async def metric_reaches(url: str, name: str, at_least: float, **labels: str) -> str:

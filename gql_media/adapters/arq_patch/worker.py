@@ -127,14 +127,14 @@ class WakeableWorker(Worker):
         (the count of idle slots was behind), as the next slot frees. Once only: the
         entry waits on the queue too, for this worker's read should this call not come
         (``HAND_OVER``), and that read may have started it first."""
-        if arq_id in self._known():
+        if self._holds(arq_id):
             return
         self._started_for_me.append((arq_id, score, call))
         self._wake.set()
 
-    def _known(self) -> set[str]:
-        """The entries this worker runs, or holds to run."""
-        return {*self.tasks, *(arq_id for arq_id, _, _ in self._started_for_me)}
+    def _holds(self, arq_id: str) -> bool:
+        """Whether this worker runs the entry, or holds it to run."""
+        return arq_id in self.tasks or any(held == arq_id for held, _, _ in self._started_for_me)
 
     def run_when_free(self, arq_id: str, score: int, call: bytes) -> None:
         """Run this entry once the next slot frees: a job of this worker that is ending
@@ -285,8 +285,7 @@ class WakeableWorker(Worker):
         if not self.scripts:
             self._left = len(job_ids) > self.max_jobs - self.job_counter
             return await super().start_jobs(job_ids)
-        known = self._known()
-        job_ids = [i for i in job_ids if (i.decode() if isinstance(i, bytes) else i) not in known]
+        job_ids = [i for i in job_ids if not self._holds(i.decode() if isinstance(i, bytes) else i)]
         self._left = len(job_ids) > self.max_jobs - self.job_counter
         if self._start is None:
             self._start = self.pool.register_script(START)
