@@ -1057,3 +1057,49 @@ async def test_an_entry_started_for_a_worker_whose_message_is_lost_runs_there_on
     await asyncio.gather(*mine.tasks.values())
     assert ran == [(job_id, 1)]
     assert await arq_redis.zscore(keys.queue_name(namespace), entry) is None
+
+
+async def test_an_entry_a_worker_runs_is_not_started_again_by_its_read_of_the_queue(
+    arq_redis: ArqRedis,
+) -> None:
+    """An entry started for an idle worker waits on the queue, marked for that worker,
+    while the worker runs it (its message came): the worker's read of the queue, once the
+    entry is due there, does not start it a second time."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    queue = JobQueue(arq_redis, namespace, scripts=True)
+    ran: list[str] = []
+    running, may_end = asyncio.Event(), asyncio.Event()
+
+    async def run(ctx: dict[str, Any], job_id: str) -> None:
+        ran.append(job_id)
+        running.set()
+        await may_end.wait()
+
+    worker = _job_worker(
+        arq_redis,
+        namespace,
+        run,
+        scripts=True,
+        leave_queue=True,
+        worker_id="w",
+        idle_slots=keys.idle_slots(namespace),
+    )
+    await queue.register_worker("w", 2, 60, idle=1, start_ms=worker.start_mark_ms)
+    job_id = uuid.uuid4().hex
+    assert await queue.enqueue(Waiting(job_id, 1))  # started for "w"
+    entry = keys.arq_job_id(job_id, 1)
+    score = int(await arq_redis.zscore(keys.queue_name(namespace), entry) or 0)
+    loop = asyncio.create_task(worker.poll_forever())
+    try:
+        worker.run_now(entry, score - 1000, Handed(entry, score - 1000).call)  # the message
+        await asyncio.wait_for(running.wait(), 10)
+        await arq_redis.zadd(keys.queue_name(namespace), {entry: 1})  # due there now
+        await worker.start_jobs([entry.encode()])
+        assert list(worker.tasks) == [entry]
+        may_end.set()
+        await asyncio.gather(*worker.tasks.values())
+        assert ran == [job_id]
+    finally:
+        may_end.set()
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
