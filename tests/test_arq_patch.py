@@ -1103,3 +1103,41 @@ async def test_an_entry_a_worker_runs_is_not_started_again_by_its_read_of_the_qu
         may_end.set()
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
+
+
+@needs_patches("arq_wakeups", "arq_scripts")
+async def test_a_run_handed_back_as_its_worker_stops_leaves_no_entry_on_the_queue(
+    settings_factory: Any, fake_redis_server: Any
+) -> None:
+    """A job started for an idle worker waits on the queue while it runs there (for that
+    worker's read should the message be lost). When the worker stops and hands the run
+    back, the entry leaves the queue with its call: left there, another worker's read would
+    start it with no call, and the claim it begins would lapse (a lease and an attempt)."""
+    settings = settings_factory(worker_poll_delay=600)
+    async with open_runtime(settings, fake_redis_server) as runtime:
+        deps, redis = runtime.deps, runtime.redis
+        queue = keys.queue_name(settings.redis_namespace)
+        async with running_worker(runtime, grace=0) as worker:
+            mine = keys.worker_wake_channel(settings.redis_namespace, worker.worker_id)
+
+            async def ready() -> bool:
+                ((_, subscribed),) = await redis.pubsub_numsub(mine)
+                idle = await redis.llen(keys.idle_slots(settings.redis_namespace))
+                return subscribed == 1 and idle == worker.max_jobs
+
+            await eventually(ready)
+            job = await create_image_job(
+                deps, NewImageJob(prompt="x", provider="mock", extra={"delayMs": 60_000}), SYSTEM
+            )
+            entry = keys.arq_job_id(job.id, job.version)
+
+            async def running() -> bool:
+                found = await get_job(deps, job.id, SYSTEM)
+                return found is not None and found.status is JobStatus.RUNNING
+
+            await eventually(running)
+            assert await redis.zscore(queue, entry) is not None  # waiting there as it runs
+        handed_back = await get_job(deps, job.id, SYSTEM)
+        assert handed_back is not None and handed_back.status is JobStatus.QUEUED
+        assert await redis.zscore(queue, entry) is None
+        assert await redis.exists(stored(entry).call) == 0

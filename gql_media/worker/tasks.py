@@ -12,7 +12,6 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from gql_media import keys
-from gql_media.adapters.queue import stored
 from gql_media.services import events, runner, webhooks
 from gql_media.services.deps import Deps
 
@@ -42,10 +41,11 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
             ended = await worker.end_run(ctx["job_id"], job_id, version, last)
     except asyncio.CancelledError:
         # The worker stops: the runner handed the job back under a new version, so arq's
-        # stored call of this one, which arq keeps to run a canceled job again, is dropped.
-        with contextlib.suppress(RedisError, OSError):
-            kept = stored(ctx["job_id"])
-            await asyncio.shield(redis.delete(kept.call, kept.tries))
+        # stored call of this one, which arq keeps to run a canceled job again, is dropped,
+        # and the entry leaves the queue if it is there (one started for this worker while
+        # it idled waits there while it runs: adapters.arq_patch.HAND_OVER); left there,
+        # another worker's read would start it with no call, and its claim would lapse.
+        await asyncio.shield(deps.queue.drop(job_id, version))
         raise
     finally:
         # the slot goes to the next job in the scheduler's order (a run handed back under
