@@ -21,9 +21,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,6 +68,12 @@ class Base(DeclarativeBase):
         }
     )
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+# the conditions of the jobs table's partial indexes (migration 0010)
+UNFINISHED = text("status IN ('QUEUED', 'RUNNING')")
+FINISHED = text("finished_at IS NOT NULL")
+WITH_WEBHOOK = text("webhook_state IS NOT NULL")
 
 
 class JobRow(Base):
@@ -116,11 +124,35 @@ class JobRow(Base):
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
-        Index("ix_jobs_status_run_after", "status", "run_after"),
-        Index("ix_jobs_status_lease_until", "status", "lease_until"),
-        Index("ix_jobs_finished_at", "finished_at"),
+        # Every change of a job writes a new row version and an entry for it in each index
+        # whose condition it meets (status is indexed, so no change is a heap-only update).
+        # The indexes the service reads for one stage of a job's life hold only that stage:
+        # a job's insert, claim and end write each of them once at most.
+        # the reconciler's and the queue's reads of QUEUED and RUNNING jobs (UNFINISHED)
+        Index(
+            "ix_jobs_unfinished_status_run_after",
+            "status",
+            "run_after",
+            "id",
+            postgresql_where=UNFINISHED,
+            sqlite_where=UNFINISHED,
+        ),
+        # retention and the catch-up of finished jobs
+        Index(
+            "ix_jobs_finished_at",
+            "finished_at",
+            postgresql_where=FINISHED,
+            sqlite_where=FINISHED,
+        ),
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
-        Index("ix_jobs_webhook_state_finished_at", "webhook_state", "finished_at"),
+        # webhook deliveries owed (only jobs with a webhook have a state)
+        Index(
+            "ix_jobs_webhook_state_finished_at",
+            "webhook_state",
+            "finished_at",
+            postgresql_where=WITH_WEBHOOK,
+            sqlite_where=WITH_WEBHOOK,
+        ),
         # the reconciler's pass for QUEUED jobs past their deadline, every interval; only
         # jobs with a deadline are in it, so a change of any other job does not write it
         Index(
@@ -134,6 +166,15 @@ class JobRow(Base):
         Index("ix_jobs_owner_id_updated_at_id", "owner_id", "updated_at", "id"),
         Index("ix_jobs_updated_at_id", "updated_at", "id"),
     )
+
+
+def status_in(*statuses: str) -> ColumnElement[bool]:
+    """``jobs.status`` among ``statuses``, written in the SQL as constants, not parameters:
+    PostgreSQL then matches a read of QUEUED or RUNNING jobs to the partial index of the
+    unfinished ones (``UNFINISHED``) in every plan, a prepared statement's generic plan
+    too."""
+    assert all(status.isalpha() for status in statuses), statuses
+    return JobRow.status.in_([literal_column(f"'{status}'") for status in statuses])
 
 
 class AssetRow(Base):

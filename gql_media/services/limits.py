@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gql_media.db.models import ApiKeyRow, JobRow
+from gql_media.db.models import ApiKeyRow, JobRow, status_in
 from gql_media.domain import JobStatus, Principal
 from gql_media.errors import ErrorCode, UserError
 from gql_media.services.deps import Deps
@@ -93,7 +93,7 @@ async def active_jobs(
         select(JobRow.owner_id, func.count())
         .where(
             JobRow.owner_id.in_(sorted(owners)),
-            JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            status_in(JobStatus.QUEUED.value, JobStatus.RUNNING.value),
         )
         .group_by(JobRow.owner_id)
     )

@@ -12,7 +12,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import and_, case, func, select
 
-from gql_media.db.models import JobRow, utcnow
+from gql_media.db.models import JobRow, status_in, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, Principal, decode_id
 from gql_media.services.deps import Deps
 from gql_media.services.snapshots import job_snapshot
@@ -111,7 +111,7 @@ async def load(deps: Deps, principal: Principal) -> list[PriorityLoad]:
             func.count().filter(JobRow.status == JobStatus.RUNNING.value),
             func.min(case((and_(queued, JobRow.run_after <= now), JobRow.run_after))),
         )
-        .where(JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .where(status_in(JobStatus.QUEUED.value, JobStatus.RUNNING.value))
         .group_by(JobRow.priority)
         .order_by(JobRow.priority.desc())
     )

@@ -10,7 +10,7 @@ from sqlalchemy import select, tuple_
 
 from gql_media.adapters.queue import Placement
 from gql_media.adapters.scheduling import Waiting
-from gql_media.db.models import ApiKeyRow, JobRow, utcnow
+from gql_media.db.models import ApiKeyRow, JobRow, status_in, utcnow
 from gql_media.domain import JOB_ID_PREFIX, JobStatus, decode_id, encode_id
 from gql_media.errors import ErrorCode
 from gql_media.services import deadlines
@@ -31,7 +31,7 @@ async def requeue_expired(deps: Deps, limit: int = 500) -> int:
             (
                 await session.execute(
                     select(JobRow)
-                    .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_until < now)
+                    .where(status_in(JobStatus.RUNNING.value), JobRow.lease_until < now)
                     .limit(limit)
                 )
             ).scalars()
@@ -114,9 +114,7 @@ async def rebuild(deps: Deps, page: int = 1000) -> int:
     async with deps.sessions() as session:
         running = list(
             (
-                await session.execute(
-                    select(JobRow).where(JobRow.status == JobStatus.RUNNING.value)
-                )
+                await session.execute(select(JobRow).where(status_in(JobStatus.RUNNING.value)))
             ).scalars()
         )
     await deps.queue.scheduler.occupy([waiting_row(row) for row in running])
@@ -134,7 +132,7 @@ async def rebuild(deps: Deps, page: int = 1000) -> int:
     after: tuple[object, uuid.UUID] | None = None
     while True:
         async with deps.sessions() as session:
-            stmt = select(JobRow).where(JobRow.status == JobStatus.QUEUED.value)
+            stmt = select(JobRow).where(status_in(JobStatus.QUEUED.value))
             if after is not None:
                 stmt = stmt.where(tuple_(JobRow.run_after, JobRow.id) > after)
             stmt = stmt.order_by(JobRow.run_after, JobRow.id).limit(page)
@@ -159,7 +157,7 @@ async def _release_ended(deps: Deps) -> None:
                 await session.execute(
                     select(JobRow.id).where(
                         JobRow.id.in_([i for i in ids if i is not None]),
-                        JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                        status_in(JobStatus.QUEUED.value, JobStatus.RUNNING.value),
                     )
                 )
             ).scalars()
@@ -202,7 +200,7 @@ async def stale_queued_jobs(deps: Deps, older_than: timedelta, limit: int = 500)
     async with deps.sessions() as session:
         stmt = (
             select(JobRow)
-            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.run_after <= cutoff)
+            .where(status_in(JobStatus.QUEUED.value), JobRow.run_after <= cutoff)
             .order_by(JobRow.run_after)
             .limit(limit)
         )
