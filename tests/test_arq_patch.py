@@ -1130,13 +1130,15 @@ async def test_a_run_handed_back_as_its_worker_stops_leaves_no_entry_on_the_queu
                 deps, NewImageJob(prompt="x", provider="mock", extra={"delayMs": 60_000}), SYSTEM
             )
             entry = keys.arq_job_id(job.id, job.version)
+            # started for the idle worker by the add that queued it: it waits on the queue
+            # as it runs there (read now, before it falls due there for the worker's own read)
+            assert await redis.zscore(queue, entry) is not None
 
             async def running() -> bool:
                 found = await get_job(deps, job.id, SYSTEM)
                 return found is not None and found.status is JobStatus.RUNNING
 
             await eventually(running)
-            assert await redis.zscore(queue, entry) is not None  # waiting there as it runs
         handed_back = await get_job(deps, job.id, SYSTEM)
         assert handed_back is not None and handed_back.status is JobStatus.QUEUED
         assert await redis.zscore(queue, entry) is None
