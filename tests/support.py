@@ -7,14 +7,16 @@ import itertools
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 
 from gql_media.api.app import create_app
@@ -27,6 +29,21 @@ from gql_media.worker.main import running_worker
 # GQL_MEDIA_TEST_PATCHES=none runs the tests with the api's speed patches off (the settings
 # factory passes it on as GQL_MEDIA_PATCHES); a test of a patch itself needs it on
 TEST_PATCHES = os.environ.get("GQL_MEDIA_TEST_PATCHES", "all")
+
+
+@contextmanager
+def statements_sent(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """The statements ``engine`` sends while the block runs, with their parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 def needs_patches(*names: str) -> pytest.MarkDecorator:

@@ -9,11 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from gql_media.domain import SYSTEM
 from gql_media.runtime import Runtime
 from gql_media.services import limits, queue_info, reconciler, retention, webhooks
+from tests.support import statements_sent
 
 PARTIAL = {
     "ix_jobs_unfinished_status_run_after": "WHERE ((status)::text = ANY ",
@@ -50,19 +51,13 @@ def _literal(value: Any) -> str:
 
 async def _reads(runtime: Runtime, call: Callable[[], Awaitable[Any]]) -> list[tuple[str, Any]]:
     """The statements ``call`` sends that read the jobs table, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and " jobs" in statement:
-            sent.append((statement, parameters))
-
-    engine = runtime.deps.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(runtime.deps.engine) as sent:
         await call()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    return sent
+    return [
+        (statement, parameters)
+        for statement, parameters in sent
+        if statement.lstrip().upper().startswith("SELECT") and " jobs" in statement
+    ]
 
 
 async def test_the_periodic_reads_of_jobs_use_the_partial_indexes_in_any_plan(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import event
-
 from gql_media.db.models import WebhookDeliveryRow, utcnow
 from gql_media.domain import (
     JOB_ID_PREFIX,
@@ -22,7 +20,7 @@ from gql_media.services import jobs as job_service
 from gql_media.services import nodes
 from gql_media.settings import Settings
 from tests.media import jpeg
-from tests.support import LiveServer, graphql_ws, start_server
+from tests.support import LiveServer, graphql_ws, start_server, statements_sent
 
 NODES = """query($ids: [ID!]!) { nodes(ids: $ids) {
   __typename id
@@ -92,16 +90,9 @@ async def test_a_batch_of_ids_is_one_lookup_per_type(runtime: Runtime) -> None:
     ]
     unknown = [f"{prefix}{i:032x}" for prefix in ("med_", "whd_") for i in range(10)]
     ids = [job.id for job in made] + unknown
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(deps.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with statements_sent(deps.engine) as sent:
         found = await nodes.get_nodes(deps, ids, OPEN)
-    finally:
-        event.remove(deps.engine.sync_engine, "before_cursor_execute", count)
+    statements = [statement for statement, _ in sent]
     assert [getattr(each, "id", None) for each in found] == [job.id for job in made] + [None] * 20
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     # the jobs, their outputs (selectinload), the media assets, the webhook deliveries
