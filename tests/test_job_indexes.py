@@ -1,5 +1,6 @@
-"""The partial indexes of the jobs table (migration 0010): each holds the jobs of one stage of
-their life, and the service's periodic reads of that stage read it in any plan."""
+"""The partial indexes of the jobs table (migrations 0010 and 0011): each holds the jobs of one
+stage of their life (or the jobs with an idempotency key), and the service's reads of them
+read it in any plan."""
 
 from __future__ import annotations
 
@@ -13,20 +14,22 @@ from sqlalchemy import text
 
 from gql_media.domain import SYSTEM
 from gql_media.runtime import Runtime
-from gql_media.services import limits, queue_info, reconciler, retention, webhooks
+from gql_media.services import limits, new_jobs, queue_info, reconciler, retention, webhooks
 from tests.support import statements_sent
 
 PARTIAL = {
     "ix_jobs_unfinished_status_run_after": "WHERE ((status)::text = ANY ",
     "ix_jobs_finished_at": "WHERE (finished_at IS NOT NULL)",
     "ix_jobs_webhook_state_finished_at": "WHERE (webhook_state IS NOT NULL)",
+    "ix_jobs_idempotency_key": "WHERE (idempotency_key IS NOT NULL)",
 }
 
 # 20,000 jobs, most of them finished long ago: the periodic reads want a few of them
 FILL = """
 INSERT INTO jobs (id, kind, status, progress, version, provider, parameters, attempts,
                   max_attempts, run_after, created_at, updated_at, finished_at, priority,
-                  webhook_url, webhook_state, lease_token, lease_until, owner_id)
+                  webhook_url, webhook_state, lease_token, lease_until, owner_id,
+                  idempotency_key)
 SELECT gen_random_uuid(), 'GENERATE_IMAGE', s.status, 0, 1, 'mock', '{}', 1, 3,
        now() - interval '1 hour', now() - interval '1 hour', now(),
        CASE WHEN s.status IN ('QUEUED', 'RUNNING') THEN NULL ELSE now() END, 0,
@@ -34,7 +37,8 @@ SELECT gen_random_uuid(), 'GENERATE_IMAGE', s.status, 0, 1, 'mock', '{}', 1, 3,
        CASE WHEN i % 2000 = 0 THEN 'pending' END,
        CASE WHEN s.status = 'RUNNING' THEN 'lease' END,
        CASE WHEN s.status = 'RUNNING' THEN now() + interval '1 minute' END,
-       :owner
+       :owner,
+       CASE WHEN i % 3 = 0 THEN md5(i::text) END
 FROM generate_series(1, 20000) AS i,
      LATERAL (SELECT CASE WHEN i % 1000 = 0 THEN 'QUEUED'
                           WHEN i % 1000 = 1 THEN 'RUNNING'
@@ -60,14 +64,15 @@ async def _reads(runtime: Runtime, call: Callable[[], Awaitable[Any]]) -> list[t
     ]
 
 
-async def test_the_periodic_reads_of_jobs_use_the_partial_indexes_in_any_plan(
+async def test_the_reads_of_jobs_use_the_partial_indexes_in_any_plan(
     runtime: Runtime, backend: str
 ) -> None:
     """Behind 20,000 jobs, the reads of the reconciler (expired leases, overdue QUEUED jobs,
     the scheduler's rebuild, slots of ended runs), the queue's load, a key's unfinished jobs,
-    retention and the overdue webhook deliveries each read an index, not the whole table, in
-    a prepared statement's generic plan (PostgreSQL proves a partial index's condition from
-    the query's constants alone); and the partial indexes hold only their stage's jobs."""
+    retention, the overdue webhook deliveries and the lookups by idempotency key each read an
+    index, not the whole table, in a prepared statement's generic plan (PostgreSQL proves a
+    partial index's condition from the query's constants, or from ``=`` and ``IN`` for
+    ``IS NOT NULL``); and the partial indexes hold only their stage's jobs."""
     if backend != "postgres":
         pytest.skip("the plans of PostgreSQL")
     deps = runtime.deps
@@ -86,6 +91,9 @@ async def test_the_periodic_reads_of_jobs_use_the_partial_indexes_in_any_plan(
         assert condition in definitions[name], definitions[name]
     assert "ix_jobs_status_run_after" not in definitions
     assert "ix_jobs_status_lease_until" not in definitions
+    # the key's unique index, not a unique constraint's, which holds every row version
+    assert definitions["ix_jobs_idempotency_key"].startswith("CREATE UNIQUE INDEX")
+    assert "uq_jobs_idempotency_key" not in definitions
 
     async def periodic() -> None:
         await reconciler.requeue_expired(deps)
@@ -95,6 +103,8 @@ async def test_the_periodic_reads_of_jobs_use_the_partial_indexes_in_any_plan(
         async with deps.engine.connect() as connection:
             await limits.active_jobs(connection, [owner])
         await webhooks.requeue_lost(deps)
+        await new_jobs._by_idempotency_key(deps, "absent", None)
+        await new_jobs._existing(deps, [], ["absent", "absent too"])
 
     old = deps.settings.retention_seconds
     deps.settings.retention_seconds = 3600
@@ -103,7 +113,7 @@ async def test_the_periodic_reads_of_jobs_use_the_partial_indexes_in_any_plan(
         reads += await _reads(runtime, lambda: retention.expire_media(deps))
     finally:
         deps.settings.retention_seconds = old
-    assert len(reads) >= 8, [statement for statement, _ in reads]
+    assert len(reads) >= 10, [statement for statement, _ in reads]
     async with deps.engine.connect() as connection:
         raw = (await connection.get_raw_connection()).driver_connection
         assert raw is not None

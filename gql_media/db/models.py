@@ -74,6 +74,7 @@ class Base(DeclarativeBase):
 UNFINISHED = text("status IN ('QUEUED', 'RUNNING')")
 FINISHED = text("finished_at IS NOT NULL")
 WITH_WEBHOOK = text("webhook_state IS NOT NULL")
+WITH_IDEMPOTENCY_KEY = text("idempotency_key IS NOT NULL")  # migration 0011
 
 
 class JobRow(Base):
@@ -93,7 +94,7 @@ class JobRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_retryable: Mapped[bool | None] = mapped_column(Boolean)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     external_id: Mapped[str | None] = mapped_column(String(255))
     # The worker running the job holds the lease; it heartbeats lease_until forward.
@@ -145,6 +146,14 @@ class JobRow(Base):
             sqlite_where=FINISHED,
         ),
         Index("ix_jobs_owner_id_created_at", "owner_id", "created_at"),
+        # one job per idempotency key; jobs without a key (most) are not in it
+        Index(
+            "ix_jobs_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=WITH_IDEMPOTENCY_KEY,
+            sqlite_where=WITH_IDEMPOTENCY_KEY,
+        ),
         # webhook deliveries owed (only jobs with a webhook have a state)
         Index(
             "ix_jobs_webhook_state_finished_at",
