@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import INTEGRATION, TEST_REDIS_URL
+from tests.conftest import INTEGRATION, TEST_REDIS_URL, _admin
 from tests.faults import gql_media_process
 from tests.support import free_port, graphql_ws
 from tests.test_processes import until_ready, ws_url
@@ -146,8 +146,8 @@ def _keys(env: dict[str, str], *specs: tuple[str, list[str]]) -> dict[str, str]:
 async def deployment(
     postgres_url: str, tmp_path: Path, keys: list[tuple[str, list[str]]], **settings: str
 ) -> AsyncIterator[Deployment]:
-    """Migrate, make the keys, start an api and two workers, and record every job event
-    (as an admin) from before the first job is submitted."""
+    """Migrate, empty the tables, make the keys, start an api and two workers, and record
+    every job event (as an admin) from before the first job is submitted."""
     assert TEST_REDIS_URL is not None
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GQL_MEDIA_")},
@@ -168,6 +168,8 @@ async def deployment(
         [sys.executable, "-m", "gql_media", "migrate"], env=env, capture_output=True, check=False
     )
     assert migrate.returncode == 0, migrate.stderr.decode()
+    # the session's database: jobs an earlier test left waiting would run here too
+    await _admin(postgres_url, "TRUNCATE jobs, media_assets, api_keys CASCADE")
     made = _keys(env, ("admin", ["--admin"]), *keys)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
