@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting
+from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting, lua
 from tests.conftest import TEST_REDIS_URL
 
 BACKENDS = [
@@ -320,3 +320,116 @@ async def test_the_rate_of_starts_counts_the_last_minute(redis: Any, clock: Cloc
     assert estimates.starts_per_second == pytest.approx(12 / 50)
     clock.now += 61  # a minute later, those starts no longer count
     assert (await s.estimates([])).starts_per_second == 0
+
+
+async def test_a_job_added_alone_starts_at_once_as_the_picks_would_start_it(
+    redis: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job added alone that finds nothing waiting, no cap reached and a slot free starts
+    without entering the line (``starts_at_once``). Random traffic (single adds and batches,
+    caps set and raised, groups at their cap, jobs due later, releases, removals, slots
+    coming and going) through that scheduler and through one whose jobs always enter the
+    line dispatches the same jobs at every step, leaves the same jobs in flight and gives
+    every waiting job the same position."""
+    line = "local function starts_at_once(p, o, g)\n"
+    assert line in lua.ADD
+    with monkeypatch.context() as patch:
+        patch.setattr(lua, "ADD", lua.ADD.replace(line, line + "  do return false end\n"))
+        full = make(redis, clock, group_cap=2)
+    fast = make(redis, clock, group_cap=2)
+    both = (fast, full)
+    rng = random.Random(5)
+    caps: dict[str, int | None] = {"o0": 1, "o1": None, "o2": 2}
+    waiting: set[str] = set()
+    flight: set[str] = set()
+    started_alone = steps_with_a_line = 0
+
+    async def each(call: Any) -> list[tuple[str, int]]:
+        fast_out, full_out = [[(d.job_id, d.version) for d in await call(s)] for s in both]
+        assert fast_out == full_out
+        waiting.difference_update(j for j, _ in fast_out)
+        flight.update(j for j, _ in fast_out)
+        return fast_out
+
+    for s in both:
+        await s.register("w1", 2, ttl=1000)
+    for step in range(600):
+        clock.now += rng.choice([0, 0, 0.5, 3])
+        action = rng.random()
+        if action < 0.3 or not flight:
+            owner = rng.choice(list(caps))
+            if rng.random() < 0.3:
+                caps[owner] = rng.choice([None, 1, 2, 3])
+            new = [
+                Waiting(
+                    f"j{step}-{i}",
+                    1,
+                    rng.choice([0, 0, 1]),
+                    owner,
+                    rng.choice(["g1", "g2", None]),
+                    due_at=clock.now + rng.choice([0, 0, 0, 0, 2]),
+                    max_running=caps[owner],
+                )
+                for i in range(1 if rng.random() < 0.7 else rng.randint(2, 3))
+            ]
+            waiting.update(w.job_id for w in new)
+            out = await each(lambda s, new=new: s.add(new))
+            started_alone += len(new) == 1 and out == [(new[0].job_id, 1)]
+        elif action < 0.8:
+            done = rng.choice(sorted(flight))
+            flight.discard(done)
+            await each(lambda s, done=done: s.release([(done, 1)]))
+        elif action < 0.88 and waiting:
+            gone = rng.choice(sorted(waiting))
+            waiting.discard(gone)
+            await each(lambda s, gone=gone: s.remove([gone]))
+        elif action < 0.94:
+            owner = rng.choice(list(caps))
+            caps[owner] = rng.choice([None, 1, 2])
+            await each(lambda s, owner=owner: s.set_cap(owner, caps[owner]))
+        else:
+            slots = rng.choice([1, 2, 3])
+            await each(lambda s, slots=slots: s.register("w1", slots, ttl=1000))
+        assert await fast.in_flight() == await full.in_flight()
+        names = sorted(waiting)
+        assert (await fast.estimates(names)).positions == (await full.estimates(names)).positions
+        steps_with_a_line += len(waiting) > 1
+    assert started_alone > 20 and steps_with_a_line > 100, (started_alone, steps_with_a_line)
+    # the job that started at once took no turn in the rings
+    turns = [int(await redis.get(s._prefix + "turn") or 0) for s in both]
+    assert turns[0] < turns[1]
+
+
+async def test_a_cap_raised_by_a_new_job_starts_the_owners_older_jobs_first(
+    redis: Any, clock: Clock
+) -> None:
+    s = make(redis, clock)
+    await s.register("w1", 3, ttl=10)
+    assert ids(await s.add([Waiting("a1", 1, 0, "a", max_running=1)])) == ["a1"]
+    assert await s.add([Waiting("a2", 1, 0, "a", max_running=1)]) == []  # a's cap
+    # nobody else waits, but a2 came first
+    assert ids(await s.add([Waiting("a3", 1, 0, "a", max_running=3)])) == ["a2", "a3"]
+
+
+async def test_a_turn_kept_at_a_cap_is_given_back_by_a_job_that_starts_at_once(
+    redis: Any, clock: Clock
+) -> None:
+    """An owner's turn kept while it was at its cap is dropped when it next starts a job, as
+    the pick of that job drops it: it does not put the owner ahead of those that waited
+    meanwhile later on."""
+    s = make(redis, clock)
+    await s.register("w1", 2, ttl=10)
+    # a1 starts; a2 is met at a's cap, a leaves the ring of owners keeping its turn
+    assert ids(
+        await s.add([Waiting("a1", 1, 0, "a", max_running=1), Waiting("a2", 1, 0, "a")])
+    ) == ["a1"]
+    await s.remove(["a2"])
+    await s.release([("a1", 1)])
+    assert ids(await s.add([Waiting("a3", 1, 0, "a", max_running=1)])) == ["a3"]
+    assert ids(await s.add([Waiting("b1", 1, 0, "b")])) == ["b1"]
+    await s.add([Waiting("b2", 1, 0, "b")])
+    await s.release([("a3", 1)])  # b2 starts: its slot
+    await s.add([Waiting("b3", 1, 0, "b")])
+    await s.add([Waiting("a4", 1, 0, "a")])
+    # b3 waited first: b's turn comes before a's
+    assert ids(await s.release([("b1", 1)])) == ["b3"]

@@ -33,7 +33,10 @@ Each call runs a few commands per job it moves, whatever the number of jobs, own
 groups: a ring's head is read with the next member and both scores (``ZRANGE 0 1
 WITHSCORES``), which tells whether the ring empties as its head leaves, and a member already
 in its ring is not joined again. Values are kept as written (a job's JSON goes from
-``where`` to ``flight`` as it is).
+``where`` to ``flight`` as it is). A job added alone that finds no job waiting, no cap
+reached and a slot free goes to ``flight`` at once (``starts_at_once``), without entering
+and leaving the queues, rings and counts in the same call: 20 commands instead of about 55
+(`tests/test_scheduler.py` checks that it dispatches as the full path does).
 """
 
 from __future__ import annotations
@@ -261,23 +264,6 @@ local function remove_waiting(j)
   return w
 end
 
-local function add(j, p, v, o, g, due_ms, cap)
-  local old = redis.call('HGET', FLIGHT, j)
-  if old and cjson.decode(old)[2] >= v then return end
-  local waiting = redis.call('HGET', WHERE, j)
-  if waiting and cjson.decode(waiting)[2] >= v then return end
-  if old then release(j, old) end
-  if waiting then remove_waiting(j) end
-  if cap == '0' then redis.call('HDEL', CAP_O, o)
-  elseif cap ~= '' then redis.call('HSET', CAP_O, o, cap) end
-  redis.call('HSET', WHERE, j, cjson.encode({p, v, o, g}))
-  if due_ms > NOW then
-    redis.call('ZADD', LATER, due_ms, j)
-  else
-    enter(j, p, o, g)
-  end
-end
-
 local function capacity()
   local lapsed = redis.call('ZRANGEBYSCORE', ALIVE, '-inf', NOW)
   for _, w in ipairs(lapsed) do redis.call('HDEL', SLOTS, w) end
@@ -287,7 +273,58 @@ local function capacity()
   return total
 end
 
--- hand jobs to the workers in order while slots are free: {job id, version, 0, ...}
+-- what this script has dispatched: {job id, version, 0, ...}; and the slots still free,
+-- once counted
+local out = {}
+local free = nil
+
+-- whether a due job of owner o and group g at p, added alone, starts at once, as the first
+-- pick would start it after it entered: no job waits in the rings (no priority has owners in its
+-- ring, no group of o is in o's ring at p, none due later is due now), neither cap holds
+-- it back and a slot is free. The turns it would have taken and given back at once are
+-- dropped as that pick would drop them (its rings were empty); taking it skips the
+-- queue, the rings and the counts it would have entered and left in the same call.
+local function starts_at_once(p, o, g)
+  if redis.call('EXISTS', PRIOS, GR(p, o)) > 0 then return false end
+  if #redis.call('ZRANGEBYSCORE', LATER, '-inf', NOW, 'LIMIT', 0, 1) > 0 then return false end
+  if owner_capped(o) or group_capped(o, g) then return false end
+  free = free or capacity() - redis.call('HLEN', FLIGHT)
+  if free <= 0 then return false end
+  free = free - 1
+  redis.call('HDEL', HEAD, GR(p, o), OR(p))
+  redis.call('HDEL', PO(p), o)
+  redis.call('HDEL', PG(p, o), g)
+  return true
+end
+
+-- a job to wait its turn, or to start at once if it may (``alone``: the only one added by
+-- this call; with others, they all enter first and the picks order them)
+local function add(j, p, v, o, g, due_ms, cap, alone)
+  local old = redis.call('HGET', FLIGHT, j)
+  if old and cjson.decode(old)[2] >= v then return end
+  local waiting = redis.call('HGET', WHERE, j)
+  if waiting and cjson.decode(waiting)[2] >= v then return end
+  if old then release(j, old) end
+  if waiting then remove_waiting(j) end
+  if cap == '0' then redis.call('HDEL', CAP_O, o)
+  elseif cap ~= '' then redis.call('HSET', CAP_O, o, cap) end
+  local raw = cjson.encode({p, v, o, g})
+  if due_ms > NOW then
+    redis.call('HSET', WHERE, j, raw)
+    redis.call('ZADD', LATER, due_ms, j)
+  elseif alone and starts_at_once(p, o, g) then
+    occupy(j, raw, o, g)
+    out[#out + 1] = j
+    out[#out + 1] = v
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', WHERE, j, raw)
+    enter(j, p, o, g)
+  end
+end
+
+-- hand jobs to the workers in order while slots are free: {job id, version, 0, ...}, after
+-- those the script dispatched already
 local function dispatch()
   local due = redis.call('ZRANGEBYSCORE', LATER, '-inf', NOW, 'LIMIT', 0, 1000)
   for _, j in ipairs(due) do
@@ -295,8 +332,12 @@ local function dispatch()
     local w = cjson.decode(redis.call('HGET', WHERE, j))
     enter(j, w[1], w[3], w[4])
   end
-  local free = capacity() - redis.call('HLEN', FLIGHT)
-  local out = {}
+  -- with no priority in the rings, no job may be picked: the slots need no count
+  if redis.call('EXISTS', PRIOS) > 0 then
+    free = capacity() - redis.call('HLEN', FLIGHT)
+  else
+    free = 0
+  end
   while free > 0 do
     local j = pick()
     if not j then break end
@@ -327,9 +368,10 @@ end
 ADD = (
     _PRELUDE
     + """
+local alone = #ARGV - A + 1 == 7
 for i = A, #ARGV, 7 do
   add(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
-      tonumber(ARGV[i + 5]), ARGV[i + 6])
+      tonumber(ARGV[i + 5]), ARGV[i + 6], alone)
 end
 return hand_over(dispatch())
 """
