@@ -53,10 +53,10 @@ class ReadingView(GraphQL[Context, None]):
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """Not for a GET that names a trusted document instead of sending one."""
+        if not super().should_render_graphql_ide(request):  # a POST: no query string read
+            return False
         params = request.query_params
-        return super().should_render_graphql_ide(request) and not (
-            "documentId" in params or "extensions" in params
-        )
+        return not ("documentId" in params or "extensions" in params)
 
     def parse_query_params(self, params: Any) -> dict[str, Any]:
         # synchronous: no other request reads a query string meanwhile
