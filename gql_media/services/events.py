@@ -6,13 +6,13 @@ gets its delivery queued (see ``services.webhooks``).
 
 A worker ends a run with one script that frees the run's slot (``JobQueue.finished``); the
 run's last change, when it finishes the job, is published by that script instead of in a
-round trip of its own before it (``run_ending``).
+round trip of its own, sent as that change commits (``run_ending``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -21,17 +21,26 @@ from gql_media.adapters.scheduling import Waiting
 from gql_media.domain import JobSnapshot
 from gql_media.services.deps import Deps
 
-# the finished job's change of the run ending in this context, while ``run_ending`` holds
-_last_change: ContextVar[list[bytes] | None] = ContextVar("gql_media_last_change", default=None)
+# sends a finished job's change with the release of the run's slot: True when it went out
+LastChange = Callable[[bytes], Awaitable[bool]]
+
+# the run ending in this context, while ``run_ending`` holds: the list of its last changes,
+# and what sends one
+_last_change: ContextVar[tuple[list[bytes], LastChange | None] | None] = ContextVar(
+    "gql_media_last_change", default=None
+)
 
 
 @contextmanager
-def run_ending() -> Iterator[list[bytes]]:
+def run_ending(send: LastChange | None = None) -> Iterator[list[bytes]]:
     """Inside the block (a worker's run of one job, and the tasks it starts) a change that
-    finishes the job is not published by ``announce`` but added to the list, for the
-    caller to publish as the run ends; everything else ``announce`` does happens as usual."""
+    finishes the job is not published by ``announce`` on its own: ``send`` (the release of
+    the run's slot) takes it as it commits, in that round trip; without ``send`` it is
+    added to the list, for the caller to publish as the run ends. A change ``send`` does
+    not take (the run's slot was released already, or Redis could not be reached) is
+    published as usual. Everything else ``announce`` does happens as usual."""
     last: list[bytes] = []
-    token = _last_change.set(last)
+    token = _last_change.set((last, send))
     try:
         yield last
     finally:
@@ -40,11 +49,16 @@ def run_ending() -> Iterator[list[bytes]]:
 
 async def announce(deps: Deps, snapshot: JobSnapshot) -> None:
     """Publish a change of a job; a finished job with a webhook URL gets its delivery queued."""
-    last = _last_change.get() if snapshot.status.terminal else None
-    if last is not None:
-        last.append(encode_event(snapshot))
-    else:
+    ending = _last_change.get() if snapshot.status.terminal else None
+    if ending is None:
         await deps.publisher.publish(snapshot)
+    else:
+        last, send = ending
+        event = encode_event(snapshot)
+        if send is None:
+            last.append(event)
+        elif not await send(event):
+            await deps.publisher.publish(snapshot)
     if snapshot.status.terminal and snapshot.webhook_url:
         await deps.queue.enqueue_webhook(snapshot.id, 1)
 

@@ -30,14 +30,26 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
     version = keys.arq_job_version(ctx["job_id"]) or 0
     early = worker.claimed_early(ctx["job_id"]) if worker is not None else None
-    last: list[bytes] = []  # the change that finished the job: published as the run ends
-    ended = False
+    last: list[bytes] = []  # the change that finished the job, without scripts
+    ended = False  # the run's slot released (with scripts)
+
+    async def release(event: bytes) -> bool:
+        """The run's slot released as the change that finishes the job commits, that change
+        published in the same round trip: not after the rest of the run (its lease keeper
+        stopped, its log line), which a busy worker's loop may hold up for milliseconds."""
+        nonlocal ended
+        if ended or worker is None:
+            return False
+        ended = bool(await worker.end_run(ctx["job_id"], job_id, version, [event]))
+        return ended
+
+    scripts = worker is not None and worker.scripts
     try:
-        with events.run_ending() as last:
+        with events.run_ending(release if scripts else None) as last:
             outcome = await runner.run_job(deps, job_id, early)
         if leave is not None:
             await leave
-        if worker is not None and worker.scripts:
+        if worker is not None and scripts and not ended:
             ended = await worker.end_run(ctx["job_id"], job_id, version, last)
     except asyncio.CancelledError:
         # The worker stops: the runner handed the job back under a new version, so arq's
@@ -51,10 +63,11 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         # the slot goes to the next job in the scheduler's order (a run handed back under
         # a new version was released as that version was scheduled); this worker starts it
         # as the slot frees, with no wake-up sent round every worker. With arq_scripts, in
-        # the round trip that ends arq's entry: above, as the run returns (end_run), or
-        # else as arq ends it (GqlMediaWorker.ending). The job's last change is published
-        # in that round trip too, after its commit like any other.
-        if worker is not None and worker.scripts:
+        # the round trip that ends arq's entry: above (end_run), as the change that
+        # finishes the job commits (``release``, which publishes that change in the same
+        # round trip) or else as the run returns, or else as arq ends it
+        # (GqlMediaWorker.ending).
+        if worker is not None and scripts:
             if not ended:
                 worker.release_as_entry_ends(ctx["job_id"], job_id, version, last)
         else:
