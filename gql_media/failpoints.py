@@ -20,6 +20,7 @@ from contextlib import contextmanager
 CLAIMED = "claimed"  # the job is RUNNING, the provider not yet called
 OUTPUT_WRITTEN = "output-written"  # the first output file is in storage
 BEFORE_FINISH = "before-finish"  # every output is written, SUCCEEDED not yet committed
+FINISHED = "finished"  # SUCCEEDED committed and announced, the run not yet returned
 
 # pause points
 REPLAY_START = "replay-start"  # a jobEvents replay listens, and has read nothing yet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import json
 import os
 import signal
 import uuid
@@ -24,7 +25,7 @@ from gql_media.adapters.queue import Placement, stored
 from gql_media.db.engine import create_engine, create_sessionmaker, suppress_unavailable
 from gql_media.db.models import AssetRow, JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, decode_id
-from gql_media.failpoints import BEFORE_FINISH, CLAIMED, OUTPUT_WRITTEN
+from gql_media.failpoints import BEFORE_FINISH, CLAIMED, FINISHED, OUTPUT_WRITTEN
 from gql_media.runtime import Runtime, open_runtime
 from gql_media.services import lease, reconciler, runner, transitions
 from gql_media.services.deps import Deps
@@ -367,6 +368,40 @@ async def test_worker_crash_at_each_point_finishes_the_job_once(
         files = sorted(p.name for p in (proc_settings.effective_storage_dir / "jobs").rglob("*.*"))
         hex_id = _uuid(job.id).hex
         assert files == [f"{hex_id}-0.png", f"{hex_id}-1.png"]
+
+
+@pytest.mark.integration
+@integration
+@pytest.mark.timeout(90)
+async def test_the_finishing_change_and_the_slot_go_out_as_it_commits(
+    proc_settings: Settings, tmp_path: Path
+) -> None:
+    """A worker killed right after the change that finishes a job commits (before the rest
+    of the run: its lease keeper stopped, its log line) has published that change and
+    released the run's slot already: both ride the release sent as the change commits."""
+    env = _env(proc_settings)
+    async with open_runtime(proc_settings) as runtime:
+        pubsub = runtime.redis.pubsub()
+        await pubsub.subscribe(keys.events_channel(proc_settings.redis_namespace))
+        try:
+            job = await create_image_job(
+                runtime.deps, NewImageJob(prompt="x", provider="mock", width=64), SYSTEM
+            )
+            with worker_process({**env, "GQL_MEDIA_CRASH_AT": FINISHED}, tmp_path / "w.log") as w:
+                assert await asyncio.to_thread(w.wait, 60) == -signal.SIGKILL
+            done = await get_job(runtime.deps, job.id, SYSTEM)
+            assert done is not None and done.status is JobStatus.SUCCEEDED
+            assert await runtime.deps.queue.scheduler.in_flight() == {}
+            statuses = []
+            async with asyncio.timeout(10):  # published before the kill: in the buffer now
+                while "SUCCEEDED" not in statuses:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    event = json.loads(message["data"]) if message is not None else {}
+                    if event.get("id") == job.id:
+                        statuses.append(event["status"])
+        finally:
+            await pubsub.aclose()
+        assert statuses[-1] == "SUCCEEDED"
 
 
 @pytest.mark.integration

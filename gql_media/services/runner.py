@@ -35,7 +35,7 @@ from gql_media.errors import (
     StorageUnavailable,
     TransientProviderError,
 )
-from gql_media.failpoints import BEFORE_FINISH, CLAIMED, failpoint
+from gql_media.failpoints import BEFORE_FINISH, CLAIMED, FINISHED, failpoint
 from gql_media.observability.logs import job_context
 from gql_media.services import deadlines, processing
 from gql_media.services.control import cancel_at_provider
@@ -156,7 +156,9 @@ async def _stop(*tasks: asyncio.Task[Any]) -> None:
 async def _work(deps: Deps, row: JobColumns, context: JobContext) -> Outcome:
     try:
         outputs, result = await _produce(deps, row, context)
-        return await _succeed(deps, row, context, outputs, result)
+        outcome = await _succeed(deps, row, context, outputs, result)
+        failpoint(FINISHED)
+        return outcome
     except JobCanceled:
         log.info("job %s was canceled while running", job_snapshot(row).id)
         return Outcome.CANCELED
