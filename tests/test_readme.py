@@ -29,17 +29,17 @@ LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
     """A new user's first screen: right under the title, the command that installs and
     runs the service ("Run it") and the one that installs and runs the tests ("Test it"),
-    which is what .ci/run runs after its install; each on the line that names it, so a
-    plain-text view of the page shows it too."""
+    which is what .ci/run runs after its install; each on the line that names it, as plain
+    text, so every view of the page shows it, one that leaves out code included."""
     top = README.splitlines()[:FIRST_SCREEN]
     assert top[0] == "# gql_media", top
     assert [top[1], top[3]] == ["", ""], top
     assert "not run" not in "\n".join(top), "nothing up there may read as not to be run"
     assert top[2] == (
-        "Run it: `python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gql-media serve`"
+        "Run it: python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gql-media serve"
     )
     assert top[4] == (
-        "Test it: `python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest`"
+        "Test it: python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest"
     )
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\n.venv/bin/pytest\n" in ci  # the README's test command, after CI's own install
