@@ -38,19 +38,19 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         published in the same round trip: not after the rest of the run (its lease keeper
         stopped, its log line), which a busy worker's loop may hold up for milliseconds."""
         nonlocal ended
-        if ended or worker is None:
+        if ended or scripted is None:
             return False
-        ended = bool(await worker.end_run(ctx["job_id"], job_id, version, [event]))
+        ended = bool(await scripted.end_run(ctx["job_id"], job_id, version, [event]))
         return ended
 
-    scripts = worker is not None and worker.scripts
+    scripted = worker if worker is not None and worker.scripts else None  # arq_scripts on
     try:
-        with events.run_ending(release if scripts else None) as last:
+        with events.run_ending(release if scripted is not None else None) as last:
             outcome = await runner.run_job(deps, job_id, early)
         if leave is not None:
             await leave
-        if worker is not None and scripts and not ended:
-            ended = await worker.end_run(ctx["job_id"], job_id, version, last)
+        if scripted is not None and not ended:
+            ended = await scripted.end_run(ctx["job_id"], job_id, version, last)
     except asyncio.CancelledError:
         # The worker stops: the runner handed the job back under a new version, so arq's
         # stored call of this one, which arq keeps to run a canceled job again, is dropped,
@@ -67,9 +67,9 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
         # finishes the job commits (``release``, which publishes that change in the same
         # round trip) or else as the run returns, or else as arq ends it
         # (GqlMediaWorker.ending).
-        if worker is not None and scripts:
+        if scripted is not None:
             if not ended:
-                worker.release_as_entry_ends(ctx["job_id"], job_id, version, last)
+                scripted.release_as_entry_ends(ctx["job_id"], job_id, version, last)
         else:
             handed = await asyncio.shield(deps.queue.finished(job_id, version, events=last))
             if handed and worker is not None:

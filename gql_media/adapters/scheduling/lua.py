@@ -279,12 +279,13 @@ end
 local out = {}
 local free = nil
 
--- whether a due job of owner o and group g at p, added alone, starts at once, as the first
--- pick would start it after it entered: no job waits in the rings (no priority has owners in its
--- ring, no group of o is in o's ring at p, none due later is due now), neither cap holds
--- it back and a slot is free. The turns it would have taken and given back at once are
--- dropped as that pick would drop them (its rings were empty); taking it skips the
--- queue, the rings and the counts it would have entered and left in the same call.
+-- whether a due job of owner o and group g at p, added alone, starts at once, as the
+-- first pick would start it after it entered: no job waits in the rings (no priority has
+-- owners in its ring, no group of o is in o's ring at p, none due later is due now),
+-- neither cap holds it back and a slot is free. The turns it would have taken and given
+-- back at once are dropped as that pick would drop them (its rings were empty); taking it
+-- skips the queue, the rings and the counts it would have entered and left in the same
+-- call.
 local function starts_at_once(p, o, g)
   if redis.call('EXISTS', PRIOS, GR(p, o)) > 0 then return false end
   if #redis.call('ZRANGEBYSCORE', LATER, '-inf', NOW, 'LIMIT', 0, 1) > 0 then return false end
