@@ -7,10 +7,15 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from strawberry.http import streaming
+from strawberry.http.base import BaseView
 
 from gql_media.adapters import redis as redis_adapter
+from gql_media.api.app import GraphQLView
 from gql_media.api.negotiation import prefers_graphql_response
-from gql_media.api.streams import is_stream
+from gql_media.api.streams import TRANSPORTS, is_stream
 from gql_media.runtime import open_runtime
 from gql_media.services import auth
 from tests.support import LiveServer, start_server
@@ -160,3 +165,62 @@ def test_which_accept_prefers_graphql_response(accept: str, prefers: bool) -> No
 )
 def test_which_accept_asks_for_a_stream(accept: str, streams: bool) -> None:
     assert is_stream(accept) is streams
+
+
+# pieces of Accept headers, odd spellings of the stream types among them
+ACCEPT_PARTS = st.sampled_from(
+    [
+        "multipart/mixed",
+        "Multipart/MIXED",
+        "multipart/ mixed",
+        "text/event-stream",
+        "TEXT/Event-Stream",
+        "application/json",
+        "*/*",
+        ";subscriptionSpec=1.0",
+        ';subscriptionSpec="1.0"',
+        ";boundary=graphql",
+        ";boundary=-",
+        ";q=0.5",
+        ",",
+        " ",
+        "(x)",
+        '"',
+        "\\",
+    ]
+)
+
+
+@settings(derandomize=True, database=None, max_examples=1000, deadline=None)
+@given(accept=st.lists(ACCEPT_PARTS, max_size=8).map("".join))
+@example(accept="multipart/mixed ;subscriptionSpec=1.0")
+@example(accept="application/json, Multipart/Mixed;subscriptionSpec=1.0")
+@example(accept="text/event-stream ;q=1")
+@example(accept="application/json, TEXT/EVENT-STREAM")
+def test_the_views_stream_transports_answer_as_strawberrys(accept: str) -> None:
+    """The view's transports parse an Accept header only when it names their media type;
+    they answer every header as strawberry's own transports do."""
+    assert GraphQLView.stream_transport_classes_by_protocol is TRANSPORTS
+    theirs = BaseView.stream_transport_classes_by_protocol
+    assert set(theirs) == set(TRANSPORTS)
+    for protocol, transport in TRANSPORTS.items():
+        assert transport().accepts(accept) is theirs[protocol]().accepts(accept), protocol
+
+
+def test_a_json_requests_accept_header_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+
+    def parse(value: str) -> tuple[str, dict[str, str]]:
+        parsed.append(value)
+        return parse_content_type(value)
+
+    parse_content_type = streaming.parse_content_type
+    monkeypatch.setattr(streaming, "parse_content_type", parse)
+    for accept in ("application/json", "application/graphql-response+json, */*;q=0.5", ""):
+        assert not any(transport().accepts(accept) for transport in TRANSPORTS.values())
+    assert parsed == []
+    assert TRANSPORTS["multipart-subscription"]().accepts(MULTIPART_ACCEPT)
+    assert parsed == [MULTIPART_ACCEPT]
+
+
+MULTIPART_ACCEPT = "multipart/mixed;subscriptionSpec=1.0,application/json"

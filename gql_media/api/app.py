@@ -46,7 +46,13 @@ from gql_media.api.sockets import (
     owner_of,
     sockets_of,
 )
-from gql_media.api.streams import PROTOCOLS, is_stream, serve_stream, without_streams
+from gql_media.api.streams import (
+    PROTOCOLS,
+    TRANSPORTS,
+    is_stream,
+    serve_stream,
+    without_streams,
+)
 from gql_media.api.trusted import DocumentRefused, refusal_payload, trusted_documents
 from gql_media.api.uploads import upload_route
 from gql_media.api.webhooks_in import replicate_webhook
@@ -64,6 +70,7 @@ class GraphQLView(ReadingView):
     """Strawberry's ASGI view, answering malformed requests with JSON errors that have codes."""
 
     graphql_ws_handler_class = LegacyWSHandler
+    stream_transport_classes_by_protocol = TRANSPORTS
 
     def __init__(self, settings: Settings) -> None:
         self.trusted = trusted_documents(settings)

@@ -17,12 +17,16 @@ Starlette's streaming response watches for the disconnect and closes the subscri
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import HTTPConnection
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.http.parse_content_type import parse_content_type
-from strawberry.http.streaming import MultipartSubscriptionTransport, SSETransport
+from strawberry.http.streaming import (
+    HTTPStreamTransport,
+    MultipartSubscriptionTransport,
+    SSETransport,
+)
 from strawberry.subscriptions import (
     GRAPHQL_SSE_PROTOCOL,
     GRAPHQL_TRANSPORT_WS_PROTOCOL,
@@ -43,9 +47,32 @@ PROTOCOLS = (
     MULTIPART_SUBSCRIPTION_PROTOCOL,
     GRAPHQL_SSE_PROTOCOL,
 )
+
+
+class MultipartStreams(MultipartSubscriptionTransport):
+    """Strawberry's multipart subscriptions, asked by every request whether its Accept
+    header wants them: only a header that names the media type is parsed (strawberry parses
+    each one with ``email.message``, a few per cent of a small request's time)."""
+
+    def accepts(self, accept: str) -> bool:
+        return "multipart/mixed" in accept.lower() and super().accepts(accept)
+
+
+class EventStreams(SSETransport):
+    """Strawberry's server-sent events, with the same check first as ``MultipartStreams``."""
+
+    def accepts(self, accept: str) -> bool:
+        return "text/event-stream" in accept.lower() and super().accepts(accept)
+
+
+# the view's stream transports (``stream_transport_classes_by_protocol``)
+TRANSPORTS: Mapping[str, type[HTTPStreamTransport]] = {
+    MULTIPART_SUBSCRIPTION_PROTOCOL: MultipartStreams,
+    GRAPHQL_SSE_PROTOCOL: EventStreams,
+}
 # the transports strawberry picks a stream's by, from the Accept header; they hold no
 # state (their heartbeat interval only), so one of each serves every request
-_MULTIPART, _SSE = MultipartSubscriptionTransport(), SSETransport()
+_MULTIPART, _SSE = MultipartStreams(), EventStreams()
 
 ASGIResponder = Callable[[Scope, Receive, Send], Awaitable[None]]
 
