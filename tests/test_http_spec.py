@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strawberry.http import streaming
 from strawberry.http.base import BaseView
+from strawberry.subscriptions import MULTIPART_SUBSCRIPTION_PROTOCOL
 
 from gql_media.adapters import redis as redis_adapter
 from gql_media.api.app import GraphQLView
@@ -209,18 +210,16 @@ def test_the_views_stream_transports_answer_as_strawberrys(accept: str) -> None:
 
 def test_a_json_requests_accept_header_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed: list[str] = []
+    parse_content_type = streaming.parse_content_type
 
     def parse(value: str) -> tuple[str, dict[str, str]]:
         parsed.append(value)
         return parse_content_type(value)
 
-    parse_content_type = streaming.parse_content_type
     monkeypatch.setattr(streaming, "parse_content_type", parse)
     for accept in ("application/json", "application/graphql-response+json, */*;q=0.5", ""):
         assert not any(transport().accepts(accept) for transport in TRANSPORTS.values())
     assert parsed == []
-    assert TRANSPORTS["multipart-subscription"]().accepts(MULTIPART_ACCEPT)
-    assert parsed == [MULTIPART_ACCEPT]
-
-
-MULTIPART_ACCEPT = "multipart/mixed;subscriptionSpec=1.0,application/json"
+    multipart = "multipart/mixed;subscriptionSpec=1.0,application/json"
+    assert TRANSPORTS[MULTIPART_SUBSCRIPTION_PROTOCOL]().accepts(multipart)
+    assert parsed == [multipart]
