@@ -22,25 +22,26 @@ ERRORS = ROOT / "docs" / "errors.md"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SETTING_ROW = re.compile(r"^\| `(GQL_MEDIA_[A-Z0-9_]+)` \|.*$", re.MULTILINE)
 CODE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)` \|.*$", re.MULTILINE)
-FIRST_SCREEN = 5  # lines: the title, then "Run it:" and "Test it:", each with its command
+# the first screen: the title, then "Run it:" and "Test it:", each with its block
+RUN_IT = ["python3 -m venv .venv && . .venv/bin/activate", "pip install -e . && gql-media serve"]
+TEST_IT = ["python3 -m venv .venv && . .venv/bin/activate", "pip install -e '.[test]' && pytest"]
+# what a reader (and the project's pre-stop check) takes for a command: a line of the first
+# 40 that starts with one of the tools that set the project up
+SET_UP_LINE = re.compile(r"^\s*(\$ )?(pip|python|gql-media|make|uv)\b", re.MULTILINE)
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 
 
 def test_the_readme_opens_with_the_commands_to_run_and_to_test_it() -> None:
-    """A new user's first screen: right under the title, the command that installs and
-    runs the service ("Run it") and the one that installs and runs the tests ("Test it"),
-    which is what .ci/run runs after its install; each on the line that names it, as plain
-    text, so every view of the page shows it, one that leaves out code included."""
-    top = README.splitlines()[:FIRST_SCREEN]
+    """A new user's first screen: right under the title, the commands that install and run
+    the service ("Run it") and the ones that install and run the tests ("Test it"), which is
+    what .ci/run runs after its install; each block works on its own."""
+    top = README.splitlines()[:15]
     assert top[0] == "# gql_media", top
-    assert [top[1], top[3]] == ["", ""], top
+    assert top[2] == "Run it:" and top[9] == "Test it:", top
+    assert top[4:8] == ["```sh", *RUN_IT, "```"], top
+    assert top[11:15] == ["```sh", *TEST_IT, "```"], top
     assert "not run" not in "\n".join(top), "nothing up there may read as not to be run"
-    assert top[2] == (
-        "Run it: python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gql-media serve"
-    )
-    assert top[4] == (
-        "Test it: python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest"
-    )
+    assert SET_UP_LINE.search("\n".join(README.splitlines()[:40])), "no line starts a command"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\n.venv/bin/pytest\n" in ci  # the README's test command, after CI's own install
 
