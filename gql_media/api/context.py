@@ -14,9 +14,10 @@ from strawberry.dataloader import DataLoader
 from gql_media.adapters.events import EventHub
 from gql_media.api.fanout import SharedJobs
 from gql_media.api.positions import QueuePositions
+from gql_media.db.models import WebhookDeliveryRow
 from gql_media.domain import Principal
 from gql_media.errors import Unauthenticated
-from gql_media.services import nodes, queue_info
+from gql_media.services import nodes, queue_info, webhooks
 from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
 from gql_media.services.queue_info import Estimate
@@ -41,6 +42,9 @@ class Context:
     # jobs and media assets by id (node, nodes), the ids of a tick in one lookup, as the
     # request's principal may see them
     nodes: DataLoader[str, nodes.Found | None] = field(init=False)
+    # each job's webhook deliveries, the jobs of a tick in one query, as the request's
+    # principal may see them
+    deliveries: DataLoader[str, list[WebhookDeliveryRow]] = field(init=False)
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
     stream: bool = False  # an HTTP request answered as a stream (``api.streams``)
 
@@ -56,6 +60,11 @@ class Context:
             return await nodes.get_nodes(deps, ids, self.principal)
 
         self.nodes = DataLoader(load_nodes, cache=False)
+
+        async def load_deliveries(job_ids: list[str]) -> list[list[WebhookDeliveryRow]]:
+            return await webhooks.deliveries_of(deps, job_ids, self.principal)
+
+        self.deliveries = DataLoader(load_deliveries, cache=False)
 
     @property
     def principal(self) -> Principal:

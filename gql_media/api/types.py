@@ -23,7 +23,7 @@ from gql_media.api.job_details import (
 from gql_media.db.models import WebhookDeliveryRow
 from gql_media.errors import ErrorCode
 from gql_media.errors import UserError as DomainUserError
-from gql_media.services import queue_info, webhooks
+from gql_media.services import queue_info
 from gql_media.services.jobs import JobFilter as DomainJobFilter
 
 JobStatus = domain.JobStatus
@@ -188,7 +188,7 @@ class Job(Node):
 
     @strawberry.field(description="Every attempt to deliver the job's webhook, oldest first.")
     async def webhook_deliveries(self, info: strawberry.Info) -> list[WebhookDelivery]:
-        rows = await webhooks.list_deliveries(info.context.deps, str(self.id))
+        rows: list[WebhookDeliveryRow] = await info.context.deliveries.load(str(self.id))
         return [delivery_from_row(row) for row in rows]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +30,14 @@ from gql_media.adapters import outbound_http
 from gql_media.adapters.outbound import OutboundGuard
 from gql_media.adapters.webhooks_out import Attempt, post_signed
 from gql_media.db.models import JobRow, WebhookDeliveryRow, utcnow
-from gql_media.domain import JOB_ID_PREFIX, JobSnapshot, JobStatus, decode_id, encode_id
+from gql_media.domain import (
+    JOB_ID_PREFIX,
+    JobSnapshot,
+    JobStatus,
+    Principal,
+    decode_id,
+    encode_id,
+)
 from gql_media.services.auth import media_url_for
 from gql_media.services.deps import Deps
 from gql_media.services.snapshots import job_snapshot
@@ -256,14 +264,23 @@ async def requeue_lost(deps: Deps, limit: int = 200) -> int:
     return queued
 
 
-async def list_deliveries(deps: Deps, job_id: str) -> list[WebhookDeliveryRow]:
-    parsed = decode_id(JOB_ID_PREFIX, job_id)
-    if parsed is None:
-        return []
-    async with deps.sessions() as session:
-        rows = await session.execute(
-            select(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.job_id == parsed)
-            .order_by(WebhookDeliveryRow.created_at, WebhookDeliveryRow.attempt)
-        )
-        return list(rows.scalars())
+async def deliveries_of(
+    deps: Deps, job_ids: Sequence[str], principal: Principal
+) -> list[list[WebhookDeliveryRow]]:
+    """Each job's webhook deliveries, oldest first, read in one query for all the jobs;
+    none for a malformed id or a job ``principal`` does not see."""
+    parsed = [decode_id(JOB_ID_PREFIX, job_id) for job_id in job_ids]
+    wanted = {job_id for job_id in parsed if job_id is not None}
+    found: dict[uuid.UUID, list[WebhookDeliveryRow]] = {}
+    if wanted:
+        async with deps.sessions() as session:
+            rows = await session.execute(
+                select(WebhookDeliveryRow, JobRow.owner_id)
+                .join(JobRow, JobRow.id == WebhookDeliveryRow.job_id)
+                .where(WebhookDeliveryRow.job_id.in_(wanted))
+                .order_by(WebhookDeliveryRow.created_at, WebhookDeliveryRow.attempt)
+            )
+            for row, owner in rows:
+                if principal.sees_job(owner, row.job_id):
+                    found.setdefault(row.job_id, []).append(row)
+    return [found.get(job_id, []) if job_id is not None else [] for job_id in parsed]
