@@ -4,25 +4,18 @@ the workers."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError
 
-from gql_media.adapters import redis as redis_adapter
-from gql_media.adapters.arq_patch import HandOver
 from gql_media.adapters.scheduling import Dispatched, Scheduler, Waiting, lua
 from tests.conftest import TEST_REDIS_URL
-from tests.faults import PrivateRedis
 
 BACKENDS = [
     "fake",
@@ -214,32 +207,6 @@ async def test_rebuilt_running_jobs_hold_their_slots_and_caps(redis: Any, clock:
     assert ids(await s.release([("r1", 3)])) == ["a1"]
 
 
-def random_jobs(
-    rng: random.Random,
-    step: int,
-    owner: str,
-    cap: int | None,
-    priorities: list[int],
-    groups: list[str | None],
-    most: int,
-    now: float | None = None,
-) -> list[Waiting]:
-    """1 to ``most`` jobs of ``owner`` (whose cap is ``cap``), each of one of
-    ``priorities`` and ``groups``; with ``now``, some are due 2 s later."""
-    return [
-        Waiting(
-            f"j{step}-{i}",
-            1,
-            rng.choice(priorities),
-            owner,
-            rng.choice(groups),
-            due_at=0.0 if now is None else now + rng.choice([0, 0, 0, 2]),
-            max_running=cap,
-        )
-        for i in range(rng.randint(1, most))
-    ]
-
-
 async def test_random_traffic_keeps_caps_order_and_no_idle_slot(redis: Any, clock: Clock) -> None:
     """Random adds, releases and removals against invariants read off each step: no cap is
     ever exceeded, no slot idles while a job that may run waits, and no job starts while
@@ -273,7 +240,17 @@ async def test_random_traffic_keeps_caps_order_and_no_idle_slot(redis: Any, cloc
         action = rng.random()
         if action < 0.5 or not flight:
             owner = rng.choice(list(caps))
-            new = random_jobs(rng, step, owner, caps[owner], [-1, 0, 0, 2], ["u1", "u2", None], 4)
+            new = [
+                Waiting(
+                    f"j{step}-{i}",
+                    1,
+                    rng.choice([-1, 0, 0, 2]),
+                    owner,
+                    rng.choice(["u1", "u2", None]),
+                    max_running=caps[owner],
+                )
+                for i in range(rng.randint(1, 4))
+            ]
             waiting.update({w.job_id: w for w in new})
             started(await s.add(new))
         elif action < 0.9:
@@ -355,11 +332,9 @@ async def test_a_job_added_alone_starts_at_once_as_the_picks_would_start_it(
     line dispatches the same jobs at every step, leaves the same jobs in flight and gives
     every waiting job the same position."""
     line = "local function starts_at_once(p, o, g)\n"
-    assert line in lua.DEFINITIONS
+    assert line in lua.ADD
     with monkeypatch.context() as patch:
-        patch.setattr(
-            lua, "DEFINITIONS", lua.DEFINITIONS.replace(line, line + "  do return false end\n")
-        )
+        patch.setattr(lua, "ADD", lua.ADD.replace(line, line + "  do return false end\n"))
         full = make(redis, clock, group_cap=2)
     fast = make(redis, clock, group_cap=2)
     both = (fast, full)
@@ -458,173 +433,3 @@ async def test_a_turn_kept_at_a_cap_is_given_back_by_a_job_that_starts_at_once(
     await s.add([Waiting("a4", 1, 0, "a")])
     # b3 waited first: b's turn comes before a's
     assert ids(await s.release([("b1", 1)])) == ["b3"]
-
-
-@pytest.fixture(params=BACKENDS)
-async def two_stores(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[ArqRedis, ArqRedis]]:
-    """Two Redis databases of the same kind, each with its own arq keys."""
-    private: PrivateRedis | None = None
-    if request.param == "fake":
-        pair = [redis_adapter.connect(None, redis_adapter.new_fake_server()) for _ in "ab"]
-    else:
-        private = PrivateRedis(tmp_path)
-        private.start()
-        pair = [redis_adapter.connect(private.url.removesuffix("0") + db, None) for db in "01"]
-    try:
-        yield pair[0], pair[1]
-    finally:
-        for client in pair:
-            await redis_adapter.close(client)
-        if private is not None:
-            private.kill()
-
-
-async def dump(redis: Any) -> dict[bytes, Any]:
-    """Every key with its value, and whether it expires."""
-    found: dict[bytes, Any] = {}
-    async for key in redis.scan_iter(count=1000):
-        kind = (await redis.type(key)).decode()
-        read = {
-            "string": redis.get,
-            "hash": redis.hgetall,
-            "list": lambda k: redis.lrange(k, 0, -1),
-            "zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
-        }[kind]
-        found[key] = (await read(key), await redis.pttl(key) > 0)
-    return found
-
-
-async def test_functions_and_scripts_schedule_and_hand_over_alike(
-    two_stores: tuple[ArqRedis, ArqRedis], clock: Clock
-) -> None:
-    """The scheduler's Lua loaded as Redis functions and run as scripts: random traffic
-    (batches with their changes, runs ending with the next job kept or started for the
-    caller, removals, caps, slots) dispatches the same jobs at every step and leaves every
-    key of the scheduler and of arq the same."""
-    namespace = f"gql_media_test_{uuid.uuid4().hex[:10]}"
-    both = [
-        Scheduler(
-            redis,
-            namespace,
-            group_cap=2,
-            clock=clock,
-            hand_over=HandOver.of(redis, namespace),
-            functions=functions,
-        )
-        for redis, functions in zip(two_stores, (True, False), strict=True)
-    ]
-    rng = random.Random(11)
-    caps: dict[str, int | None] = {"o0": 1, "o1": None, "o2": 2}
-    flight: set[tuple[str, int]] = set()
-
-    async def each(call: Any) -> None:
-        outs = [[(d.job_id, d.version, d.queued, d.started) for d in await call(s)] for s in both]
-        assert outs[0] == outs[1]
-        flight.update((job_id, version) for job_id, version, _, _ in outs[0])
-
-    for s in both:
-        await s.register("w1", 3, ttl=1000, idle=3, start_ms=60_000)
-    for step in range(300):
-        clock.now += rng.choice([0, 0, 0.5, 3])
-        action = rng.random()
-        if action < 0.4 or not flight:
-            owner = rng.choice(list(caps))
-            new = random_jobs(rng, step, owner, caps[owner], [0, 1], ["g1", None], 3, clock.now)
-            events = [f'{{"step":{step}}}'.encode()] * len(new)
-            await each(lambda s, new=new, events=events: s.add(new, events=events))
-        elif action < 0.85:
-            done = rng.choice(sorted(flight))
-            flight.discard(done)
-            keep, start_ms = rng.choice([(0, 0), (1, 0), (1, 60_000)])
-            await each(
-                lambda s, done=done, keep=keep, start_ms=start_ms: s.release(
-                    [done], keep=keep, start_ms=start_ms, worker="w1" if start_ms else ""
-                )
-            )
-        elif action < 0.93:
-            gone = rng.choice(sorted(flight))[0]
-            await each(lambda s, gone=gone: s.remove([gone]))
-        else:
-            owner = rng.choice(list(caps))
-            caps[owner] = rng.choice([None, 1, 2])
-            await each(lambda s, owner=owner: s.set_cap(owner, caps[owner]))
-    assert [s.programs.functions for s in both] == [True, False]
-    assert await dump(two_stores[0]) == await dump(two_stores[1])
-
-
-async def test_a_library_redis_lost_is_loaded_again(tmp_path: Path, clock: Clock) -> None:
-    """Redis restarted without its data, or its functions flushed: the next call loads the
-    scheduler's library again and runs."""
-    private = PrivateRedis(tmp_path)
-    private.start()
-    redis = redis_adapter.connect(private.url, None)
-    try:
-        s = make(redis, clock)
-        await s.register("w1", 1, ttl=1000)
-        assert s.programs.functions is True
-        await redis.function_flush()
-        assert ids(await s.add(jobs("o", 2))) == ["o--0-0"]
-        private.kill()
-        private.start()  # the same port, nothing kept
-        with contextlib.suppress(ConnectionError):
-            await redis.ping()  # the connection the restart closed is dropped
-        await s.register("w1", 1, ttl=1000)
-        assert ids(await s.add(jobs("o", 1))) == ["o--0-0"]
-        assert s.programs.functions is True
-        assert len(await redis.function_list()) == 1
-    finally:
-        await redis_adapter.close(redis)
-        private.kill()
-
-
-async def test_a_user_who_may_not_load_functions_runs_the_scripts(
-    tmp_path: Path, clock: Clock
-) -> None:
-    """A server that refuses the library (an ACL without FUNCTION, as some hosted Redis
-    set; or a Redis before 7) runs the same Lua as scripts."""
-    private = PrivateRedis(tmp_path)
-    private.start()
-    admin = redis_adapter.connect(private.url, None)
-    await admin.execute_command(
-        "ACL",
-        "SETUSER",
-        "nofunctions",
-        "on",
-        "nopass",
-        "~*",
-        "&*",
-        "+@all",
-        "-function",
-        "-fcall",
-        "-fcall_ro",
-    )
-    redis = redis_adapter.connect(private.url.replace("://", "://nofunctions@"), None)
-    try:
-        s = make(redis, clock)
-        await s.register("w1", 1, ttl=1000)
-        assert ids(await s.add(jobs("o", 2))) == ["o--0-0"]
-        assert ids(await s.release([("o--0-0", 1)])) == ["o--0-1"]
-        assert s.programs.functions is False
-        assert await admin.function_list() == []
-    finally:
-        for client in (redis, admin):
-            await redis_adapter.close(client)
-        private.kill()
-
-
-async def test_namespaces_that_share_the_library_keep_their_own_keys(
-    redis: Any, clock: Clock
-) -> None:
-    """One library serves every namespace on a server: each call works out its keys' names
-    from its own prefix, also right after a call of another namespace."""
-    first, second = make(redis, clock), make(redis, clock)
-    await first.register("w1", 1, ttl=1000)
-    for _ in range(2):
-        assert ids(await second.add(jobs("o", 1))) == []  # no slot of its own
-        assert len(ids(await first.add(jobs("p", 1)))) <= 1
-    assert list(await first.in_flight()) == ["p--0-0"]
-    assert await second.in_flight() == {}
-    await second.register("w2", 1, ttl=1000)
-    assert list(await second.in_flight()) == ["o--0-0"]

@@ -24,12 +24,11 @@ from gql_media.adapters.scheduling.lua import lua_string
 # what they dispatched, triples of job id, version and a flag set here (1: the entry is on
 # arq's queue, put there now or, when arq has seen its id, as enqueue_job leaves it: a
 # duplicate enqueue is harmless; 2: started for the caller; 3: started for an idle worker).
-# Its arguments (``HandOver.args``) are ARGV[5..10] the names it writes under that differ
-# by namespace or setting (``HAND_OVER_STATE``), ARGV[11] how many of the first entries are
-# the caller's (left out of the wake-up), ARGV[12] the life (ms) of the in-progress mark of
-# those it starts for the caller (0: none is started, they are put on the queue), ARGV[13]
-# the calling worker's id ('' for none), ARGV[14] how many of that worker's slots idle now
-# (-1: unchanged), ARGV[15] how many entries ended follow (their keys go as finish_job drops
+# Its arguments (``HandOver.args``) are ARGV[5] how many of the first entries are the
+# caller's (left out of the wake-up), ARGV[6] the life (ms) of the in-progress mark of
+# those it starts for the caller (0: none is started, they are put on the queue), ARGV[7]
+# the calling worker's id ('' for none), ARGV[8] how many of that worker's slots idle now
+# (-1: unchanged), ARGV[9] how many entries ended follow (their keys go as finish_job drops
 # them), then those entries, then the changes to publish, up to the script's own arguments
 # (ARGV[A]).
 #
@@ -49,7 +48,7 @@ from gql_media.adapters.scheduling.lua import lua_string
 # started for it here or by its START; ids of workers no longer registered (``SLOTS``, the
 # scheduler's) are dropped as they come up.
 #
-# The names arq's code fixes are constants (``HandOver.lua``). The stored call is the JSON
+# The names it writes under are constants (``HandOver.lua``). The stored call is the JSON
 # of arq's ``serialize_job`` dict (``adapters.redis.dump_call``) for ``run_job(job_id)``,
 # the entry's id ``keys.arq_job_id``'s (MARK), its score and enqueue time now (ARGV[2]).
 HAND_OVER = """
@@ -69,9 +68,9 @@ local function idle_worker()
 end
 
 local function hand_over(out)
-  local keep, mark_ms, caller = tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
-  local idle, ended = tonumber(ARGV[14]), 15 + tonumber(ARGV[15])
-  for i = 16, ended do
+  local keep, mark_ms, caller = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+  local idle, ended = tonumber(ARGV[8]), 9 + tonumber(ARGV[9])
+  for i = 10, ended do
     local id = ARGV[i]
     redis.call('DEL', PROGRESS .. id, TRIES .. id, CALL .. id)
     redis.call('ZREM', ABORT, id)
@@ -129,14 +128,6 @@ local function hand_over(out)
   if #woken > 0 then redis.call('PUBLISH', WAKE, table.concat(woken, ' ')) end
   return out
 end
-"""
-
-# HAND_OVER's names that differ by namespace or setting, set from each call's arguments
-# (``adapters.scheduling.lua.CALL_STATE``): the scheduler's library of functions is then
-# the same for every namespace.
-HAND_OVER_STATE = """
-QUEUE, WAKE, CHANNEL, IDLE, MARKS = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-EXPIRES = ARGV[10]
 """
 
 # KEYS[1]: the queue; ARGV[1]: the in-progress prefix, ARGV[2]: now (ms), ARGV[3]: the
@@ -212,8 +203,9 @@ class HandOver:
 
     @property
     def lua(self) -> str:
-        """``HAND_OVER`` with the names arq's code fixes, as constants of the script."""
+        """``HAND_OVER`` with the names it writes under, as constants of the script."""
         names = {
+            "QUEUE": self.queue,
             "CALL": job_key_prefix,
             "RESULT": result_key_prefix,
             "PROGRESS": in_progress_key_prefix,
@@ -221,13 +213,14 @@ class HandOver:
             "ABORT": abort_jobs_ss,
             "FN": orjson.dumps(keys.RUN_JOB_TASK).decode(),  # as JSON, in the stored call
             "MARK": keys.ARQ_VERSION_MARK,  # the entry's id: keys.arq_job_id
+            "EXPIRES": str(self.expires_ms),
+            "WAKE": self.wake,
+            "CHANNEL": self.channel,
+            "IDLE": self.idle,
+            "MARKS": self.idle + ":marks",
         }
         constants = "".join(f"local {k} = {lua_string(v)}\n" for k, v in names.items())
         return constants + HAND_OVER
-
-    @property
-    def state(self) -> str:
-        return HAND_OVER_STATE
 
     def args(
         self,
@@ -246,15 +239,4 @@ class HandOver:
         worker that takes entries started for it (``WakeableWorker.idle_id``): with
         ``start_ms``, its slots among the first ``keep`` that nothing is handed to idle
         from now on, and ``idle`` (not -1) is how many of its slots idle now."""
-        names = [self.queue, self.wake, self.channel, self.idle, self.idle + ":marks"]
-        return [
-            *names,
-            str(self.expires_ms),
-            keep,
-            start_ms,
-            worker,
-            idle if worker else -1,
-            len(done),
-            *done,
-            *events,
-        ]
+        return [keep, start_ms, worker, idle if worker else -1, len(done), *done, *events]

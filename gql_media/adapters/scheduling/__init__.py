@@ -26,13 +26,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from gql_media.adapters.scheduling import lua
-from gql_media.adapters.scheduling.programs import Programs
 
 PRIORITY_MIN = lua.PRIORITY_MIN
 PRIORITY_MAX = lua.PRIORITY_MAX
@@ -68,14 +67,10 @@ class Dispatched:
 class HandOver(Protocol):
     """What the scripts do with the jobs they dispatch, in the same round trip
     (``adapters.arq_patch.HandOver``): ``lua`` defines ``hand_over(out)``, which reads its
-    arguments (``args``) from ARGV[5] on; ``state`` sets its values of each call from
-    them (see ``lua.CALL_STATE``)."""
+    arguments (``args``) from ARGV[5] on."""
 
     @property
     def lua(self) -> str: ...
-
-    @property
-    def state(self) -> str: ...
 
     def args(
         self,
@@ -123,16 +118,24 @@ class Scheduler:
         group_cap: int | None = None,
         clock: Callable[[], float] = time.time,
         hand_over: HandOver | None = None,
-        functions: bool = True,
     ) -> None:
         self._redis = redis
         self._clock = clock
         self._prefix = f"{namespace}:sched:"
         self._group_cap = str(group_cap or 0)
         self._hand_over = hand_over
-        code = lua.Code.of(hand_over.lua, hand_over.state) if hand_over else lua.Code.of()
-        # ``functions=False``: the Lua runs as scripts even where Redis has functions
-        self.programs = Programs(redis, code, functions=functions)
+
+        def script(text: str) -> Any:
+            handing = hand_over.lua if hand_over is not None else lua.NO_HAND_OVER
+            return redis.register_script(text.replace(lua.HAND_OVER_SLOT, handing))
+
+        self._add = script(lua.ADD)
+        self._release = script(lua.RELEASE)
+        self._remove = script(lua.REMOVE)
+        self._register = script(lua.REGISTER)
+        self._occupy = script(lua.OCCUPY)
+        self._set_cap = script(lua.SET_CAP)
+        self._positions = script(lua.POSITIONS)
 
     @property
     def hands_over(self) -> bool:
@@ -141,7 +144,7 @@ class Scheduler:
 
     async def _run(
         self,
-        call: str,
+        script: object,
         args: Sequence[str | int],
         *,
         keep: int = 0,
@@ -158,7 +161,7 @@ class Scheduler:
             else self._hand_over.args(keep, events, done, start_ms, worker, idle)
         )
         head = [self._prefix, now, self._group_cap, len(handing), *handing]
-        out = await self.programs(call, [*head, *args])
+        out = await script(args=[*head, *args])  # type: ignore[operator]
         return [
             Dispatched(
                 _text(out[i]), int(out[i + 1]), int(out[i + 2]) > 0, now if out[i + 2] == 2 else 0
@@ -183,7 +186,7 @@ class Scheduler:
                 _ms(job.due_at),
                 "" if job.max_running is None else str(job.max_running),
             ]
-        return await self._run("add", args, events=events)
+        return await self._run(self._add, args, events=events)
 
     async def release(
         self,
@@ -203,7 +206,7 @@ class Scheduler:
         calling worker (``HandOver.args``)."""
         runs_ = [x for run in runs for x in run]
         return await self._run(
-            "release",
+            self._release,
             runs_,
             keep=keep,
             done=done,
@@ -215,7 +218,7 @@ class Scheduler:
     async def remove(self, job_ids: Sequence[str]) -> list[Dispatched]:
         """Jobs that will not run (canceled, past their deadline): out of the line, or out
         of flight if they were handed to the workers."""
-        return await self._run("remove", list(job_ids))
+        return await self._run(self._remove, list(job_ids))
 
     async def register(
         self, worker_id: str, slots: int, ttl: float, *, idle: int = -1, start_ms: int = 0
@@ -226,7 +229,7 @@ class Scheduler:
         ``start_ms``."""
         lapses = _ms(self._clock() + ttl)
         return await self._run(
-            "register",
+            self._register,
             [worker_id, slots, lapses],
             start_ms=start_ms,
             worker=worker_id if idle >= 0 else "",
@@ -235,25 +238,25 @@ class Scheduler:
 
     async def dispatch(self) -> list[Dispatched]:
         """Hand waiting jobs to free slots (jobs that became due meanwhile, too)."""
-        return await self._run("release", [])
+        return await self._run(self._release, [])
 
     async def set_cap(self, owner: str | None, max_running: int | None) -> list[Dispatched]:
         """Change an owner's cap on jobs running at once (None: no cap)."""
-        return await self._run("set_cap", [_owner(owner), max_running or 0])
+        return await self._run(self._set_cap, [_owner(owner), max_running or 0])
 
     async def occupy(self, jobs: Sequence[Waiting]) -> None:
         """Jobs found running when the state is rebuilt: they hold slots and caps."""
         args: list[str | int] = []
         for job in jobs:
             args += [job.job_id, job.priority, job.version, _owner(job.owner), job.group or ""]
-        await self._run("occupy", args)
+        await self._run(self._occupy, args)
 
     async def estimates(self, job_ids: Sequence[str]) -> Estimates:
         """Each job's position (``positions``) and the recent rate of starts, in one round
         trip; each job costs a pass over the owners with jobs waiting at its priority and
         the groups of its owner."""
         now = _ms(self._clock())
-        out = await self.programs("positions", [self._prefix, now, self._group_cap, 0, *job_ids])
+        out = await self._positions(args=[self._prefix, now, self._group_cap, 0, *job_ids])
         starts, span_ms = int(out[0]), int(out[1])
         rate = starts * 1000 / span_ms if span_ms > 0 else 0.0
         return Estimates([None if n < 0 else int(n) for n in out[2:]], rate)

@@ -1,6 +1,5 @@
-"""The scheduler's Lua, run atomically by Redis: one call (``BODIES``) per change, as a Redis
-function or as a script (``Code``, ``programs.py``). The package explains the model; here
-is only how it is kept.
+"""The scheduler's Redis scripts (Lua, run atomically by Redis). ``scheduler.py`` explains
+the model; here is only how it is kept.
 
 Keys, under the scheduler's prefix ``<namespace>:sched:``:
 
@@ -43,9 +42,6 @@ full path does).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-
 PRIORITY_MIN = -10
 PRIORITY_MAX = 10
 
@@ -63,29 +59,16 @@ NO_HAND_OVER = """
 local function hand_over(out) return out end
 """
 
-# What each call sets from its arguments before anything runs, as ``name = expression``
-# lines: ``out``, what the call has dispatched ({job id, version, 0, ...}), and ``free``,
-# the slots still free, once counted. A script makes them locals; the library sets its
-# upvalues (see ``Code``).
-CALL_STATE = """
-P = ARGV[1]
-NOW = tonumber(ARGV[2])
-GROUP_CAP = tonumber(ARGV[3])
-A = 5 + tonumber(ARGV[4])  -- the script's own arguments start here
-out = {}
-free = nil
-"""
-
-# The keys' names, from the prefix P (the library works them out again only when P changes).
-NAMES = """
-WHERE, LATER, FLIGHT = P .. 'where', P .. 'later', P .. 'flight'
-PRIOS, TURN, TOTAL = P .. 'prios', P .. 'turn', P .. 'total'
-RUN_O, RUN_G, CAP_O = P .. 'run:o', P .. 'run:g', P .. 'cap:o'
-ALIVE, SLOTS, STARTS = P .. 'alive', P .. 'slots', P .. 'starts'
-HEAD = P .. 'head'
-"""
-
-DEFINITIONS = """
+_PRELUDE = """
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local GROUP_CAP = tonumber(ARGV[3])
+local A = 5 + tonumber(ARGV[4])  -- the script's own arguments start here
+local WHERE, LATER, FLIGHT = P .. 'where', P .. 'later', P .. 'flight'
+local PRIOS, TURN, TOTAL = P .. 'prios', P .. 'turn', P .. 'total'
+local RUN_O, RUN_G, CAP_O = P .. 'run:o', P .. 'run:g', P .. 'cap:o'
+local ALIVE, SLOTS, STARTS = P .. 'alive', P .. 'slots', P .. 'starts'
+local HEAD = P .. 'head'
 --[[hand_over]]
 
 local function Q(p, o, g) return P .. 'q:' .. p .. ':' .. o .. '\\t' .. g end
@@ -291,6 +274,11 @@ local function capacity()
   return total
 end
 
+-- what this script has dispatched: {job id, version, 0, ...}; and the slots still free,
+-- once counted
+local out = {}
+local free = nil
+
 -- whether a due job of owner o and group g at p, added alone, starts at once, as the
 -- first pick would start it after it entered: no job waits in the rings (no priority has
 -- owners in its ring, no group of o is in o's ring at p, none due later is due now),
@@ -379,7 +367,9 @@ end
 # ARGV[A..]: groups of seven: job id, priority, version, owner, group, due (ms), owner cap
 # ('0': none, '': leave as it is). Adds each job that is not waiting or in flight at this
 # version or a newer one (a newer version replaces an older one), then dispatches.
-ADD = """
+ADD = (
+    _PRELUDE
+    + """
 local alone = #ARGV - A + 1 == 7
 for i = A, #ARGV, 7 do
   add(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4],
@@ -387,28 +377,37 @@ for i = A, #ARGV, 7 do
 end
 return hand_over(dispatch())
 """
+)
 
 # ARGV[A..]: pairs of job id and version whose run ended (or was lost): released from
 # flight unless the job is in flight at another version; then dispatch.
-RELEASE = """
+RELEASE = (
+    _PRELUDE
+    + """
 for i = A, #ARGV, 2 do
   local raw = redis.call('HGET', FLIGHT, ARGV[i])
   if raw and cjson.decode(raw)[2] == tonumber(ARGV[i + 1]) then release(ARGV[i], raw) end
 end
 return hand_over(dispatch())
 """
+)
 
 # ARGV[A..]: job ids to take back, waiting or in flight; then dispatch.
-REMOVE = """
+REMOVE = (
+    _PRELUDE
+    + """
 for i = A, #ARGV do
   if not remove_waiting(ARGV[i]) then release(ARGV[i]) end
 end
 return hand_over(dispatch())
 """
+)
 
 # ARGV[A]: worker id, ARGV[A + 1]: its slots (0: leave), ARGV[A + 2]: when it lapses (ms);
 # then dispatch.
-REGISTER = """
+REGISTER = (
+    _PRELUDE
+    + """
 if tonumber(ARGV[A + 1]) > 0 then
   redis.call('ZADD', ALIVE, tonumber(ARGV[A + 2]), ARGV[A])
   redis.call('HSET', SLOTS, ARGV[A], ARGV[A + 1])
@@ -418,10 +417,13 @@ else
 end
 return hand_over(dispatch())
 """
+)
 
 # ARGV[A..]: groups of five: job id, priority, version, owner, group of jobs found running
 # (when the scheduler's state is rebuilt): in flight, holding their slots and caps.
-OCCUPY = """
+OCCUPY = (
+    _PRELUDE
+    + """
 for i = A, #ARGV, 5 do
   if redis.call('HEXISTS', FLIGHT, ARGV[i]) == 0 then
     local p, v, o, g = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
@@ -430,14 +432,18 @@ for i = A, #ARGV, 5 do
 end
 return 0
 """
+)
 
 # ARGV[A]: owner, ARGV[A + 1]: its cap ('0' for none); then dispatch.
-SET_CAP = """
+SET_CAP = (
+    _PRELUDE
+    + """
 if ARGV[A + 1] == '0' then redis.call('HDEL', CAP_O, ARGV[A])
 else redis.call('HSET', CAP_O, ARGV[A], ARGV[A + 1]) end
 unpark_owner(ARGV[A])
 return hand_over(dispatch())
 """
+)
 
 # ARGV[A..]: job ids. Returns the starts of the last minute or so and the milliseconds
 # they span, then for each job how many jobs start before it in the current order if no
@@ -446,7 +452,9 @@ return hand_over(dispatch())
 # group and, per group of its owner, as many as the ring gives that group before it (k+1
 # for a group ahead of it in the ring, k behind, at most what the group has); that makes it
 # the (m+1)-th of its owner, and every other owner starts as many before it the same way.
-POSITIONS = """
+POSITIONS = (
+    _PRELUDE
+    + """
 local rings = {}
 local function ring(key, counts_key)
   local cached = rings[key]
@@ -509,66 +517,4 @@ for i = A, #ARGV do
 end
 return out
 """
-
-# The calls, by name.
-BODIES = {
-    "add": ADD,
-    "release": RELEASE,
-    "remove": REMOVE,
-    "register": REGISTER,
-    "occupy": OCCUPY,
-    "set_cap": SET_CAP,
-    "positions": POSITIONS,
-}
-
-
-def _assigned(lines: str) -> list[str]:
-    """The names that ``name = ...`` and ``a, b = ...`` lines set, in order."""
-    names: list[str] = []
-    for line in lines.splitlines():
-        if line.strip():
-            names += [name.strip() for name in line.split("=", 1)[0].split(",")]
-    return names
-
-
-@dataclass(frozen=True, slots=True)
-class Code:
-    """The scheduler's Lua with a hand-over, two ways: ``scripts``, one per call (each
-    defines every function again when it runs), and ``library``, Redis functions that are
-    defined once, when the library is loaded; ``functions`` names each call's function.
-    The library's name (and so its functions') holds a digest of its code: builds with
-    other code load their own beside it."""
-
-    scripts: dict[str, str]
-    library: str
-    functions: dict[str, str]
-
-    @classmethod
-    def of(cls, hand_over: str = NO_HAND_OVER, hand_over_state: str = "") -> Code:
-        """``hand_over`` defines ``hand_over(out)`` (and its constants); ``hand_over_state``
-        sets its own values from each call's arguments, as ``CALL_STATE`` does."""
-        state = CALL_STATE + hand_over_state
-        declared = "local " + ", ".join(_assigned(state + NAMES)) + "\n"
-        definitions = DEFINITIONS.replace(HAND_OVER_SLOT, hand_over)
-        prelude = declared + state + NAMES + definitions
-        scripts = {call: prelude + body for call, body in BODIES.items()}
-        shared = f"""local ARGV
-{declared}local named  -- the prefix the key names are of
-local function begin(args)
-  ARGV = args
-{state}  if P ~= named then
-{NAMES}    named = P
-  end
-end
-{definitions}"""
-        digest = hashlib.sha1(
-            (shared + "".join(BODIES.values())).encode(), usedforsecurity=False
-        ).hexdigest()
-        name = f"gql_media_scheduler_{digest[:16]}"
-        functions = {call: f"{name}_{call}" for call in BODIES}
-        registered = "".join(
-            f"redis.register_function('{functions[call]}', function(_, args)\n"
-            f"begin(args)\n{body}end)\n"
-            for call, body in BODIES.items()
-        )
-        return cls(scripts, f"#!lua name={name}\n{shared}{registered}", functions)
+)
