@@ -4,11 +4,13 @@ in one query, and only for jobs the caller sees."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
+from time import time
 from typing import Any
 
 from gql_media.db.models import WebhookDeliveryRow, utcnow
-from gql_media.domain import JOB_ID_PREFIX, OPEN, Principal, decode_id
+from gql_media.domain import JOB_ID_PREFIX, OPEN, Principal, Scope, decode_id
 from gql_media.runtime import Runtime
 from gql_media.services import jobs as job_service
 from gql_media.services import webhooks
@@ -82,6 +84,13 @@ async def test_each_jobs_deliveries_in_one_query_as_its_owner_sees_them(
         for who in (bob, OPEN)
     }
     assert seen_by == {"bob": [1], "open": [1]}
+    # a watch token reads its one job as its key does, deliveries included
+    token = replace(
+        alice,
+        scope=Scope(decode_id(JOB_ID_PREFIX, third.id), alice.key_id, frozenset(), time() + 60),
+    )
+    found = await webhooks.deliveries_of(deps, [third.id, first.id], token)
+    assert [[row.id for row in rows] for rows in found] == [made[third.id], []]
 
 
 async def test_a_page_of_jobs_reads_their_deliveries_together(settings_factory: Any) -> None:
