@@ -100,6 +100,62 @@ async def test_expired_lease_is_requeued_and_the_dead_worker_is_fenced_off(
     assert await _asset_count(runtime, job.id) == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "outcome", "last"),
+    [
+        ({}, runner.Outcome.SUCCEEDED, "SUCCEEDED"),
+        ({"fail": "transient"}, runner.Outcome.RETRYING, "QUEUED"),
+        ({"fail": "permanent"}, runner.Outcome.FAILED, "FAILED"),
+    ],
+)
+async def test_a_renewal_that_meets_the_runs_own_end_does_not_stop_the_run(
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: dict[str, str],
+    outcome: runner.Outcome,
+    last: str,
+) -> None:
+    """The lease keeper's renewal that comes as the run's final change commits finds the
+    row moved on by that change: the run still ends as that change says, and publishes
+    it, instead of stopping as if another worker had taken the job."""
+    deps = dataclasses.replace(
+        runtime.deps, settings=runtime.settings.model_copy(update={"lease_seconds": 0.03})
+    )
+    renew, persist = lease.JobContext.renew_lease, runner.persist
+    renewal_failed = asyncio.Event()
+
+    async def renew_lease(context: lease.JobContext) -> bool:
+        held = await renew(context)
+        if not held:
+            renewal_failed.set()
+        return held
+
+    async def persist_final_change(*args: Any) -> Any:
+        done = await persist(*args)
+        await renewal_failed.wait()  # the keeper's next renewal meets the committed change
+        return done
+
+    monkeypatch.setattr(lease.JobContext, "renew_lease", renew_lease)
+    monkeypatch.setattr(runner, "persist", persist_final_change)
+    job = await create_image_job(
+        deps, NewImageJob(prompt="x", provider="mock", width=64, extra=extra), SYSTEM
+    )
+    pubsub = runtime.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(runtime.settings.redis_namespace))
+    try:
+        assert await runner.run_job(deps, job.id) is outcome
+        statuses: list[str] = []
+        async with asyncio.timeout(10):  # published as the run ended: on its way here
+            while last not in statuses:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                event = json.loads(message["data"]) if message is not None else {}
+                if event.get("id") == job.id:
+                    statuses.append(event["status"])
+    finally:
+        await pubsub.aclose()
+    assert statuses == ["RUNNING", last]
+
+
 def test_only_an_unreachable_database_is_suppressed() -> None:
     with suppress_unavailable() as outage:
         raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")

@@ -59,6 +59,9 @@ class JobContext:
         self._interval = deps.settings.progress_interval
         self._last = time.monotonic()
         self._value = 0.0
+        # the run writes its final change (held by the lease like every other): from here
+        # that change, not the lease keeper, says how the run ends
+        self.ending = False
 
     async def progress(self, fraction: float) -> None:
         fraction = min(max(fraction, 0.0), 1.0)

@@ -129,6 +129,11 @@ async def _run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None) ->
     keeper = asyncio.create_task(keep_lease(deps, context))
     try:
         done, _ = await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done and context.ending:
+            # The renewal met the row as the run's own final change moved it on (or the
+            # lease was lost, which that change, held by the lease, finds): stopped now,
+            # the run would skip publishing a change that committed.
+            done, _ = await asyncio.wait({work})
     except asyncio.CancelledError:
         # The worker is shutting down past its grace period: give the job back.
         await _stop(work, keeper)
@@ -230,6 +235,7 @@ async def _succeed(
         return await _record_success(deps, row.id, context.token, now, result, assets)
 
     failpoint(BEFORE_FINISH)
+    context.ending = True
     done = await persist(deps, finish, "finishing job")
     if done is None:
         await discard_outputs(deps, row.id, [a["storage_key"] for a in assets])
@@ -279,6 +285,7 @@ async def _fail_or_retry(
                 **values,
             )
 
+    context.ending = True
     updated = await persist(deps, record, "recording failure")
     if updated is None:
         return Outcome.CANCELED
