@@ -64,6 +64,19 @@ async def _running_job(deps: Deps, token: str) -> tuple[JobSnapshot, JobRow]:
     return job, row
 
 
+async def _statuses_until(pubsub: Any, job_id: str, last: str) -> list[str]:
+    """The statuses of ``job_id``'s events on ``pubsub`` (subscribed to the events
+    channel), read until one is ``last``; 10 s at most."""
+    statuses: list[str] = []
+    async with asyncio.timeout(10):
+        while last not in statuses:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            event = json.loads(message["data"]) if message is not None else {}
+            if event.get("id") == job_id:
+                statuses.append(event["status"])
+    return statuses
+
+
 async def _asset_count(runtime: Runtime, job_id: str) -> int:
     async with runtime.deps.sessions() as session:
         count = await session.scalar(
@@ -144,13 +157,7 @@ async def test_a_renewal_that_meets_the_runs_own_end_does_not_stop_the_run(
     await pubsub.subscribe(keys.events_channel(runtime.settings.redis_namespace))
     try:
         assert await runner.run_job(deps, job.id) is outcome
-        statuses: list[str] = []
-        async with asyncio.timeout(10):  # published as the run ended: on its way here
-            while last not in statuses:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                event = json.loads(message["data"]) if message is not None else {}
-                if event.get("id") == job.id:
-                    statuses.append(event["status"])
+        statuses = await _statuses_until(pubsub, job.id, last)  # published as the run ended
     finally:
         await pubsub.aclose()
     assert statuses == ["RUNNING", last]
@@ -448,13 +455,8 @@ async def test_the_finishing_change_and_the_slot_go_out_as_it_commits(
             done = await get_job(runtime.deps, job.id, SYSTEM)
             assert done is not None and done.status is JobStatus.SUCCEEDED
             assert await runtime.deps.queue.scheduler.in_flight() == {}
-            statuses = []
-            async with asyncio.timeout(10):  # published before the kill: in the buffer now
-                while "SUCCEEDED" not in statuses:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                    event = json.loads(message["data"]) if message is not None else {}
-                    if event.get("id") == job.id:
-                        statuses.append(event["status"])
+            # published before the kill: in the buffer now
+            statuses = await _statuses_until(pubsub, job.id, "SUCCEEDED")
         finally:
             await pubsub.aclose()
         assert statuses[-1] == "SUCCEEDED"
