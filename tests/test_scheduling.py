@@ -115,6 +115,30 @@ async def test_the_state_redis_lost_is_rebuilt_from_the_database(runtime: Runtim
     assert await _on_arq_queue(runtime, waiting)
 
 
+async def test_a_retry_waiting_out_its_backoff_still_waits_after_a_rebuild(
+    runtime: Runtime,
+) -> None:
+    """A retry is due when its row's run_after says (its backoff, or the provider's
+    Retry-After), also once Redis lost the scheduler's state and it was rebuilt."""
+    deps = runtime.deps
+    await reconciler.reconcile(deps)
+    (job,) = await _jobs(deps, 1)
+    async with deps.sessions.begin() as session:  # as a failed attempt leaves it
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.id == _uuid(job.id))
+            .values(run_after=utcnow() + timedelta(minutes=5))
+        )
+    namespace = runtime.settings.redis_namespace
+    async for key in runtime.redis.scan_iter(match=f"{namespace}:*"):
+        await runtime.redis.delete(key)
+    await reconciler.reconcile(deps)
+    await deps.queue.register_worker("w", 1, ttl=60)
+    assert not await _on_arq_queue(runtime, job)
+    assert (await deps.queue.scheduler.estimates([job.id])).positions == [None]  # not due
+    assert await deps.queue.scheduler.standing([job.id]) == ["waiting"]
+
+
 async def test_a_slot_whose_release_was_lost_is_freed(runtime: Runtime) -> None:
     deps = runtime.deps
     await reconciler.reconcile(deps)

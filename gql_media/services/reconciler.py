@@ -168,8 +168,10 @@ async def _release_ended(deps: Deps) -> None:
 
 
 def waiting_row(row: JobRow) -> Waiting:
-    """What the scheduler orders a job row by."""
-    return waiting(job_snapshot(row))
+    """What the scheduler orders a job row by; a retry waiting out its backoff is due
+    when the row's ``run_after`` says."""
+    defer = (row.run_after - utcnow()).total_seconds()
+    return waiting(job_snapshot(row), defer if defer > 0 else None)
 
 
 async def _requeue_taken(deps: Deps, row: JobRow) -> Placement:
