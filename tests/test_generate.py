@@ -161,9 +161,9 @@ async def test_a_run_is_claimed_while_arq_reads_its_call(
         begun_before_called.append(ctx["job_id"] in ctx["worker"]._early)
         return await run_job_task(ctx, job_id)
 
-    async def run_on(deps: Any, job_id: str, claimed: Any = None) -> Any:
+    async def run_on(deps: Any, job_id: str, claimed: Any = None, **kwargs: Any) -> Any:
         claims.append(claimed)
-        return await run_job(deps, job_id, claimed)
+        return await run_job(deps, job_id, claimed, **kwargs)
 
     monkeypatch.setattr(worker_main, "run_job_task", recording)
     monkeypatch.setattr(runner, "run_job", run_on)

@@ -34,6 +34,7 @@ from gql_media.services.outputs import output_key
 from gql_media.services.processing import Produced
 from gql_media.services.transitions import transition
 from gql_media.settings import Settings
+from gql_media.worker.main import running_worker
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process
 from tests.support import JOB_FIELDS, graphql_ws, open_slots, start_server
@@ -241,6 +242,65 @@ async def test_a_queue_entry_taken_by_a_dead_worker_is_replaced(runtime: Runtime
     kept = stored(arq_id)
     assert await runtime.redis.exists(kept.call, kept.in_progress, kept.tries) == 0
     assert await reconciler.reconcile(deps, at_startup=True) == 0  # waiting on the queue: untouched
+
+
+async def test_the_run_of_a_replaced_entry_leaves_the_job_to_the_new_one(
+    runtime: Runtime,
+) -> None:
+    """A reconciler at start-up cannot tell a worker that took an entry and died from one
+    that took it a moment ago and has not claimed the row yet: it moves the job to a new
+    version either way. The old entry's run then claims nothing (a claim is of the version
+    its entry was queued at) and the new entry's run runs the job, so each slot in flight
+    is released by the run that holds it."""
+    deps = runtime.deps
+    await open_slots(deps)
+    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
+    arq_id = keys.arq_job_id(job.id, job.version)
+    await runtime.redis.psetex(in_progress_key_prefix + arq_id, 60_000, b"1")  # just taken
+    assert await reconciler.reconcile(deps, at_startup=True) == 1
+    moved = await get_job(deps, job.id, SYSTEM)
+    assert moved is not None and moved.version == job.version + 1
+
+    assert await runner.run_job(deps, job.id, version=job.version) is runner.Outcome.SKIPPED
+    assert await deps.queue.scheduler.in_flight() == {job.id: moved.version}
+    assert await runner.run_job(deps, job.id, version=moved.version) is runner.Outcome.SUCCEEDED
+    done = await get_job(deps, job.id, SYSTEM)
+    assert done is not None and (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+
+
+async def test_a_worker_claims_a_job_at_the_version_its_entry_was_queued_at(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's run of a queue entry (its claim begun as the entry starts, or made by
+    the run) claims the job only at the version the entry was queued at, not at a newer
+    one that has, or will have, an entry of its own."""
+    deps = runtime.deps
+    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
+    async with deps.sessions.begin() as session:  # moved on, as the reconciler moves it
+        await transition(
+            session,
+            _uuid(job.id),
+            (JobStatus.QUEUED,),
+            JobStatus.QUEUED,
+            at_version=job.version,
+            run_after=utcnow(),
+        )
+    runs: asyncio.Queue[tuple[int | None, runner.Outcome]] = asyncio.Queue()
+    run_job = runner.run_job
+
+    async def recorded(*args: Any, **kwargs: Any) -> runner.Outcome:
+        outcome = await run_job(*args, **kwargs)
+        runs.put_nowait((kwargs.get("version"), outcome))
+        return outcome
+
+    monkeypatch.setattr(runner, "run_job", recorded)
+    async with running_worker(runtime):  # the old entry starts as the worker registers
+        async with asyncio.timeout(10):
+            version, outcome = await runs.get()
+            while version != job.version:  # the reconciler may have queued the new one
+                assert (version, outcome) == (job.version + 1, runner.Outcome.SUCCEEDED)
+                version, outcome = await runs.get()
+    assert outcome is runner.Outcome.SKIPPED
 
 
 async def test_one_reconcile_pass_sorts_waiting_lost_and_taken_entries(runtime: Runtime) -> None:

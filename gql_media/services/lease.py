@@ -26,7 +26,7 @@ from gql_media.errors import JobCanceled
 from gql_media.services.deps import Deps
 from gql_media.services.events import announce
 from gql_media.services.snapshots import ColumnValues, JobColumns, job_snapshot
-from gql_media.services.transitions import CLAIM, HELD_RUNNING, PROGRESS, one_job
+from gql_media.services.transitions import CLAIM, CLAIM_AT, HELD_RUNNING, PROGRESS, one_job
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,12 +36,17 @@ class LeaseLost(JobCanceled):
     """The worker no longer holds the job: it was canceled or given to another worker."""
 
 
-async def claim(deps: Deps, job_id: uuid.UUID, token: str) -> ColumnValues | None:
-    """QUEUED → RUNNING under a new lease ``token``: the job, or None if it was not QUEUED."""
+async def claim(
+    deps: Deps, job_id: uuid.UUID, token: str, version: int | None = None
+) -> ColumnValues | None:
+    """QUEUED → RUNNING under a new lease ``token``: the job, or None if it was not QUEUED
+    (at ``version``, when given: the version the run's queue entry was queued at)."""
     now = utcnow()
     until = now + timedelta(seconds=deps.settings.lease_seconds)
-    params = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
-    return await one_job(deps.autocommit, CLAIM, params)
+    params: dict[str, Any] = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
+    if version is None:
+        return await one_job(deps.autocommit, CLAIM, params)
+    return await one_job(deps.autocommit, CLAIM_AT, {**params, "at_version": version})
 
 
 class JobContext:

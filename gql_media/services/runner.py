@@ -92,31 +92,41 @@ class Claim:
     token: str
 
 
-async def claim_run(deps: Deps, job_id: str) -> Claim:
+async def claim_run(deps: Deps, job_id: str, version: int | None = None) -> Claim:
     """Claim the job's row under a new lease and publish the change: the first step of
     ``run_job``, which a worker may begin early (while arq reads the job's call) and hand
-    to it; RUNNING then goes out as the claim commits, not after arq's steps."""
+    to it; RUNNING then goes out as the claim commits, not after arq's steps. ``version``:
+    the version the run's queue entry was queued at (a newer version of the job has an
+    entry of its own, whose run claims it)."""
     token = uuid.uuid4().hex
-    row = await claim(deps, parse_job_id(job_id), token)
+    row = await claim(deps, parse_job_id(job_id), token, version)
     if row is not None:
         await announce(deps, job_snapshot(row))
     return Claim(row, token)
 
 
-async def run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None = None) -> Outcome:
-    """Run the job once if it is QUEUED; every failure ends in a recorded state.
-    ``claimed``: its claim, begun already (``claim_run``)."""
+async def run_job(
+    deps: Deps,
+    job_id: str,
+    claimed: Awaitable[Claim] | None = None,
+    *,
+    version: int | None = None,
+) -> Outcome:
+    """Run the job once if it is QUEUED (at ``version``, when given: ``claim_run``); every
+    failure ends in a recorded state. ``claimed``: its claim, begun already."""
     with job_context(job_id):  # every line logged on its behalf names the job
         started = time.perf_counter()
-        outcome = await _run_job(deps, job_id, claimed)
+        outcome = await _run_job(deps, job_id, claimed, version)
         if outcome is not Outcome.SKIPPED:
             log.info("job %s: %s in %.3fs", job_id, outcome.value, time.perf_counter() - started)
         return outcome
 
 
-async def _run_job(deps: Deps, job_id: str, claimed: Awaitable[Claim] | None) -> Outcome:
+async def _run_job(
+    deps: Deps, job_id: str, claimed: Awaitable[Claim] | None, version: int | None
+) -> Outcome:
     parsed = parse_job_id(job_id)
-    claim_ = await (claimed if claimed is not None else claim_run(deps, job_id))
+    claim_ = await (claimed if claimed is not None else claim_run(deps, job_id, version))
     row, token = claim_.row, claim_.token
     if row is None:
         if await deadlines.expire(deps, parsed):  # too late to start

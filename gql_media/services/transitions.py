@@ -175,6 +175,9 @@ CLAIM = transition_statement(
     lease_token=bindparam("token"),
     lease_until=_param("lease_until", _JOBS.lease_until),
 ).where(or_(_JOBS.deadline.is_(None), _JOBS.deadline > NOW), CommitUnflushed())
+# the claim by the run of one queue entry: of the version the entry was queued at
+# (``:at_version``), not of a newer one that has an entry of its own
+CLAIM_AT = CLAIM.where(_JOBS.version == bindparam("at_version"))
 # QUEUED → FAILED once the deadline passed
 EXPIRE = transition_statement(
     (JobStatus.QUEUED,),

@@ -111,7 +111,7 @@ class GqlMediaWorker(WakeableWorker):
         run = keys.arq_job_run(job_id)
         if run is None:  # a webhook delivery
             return
-        self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, run[0]))
+        self._early[job_id] = asyncio.ensure_future(runner.claim_run(self.deps, *run))
 
     async def end_run(self, arq_id: str, job_id: str, version: int, last: list[bytes]) -> bool:
         """The run of ``job_id`` at ``version`` (the entry ``arq_id``) returned: its slot

@@ -28,7 +28,8 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     leave = None
     if worker is None or not worker.leaves_queue:  # else the start took it off
         leave = asyncio.create_task(_leave_queue(redis, deps, ctx["job_id"]))  # beside the claim
-    version = keys.arq_job_version(ctx["job_id"]) or 0
+    queued_at = keys.arq_job_version(ctx["job_id"])  # the version the run claims
+    version = queued_at or 0
     early = worker.claimed_early(ctx["job_id"]) if worker is not None else None
     last: list[bytes] = []  # the change that finished the job, without scripts
     ended = False  # the run's slot released (with scripts)
@@ -46,7 +47,7 @@ async def run_job_task(ctx: dict[str, Any], job_id: str) -> str:
     scripted = worker if worker is not None and worker.scripts else None  # arq_scripts on
     try:
         with events.run_ending(release if scripted is not None else None) as last:
-            outcome = await runner.run_job(deps, job_id, early)
+            outcome = await runner.run_job(deps, job_id, early, version=queued_at)
         if leave is not None:
             await leave
         if scripted is not None and not ended:
