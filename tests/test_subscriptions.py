@@ -648,6 +648,42 @@ async def test_changes_published_together_reach_redis_together(
         await hub.stop()
 
 
+async def test_the_hub_decodes_only_the_events_of_jobs_its_subscribers_follow(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most events on an api concern jobs nobody there follows: their JSON is read for the
+    job's id, and the rest is not decoded; a subscriber to every job gets all of them."""
+    namespace = runtime.settings.redis_namespace
+    hub = EventHub(runtime.redis, namespace)
+    decoded: list[str] = []
+    from_dict = JobSnapshot.from_dict
+
+    def counted(data: dict[str, Any]) -> JobSnapshot:
+        decoded.append(data["id"])
+        return from_dict(data)
+
+    monkeypatch.setattr(JobSnapshot, "from_dict", staticmethod(counted))
+    await hub.start()
+    try:
+        await hub.wait_listening()
+        publisher = EventPublisher(runtime.redis, namespace)
+        followed = hub.subscribe("followed")
+        for job_id in ("other", "followed"):
+            await publisher.publish(_version(job_id, 1))
+        assert await followed.get() == _version("followed", 1)  # "other" came before it
+        assert decoded == ["followed"]
+        everything = hub.subscribe(None)
+        for job_id in ("other", "followed"):
+            await publisher.publish(_version(job_id, 2))
+        assert [await everything.get(), await everything.get()] == [
+            _version("other", 2),
+            _version("followed", 2),
+        ]
+        assert decoded == ["followed", "other", "followed"]
+    finally:
+        await hub.stop()
+
+
 def _version(job_id: str, version: int) -> JobSnapshot:
     created = datetime(2026, 1, 1, tzinfo=UTC)
     return JobSnapshot(

@@ -215,7 +215,8 @@ class EventHub:
         self._all: set[Subscriber] = set()
         # alike key → its subscribers' token, while one of them holds it
         self._alike: weakref.WeakValueDictionary[Hashable, _Alike] = weakref.WeakValueDictionary()
-        # newest version dispatched per job, for the catch-up to skip what arrived
+        # newest version dispatched per job (of jobs some subscriber followed as it came),
+        # for the catch-up to skip what arrived
         self._delivered: OrderedDict[str, int] = OrderedDict()
         self._delivered_limit = 100_000
         self._task: asyncio.Task[None] | None = None
@@ -344,7 +345,10 @@ class EventHub:
         if message.get("type") != "message":
             return
         try:
-            snapshot = JobSnapshot.from_dict(orjson.loads(message["data"]))
+            data = orjson.loads(message["data"])
+            if not self._all and data["id"] not in self._by_job:
+                return  # no subscriber here follows the job: not decoded further
+            snapshot = JobSnapshot.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("dropping malformed job event: %s", exc)
             return
