@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -36,35 +36,43 @@ class Context:
     # who auth chose: set by the HTTP view before a request runs, and by on_ws_connect for
     # a socket; None until then, and then no resolver runs
     caller: Principal | None = None
-    # queue estimates of the jobs a request or event resolves, in one round trip per tick
-    # (not cached: a socket's context lives as long as the socket)
-    estimates: DataLoader[str, Estimate | None] = field(init=False)
-    # jobs and media assets by id (node, nodes), the ids of a tick in one lookup, as the
-    # request's principal may see them
-    nodes: DataLoader[str, nodes.Found | None] = field(init=False)
-    # each job's webhook deliveries, the jobs of a tick in one query, as the request's
-    # principal may see them
-    deliveries: DataLoader[str, list[WebhookDeliveryRow]] = field(init=False)
     connection_params: dict[str, Any] | None = None  # a WebSocket's connection_init payload
     stream: bool = False  # an HTTP request answered as a stream (``api.streams``)
 
-    def __post_init__(self) -> None:
+    # The loaders below are made when a resolver first asks (most requests use none).
+
+    @cached_property
+    def estimates(self) -> DataLoader[str, Estimate | None]:
+        """Queue estimates of the jobs a request or event resolves, in one round trip per
+        tick (not cached: a socket's context lives as long as the socket)."""
         deps = self.deps
 
         async def load(job_ids: list[str]) -> list[Estimate | None]:
             return await queue_info.estimates(deps, job_ids)
 
-        self.estimates = DataLoader(load, cache=False)
+        return DataLoader(load, cache=False)
 
-        async def load_nodes(ids: list[str]) -> list[nodes.Found | None]:
+    @cached_property
+    def nodes(self) -> DataLoader[str, nodes.Found | None]:
+        """Jobs and media assets by id (node, nodes), the ids of a tick in one lookup, as
+        the request's principal may see them."""
+        deps = self.deps
+
+        async def load(ids: list[str]) -> list[nodes.Found | None]:
             return await nodes.get_nodes(deps, ids, self.principal)
 
-        self.nodes = DataLoader(load_nodes, cache=False)
+        return DataLoader(load, cache=False)
 
-        async def load_deliveries(job_ids: list[str]) -> list[list[WebhookDeliveryRow]]:
+    @cached_property
+    def deliveries(self) -> DataLoader[str, list[WebhookDeliveryRow]]:
+        """Each job's webhook deliveries, the jobs of a tick in one query, as the request's
+        principal may see them."""
+        deps = self.deps
+
+        async def load(job_ids: list[str]) -> list[list[WebhookDeliveryRow]]:
             return await webhooks.deliveries_of(deps, job_ids, self.principal)
 
-        self.deliveries = DataLoader(load_deliveries, cache=False)
+        return DataLoader(load, cache=False)
 
     @property
     def principal(self) -> Principal:
