@@ -5,6 +5,7 @@ the database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import text, update
 
 from gql_media import keys
+from gql_media.adapters import redis as redis_adapter
 from gql_media.adapters.scheduling import Dispatched, Waiting
 from gql_media.db.models import JobRow, utcnow
 from gql_media.domain import JOB_ID_PREFIX, SYSTEM, JobSnapshot, JobStatus, Scheduling, decode_id
@@ -22,6 +24,7 @@ from gql_media.services import lease, reconciler, runner
 from gql_media.services.control import cancel_job
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, create_image_jobs, get_job
+from gql_media.worker.main import GqlMediaWorker
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -137,6 +140,56 @@ async def test_a_retry_waiting_out_its_backoff_still_waits_after_a_rebuild(
     assert not await _on_arq_queue(runtime, job)
     assert (await deps.queue.scheduler.estimates([job.id])).positions == [None]  # not due
     assert await deps.queue.scheduler.standing([job.id]) == ["waiting"]
+
+
+async def test_a_stopping_worker_counts_no_slot_while_its_runs_finish(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stops leaves the scheduler at once, and its registration, renewed
+    every poll while its runs get their grace, keeps it out: no job is handed to slots
+    that will not take it."""
+    deps = runtime.deps
+    calls: list[tuple[bool, int]] = []  # (taking jobs, slots) of each registration
+    renewed_while_stopping = asyncio.Event()
+    register = deps.queue.register_worker
+
+    async def recorded(worker_id: str, slots: int, ttl: float, **kwargs: Any) -> None:
+        calls.append((worker.allow_pick_jobs, slots))
+        if sum(1 for taking, _ in calls if not taking) >= 2:  # stop's, then the loop's
+            renewed_while_stopping.set()
+        await register(worker_id, slots, ttl, **kwargs)
+
+    monkeypatch.setattr(deps.queue, "register_worker", recorded)
+    redis = runtime.new_redis()
+    worker = GqlMediaWorker(deps, redis)
+    pubsub = runtime.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(runtime.settings.redis_namespace))
+    try:
+        worker.main_task = asyncio.create_task(worker.main())
+        job = await create_image_job(
+            deps, NewImageJob(prompt="x", provider="mock", extra={"delayMs": 600_000}), SYSTEM
+        )
+        async with asyncio.timeout(10):
+            async for message in pubsub.listen():
+                event = json.loads(message["data"]) if message["type"] == "message" else {}
+                if (event.get("id"), event.get("status")) == (job.id, "RUNNING"):
+                    break
+        stopping = asyncio.create_task(worker.stop(grace=60))
+        async with asyncio.timeout(10):
+            await renewed_while_stopping.wait()
+        assert {slots for taking, slots in calls if not taking} == {0}
+        assert (
+            await runtime.redis.hget(
+                f"{runtime.settings.redis_namespace}:sched:slots", worker.worker_id
+            )
+            is None
+        )
+        await cancel_job(deps, job.id, SYSTEM)  # its run ends, and with it the stop
+        async with asyncio.timeout(30):
+            await stopping
+    finally:
+        await pubsub.aclose()
+        await redis_adapter.close(redis)
 
 
 async def test_a_slot_whose_release_was_lost_is_freed(runtime: Runtime) -> None:

@@ -248,11 +248,12 @@ class GqlMediaWorker(WakeableWorker):
     async def _register_forever(self) -> None:
         """Count this worker's slots in the scheduler, again every poll: jobs are handed to
         the workers only while slots are free, and a worker that dies stops counting once
-        its registration lapses. Each call also hands over jobs that became due."""
+        its registration lapses. Each call also hands over jobs that became due. A worker
+        that stops (``stop``) counts no slot from then on."""
         while True:
             await self.deps.queue.register_worker(
                 self.worker_id,
-                self.max_jobs,
+                self.max_jobs if self.allow_pick_jobs else 0,
                 self._lapse,
                 idle=self.idle_now,
                 start_ms=self.start_mark_ms,
