@@ -152,6 +152,14 @@ async def test_a_token_may_not_list_create_upload_or_mint(api: Secured) -> None:
     variables = {"id": stored.json()["media"]["id"]}
     assert (await api.graphql(token, media, variables))["data"] == {"media": None}
     assert (await api.graphql(api.keys.alice, media, variables))["data"]["media"]
+    node = "query($id: ID!) { node(id: $id) { id } nodes(ids: [$id]) { id } }"
+    assert (await api.graphql(token, node, {"id": job_id}))["data"] == {
+        "node": None,
+        "nodes": [None],
+    }
+    assert (await api.graphql(api.keys.alice, node, {"id": job_id}))["data"]["node"] == {
+        "id": job_id
+    }
     async with graphql_ws(api.live.ws_url, payload={"apiKey": token}) as ws:
         [events] = await ws.collect(await ws.subscribe("subscription { jobEvents { id } }"))
     assert codes(events) == ["FORBIDDEN"], events
