@@ -164,6 +164,41 @@ async def test_a_renewal_that_meets_the_runs_own_end_does_not_stop_the_run(
     assert statuses == ["RUNNING", last]
 
 
+async def test_a_shutdown_as_the_run_writes_its_final_change_lets_it_finish(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stopping past its grace cancels its runs; one that is writing its final
+    change finishes it and publishes it instead of being handed back (the hand-back would
+    find the job finished, and the change would never be published)."""
+    deps = runtime.deps
+    written, go_on = asyncio.Event(), asyncio.Event()
+    persist = runner.persist
+
+    async def persist_then_wait(*args: Any) -> Any:
+        done = await persist(*args)
+        written.set()
+        await go_on.wait()  # the shutdown's cancel comes now
+        return done
+
+    monkeypatch.setattr(runner, "persist", persist_then_wait)
+    job = await create_image_job(deps, NewImageJob(prompt="x", provider="mock"), SYSTEM)
+    pubsub = runtime.redis.pubsub()
+    await pubsub.subscribe(keys.events_channel(runtime.settings.redis_namespace))
+    try:
+        run = asyncio.create_task(runner.run_job(deps, job.id))
+        await written.wait()
+        run.cancel()
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        statuses = await _statuses_until(pubsub, job.id, "SUCCEEDED")
+    finally:
+        await pubsub.aclose()
+    assert statuses == ["RUNNING", "SUCCEEDED"]
+    done = await get_job(deps, job.id, SYSTEM)
+    assert done is not None and (done.status, len(done.outputs)) == (JobStatus.SUCCEEDED, 1)
+
+
 def test_only_an_unreachable_database_is_suppressed() -> None:
     with suppress_unavailable() as outage:
         raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")

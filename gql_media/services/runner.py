@@ -145,7 +145,14 @@ async def _run_job(
             # the run would skip publishing a change that committed.
             done, _ = await asyncio.wait({work})
     except asyncio.CancelledError:
-        # The worker is shutting down past its grace period: give the job back.
+        # The worker is shutting down past its grace period.
+        if context.ending:
+            # The run writes its final change: that change decides (handed back now, the
+            # job would be found finished and its change never published).
+            await _stop(keeper)
+            await asyncio.shield(work)
+            raise
+        # Give the job back.
         await _stop(work, keeper)
         await asyncio.shield(_hand_back(deps, row, token))
         raise
