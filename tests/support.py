@@ -221,3 +221,16 @@ async def graphql_ws(
         ack = await client.receive()
         assert ack["type"] == "connection_ack", ack
         yield client
+
+
+async def statuses_until(pubsub: Any, job_id: str, last: str) -> list[str]:
+    """The statuses of ``job_id``'s events on ``pubsub`` (subscribed to the events
+    channel), read until one is ``last``; 10 s at most."""
+    statuses: list[str] = []
+    async with asyncio.timeout(10):
+        while last not in statuses:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            event = json.loads(message["data"]) if message is not None else {}
+            if event.get("id") == job_id:
+                statuses.append(event["status"])
+    return statuses

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import json
 import os
 import signal
 import uuid
@@ -37,7 +36,7 @@ from gql_media.settings import Settings
 from gql_media.worker.main import running_worker
 from tests.conftest import INTEGRATION, TEST_REDIS_URL
 from tests.faults import worker_process
-from tests.support import JOB_FIELDS, graphql_ws, open_slots, start_server
+from tests.support import JOB_FIELDS, graphql_ws, open_slots, start_server, statuses_until
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -63,19 +62,6 @@ async def _running_job(deps: Deps, token: str) -> tuple[JobSnapshot, JobRow]:
     row = await lease.claim(deps, _uuid(job.id), token=token)
     assert row is not None
     return job, row
-
-
-async def _statuses_until(pubsub: Any, job_id: str, last: str) -> list[str]:
-    """The statuses of ``job_id``'s events on ``pubsub`` (subscribed to the events
-    channel), read until one is ``last``; 10 s at most."""
-    statuses: list[str] = []
-    async with asyncio.timeout(10):
-        while last not in statuses:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-            event = json.loads(message["data"]) if message is not None else {}
-            if event.get("id") == job_id:
-                statuses.append(event["status"])
-    return statuses
 
 
 async def _asset_count(runtime: Runtime, job_id: str) -> int:
@@ -158,7 +144,7 @@ async def test_a_renewal_that_meets_the_runs_own_end_does_not_stop_the_run(
     await pubsub.subscribe(keys.events_channel(runtime.settings.redis_namespace))
     try:
         assert await runner.run_job(deps, job.id) is outcome
-        statuses = await _statuses_until(pubsub, job.id, last)  # published as the run ended
+        statuses = await statuses_until(pubsub, job.id, last)  # published as the run ended
     finally:
         await pubsub.aclose()
     assert statuses == ["RUNNING", last]
@@ -191,7 +177,7 @@ async def test_a_shutdown_as_the_run_writes_its_final_change_lets_it_finish(
         go_on.set()
         with pytest.raises(asyncio.CancelledError):
             await run
-        statuses = await _statuses_until(pubsub, job.id, "SUCCEEDED")
+        statuses = await statuses_until(pubsub, job.id, "SUCCEEDED")
     finally:
         await pubsub.aclose()
     assert statuses == ["RUNNING", "SUCCEEDED"]
@@ -551,7 +537,7 @@ async def test_the_finishing_change_and_the_slot_go_out_as_it_commits(
             assert done is not None and done.status is JobStatus.SUCCEEDED
             assert await runtime.deps.queue.scheduler.in_flight() == {}
             # published before the kill: in the buffer now
-            statuses = await _statuses_until(pubsub, job.id, "SUCCEEDED")
+            statuses = await statuses_until(pubsub, job.id, "SUCCEEDED")
         finally:
             await pubsub.aclose()
         assert statuses[-1] == "SUCCEEDED"

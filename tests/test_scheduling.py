@@ -5,7 +5,6 @@ the database."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -25,6 +24,7 @@ from gql_media.services.control import cancel_job
 from gql_media.services.deps import Deps
 from gql_media.services.jobs import NewImageJob, create_image_job, create_image_jobs, get_job
 from gql_media.worker.main import GqlMediaWorker
+from tests.support import statuses_until
 
 
 def _uuid(job_id: str) -> uuid.UUID:
@@ -169,11 +169,7 @@ async def test_a_stopping_worker_counts_no_slot_while_its_runs_finish(
         job = await create_image_job(
             deps, NewImageJob(prompt="x", provider="mock", extra={"delayMs": 600_000}), SYSTEM
         )
-        async with asyncio.timeout(10):
-            async for message in pubsub.listen():
-                event = json.loads(message["data"]) if message["type"] == "message" else {}
-                if (event.get("id"), event.get("status")) == (job.id, "RUNNING"):
-                    break
+        await statuses_until(pubsub, job.id, "RUNNING")
         stopping = asyncio.create_task(worker.stop(grace=60))
         async with asyncio.timeout(10):
             await renewed_while_stopping.wait()

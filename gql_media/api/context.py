@@ -20,6 +20,7 @@ from gql_media.errors import Unauthenticated
 from gql_media.services import nodes, queue_info, webhooks
 from gql_media.services.auth import Authenticator
 from gql_media.services.deps import Deps
+from gql_media.services.nodes import Found
 from gql_media.services.queue_info import Estimate
 
 
@@ -53,12 +54,12 @@ class Context:
         return DataLoader(load, cache=False)
 
     @cached_property
-    def nodes(self) -> DataLoader[str, nodes.Found | None]:
+    def nodes(self) -> DataLoader[str, Found | None]:
         """Jobs and media assets by id (node, nodes), the ids of a tick in one lookup, as
         the request's principal may see them."""
         deps = self.deps
 
-        async def load(ids: list[str]) -> list[nodes.Found | None]:
+        async def load(ids: list[str]) -> list[Found | None]:
             return await nodes.get_nodes(deps, ids, self.principal)
 
         return DataLoader(load, cache=False)

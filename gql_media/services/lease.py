@@ -46,7 +46,8 @@ async def claim(
     params: dict[str, Any] = {"job_id": job_id, "now": now, "token": token, "lease_until": until}
     if version is None:
         return await one_job(deps.autocommit, CLAIM, params)
-    return await one_job(deps.autocommit, CLAIM_AT, {**params, "at_version": version})
+    params["at_version"] = version
+    return await one_job(deps.autocommit, CLAIM_AT, params)
 
 
 class JobContext:
